@@ -1,0 +1,455 @@
+//! Reading and validating record batches in place, without copying.
+
+use super::varint::{self, VarintError};
+use super::{attr, field, BatchError, Compression, HEADER_LEN, LOG_OVERHEAD, MAGIC};
+
+#[inline]
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+#[inline]
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+#[inline]
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(a)
+}
+
+/// Total size (header and records) of the batch starting at `buf`, read from its length
+/// field; `None` if fewer than [`LOG_OVERHEAD`] bytes are present or the length is below a
+/// header's size. The bytes are not otherwise checked.
+#[inline]
+pub fn batch_len_at(buf: &[u8]) -> Option<usize> {
+    if buf.len() < LOG_OVERHEAD {
+        return None;
+    }
+    let declared = be_i32(buf, field::BATCH_LENGTH);
+    let total = LOG_OVERHEAD as i64 + declared as i64;
+    (total >= HEADER_LEN as i64).then_some(total as usize)
+}
+
+/// The decoded fixed header of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Offset of the first record.
+    pub base_offset: i64,
+    /// Bytes after the length field.
+    pub batch_length: i32,
+    /// Leader epoch (Raft term) stamped by the broker.
+    pub partition_leader_epoch: i32,
+    /// Format version.
+    pub magic: u8,
+    /// Stored checksum.
+    pub crc: u32,
+    /// Attribute bits (see [`attr`](super::attr)).
+    pub attributes: i16,
+    /// Offset of the last record relative to `base_offset`.
+    pub last_offset_delta: i32,
+    /// Timestamp of the first record.
+    pub base_timestamp: i64,
+    /// Largest record timestamp.
+    pub max_timestamp: i64,
+    /// Idempotent producer id, -1 if none.
+    pub producer_id: i64,
+    /// Idempotent producer epoch.
+    pub producer_epoch: i16,
+    /// Sequence number of the first record.
+    pub base_sequence: i32,
+    /// Number of records.
+    pub record_count: i32,
+}
+
+impl BatchHeader {
+    /// Decodes the header fields at the start of `buf` without checking anything else.
+    pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {
+        if buf.len() < HEADER_LEN {
+            return Err(BatchError::TooShort { len: buf.len() });
+        }
+        Ok(Self {
+            base_offset: be_i64(buf, field::BASE_OFFSET),
+            batch_length: be_i32(buf, field::BATCH_LENGTH),
+            partition_leader_epoch: be_i32(buf, field::LEADER_EPOCH),
+            magic: buf[field::MAGIC],
+            crc: be_i32(buf, field::CRC) as u32,
+            attributes: be_i16(buf, field::ATTRIBUTES),
+            last_offset_delta: be_i32(buf, field::LAST_OFFSET_DELTA),
+            base_timestamp: be_i64(buf, field::BASE_TIMESTAMP),
+            max_timestamp: be_i64(buf, field::MAX_TIMESTAMP),
+            producer_id: be_i64(buf, field::PRODUCER_ID),
+            producer_epoch: be_i16(buf, field::PRODUCER_EPOCH),
+            base_sequence: be_i32(buf, field::BASE_SEQUENCE),
+            record_count: be_i32(buf, field::RECORD_COUNT),
+        })
+    }
+
+    /// Offset of the last record (`base_offset - 1` for a batch without records).
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + self.last_offset_delta as i64
+    }
+
+    /// Offset after the batch: where the next batch starts.
+    pub fn next_offset(&self) -> i64 {
+        self.last_offset() + 1
+    }
+
+    /// Size of the whole batch in bytes.
+    pub fn total_len(&self) -> usize {
+        LOG_OVERHEAD + self.batch_length as usize
+    }
+
+    /// Codec of the records section (`None` for unknown bits).
+    pub fn compression(&self) -> Option<Compression> {
+        Compression::from_attributes(self.attributes)
+    }
+
+    /// True for control batches.
+    pub fn is_control(&self) -> bool {
+        self.attributes & attr::CONTROL != 0
+    }
+}
+
+/// A batch whose length, magic, checksum, header and (if uncompressed) record framing were
+/// checked. It borrows its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordBatch<'a> {
+    buf: &'a [u8],
+    header: BatchHeader,
+}
+
+impl<'a> RecordBatch<'a> {
+    /// Validates `buf` as exactly one batch.
+    pub fn parse(buf: &'a [u8]) -> Result<Self, BatchError> {
+        let header = BatchHeader::parse(buf)?;
+        let actual = buf.len() - LOG_OVERHEAD;
+        if header.batch_length as i64 != actual as i64 {
+            return Err(BatchError::BadLength {
+                declared: header.batch_length as i64,
+                actual,
+            });
+        }
+        Self::check(buf, header)
+    }
+
+    /// Validates the batch at the start of `buf` (which may hold more after it); returns it
+    /// and its size.
+    pub fn parse_prefix(buf: &'a [u8]) -> Result<(Self, usize), BatchError> {
+        let header = BatchHeader::parse(buf)?;
+        let total = LOG_OVERHEAD as i64 + header.batch_length as i64;
+        if total < HEADER_LEN as i64 || total > buf.len() as i64 {
+            return Err(BatchError::BadLength {
+                declared: header.batch_length as i64,
+                actual: buf.len() - LOG_OVERHEAD,
+            });
+        }
+        let total = total as usize;
+        Ok((Self::check(&buf[..total], header)?, total))
+    }
+
+    fn check(buf: &'a [u8], header: BatchHeader) -> Result<Self, BatchError> {
+        if header.magic != MAGIC {
+            return Err(BatchError::BadMagic(header.magic));
+        }
+        let actual = crc32fast::hash(&buf[field::ATTRIBUTES..]);
+        if actual != header.crc {
+            return Err(BatchError::CrcMismatch {
+                expected: header.crc,
+                actual,
+            });
+        }
+        let codec = header
+            .compression()
+            .ok_or(BatchError::UnknownCompression(header.attributes & attr::COMPRESSION_MASK))?;
+        if header.record_count < 0 {
+            return Err(BatchError::BadHeader("record_count is negative"));
+        }
+        if header.record_count == 0 && !header.is_control() {
+            return Err(BatchError::BadHeader("a data batch holds no records"));
+        }
+        if header.last_offset_delta as i64 != header.record_count as i64 - 1 {
+            return Err(BatchError::BadHeader(
+                "last_offset_delta does not match record_count",
+            ));
+        }
+        let batch = Self { buf, header };
+        if codec == Compression::None {
+            validate_records(batch.records_section(), header.record_count as usize)?;
+        } else if header.record_count > 0 && batch.records_section().is_empty() {
+            return Err(BatchError::BadHeader("compressed records section is empty"));
+        }
+        Ok(batch)
+    }
+
+    /// The decoded header.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    /// The whole batch as stored.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    /// The records section (compressed if the header says so).
+    pub fn records_section(&self) -> &'a [u8] {
+        &self.buf[HEADER_LEN..]
+    }
+
+    /// The records of an uncompressed batch. For a compressed one, decompress
+    /// [`records_section`](Self::records_section) and use [`Records::new`].
+    pub fn records(&self) -> Records<'a> {
+        Records::new(self.records_section(), self.header.record_count as usize)
+    }
+}
+
+/// Checks that `section` holds exactly `count` well-framed records with offset deltas
+/// 0, 1, 2, ...
+pub(crate) fn validate_records(section: &[u8], count: usize) -> Result<(), BatchError> {
+    let mut records = Records::new(section, count);
+    for i in 0..count {
+        match records.next() {
+            Some(Ok(r)) if r.offset_delta as usize == i => {}
+            Some(Ok(r)) => {
+                return Err(BatchError::BadRecord {
+                    record: i,
+                    what: format!("offset delta {} where {i} was expected", r.offset_delta),
+                })
+            }
+            Some(Err(e)) => return Err(e),
+            None => unreachable!("Records yields `count` items"),
+        }
+    }
+    if !records.rest.is_empty() {
+        return Err(BatchError::BadRecord {
+            record: count,
+            what: format!("{} bytes follow the last record", records.rest.len()),
+        });
+    }
+    Ok(())
+}
+
+/// Iterator over the records of a records section.
+#[derive(Debug, Clone)]
+pub struct Records<'a> {
+    rest: &'a [u8],
+    index: usize,
+    count: usize,
+}
+
+impl<'a> Records<'a> {
+    /// Iterates `count` records from an (uncompressed) records section.
+    pub fn new(section: &'a [u8], count: usize) -> Self {
+        Self {
+            rest: section,
+            index: 0,
+            count,
+        }
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<RecordView<'a>, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.index >= self.count {
+            return None;
+        }
+        let i = self.index;
+        self.index += 1;
+        match parse_record(self.rest, i) {
+            Ok((r, n)) => {
+                self.rest = &self.rest[n..];
+                Some(Ok(r))
+            }
+            Err(e) => {
+                self.index = self.count; // stop after the first error
+                Some(Err(e))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.count - self.index;
+        (0, Some(n))
+    }
+}
+
+/// One record, borrowed from its batch.
+#[derive(Debug, Clone)]
+pub struct RecordView<'a> {
+    /// Record attributes (unused in v2).
+    pub attributes: i8,
+    /// Timestamp relative to the batch's base timestamp.
+    pub timestamp_delta: i64,
+    /// Offset relative to the batch's base offset.
+    pub offset_delta: i32,
+    /// Key, `None` if null.
+    pub key: Option<&'a [u8]>,
+    /// Value, `None` if null.
+    pub value: Option<&'a [u8]>,
+    /// Headers, in order.
+    pub headers: RecordHeaders<'a>,
+}
+
+/// Iterator over a record's headers as `(key, value)` pairs.
+#[derive(Debug, Clone)]
+pub struct RecordHeaders<'a> {
+    rest: &'a [u8],
+    remaining: usize,
+}
+
+impl<'a> RecordHeaders<'a> {
+    /// Number of headers not yet yielded.
+    pub fn len(&self) -> usize {
+        self.remaining
+    }
+
+    /// True when there are no more headers.
+    pub fn is_empty(&self) -> bool {
+        self.remaining == 0
+    }
+}
+
+impl<'a> Iterator for RecordHeaders<'a> {
+    type Item = (&'a [u8], Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        // Framing was validated when the record was parsed.
+        let mut c = Cursor {
+            buf: self.rest,
+            pos: 0,
+            record: 0,
+        };
+        let key = c.bytes("header key").ok()??;
+        let value = c.bytes("header value").ok()?;
+        self.rest = &self.rest[c.pos..];
+        self.remaining -= 1;
+        Some((key, value))
+    }
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    record: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn varint_err(&self, what: &'static str, e: VarintError) -> BatchError {
+        BatchError::BadVarint {
+            record: self.record,
+            what,
+            kind: match e {
+                VarintError::Truncated => "truncated",
+                VarintError::Overflow => "too long",
+            },
+        }
+    }
+
+    fn i32(&mut self, what: &'static str) -> Result<i32, BatchError> {
+        let (v, n) = varint::get_i32(&self.buf[self.pos..]).map_err(|e| self.varint_err(what, e))?;
+        self.pos += n;
+        Ok(v)
+    }
+
+    fn i64(&mut self, what: &'static str) -> Result<i64, BatchError> {
+        let (v, n) = varint::get_i64(&self.buf[self.pos..]).map_err(|e| self.varint_err(what, e))?;
+        self.pos += n;
+        Ok(v)
+    }
+
+    /// A length-prefixed byte string; length -1 is null.
+    fn bytes(&mut self, what: &'static str) -> Result<Option<&'a [u8]>, BatchError> {
+        let len = self.i32(what)?;
+        if len == -1 {
+            return Ok(None);
+        }
+        let bad = |detail: String| BatchError::BadRecord {
+            record: self.record,
+            what: format!("{what} {detail}"),
+        };
+        if len < 0 {
+            return Err(bad(format!("has negative length {len}")));
+        }
+        let end = self.pos + len as usize;
+        if end > self.buf.len() {
+            return Err(bad(format!(
+                "of {len} bytes overruns the record ({} left)",
+                self.buf.len() - self.pos
+            )));
+        }
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(Some(s))
+    }
+}
+
+/// Parses the record at the start of `buf`; returns it and its encoded size.
+fn parse_record(buf: &[u8], record: usize) -> Result<(RecordView<'_>, usize), BatchError> {
+    let (len, n) = varint::get_i32(buf).map_err(|e| {
+        Cursor { buf, pos: 0, record }.varint_err("record length", e)
+    })?;
+    if len < 1 || n + len as usize > buf.len() {
+        return Err(BatchError::BadRecord {
+            record,
+            what: format!(
+                "length {len} does not fit the {} bytes left in the batch",
+                buf.len() - n
+            ),
+        });
+    }
+    let body = &buf[n..n + len as usize];
+    let mut c = Cursor {
+        buf: body,
+        pos: 1,
+        record,
+    };
+    let attributes = body[0] as i8;
+    let timestamp_delta = c.i64("timestamp delta")?;
+    let offset_delta = c.i32("offset delta")?;
+    let key = c.bytes("key")?;
+    let value = c.bytes("value")?;
+    let header_count = c.i32("header count")?;
+    if header_count < 0 {
+        return Err(BatchError::BadRecord {
+            record,
+            what: format!("negative header count {header_count}"),
+        });
+    }
+    let headers_start = c.pos;
+    for _ in 0..header_count {
+        if c.bytes("header key")?.is_none() {
+            return Err(BatchError::BadRecord {
+                record,
+                what: "null header key".into(),
+            });
+        }
+        c.bytes("header value")?;
+    }
+    if c.pos != body.len() {
+        return Err(BatchError::BadRecord {
+            record,
+            what: format!("{} bytes left over inside the record", body.len() - c.pos),
+        });
+    }
+    let headers = RecordHeaders {
+        rest: &body[headers_start..],
+        remaining: header_count as usize,
+    };
+    Ok((
+        RecordView {
+            attributes,
+            timestamp_delta,
+            offset_delta,
+            key,
+            value,
+            headers,
+        },
+        n + len as usize,
+    ))
+}

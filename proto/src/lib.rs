@@ -1,0 +1,13 @@
+//! Wire formats shared by the rafka broker and its clients.
+//!
+//! ```text
+//! batch        the record batch: Kafka RecordBatch v2 layout, CRC-32 (crc32fast)
+//!   varint     zig-zag LEB128 integers used inside records
+//!   builder    BatchBuilder: append records, seal a checksummed batch
+//!   view       RecordBatch: zero-copy validation and record iteration
+//! ```
+//!
+//! A batch is built once by a producer and then travels unchanged: the broker validates it,
+//! writes its bytes into the partition log, replicates them and serves them to consumers.
+
+pub mod batch;
