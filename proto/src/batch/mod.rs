@@ -25,11 +25,13 @@
 //! stamp them without touching the rest. See `docs/format.md` for the record layout.
 
 mod builder;
-mod view;
 pub mod varint;
+mod view;
 
 pub use builder::{BatchBuilder, Header, Record};
-pub use view::{batch_len_at, BatchHeader, RecordBatch, RecordHeaders, RecordView, Records};
+pub use view::{
+    batch_len_at, verify_stored, BatchHeader, RecordBatch, RecordHeaders, RecordView, Records,
+};
 
 /// Size of the fixed batch header; records start here.
 pub const HEADER_LEN: usize = 61;

@@ -114,7 +114,10 @@ fn rejects_bad_length() {
 fn rejects_bad_magic() {
     let mut buf = sample();
     buf[field::MAGIC] = 1;
-    assert_eq!(RecordBatch::parse(&buf).unwrap_err(), BatchError::BadMagic(1));
+    assert_eq!(
+        RecordBatch::parse(&buf).unwrap_err(),
+        BatchError::BadMagic(1)
+    );
 }
 
 #[test]
@@ -133,7 +136,14 @@ fn rejects_bad_varint() {
     refresh_crc(&mut buf);
     let err = RecordBatch::parse(&buf).unwrap_err();
     assert!(
-        matches!(err, BatchError::BadVarint { record: 0, what: "record length", .. }),
+        matches!(
+            err,
+            BatchError::BadVarint {
+                record: 0,
+                what: "record length",
+                ..
+            }
+        ),
         "{err}"
     );
 }
@@ -143,20 +153,29 @@ fn rejects_bad_framing() {
     let mut buf = sample();
     // Claim one record more than there is.
     buf[field::RECORD_COUNT..field::RECORD_COUNT + 4].copy_from_slice(&4i32.to_be_bytes());
-    buf[field::LAST_OFFSET_DELTA..field::LAST_OFFSET_DELTA + 4].copy_from_slice(&3i32.to_be_bytes());
+    buf[field::LAST_OFFSET_DELTA..field::LAST_OFFSET_DELTA + 4]
+        .copy_from_slice(&3i32.to_be_bytes());
     refresh_crc(&mut buf);
     let err = RecordBatch::parse(&buf).unwrap_err();
-    assert!(matches!(err, BatchError::BadVarint { record: 3, .. }), "{err}");
+    assert!(
+        matches!(err, BatchError::BadVarint { record: 3, .. }),
+        "{err}"
+    );
 
     let mut buf = sample();
     buf[field::RECORD_COUNT..field::RECORD_COUNT + 4].copy_from_slice(&2i32.to_be_bytes());
-    buf[field::LAST_OFFSET_DELTA..field::LAST_OFFSET_DELTA + 4].copy_from_slice(&1i32.to_be_bytes());
+    buf[field::LAST_OFFSET_DELTA..field::LAST_OFFSET_DELTA + 4]
+        .copy_from_slice(&1i32.to_be_bytes());
     refresh_crc(&mut buf);
     let err = RecordBatch::parse(&buf).unwrap_err();
-    assert!(matches!(err, BatchError::BadRecord { record: 2, .. }), "{err}");
+    assert!(
+        matches!(err, BatchError::BadRecord { record: 2, .. }),
+        "{err}"
+    );
 
     let mut buf = sample();
-    buf[field::LAST_OFFSET_DELTA..field::LAST_OFFSET_DELTA + 4].copy_from_slice(&9i32.to_be_bytes());
+    buf[field::LAST_OFFSET_DELTA..field::LAST_OFFSET_DELTA + 4]
+        .copy_from_slice(&9i32.to_be_bytes());
     refresh_crc(&mut buf);
     assert!(matches!(
         RecordBatch::parse(&buf),
@@ -186,7 +205,9 @@ fn compressed_section_is_kept_and_flagged() {
         value: Some(&[1u8; 100]),
         ..Default::default()
     });
-    let sealed = b.seal_compressed(Compression::Lz4, |s| Some(s.iter().rev().copied().collect()));
+    let sealed = b.seal_compressed(Compression::Lz4, |s| {
+        Some(s.iter().rev().copied().collect())
+    });
     let batch = RecordBatch::parse(&sealed).unwrap();
     assert_eq!(batch.header().compression(), Some(Compression::Lz4));
     let mut unknown = sealed.to_vec();
@@ -198,7 +219,12 @@ fn compressed_section_is_kept_and_flagged() {
     );
 }
 
-type Rec = (i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(Vec<u8>, Option<Vec<u8>>)>);
+type Rec = (
+    i64,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Vec<(Vec<u8>, Option<Vec<u8>>)>,
+);
 
 fn rec() -> impl Strategy<Value = Rec> {
     (

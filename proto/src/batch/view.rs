@@ -31,6 +31,32 @@ pub fn batch_len_at(buf: &[u8]) -> Option<usize> {
     (total >= HEADER_LEN as i64).then_some(total as usize)
 }
 
+/// Checks the batch at the start of `buf` as it was stored: its length fits in `buf`, its
+/// magic and its checksum. Record framing is not re-checked (the batch was fully validated
+/// when it was appended). Returns the header and the batch size.
+pub fn verify_stored(buf: &[u8]) -> Result<(BatchHeader, usize), BatchError> {
+    let header = BatchHeader::parse(buf)?;
+    let total = LOG_OVERHEAD as i64 + header.batch_length as i64;
+    if total < HEADER_LEN as i64 || total > buf.len() as i64 {
+        return Err(BatchError::BadLength {
+            declared: header.batch_length as i64,
+            actual: buf.len() - LOG_OVERHEAD,
+        });
+    }
+    if header.magic != MAGIC {
+        return Err(BatchError::BadMagic(header.magic));
+    }
+    let total = total as usize;
+    let actual = crc32fast::hash(&buf[field::ATTRIBUTES..total]);
+    if actual != header.crc {
+        return Err(BatchError::CrcMismatch {
+            expected: header.crc,
+            actual,
+        });
+    }
+    Ok((header, total))
+}
+
 /// The decoded fixed header of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
@@ -159,9 +185,9 @@ impl<'a> RecordBatch<'a> {
                 actual,
             });
         }
-        let codec = header
-            .compression()
-            .ok_or(BatchError::UnknownCompression(header.attributes & attr::COMPRESSION_MASK))?;
+        let codec = header.compression().ok_or(BatchError::UnknownCompression(
+            header.attributes & attr::COMPRESSION_MASK,
+        ))?;
         if header.record_count < 0 {
             return Err(BatchError::BadHeader("record_count is negative"));
         }
@@ -352,13 +378,15 @@ impl<'a> Cursor<'a> {
     }
 
     fn i32(&mut self, what: &'static str) -> Result<i32, BatchError> {
-        let (v, n) = varint::get_i32(&self.buf[self.pos..]).map_err(|e| self.varint_err(what, e))?;
+        let (v, n) =
+            varint::get_i32(&self.buf[self.pos..]).map_err(|e| self.varint_err(what, e))?;
         self.pos += n;
         Ok(v)
     }
 
     fn i64(&mut self, what: &'static str) -> Result<i64, BatchError> {
-        let (v, n) = varint::get_i64(&self.buf[self.pos..]).map_err(|e| self.varint_err(what, e))?;
+        let (v, n) =
+            varint::get_i64(&self.buf[self.pos..]).map_err(|e| self.varint_err(what, e))?;
         self.pos += n;
         Ok(v)
     }
@@ -392,7 +420,12 @@ impl<'a> Cursor<'a> {
 /// Parses the record at the start of `buf`; returns it and its encoded size.
 fn parse_record(buf: &[u8], record: usize) -> Result<(RecordView<'_>, usize), BatchError> {
     let (len, n) = varint::get_i32(buf).map_err(|e| {
-        Cursor { buf, pos: 0, record }.varint_err("record length", e)
+        Cursor {
+            buf,
+            pos: 0,
+            record,
+        }
+        .varint_err("record length", e)
     })?;
     if len < 1 || n + len as usize > buf.len() {
         return Err(BatchError::BadRecord {

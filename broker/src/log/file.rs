@@ -1,0 +1,85 @@
+//! File helpers: segment names, preallocation, mappings, directory sync.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use memmap2::{MmapMut, MmapOptions};
+
+/// Extension of segment data files.
+pub(crate) const LOG_EXT: &str = "log";
+/// Extension of sparse offset index files.
+pub(crate) const INDEX_EXT: &str = "index";
+/// Extension of sparse time index files.
+pub(crate) const TIME_INDEX_EXT: &str = "timeindex";
+
+/// `dir/<base offset, 20 digits>.<ext>`.
+pub(crate) fn segment_path(dir: &Path, base_offset: u64, ext: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{ext}"))
+}
+
+/// The base offset named by a segment data file, if `name` is one.
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(LOG_EXT)?.strip_suffix('.')?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Grows `file` to `len` bytes with real blocks behind them, so that a full disk shows up
+/// here as `ENOSPC` rather than as SIGBUS on a later write through the mapping.
+pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on an open descriptor we own; no memory is passed.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len as libc::off_t) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        // File systems without fallocate: fall back to a sparse file.
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.set_len(len),
+        _ => Err(err),
+    }
+}
+
+/// Makes a directory's entries (created, renamed or removed files) durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Maps the first `len` bytes of `file` read-only as `Bytes` (empty for `len == 0`).
+pub(crate) fn map_read(file: &File, len: usize) -> io::Result<Bytes> {
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: the files of a partition directory are only written by this process, through
+    // its own writable mapping, and only in bytes readers have not been told exist yet; a
+    // file is never shrunk below what a live read-only mapping covers.
+    let map = unsafe { MmapOptions::new().len(len).map(file)? };
+    Ok(Bytes::from_owner(map))
+}
+
+/// Maps the first `len` bytes of `file` writable and shared.
+pub(crate) fn map_write(file: &File, len: usize) -> io::Result<MmapMut> {
+    // SAFETY: as for `map_read`; this mapping is the only writer of the file.
+    unsafe { MmapOptions::new().len(len).map_mut(file) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let p = segment_path(Path::new("/x"), 42, LOG_EXT);
+        assert_eq!(p, Path::new("/x/00000000000000000042.log"));
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(parse_segment_name(name), Some(42));
+        assert_eq!(parse_segment_name("00000000000000000042.index"), None);
+        assert_eq!(parse_segment_name("42.log"), None);
+        assert_eq!(parse_segment_name("0000000000000000004x.log"), None);
+    }
+}

@@ -1,0 +1,216 @@
+//! Sparse offset and time indexes: fixed-width big-endian entries in mapped files.
+//!
+//! ```text
+//! .index      8 bytes/entry: relative offset u32 | position u32
+//! .timeindex 12 bytes/entry: timestamp i64       | relative offset u32
+//! ```
+//!
+//! Entry `i` of both files is written for the same batch: the time entry's timestamp is the
+//! largest timestamp of all batches *before* that batch, so every record before the entry's
+//! offset is at or below it. A sealed segment's time index ends with one more entry: the
+//! segment's largest timestamp and its end offset.
+
+use std::fs::File;
+use std::io;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use memmap2::MmapMut;
+
+use super::file::{map_read, map_write, preallocate};
+
+/// A fixed-width index entry.
+pub(crate) trait Entry: Copy {
+    /// Encoded size in bytes.
+    const SIZE: usize;
+    /// Decodes an entry from exactly `SIZE` bytes.
+    fn decode(b: &[u8]) -> Self;
+    /// Encodes the entry into exactly `SIZE` bytes.
+    fn encode(&self, out: &mut [u8]);
+    /// The key the index is searched by.
+    fn key(&self) -> i64;
+}
+
+/// Offset index entry: a batch starting at `position` has base offset `base + rel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OffsetEntry {
+    pub rel: u32,
+    pub pos: u32,
+}
+
+impl Entry for OffsetEntry {
+    const SIZE: usize = 8;
+    fn decode(b: &[u8]) -> Self {
+        Self {
+            rel: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            pos: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+        }
+    }
+    fn encode(&self, out: &mut [u8]) {
+        out[..4].copy_from_slice(&self.rel.to_be_bytes());
+        out[4..8].copy_from_slice(&self.pos.to_be_bytes());
+    }
+    fn key(&self) -> i64 {
+        self.rel as i64
+    }
+}
+
+/// Time index entry: every record before relative offset `rel` has a timestamp `<= ts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimeEntry {
+    pub ts: i64,
+    pub rel: u32,
+}
+
+impl Entry for TimeEntry {
+    const SIZE: usize = 12;
+    fn decode(b: &[u8]) -> Self {
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&b[..8]);
+        Self {
+            ts: i64::from_be_bytes(ts),
+            rel: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+        }
+    }
+    fn encode(&self, out: &mut [u8]) {
+        out[..8].copy_from_slice(&self.ts.to_be_bytes());
+        out[8..12].copy_from_slice(&self.rel.to_be_bytes());
+    }
+    fn key(&self) -> i64 {
+        self.ts
+    }
+}
+
+/// Decodes every whole entry in `bytes`.
+pub(crate) fn decode_all<E: Entry>(bytes: &[u8]) -> Vec<E> {
+    bytes.chunks_exact(E::SIZE).map(E::decode).collect()
+}
+
+/// The read side of an index: a mapping and the number of entries published in it.
+pub(crate) struct IndexView<E> {
+    data: Bytes,
+    count: AtomicUsize,
+    _entry: PhantomData<E>,
+}
+
+impl<E: Entry> IndexView<E> {
+    pub(crate) fn new(data: Bytes, count: usize) -> Self {
+        debug_assert!(count * E::SIZE <= data.len());
+        Self {
+            data,
+            count: AtomicUsize::new(count),
+            _entry: PhantomData,
+        }
+    }
+
+    /// Number of entries readers may use.
+    pub(crate) fn len(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn entry(&self, i: usize) -> E {
+        E::decode(&self.data[i * E::SIZE..(i + 1) * E::SIZE])
+    }
+
+    /// The last entry whose key is `<= key`, by binary search.
+    pub(crate) fn last_at_or_below(&self, key: i64) -> Option<E> {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.entry(mid).key() <= key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo.checked_sub(1).map(|i| self.entry(i))
+    }
+
+    /// The last entry whose key is `< key`.
+    pub(crate) fn last_below(&self, key: i64) -> Option<E> {
+        self.last_at_or_below(key.saturating_sub(1))
+    }
+}
+
+/// The write side of an index file preallocated to `capacity` entries.
+pub(crate) struct IndexWriter<E> {
+    file: File,
+    map: MmapMut,
+    count: usize,
+    capacity: usize,
+    _entry: PhantomData<E>,
+}
+
+impl<E: Entry> IndexWriter<E> {
+    /// Preallocates `file` to `capacity` entries, maps it and writes `entries` at its start;
+    /// returns the writer and the matching read view. Stale entries after them are zeroed.
+    /// The file is never shrunk, so older read mappings of it stay valid.
+    pub(crate) fn open(
+        file: File,
+        capacity: usize,
+        entries: &[E],
+    ) -> io::Result<(Self, IndexView<E>)> {
+        let old_len = file.metadata()?.len() as usize;
+        let capacity = capacity.max(entries.len() + 1).max(old_len / E::SIZE);
+        let bytes = capacity * E::SIZE;
+        preallocate(&file, bytes as u64)?;
+        let mut map = map_write(&file, bytes)?;
+        for (i, e) in entries.iter().enumerate() {
+            e.encode(&mut map[i * E::SIZE..(i + 1) * E::SIZE]);
+        }
+        let written = entries.len() * E::SIZE;
+        if old_len > written {
+            map[written..old_len.min(bytes)].fill(0);
+        }
+        let view = IndexView::new(map_read(&file, bytes)?, entries.len());
+        let writer = Self {
+            file,
+            map,
+            count: entries.len(),
+            capacity,
+            _entry: PhantomData,
+        };
+        Ok((writer, view))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Appends an entry and publishes it to `view`. The capacity is sized so this cannot
+    /// overflow; if it would, the entry is skipped (the index is sparse anyway).
+    pub(crate) fn push(&mut self, e: E, view: &IndexView<E>) {
+        if self.count >= self.capacity {
+            return;
+        }
+        let at = self.count * E::SIZE;
+        e.encode(&mut self.map[at..at + E::SIZE]);
+        self.count += 1;
+        view.count.store(self.count, Ordering::Release);
+    }
+
+    /// Drops entries from `count` on, zeroing them.
+    pub(crate) fn truncate(&mut self, count: usize, view: &IndexView<E>) {
+        if count < self.count {
+            view.count.store(count, Ordering::Release);
+            self.map[count * E::SIZE..self.count * E::SIZE].fill(0);
+            self.count = count;
+        }
+    }
+
+    pub(crate) fn entry(&self, i: usize) -> E {
+        E::decode(&self.map[i * E::SIZE..(i + 1) * E::SIZE])
+    }
+
+    /// Trims the file to its entries, makes it durable and maps it read-only.
+    pub(crate) fn seal(self) -> io::Result<(File, IndexView<E>)> {
+        let len = self.count * E::SIZE;
+        self.map.flush()?;
+        drop(self.map);
+        self.file.set_len(len as u64)?;
+        self.file.sync_all()?;
+        let view = IndexView::new(map_read(&self.file, len)?, self.count);
+        Ok((self.file, view))
+    }
+}

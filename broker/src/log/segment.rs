@@ -1,0 +1,476 @@
+//! Segments: the active one, written through a mapping, and sealed, read-only ones.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use memmap2::MmapMut;
+use rafka_proto::batch::{BatchHeader, HEADER_LEN};
+
+use super::file::{
+    map_read, map_write, preallocate, segment_path, sync_dir, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT,
+};
+use super::index::{decode_all, IndexView, IndexWriter, OffsetEntry, TimeEntry};
+use super::recovery::{recover, Indexer, Scan, Stop};
+use super::{LogConfig, LogError};
+
+/// What readers see of a segment, active or sealed. Shared with [`LogReader`]s.
+///
+/// [`LogReader`]: super::LogReader
+pub(crate) struct SegmentView {
+    pub base_offset: u64,
+    pub path: PathBuf,
+    data: Bytes,
+    len: AtomicUsize,
+    next_offset: AtomicU64,
+    max_timestamp: AtomicI64,
+    pub offsets: IndexView<OffsetEntry>,
+    pub times: IndexView<TimeEntry>,
+}
+
+impl SegmentView {
+    /// Bytes of complete batches. Load [`next_offset`](Self::next_offset) first when both
+    /// are needed: a batch is published by its length before its offsets.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.load(Ordering::Acquire)
+    }
+
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    pub fn corrupt(&self, position: usize, reason: impl Into<String>) -> LogError {
+        LogError::Corrupt {
+            path: self.path.clone(),
+            position,
+            reason: reason.into(),
+        }
+    }
+
+    /// Position of the first batch, within the first `len` bytes, whose last offset is at
+    /// or after `offset` (`len` if none). Starts from the offset index, then walks headers.
+    pub fn find_position(&self, offset: u64, len: usize) -> Result<usize, LogError> {
+        let rel = offset.saturating_sub(self.base_offset) as i64;
+        let mut pos = self
+            .offsets
+            .last_at_or_below(rel)
+            .map_or(0, |e| e.pos as usize);
+        while pos < len {
+            let h = self.header_at(pos, len)?;
+            if h.last_offset() >= offset as i64 {
+                break;
+            }
+            pos += h.total_len();
+        }
+        Ok(pos)
+    }
+
+    /// The header of the batch at `pos`, checked to lie within `len`.
+    pub fn header_at(&self, pos: usize, len: usize) -> Result<BatchHeader, LogError> {
+        let h = BatchHeader::parse(&self.data[pos..len])
+            .map_err(|e| self.corrupt(pos, e.to_string()))?;
+        if h.total_len() < HEADER_LEN || pos + h.total_len() > len {
+            return Err(self.corrupt(pos, format!("batch length {} overruns", h.batch_length)));
+        }
+        Ok(h)
+    }
+}
+
+fn paths(dir: &Path, base: u64) -> [PathBuf; 3] {
+    [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT].map(|ext| segment_path(dir, base, ext))
+}
+
+fn open_rw(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
+fn read_or_empty(path: &Path) -> io::Result<Vec<u8>> {
+    match fs::read(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        r => r,
+    }
+}
+
+/// The segment being appended to: preallocated files written through writable mappings,
+/// published to readers through read-only mappings of the same files.
+pub(crate) struct ActiveSegment {
+    pub view: Arc<SegmentView>,
+    log_file: File,
+    map: MmapMut,
+    offset_index: IndexWriter<OffsetEntry>,
+    time_index: IndexWriter<TimeEntry>,
+    position: usize,
+    next_offset: u64,
+    indexer: Indexer,
+    interval: u64,
+    /// Written but not yet synced.
+    dirty: Option<Range<usize>>,
+    created: Instant,
+}
+
+impl ActiveSegment {
+    /// Creates a new, empty segment starting at `base`, replacing any files of that name.
+    pub fn create(dir: &Path, base: u64, config: &LogConfig) -> Result<Self, LogError> {
+        let [log, ..] = paths(dir, base);
+        let io = LogError::io(&log);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&log)
+            .map_err(LogError::io(&log))?;
+        for p in &paths(dir, base)[1..] {
+            fs::remove_file(p)
+                .or_else(ignore_missing)
+                .map_err(LogError::io(p))?;
+        }
+        let scan = recover(&[], base, &[], &[], config.index_interval_bytes);
+        let seg = Self::build(dir, base, config, file, scan)?;
+        seg.log_file.sync_all().map_err(io)?;
+        sync_dir(dir).map_err(LogError::io(dir))?;
+        Ok(seg)
+    }
+
+    /// Opens the last segment of a log after a restart or crash: keeps the batches that
+    /// verify, truncates at the first torn or corrupt one, and rebuilds its index.
+    pub fn open(dir: &Path, base: u64, config: &LogConfig) -> Result<Self, LogError> {
+        let [log, index, time_index] = paths(dir, base);
+        let file = open_rw(&log).map_err(LogError::io(&log))?;
+        let file_len = file.metadata().map_err(LogError::io(&log))?.len() as usize;
+        let scan = {
+            let data = map_read(&file, file_len).map_err(LogError::io(&log))?;
+            let offsets = read_or_empty(&index).map_err(LogError::io(&index))?;
+            let times = read_or_empty(&time_index).map_err(LogError::io(&time_index))?;
+            recover(&data, base, &offsets, &times, config.index_interval_bytes)
+        };
+        if let Some((pos, Stop::Damaged(why))) = &scan.stop {
+            tracing::warn!(segment = %log.display(), position = pos, "truncating the log tail: {why}");
+        }
+        if file_len > scan.len {
+            // Nothing maps this file yet: dropping the tail zeroes it without writing it.
+            file.set_len(scan.len as u64).map_err(LogError::io(&log))?;
+        }
+        Self::build(dir, base, config, file, scan)
+    }
+
+    fn build(
+        dir: &Path,
+        base: u64,
+        config: &LogConfig,
+        log_file: File,
+        scan: Scan,
+    ) -> Result<Self, LogError> {
+        let [log, index, time_index] = paths(dir, base);
+        let io = LogError::io(&log);
+        let old_len = log_file.metadata().map_err(LogError::io(&log))?.len();
+        let capacity = config.segment_bytes.max(old_len) as usize;
+        preallocate(&log_file, capacity as u64).map_err(LogError::io(&log))?;
+        let map = map_write(&log_file, capacity).map_err(LogError::io(&log))?;
+        let data = map_read(&log_file, capacity).map_err(io)?;
+        let entries = config.index_capacity(capacity as u64);
+        let file = open_rw(&index).map_err(LogError::io(&index))?;
+        let (offset_index, offsets) =
+            IndexWriter::open(file, entries, &scan.offsets).map_err(LogError::io(&index))?;
+        let file = open_rw(&time_index).map_err(LogError::io(&time_index))?;
+        let (time_index, times) =
+            IndexWriter::open(file, entries + 1, &scan.times).map_err(LogError::io(&time_index))?;
+        let view = Arc::new(SegmentView {
+            base_offset: base,
+            path: log,
+            data,
+            len: AtomicUsize::new(scan.len),
+            next_offset: AtomicU64::new(scan.next_offset),
+            max_timestamp: AtomicI64::new(scan.indexer.max_ts),
+            offsets,
+            times,
+        });
+        Ok(Self {
+            view,
+            log_file,
+            map,
+            offset_index,
+            time_index,
+            position: scan.len,
+            next_offset: scan.next_offset,
+            indexer: scan.indexer,
+            interval: config.index_interval_bytes,
+            dirty: None,
+            created: Instant::now(),
+        })
+    }
+
+    pub fn base_offset(&self) -> u64 {
+        self.view.base_offset
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    pub fn len(&self) -> usize {
+        self.position
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn age(&self) -> std::time::Duration {
+        self.created.elapsed()
+    }
+
+    /// Copies a validated batch into the mapping at the end of the segment, stamps its base
+    /// offset, indexes it and publishes it to readers. The caller checked that it fits.
+    pub fn append(&mut self, batch: &[u8], header: &BatchHeader) -> (u64, u64) {
+        let start = self.position;
+        let end = start + batch.len();
+        let base_offset = self.next_offset;
+        let dst = &mut self.map[start..end];
+        dst.copy_from_slice(batch);
+        dst[..8].copy_from_slice(&(base_offset as i64).to_be_bytes());
+        let rel = (base_offset - self.view.base_offset) as u32;
+        if let Some((o, t)) = self
+            .indexer
+            .on_batch(start, rel, batch.len(), header.max_timestamp)
+        {
+            self.offset_index.push(o, &self.view.offsets);
+            self.time_index.push(t, &self.view.times);
+        }
+        self.position = end;
+        self.next_offset = base_offset + (header.last_offset_delta as i64 + 1) as u64;
+        self.dirty = Some(match self.dirty.take() {
+            Some(r) => r.start..end,
+            None => start..end,
+        });
+        self.publish();
+        (base_offset, self.next_offset)
+    }
+
+    fn publish(&self) {
+        let v = &self.view;
+        v.max_timestamp
+            .store(self.indexer.max_ts, Ordering::Release);
+        v.len.store(self.position, Ordering::Release);
+        v.next_offset.store(self.next_offset, Ordering::Release);
+    }
+
+    /// Forces written data to disk.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if let Some(r) = self.dirty.take() {
+            if let Err(e) = self.map.flush_range(r.start, r.end - r.start) {
+                self.dirty = Some(r);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts the segment back to `pos` (a batch boundary) with `next_offset` after it.
+    ///
+    /// Readers are told first; a `Bytes` a reader already holds past `pos` may then see
+    /// zeros or later appends (callers only truncate what no reader was allowed to see).
+    pub fn truncate_to(&mut self, pos: usize, next_offset: u64) -> Result<(), LogError> {
+        let old = self.position;
+        self.position = pos;
+        self.next_offset = next_offset;
+        self.view.next_offset.store(next_offset, Ordering::Release);
+        self.view.len.store(pos, Ordering::Release);
+        self.map[pos..old].fill(0);
+        self.dirty = Some(match self.dirty.take() {
+            Some(r) => r.start.min(pos)..r.end.max(old),
+            None => pos..old,
+        });
+        let keep = (0..self.offset_index.len())
+            .take_while(|&i| (self.offset_index.entry(i).pos as usize) < pos)
+            .count();
+        self.offset_index.truncate(keep, &self.view.offsets);
+        self.time_index.truncate(keep, &self.view.times);
+        let (mut at, mut indexer) = match keep.checked_sub(1) {
+            Some(i) => (
+                self.offset_index.entry(i).pos as usize,
+                Indexer::resume(self.interval, self.time_index.entry(i)),
+            ),
+            None => (0, Indexer::new(self.interval)),
+        };
+        while at < pos {
+            let h = self.view.header_at(at, pos)?;
+            let rel = (h.base_offset as u64 - self.view.base_offset) as u32;
+            let entry = indexer.on_batch(at, rel, h.total_len(), h.max_timestamp);
+            debug_assert!(entry.is_none(), "entries before `pos` were kept");
+            at += h.total_len();
+        }
+        self.indexer = indexer;
+        self.publish();
+        Ok(())
+    }
+
+    /// Syncs and trims the files to their contents and maps them read-only.
+    pub fn seal(mut self) -> Result<SealedSegment, LogError> {
+        let log = self.view.path.clone();
+        let io = |e| LogError::Io {
+            path: log.clone(),
+            source: e,
+        };
+        self.sync().map_err(io)?;
+        if self.position > 0 {
+            let end = TimeEntry {
+                ts: self.indexer.max_ts,
+                rel: (self.next_offset - self.view.base_offset) as u32,
+            };
+            self.time_index.push(end, &self.view.times);
+        }
+        drop(self.map);
+        self.log_file.set_len(self.position as u64).map_err(io)?;
+        self.log_file.sync_all().map_err(io)?;
+        let (_, offsets) = self.offset_index.seal().map_err(io)?;
+        let (_, times) = self.time_index.seal().map_err(io)?;
+        let data = map_read(&self.log_file, self.position).map_err(io)?;
+        let old = &self.view;
+        let view = SegmentView {
+            base_offset: old.base_offset,
+            path: old.path.clone(),
+            data,
+            len: AtomicUsize::new(self.position),
+            next_offset: AtomicU64::new(self.next_offset),
+            max_timestamp: AtomicI64::new(self.indexer.max_ts),
+            offsets,
+            times,
+        };
+        Ok(SealedSegment {
+            view: Arc::new(view),
+        })
+    }
+}
+
+fn ignore_missing(e: io::Error) -> io::Result<()> {
+    if e.kind() == io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// A full segment: read-only files trimmed to their contents.
+pub(crate) struct SealedSegment {
+    pub view: Arc<SegmentView>,
+}
+
+impl SealedSegment {
+    /// Opens a sealed segment. The batches after its last index entry are verified and must
+    /// end exactly at the end of the file; a missing or inconsistent index is rebuilt.
+    /// Damage is an error: a sealed segment is never silently truncated.
+    pub fn open(dir: &Path, base: u64, config: &LogConfig) -> Result<Self, LogError> {
+        let [log, index, time_index] = paths(dir, base);
+        let file = File::open(&log).map_err(LogError::io(&log))?;
+        let len = file.metadata().map_err(LogError::io(&log))?.len() as usize;
+        let data = map_read(&file, len).map_err(LogError::io(&log))?;
+        let stored_offsets = read_or_empty(&index).map_err(LogError::io(&index))?;
+        let stored_times = read_or_empty(&time_index).map_err(LogError::io(&time_index))?;
+        let scan = recover(
+            &data,
+            base,
+            &stored_offsets,
+            &stored_times,
+            config.index_interval_bytes,
+        );
+        if let Some((position, stop)) = scan.stop {
+            let reason = match stop {
+                Stop::Zeros => "zeros before the end of a sealed segment".to_string(),
+                Stop::Damaged(why) => why,
+            };
+            return Err(LogError::Corrupt {
+                path: log,
+                position,
+                reason,
+            });
+        }
+        let mut times = scan.times;
+        if len > 0 {
+            times.push(TimeEntry {
+                ts: scan.indexer.max_ts,
+                rel: (scan.next_offset - base) as u32,
+            });
+        }
+        let offsets = scan.offsets;
+        if offsets != decode_all::<OffsetEntry>(&stored_offsets)
+            || times != decode_all::<TimeEntry>(&stored_times)
+        {
+            tracing::warn!(segment = %log.display(), "rebuilding the index of a sealed segment");
+            write_index(&index, &offsets)?;
+            write_index(&time_index, &times)?;
+        }
+        let map_index = |path: &Path, count: usize, size: usize| -> Result<Bytes, LogError> {
+            let f = File::open(path).map_err(LogError::io(path))?;
+            map_read(&f, count * size).map_err(LogError::io(path))
+        };
+        let view = SegmentView {
+            base_offset: base,
+            offsets: IndexView::new(map_index(&index, offsets.len(), 8)?, offsets.len()),
+            times: IndexView::new(map_index(&time_index, times.len(), 12)?, times.len()),
+            path: log,
+            data,
+            len: AtomicUsize::new(len),
+            next_offset: AtomicU64::new(scan.next_offset),
+            max_timestamp: AtomicI64::new(scan.indexer.max_ts),
+        };
+        Ok(Self {
+            view: Arc::new(view),
+        })
+    }
+
+    pub fn base_offset(&self) -> u64 {
+        self.view.base_offset
+    }
+
+    pub fn len(&self) -> usize {
+        self.view.len()
+    }
+
+    /// Removes the segment's files. Readers holding its mapping keep reading it.
+    pub fn delete(self, dir: &Path) -> Result<(), LogError> {
+        delete_files(dir, self.base_offset())
+    }
+}
+
+/// Removes the three files of the segment at `base`, if present.
+pub(crate) fn delete_files(dir: &Path, base: u64) -> Result<(), LogError> {
+    for p in paths(dir, base) {
+        fs::remove_file(&p)
+            .or_else(ignore_missing)
+            .map_err(LogError::io(&p))?;
+    }
+    Ok(())
+}
+
+fn write_index<E: super::index::Entry>(path: &Path, entries: &[E]) -> Result<(), LogError> {
+    let mut buf = vec![0u8; entries.len() * E::SIZE];
+    for (i, e) in entries.iter().enumerate() {
+        e.encode(&mut buf[i * E::SIZE..(i + 1) * E::SIZE]);
+    }
+    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+    let write = || -> io::Result<()> {
+        fs::write(&tmp, &buf)?;
+        File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(LogError::io(path))
+}

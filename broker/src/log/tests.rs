@@ -1,0 +1,523 @@
+//! Tests of the partition log against its contract and a simple model.
+
+use std::fs::{self, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use rafka_proto::batch::{verify_stored, BatchBuilder, BatchHeader, Record, RecordBatch};
+
+use super::*;
+
+/// A batch of `n` records with values of `size` bytes, timestamps from `ts`, tagged `tag`.
+fn batch(n: usize, size: usize, ts: i64, tag: u8) -> Bytes {
+    let value = vec![tag; size];
+    let mut b = BatchBuilder::new();
+    for i in 0..n {
+        b.append(&Record {
+            timestamp: ts + i as i64,
+            key: Some(&[tag]),
+            value: Some(&value),
+            headers: &[],
+        });
+    }
+    b.seal()
+}
+
+fn small(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        index_interval_bytes: 256,
+        flush: FlushPolicy::Os,
+        ..LogConfig::default()
+    }
+}
+
+/// Splits a read result into its batches' headers, checking each one's checksum.
+fn headers(bytes: &[u8]) -> Vec<BatchHeader> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (h, n) = verify_stored(rest).expect("read returns intact batches");
+        out.push(h);
+        rest = &rest[n..];
+    }
+    out
+}
+
+/// Every batch in the log from `offset`, read with small reads.
+fn read_all(log: &LogReader, mut offset: u64) -> Vec<BatchHeader> {
+    let mut out = Vec::new();
+    loop {
+        let bytes = log.read(offset, 1000).unwrap();
+        if bytes.is_empty() {
+            return out;
+        }
+        let hs = headers(&bytes);
+        offset = hs.last().unwrap().next_offset() as u64;
+        out.extend(hs);
+    }
+}
+
+fn segment_files(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn append_assigns_offsets_and_reads_whole_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small(1 << 20)).unwrap();
+    let a = log.append(&batch(3, 10, 100, 1)).unwrap();
+    assert_eq!((a.base_offset, a.last_offset()), (0, Some(2)));
+    let b = log.append(&batch(2, 10, 200, 2)).unwrap();
+    assert_eq!((b.base_offset, b.last_offset()), (3, Some(4)));
+    assert_eq!(log.log_end_offset(), 5);
+
+    // Reading from inside a batch returns the whole batch; the stored base offset is ours.
+    let got = headers(&log.read(1, 1 << 20).unwrap());
+    assert_eq!(got.len(), 2);
+    assert_eq!((got[0].base_offset, got[1].base_offset), (0, 3));
+    // max_bytes smaller than a batch still yields one batch.
+    assert_eq!(headers(&log.read(3, 1).unwrap()).len(), 1);
+    assert!(log.read(5, 100).unwrap().is_empty());
+    assert!(matches!(
+        log.read(6, 100),
+        Err(LogError::OffsetOutOfRange {
+            offset: 6,
+            log_start: 0,
+            log_end: 5
+        })
+    ));
+    // Records come back as written.
+    let bytes = log.read(3, 1 << 20).unwrap();
+    let rb = RecordBatch::parse(&bytes).unwrap();
+    let r: Vec<_> = rb.records().map(Result::unwrap).collect();
+    assert_eq!(r[1].value.unwrap(), &[2u8; 10][..]);
+}
+
+#[test]
+fn rolls_segments_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small(4096)).unwrap();
+    for i in 0..100u8 {
+        log.append(&batch(2, 100, 1000 + i as i64, i)).unwrap();
+    }
+    let reader = log.reader();
+    assert!(reader.segment_count() > 5);
+    let before = read_all(&reader, 0);
+    assert_eq!(before.len(), 100);
+    drop(log);
+    // Sealed segments are trimmed to their contents.
+    let logs = segment_files(dir.path(), "log");
+    for p in &logs[..logs.len() - 1] {
+        assert!(fs::metadata(p).unwrap().len() < 4096);
+    }
+    let log = PartitionLog::open(dir.path(), small(4096)).unwrap();
+    assert_eq!(log.log_end_offset(), 200);
+    assert_eq!(read_all(&log.reader(), 0), before);
+    // Offsets in the middle of segments resolve through the index.
+    for off in [0u64, 57, 99, 150, 199] {
+        let h = &headers(&log.read(off, 1).unwrap())[0];
+        assert!(h.base_offset as u64 <= off && off <= h.last_offset() as u64);
+    }
+}
+
+#[test]
+fn offset_for_timestamp_finds_the_first_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small(2048)).unwrap();
+    // Batch i holds records with timestamps 1000+10i .. 1000+10i+4, offsets 5i .. 5i+4.
+    for i in 0..60i64 {
+        log.append(&batch(5, 40, 1000 + 10 * i, i as u8)).unwrap();
+    }
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(0));
+    assert_eq!(log.offset_for_timestamp(1000).unwrap(), Some(0));
+    assert_eq!(log.offset_for_timestamp(1003).unwrap(), Some(3));
+    assert_eq!(log.offset_for_timestamp(1005).unwrap(), Some(5));
+    assert_eq!(log.offset_for_timestamp(1252).unwrap(), Some(127));
+    assert_eq!(log.offset_for_timestamp(1594).unwrap(), Some(299));
+    assert_eq!(log.offset_for_timestamp(1595).unwrap(), None);
+}
+
+#[test]
+fn invalid_batches_append_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small(1 << 16)).unwrap();
+    log.append(&batch(1, 10, 1, 1)).unwrap();
+    let good = batch(2, 10, 1, 2).to_vec();
+    let mut bad_crc = good.clone();
+    *bad_crc.last_mut().unwrap() ^= 1;
+    let mut bad_magic = good.clone();
+    bad_magic[16] = 0;
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (bad_crc, "crc mismatch"),
+        (bad_magic, "bad magic"),
+        (good[..good.len() - 3].to_vec(), "bad batch length"),
+        (good[..30].to_vec(), "too short"),
+    ];
+    for (bytes, what) in cases {
+        let err = log.append(&bytes).unwrap_err();
+        assert!(matches!(err, LogError::InvalidBatch(_)), "{err}");
+        assert!(err.to_string().contains(what), "{err} should say {what}");
+        let err = log.append_all(&[good.clone(), bytes]).unwrap_err();
+        assert!(matches!(err, LogError::InvalidBatch(_)), "{err}");
+    }
+    assert_eq!(log.log_end_offset(), 1);
+    assert_eq!(read_all(&log.reader(), 0).len(), 1);
+    let too_big = batch(1, 70_000, 1, 3);
+    assert!(matches!(
+        log.append(&too_big),
+        Err(LogError::BatchTooLarge { .. })
+    ));
+    assert_eq!(log.log_end_offset(), 1);
+}
+
+#[test]
+fn truncate_after_in_active_and_sealed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small(4096)).unwrap();
+    for i in 0..40u8 {
+        log.append(&batch(2, 100, i as i64, i)).unwrap();
+    }
+    let err = log.truncate_after(70).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LogError::NotBatchBoundary {
+                offset: 70,
+                base_offset: 70,
+                last_offset: 71
+            }
+        ),
+        "{err}"
+    );
+    log.truncate_after(75).unwrap();
+    assert_eq!(log.log_end_offset(), 76);
+    // Into a sealed segment: it becomes active again and later segments go.
+    log.truncate_after(9).unwrap();
+    assert_eq!(log.log_end_offset(), 10);
+    assert_eq!(log.reader().segment_count(), 1);
+    let a = log.append(&batch(1, 5, 0, 99)).unwrap();
+    assert_eq!(a.base_offset, 10);
+    drop(log);
+    let log = PartitionLog::open(dir.path(), small(4096)).unwrap();
+    let hs = read_all(&log.reader(), 0);
+    assert_eq!(hs.len(), 6);
+    assert_eq!(hs.last().unwrap().base_offset, 10);
+}
+
+#[test]
+fn retention_by_time_and_size_deletes_oldest_sealed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let now_ms = now.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let hour = 3_600_000;
+    let mut cfg = small(2048);
+    cfg.retention_ms = Some(Duration::from_millis(hour as u64));
+    let mut log = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
+    // Old records first, then recent ones.
+    for i in 0..30 {
+        let ts = if i < 15 { now_ms - 3 * hour } else { now_ms };
+        log.append(&batch(1, 300, ts, i as u8)).unwrap();
+    }
+    let segments = log.reader().segment_count();
+    let deleted = log.apply_retention(now).unwrap();
+    assert!(!deleted.is_empty());
+    assert_eq!(log.reader().segment_count(), segments - deleted.len());
+    let start = log.log_start_offset();
+    assert!(start > 0 && start <= 15, "start {start}");
+    assert!(log.read(0, 100).is_err());
+    for p in segment_files(dir.path(), "log") {
+        let base: u64 = p.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        assert!(base >= start);
+    }
+    drop(log);
+
+    cfg.retention_ms = None;
+    cfg.retention_bytes = Some(3000);
+    let mut log = PartitionLog::open(dir.path(), cfg).unwrap();
+    log.apply_retention(now).unwrap();
+    let size = log.reader().size_bytes();
+    assert!((3000..3000 + 2048).contains(&size), "size {size}");
+    assert_eq!(log.log_end_offset(), 30);
+}
+
+/// Appends 20 batches (one segment), then returns the log directory and the batches.
+fn one_segment_log() -> (tempfile::TempDir, Vec<BatchHeader>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small(1 << 16)).unwrap();
+    for i in 0..20u8 {
+        log.append(&batch(3, 50, i as i64, i)).unwrap();
+    }
+    let hs = read_all(&log.reader(), 0);
+    (dir, hs)
+}
+
+fn active_log_path(dir: &Path) -> std::path::PathBuf {
+    segment_files(dir, "log").pop().unwrap()
+}
+
+#[test]
+fn flipped_byte_in_the_active_tail_truncates_from_that_batch() {
+    let (dir, hs) = one_segment_log();
+    // Flip a byte inside the last batch, after the last index entry.
+    let pos: usize = hs[..19].iter().map(|h| h.total_len()).sum::<usize>() + 70;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .read(true)
+        .open(active_log_path(dir.path()))
+        .unwrap();
+    f.seek(SeekFrom::Start(pos as u64)).unwrap();
+    f.write_all(&[0xAA]).unwrap();
+    drop(f);
+    let mut log = PartitionLog::open(dir.path(), small(1 << 16)).unwrap();
+    assert_eq!(log.log_end_offset(), 19 * 3);
+    assert_eq!(read_all(&log.reader(), 0), hs[..19]);
+    // The log goes on from there.
+    assert_eq!(log.append(&batch(1, 5, 0, 0)).unwrap().base_offset, 57);
+}
+
+#[test]
+fn torn_last_batch_is_dropped() {
+    let (dir, hs) = one_segment_log();
+    let end: usize = hs.iter().map(|h| h.total_len()).sum();
+    let last = hs.last().unwrap().total_len();
+    // The tail of the last batch never reached the disk.
+    let f = OpenOptions::new()
+        .write(true)
+        .open(active_log_path(dir.path()))
+        .unwrap();
+    f.set_len((end - last / 2) as u64).unwrap();
+    drop(f);
+    let log = PartitionLog::open(dir.path(), small(1 << 16)).unwrap();
+    assert_eq!(log.log_end_offset(), 19 * 3);
+    assert_eq!(read_all(&log.reader(), 0), hs[..19]);
+}
+
+#[test]
+fn deleted_or_truncated_index_is_rebuilt() {
+    for damage in ["delete", "truncate", "garbage"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), small(4096)).unwrap();
+        for i in 0..60u8 {
+            log.append(&batch(2, 80, i as i64, i)).unwrap();
+        }
+        let before = read_all(&log.reader(), 0);
+        drop(log);
+        for p in segment_files(dir.path(), "index") {
+            match damage {
+                "delete" => fs::remove_file(&p).unwrap(),
+                "truncate" => {
+                    let len = fs::metadata(&p).unwrap().len();
+                    let f = OpenOptions::new().write(true).open(&p).unwrap();
+                    f.set_len(len / 2 + 3).unwrap();
+                }
+                _ => fs::write(&p, [0xffu8; 24]).unwrap(),
+            }
+        }
+        let log = PartitionLog::open(dir.path(), small(4096)).unwrap();
+        assert_eq!(read_all(&log.reader(), 0), before, "after {damage}");
+        for off in (0..120).step_by(7) {
+            let h = &headers(&log.read(off, 1).unwrap())[0];
+            assert!(h.base_offset as u64 <= off && off <= h.last_offset() as u64);
+        }
+        assert_eq!(log.offset_for_timestamp(30).unwrap(), Some(59));
+        drop(log);
+        // The rebuilt sealed indexes were written back: a second open changes nothing.
+        let sealed: Vec<_> = segment_files(dir.path(), "index");
+        let snapshot: Vec<_> = sealed[..sealed.len() - 1]
+            .iter()
+            .map(|p| fs::read(p).unwrap())
+            .collect();
+        let log = PartitionLog::open(dir.path(), small(4096)).unwrap();
+        drop(log);
+        let again: Vec<_> = sealed[..sealed.len() - 1]
+            .iter()
+            .map(|p| fs::read(p).unwrap())
+            .collect();
+        assert_eq!(snapshot, again);
+    }
+}
+
+#[test]
+fn corrupt_sealed_segment_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small(4096)).unwrap();
+    for i in 0..60u8 {
+        log.append(&batch(2, 80, i as i64, i)).unwrap();
+    }
+    drop(log);
+    let first = segment_files(dir.path(), "log").remove(0);
+    let len = fs::metadata(&first).unwrap().len();
+    let mut f = OpenOptions::new().write(true).open(&first).unwrap();
+    f.seek(SeekFrom::Start(len - 10)).unwrap();
+    f.write_all(&[0x55]).unwrap();
+    drop(f);
+    let err = PartitionLog::open(dir.path(), small(4096)).err().unwrap();
+    assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
+    assert!(
+        err.to_string().contains("00000000000000000000.log"),
+        "{err}"
+    );
+}
+
+#[test]
+fn damage_in_the_middle_of_a_segment_is_an_error_on_read() {
+    let (dir, _) = one_segment_log();
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(active_log_path(dir.path()))
+        .unwrap();
+    f.seek(SeekFrom::Start(100)).unwrap();
+    f.write_all(&[0x55]).unwrap();
+    drop(f);
+    // Recovery starts from the last index entry, so it keeps the log; reads refuse the batch.
+    let log = PartitionLog::open(dir.path(), small(1 << 16)).unwrap();
+    let err = log.read(0, 1 << 20).unwrap_err();
+    assert!(
+        matches!(err, LogError::Corrupt { position: 0, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn failed_write_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p0");
+    let mut log = PartitionLog::open(&path, small(1024)).unwrap();
+    log.append(&batch(1, 500, 0, 1)).unwrap();
+    // The next roll cannot create its segment file.
+    fs::remove_dir_all(&path).unwrap();
+    fs::write(&path, b"not a directory").unwrap();
+    let err = log.append(&batch(1, 600, 0, 2)).unwrap_err();
+    assert!(matches!(err, LogError::Io { .. }), "{err}");
+    fs::remove_file(&path).unwrap();
+    fs::create_dir(&path).unwrap();
+    let err = log.append(&batch(1, 10, 0, 3)).unwrap_err();
+    assert!(matches!(err, LogError::Poisoned { .. }), "{err}");
+    assert!(err.to_string().contains("reopen"), "{err}");
+    assert!(matches!(log.flush(), Err(LogError::Poisoned { .. })));
+    // Reads still work from the mappings.
+    assert_eq!(headers(&log.read(0, 100).unwrap()).len(), 1);
+}
+
+#[test]
+fn concurrent_readers_see_only_complete_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small(64 * 1024)).unwrap();
+    let total = 3000u64;
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            let reader = log.reader();
+            s.spawn(move || {
+                let mut offset = 0;
+                while offset < total {
+                    let bytes = reader.read(offset, 4096).unwrap();
+                    for h in headers(&bytes) {
+                        assert_eq!(h.base_offset as u64, offset, "no gaps, no repeats");
+                        let value = (h.base_offset / 2) as u8;
+                        let batch = RecordBatch::parse(&bytes[..]).ok();
+                        if let Some(b) = batch {
+                            let r = b.records().next().unwrap().unwrap();
+                            assert_eq!(r.value.unwrap()[0], value);
+                        }
+                        offset = h.next_offset() as u64;
+                    }
+                }
+            });
+        }
+        for i in 0..total / 2 {
+            log.append(&batch(2, 90, 0, i as u8)).unwrap();
+        }
+    });
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(usize, usize),
+    Read(usize),
+    Truncate(usize),
+    Reopen,
+    Flush,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1usize..6, 1usize..300).prop_map(|(n, s)| Op::Append(n, s)),
+        3 => (0usize..1000).prop_map(Op::Read),
+        1 => (0usize..1000).prop_map(Op::Truncate),
+        1 => Just(Op::Reopen),
+        1 => Just(Op::Flush),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Random appends, reads, truncations and reopens agree with a `Vec` of batches.
+    #[test]
+    fn agrees_with_a_vec_of_batches(ops in proptest::collection::vec(op(), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig { segment_bytes: 2048, index_interval_bytes: 200, flush: FlushPolicy::Os, ..LogConfig::default() };
+        let mut log = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
+        // The model: (base offset, bytes with base offset stamped).
+        let mut model: Vec<(u64, Vec<u8>)> = Vec::new();
+        let end = |m: &Vec<(u64, Vec<u8>)>| m.last().map_or(0, |(b, bytes)| {
+            b + BatchHeader::parse(bytes).unwrap().record_count as u64
+        });
+        for (k, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Append(n, size) => {
+                    let b = batch(n, size, k as i64, k as u8);
+                    let a = log.append(&b).unwrap();
+                    prop_assert_eq!(a.base_offset, end(&model));
+                    let mut stamped = b.to_vec();
+                    stamped[..8].copy_from_slice(&(a.base_offset as i64).to_be_bytes());
+                    model.push((a.base_offset, stamped));
+                }
+                Op::Read(pick) => {
+                    let e = end(&model);
+                    let off = if e == 0 { 0 } else { pick as u64 % (e + 1) };
+                    let got = log.read(off, 700).unwrap();
+                    let first = model.iter().position(|(b, bytes)| {
+                        b + BatchHeader::parse(bytes).unwrap().record_count as u64 > off
+                    });
+                    match first {
+                        None => prop_assert!(got.is_empty()),
+                        Some(i) => {
+                            let mut want = Vec::new();
+                            for (_, bytes) in &model[i..] {
+                                if !want.is_empty() && want.len() + bytes.len() > 700 { break; }
+                                want.extend_from_slice(bytes);
+                            }
+                            // A read stops at a segment's end, so it returns a prefix.
+                            prop_assert!(!headers(&got).is_empty());
+                            prop_assert_eq!(&got[..], &want[..got.len()]);
+                        }
+                    }
+                }
+                Op::Truncate(pick) => {
+                    if model.is_empty() { continue; }
+                    let i = pick % model.len();
+                    let last = end(&model[..=i].to_vec()) - 1;
+                    log.truncate_after(last).unwrap();
+                    model.truncate(i + 1);
+                }
+                Op::Reopen => {
+                    drop(log);
+                    log = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
+                }
+                Op::Flush => log.flush().unwrap(),
+            }
+            prop_assert_eq!(log.log_end_offset(), end(&model));
+        }
+    }
+}
