@@ -1,1 +1,69 @@
-//! x
+//! Shared harness for rafka's black-box tests.
+//!
+//! - [`wait_until`]: poll a condition with a deadline instead of sleeping.
+//! - [`ChildTest`]: re-run the current test binary as a child process running one named
+//!   test, so a test can SIGKILL a real process in the middle of its work.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Polls `cond` every few milliseconds until it returns true or `deadline` passes;
+/// panics with `what` on timeout.
+pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Environment variable that tells a test it runs as a child.
+pub const CHILD_ENV: &str = "RAFKA_TEST_CHILD";
+
+/// The argument a child test was started with, if this process is one.
+pub fn child_arg() -> Option<String> {
+    std::env::var(CHILD_ENV).ok()
+}
+
+/// A child process running one test of the current binary, with its stdout piped.
+pub struct ChildTest {
+    child: Child,
+    lines: std::io::Lines<BufReader<ChildStdout>>,
+}
+
+impl ChildTest {
+    /// Starts `test_name` (a full path such as `crash::child`) in a child process with
+    /// [`CHILD_ENV`] set to `arg`.
+    pub fn spawn(test_name: &str, arg: &str) -> Self {
+        let exe = std::env::current_exe().expect("test binary path");
+        let mut child = Command::new(exe)
+            .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, arg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn child test");
+        let stdout = child.stdout.take().expect("piped stdout");
+        Self {
+            child,
+            lines: BufReader::new(stdout).lines(),
+        }
+    }
+
+    /// The next line the child printed, or `None` once its stdout is closed.
+    pub fn next_line(&mut self) -> Option<String> {
+        self.lines.next().map(|l| l.expect("child stdout"))
+    }
+
+    /// Kills the child with SIGKILL and waits for it; returns the lines it had printed
+    /// but that were not read yet.
+    pub fn kill(mut self) -> Vec<String> {
+        self.child.kill().expect("kill child");
+        self.child.wait().expect("reap child");
+        self.lines.map_while(Result::ok).collect()
+    }
+}
