@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use memmap2::{MmapMut, MmapOptions};
+use memmap2::{MmapMut, MmapOptions, MmapRaw};
 
 /// Extension of segment data files.
 pub(crate) const LOG_EXT: &str = "log";
@@ -66,6 +66,12 @@ pub(crate) fn map_read(file: &File, len: usize) -> io::Result<Bytes> {
 pub(crate) fn map_write(file: &File, len: usize) -> io::Result<MmapMut> {
     // SAFETY: as for `map_read`; this mapping is the only writer of the file.
     unsafe { MmapOptions::new().len(len).map_mut(file) }
+}
+
+/// Maps the first `len` bytes of `file` writable and shared, without Rust references into
+/// it (so another thread may `madvise` it while the owner writes).
+pub(crate) fn map_raw(file: &File, len: usize) -> io::Result<MmapRaw> {
+    MmapOptions::new().len(len).map_raw(file)
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ mod error;
 mod file;
 mod index;
 mod partition;
+mod pretouch;
 mod reader;
 mod recovery;
 mod segment;

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use memmap2::MmapMut;
+use memmap2::MmapRaw;
 use rafka_proto::batch::{BatchHeader, HEADER_LEN};
 
 use super::file::{
-    map_read, map_write, preallocate, segment_path, sync_dir, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT,
+    map_raw, map_read, preallocate, segment_path, sync_dir, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT,
 };
 use super::index::{decode_all, IndexView, IndexWriter, OffsetEntry, TimeEntry};
+use super::pretouch;
 use super::recovery::{recover, Indexer, Scan, Stop};
 use super::{LogConfig, LogError};
 
@@ -89,6 +90,8 @@ impl SegmentView {
     }
 }
 
+const PAGE: usize = 4096;
+
 fn paths(dir: &Path, base: u64) -> [PathBuf; 3] {
     [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT].map(|ext| segment_path(dir, base, ext))
 }
@@ -114,7 +117,8 @@ fn read_or_empty(path: &Path) -> io::Result<Vec<u8>> {
 pub(crate) struct ActiveSegment {
     pub view: Arc<SegmentView>,
     log_file: File,
-    map: MmapMut,
+    /// Writable mapping of the whole preallocated file; written only by this segment.
+    map: Arc<MmapRaw>,
     offset_index: IndexWriter<OffsetEntry>,
     time_index: IndexWriter<TimeEntry>,
     position: usize,
@@ -123,6 +127,8 @@ pub(crate) struct ActiveSegment {
     interval: u64,
     /// Written but not yet synced.
     dirty: Option<Range<usize>>,
+    /// Bytes of the mapping already handed to the pretoucher.
+    pretouched: usize,
     created: Instant,
 }
 
@@ -184,7 +190,7 @@ impl ActiveSegment {
         let old_len = log_file.metadata().map_err(LogError::io(&log))?.len();
         let capacity = config.segment_bytes.max(old_len) as usize;
         preallocate(&log_file, capacity as u64).map_err(LogError::io(&log))?;
-        let map = map_write(&log_file, capacity).map_err(LogError::io(&log))?;
+        let map = Arc::new(map_raw(&log_file, capacity).map_err(LogError::io(&log))?);
         let data = map_read(&log_file, capacity).map_err(io)?;
         let entries = config.index_capacity(capacity as u64);
         let file = open_rw(&index).map_err(LogError::io(&index))?;
@@ -214,6 +220,7 @@ impl ActiveSegment {
             indexer: scan.indexer,
             interval: config.index_interval_bytes,
             dirty: None,
+            pretouched: scan.len & !(PAGE - 1),
             created: Instant::now(),
         })
     }
@@ -244,7 +251,8 @@ impl ActiveSegment {
         let start = self.position;
         let end = start + batch.len();
         let base_offset = self.next_offset;
-        let dst = &mut self.map[start..end];
+        self.pretouch_ahead(end);
+        let dst = self.bytes_mut(start..end);
         dst.copy_from_slice(batch);
         dst[..8].copy_from_slice(&(base_offset as i64).to_be_bytes());
         let rel = (base_offset - self.view.base_offset) as u32;
@@ -263,6 +271,33 @@ impl ActiveSegment {
         });
         self.publish();
         (base_offset, self.next_offset)
+    }
+
+    /// Keeps the pretoucher a window ahead of `end`.
+    fn pretouch_ahead(&mut self, end: usize) {
+        const CHUNK: usize = 4 << 20;
+        const AHEAD: usize = 32 << 20;
+        let target = (end + AHEAD).min(self.map.len());
+        while self.pretouched < target {
+            let len = CHUNK.min(self.map.len() - self.pretouched);
+            if !pretouch::request(&self.map, self.pretouched, len) {
+                break;
+            }
+            self.pretouched += len;
+        }
+    }
+
+    /// The mapped bytes in `range`, for writing.
+    fn bytes_mut(&mut self, range: Range<usize>) -> &mut [u8] {
+        assert!(range.start <= range.end && range.end <= self.map.len());
+        // SAFETY: in bounds (checked above); the mapping lives as long as `self.map`; this
+        // segment is the only writer and `&mut self` makes this the only live reference
+        // into the writable mapping. Readers use a separate read-only mapping and only
+        // read bytes published to them (see `publish`), which are never in a range being
+        // written, except after a truncation (see `truncate_to`).
+        unsafe {
+            std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(range.start), range.len())
+        }
     }
 
     fn publish(&self) {
@@ -294,7 +329,7 @@ impl ActiveSegment {
         self.next_offset = next_offset;
         self.view.next_offset.store(next_offset, Ordering::Release);
         self.view.len.store(pos, Ordering::Release);
-        self.map[pos..old].fill(0);
+        self.bytes_mut(pos..old).fill(0);
         self.dirty = Some(match self.dirty.take() {
             Some(r) => r.start.min(pos)..r.end.max(old),
             None => pos..old,
@@ -338,7 +373,7 @@ impl ActiveSegment {
             };
             self.time_index.push(end, &self.view.times);
         }
-        drop(self.map);
+        drop(self.map); // the pretoucher may still hold a clone; it never writes
         self.log_file.set_len(self.position as u64).map_err(io)?;
         self.log_file.sync_all().map_err(io)?;
         let (_, offsets) = self.offset_index.seal().map_err(io)?;

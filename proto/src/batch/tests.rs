@@ -274,3 +274,26 @@ proptest! {
         let _ = RecordBatch::parse(&buf);
     }
 }
+
+proptest! {
+    /// The fast framing check and the full record parser agree on damaged record sections.
+    #[test]
+    fn fast_and_full_framing_checks_agree(flip in HEADER_LEN..400usize, byte in any::<u8>()) {
+        let mut buf = sample();
+        let i = HEADER_LEN + (flip - HEADER_LEN) % (buf.len() - HEADER_LEN);
+        buf[i] = byte;
+        refresh_crc(&mut buf);
+        let count = 3;
+        let fast = view::frame_ok_for_tests(&buf[HEADER_LEN..], count);
+        let full = Records::new(&buf[HEADER_LEN..], count)
+            .enumerate()
+            .all(|(i, r)| r.is_ok_and(|r| r.offset_delta as usize == i));
+        let consumed_all = full && {
+            let mut rs = Records::new(&buf[HEADER_LEN..], count);
+            for _ in rs.by_ref() {}
+            rs.rest_len() == 0
+        };
+        prop_assert_eq!(fast, consumed_all);
+        prop_assert_eq!(RecordBatch::parse(&buf).is_ok(), fast);
+    }
+}

@@ -232,7 +232,13 @@ impl<'a> RecordBatch<'a> {
 
 /// Checks that `section` holds exactly `count` well-framed records with offset deltas
 /// 0, 1, 2, ...
+///
+/// This runs on every append, so it is a tight loop over the varints that skips the values;
+/// only when it finds a problem does the full parser run again to name it.
 pub(crate) fn validate_records(section: &[u8], count: usize) -> Result<(), BatchError> {
+    if frame_ok(section, count) {
+        return Ok(());
+    }
     let mut records = Records::new(section, count);
     for i in 0..count {
         match records.next() {
@@ -244,16 +250,92 @@ pub(crate) fn validate_records(section: &[u8], count: usize) -> Result<(), Batch
                 })
             }
             Some(Err(e)) => return Err(e),
-            None => unreachable!("Records yields `count` items"),
+            None => break,
         }
     }
-    if !records.rest.is_empty() {
-        return Err(BatchError::BadRecord {
-            record: count,
-            what: format!("{} bytes follow the last record", records.rest.len()),
-        });
+    Err(BatchError::BadRecord {
+        record: count,
+        what: format!("{} bytes follow the last record", records.rest.len()),
+    })
+}
+
+/// Decodes a zig-zag varint of at most 10 bytes at `*pos`, advancing it. One- and
+/// two-byte varints (every length below 8 KiB) take the inline path.
+#[inline(always)]
+fn fast_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
+    let p = *pos;
+    let b0 = *buf.get(p)? as u64;
+    let z = if b0 < 0x80 {
+        *pos = p + 1;
+        b0
+    } else {
+        match buf.get(p + 1) {
+            Some(&b1) if b1 < 0x80 => {
+                *pos = p + 2;
+                (b0 & 0x7f) | ((b1 as u64) << 7)
+            }
+            _ => {
+                let (v, n) = varint::get_i64(&buf[p..]).ok()?;
+                *pos = p + n;
+                return Some(v);
+            }
+        }
+    };
+    Some(((z >> 1) as i64) ^ -((z & 1) as i64))
+}
+
+/// Skips a length-prefixed byte string (-1 is null) ending at or before `end`.
+#[inline(always)]
+fn skip_bytes(buf: &[u8], pos: &mut usize, end: usize, nullable: bool) -> Option<()> {
+    let len = fast_varint(buf, pos)?;
+    if len == -1 && nullable {
+        return Some(());
     }
-    Ok(())
+    if len < 0 || len as u64 > (end - *pos) as u64 {
+        return None;
+    }
+    *pos += len as usize;
+    Some(())
+}
+
+#[cfg(test)]
+pub(crate) fn frame_ok_for_tests(section: &[u8], count: usize) -> bool {
+    frame_ok(section, count)
+}
+
+/// True when `section` is exactly `count` well-framed records with sequential offset deltas.
+fn frame_ok(section: &[u8], count: usize) -> bool {
+    let mut pos = 0;
+    for i in 0..count {
+        let ok = (|| {
+            let len = fast_varint(section, &mut pos)?;
+            if len < 1 || len as u64 > (section.len() - pos) as u64 || len > i32::MAX as i64 {
+                return None;
+            }
+            let end = pos + len as usize;
+            let body = &section[..end];
+            pos += 1; // attributes
+            fast_varint(body, &mut pos)?; // timestamp delta
+            if fast_varint(body, &mut pos)? != i as i64 {
+                return None;
+            }
+            skip_bytes(body, &mut pos, end, true)?; // key
+            skip_bytes(body, &mut pos, end, true)?; // value
+            let headers = fast_varint(body, &mut pos)?;
+            if !(0..=i32::MAX as i64).contains(&headers) {
+                return None;
+            }
+            for _ in 0..headers {
+                skip_bytes(body, &mut pos, end, false)?;
+                skip_bytes(body, &mut pos, end, true)?;
+            }
+            (pos == end).then_some(())
+        })();
+        if ok.is_none() {
+            return false;
+        }
+    }
+    pos == section.len()
 }
 
 /// Iterator over the records of a records section.
@@ -265,6 +347,11 @@ pub struct Records<'a> {
 }
 
 impl<'a> Records<'a> {
+    /// Bytes not consumed by the records yielded so far.
+    pub fn rest_len(&self) -> usize {
+        self.rest.len()
+    }
+
     /// Iterates `count` records from an (uncompressed) records section.
     pub fn new(section: &'a [u8], count: usize) -> Self {
         Self {
