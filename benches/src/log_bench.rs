@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::Context;
 use bytes::Bytes;
 use rafka_broker::log::{FlushPolicy, LogConfig, PartitionLog};
-use rafka_proto::batch::{BatchBuilder, Record};
+use rafka_proto::batch::{BatchBuilder, Record, RecordBatch};
 
 use crate::report::{histogram, print_table, timed, Row};
 
@@ -30,6 +30,9 @@ pub struct Args {
     /// Directory for the data (a temporary directory inside it is used and removed).
     #[arg(long, default_value = ".")]
     dir: PathBuf,
+    /// Runs of each measurement; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// Print one JSON object per result instead of a table.
     #[arg(long)]
     json: bool,
@@ -77,7 +80,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let (batch, records) = make_batch(batch_bytes, args.record_size);
             let count = (total / batch.len() as u64).max(1);
             let sync = flush == FlushPolicy::Always;
-            let plain = plain_write(tmp.path(), &batch, count, sync)?;
+            let dir = tmp.path().join(format!("log-{label}-{batch_bytes}"));
+            // Plain and rafka alternate, each starting with no dirty pages; the medians
+            // of the repeats are compared, as this machine's speed drifts between runs.
+            let (mut plains, mut appends, mut reads) = (Vec::new(), Vec::new(), Vec::new());
+            let mut prevalidated = Vec::new();
+            for _ in 0..args.repeat {
+                settle();
+                plains.push(plain_write(tmp.path(), &batch, count, sync)?);
+                settle();
+                let (row, log) = append(&dir, flush, &batch, records, count, false)?;
+                appends.push(row);
+                if flush == FlushPolicy::Os {
+                    drop(log);
+                    std::fs::remove_dir_all(&dir)?;
+                    settle();
+                    let (row, log) = append(&dir, flush, &batch, records, count, true)?;
+                    prevalidated.push(row);
+                    if batch_bytes == 1 << 20 {
+                        reads.push(read(&log)?);
+                    }
+                    drop(log);
+                    std::fs::remove_dir_all(&dir)?;
+                    continue;
+                }
+                drop(log);
+                std::fs::remove_dir_all(&dir)?;
+            }
+            let plain = median(plains);
             let base = plain.mb_per_sec();
             let name = format!(
                 "plain {} write_all{}",
@@ -85,18 +115,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 if sync { "+fdatasync" } else { "" }
             );
             rows.push((Row { name, ..plain }, None));
-            let dir = tmp.path().join(format!("log-{label}-{batch_bytes}"));
-            let (row, log) = append(&dir, flush, &batch, records, count)?;
-            rows.push((row, Some(base)));
+            rows.push((median(appends), Some(base)));
+            if !prevalidated.is_empty() {
+                rows.push((median(prevalidated), Some(base)));
+            }
+            if !reads.is_empty() {
+                rows.push((median(reads), None));
+            }
             if flush == FlushPolicy::Os {
-                rows.push((validate(&batch, records, count), Some(base)));
-                rows.push((crc_only(&batch, count), Some(base)));
+                rows.push((validate(&batch, records, count), None));
             }
-            if flush == FlushPolicy::Os && batch_bytes == 1 << 20 {
-                rows.push((read(&log, base)?, Some(base)));
-            }
-            drop(log);
-            std::fs::remove_dir_all(&dir)?;
         }
     }
     if args.json {
@@ -104,9 +132,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             println!("{}", r.json(*b));
         }
     } else {
+        println!(
+            "median of {} runs each; ratio = rafka MB/s / plain MB/s of the same bytes",
+            args.repeat
+        );
         print_table(&rows);
     }
     Ok(())
+}
+
+/// Writes back dirty pages so that a measurement does not pay for the previous one's.
+fn settle() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
+/// The run with the median throughput.
+fn median(mut rows: Vec<Row>) -> Row {
+    rows.sort_by(|a, b| a.mb_per_sec().total_cmp(&b.mb_per_sec()));
+    rows.swap_remove(rows.len() / 2)
 }
 
 fn kib(n: usize) -> String {
@@ -150,6 +194,7 @@ fn append(
     batch: &[u8],
     records: u64,
     count: u64,
+    prevalidated: bool,
 ) -> anyhow::Result<(Row, PartitionLog)> {
     let config = LogConfig {
         flush,
@@ -158,12 +203,21 @@ fn append(
     let mut log = PartitionLog::open(dir, config)?;
     let mut h = histogram();
     let start = Instant::now();
+    let parsed = RecordBatch::parse(batch)?;
     for _ in 0..count {
-        timed(&mut h, || log.append(batch))?;
+        if prevalidated {
+            timed(&mut h, || log.append_batch(&parsed))?;
+        } else {
+            timed(&mut h, || log.append(batch))?;
+        }
     }
     let elapsed = start.elapsed();
     let row = Row {
-        name: format!("rafka append {} flush={flush}", kib(batch.len())),
+        name: format!(
+            "rafka append{} {} flush={flush}",
+            if prevalidated { " (validated)" } else { "" },
+            kib(batch.len())
+        ),
         bytes: count * batch.len() as u64,
         records: count * records,
         elapsed,
@@ -177,10 +231,7 @@ fn validate(batch: &[u8], records: u64, count: u64) -> Row {
     let mut h = histogram();
     let start = Instant::now();
     for _ in 0..count {
-        timed(&mut h, || {
-            rafka_proto::batch::RecordBatch::parse(batch).map(|_| ())
-        })
-        .expect("benchmark batch is valid");
+        timed(&mut h, || RecordBatch::parse(batch).map(|_| ())).expect("benchmark batch is valid");
     }
     Row {
         name: format!("validate {} batch", kib(batch.len())),
@@ -191,25 +242,9 @@ fn validate(batch: &[u8], records: u64, count: u64) -> Row {
     }
 }
 
-fn crc_only(batch: &[u8], count: u64) -> Row {
-    let start = Instant::now();
-    let mut x = 0;
-    for _ in 0..count {
-        x ^= crc32fast::hash(batch);
-    }
-    std::hint::black_box(x);
-    Row {
-        name: "crc32fast only".into(),
-        bytes: count * batch.len() as u64,
-        records: 0,
-        elapsed: start.elapsed(),
-        latency: None,
-    }
-}
-
 /// Sequential reads of the whole (warm) log in 1 MiB fetches; every batch's checksum is
 /// verified by the read, so every byte is touched.
-fn read(log: &PartitionLog, _base: f64) -> anyhow::Result<Row> {
+fn read(log: &PartitionLog) -> anyhow::Result<Row> {
     let reader = log.reader();
     let mut h = histogram();
     let (mut offset, mut bytes, mut records) = (reader.log_start_offset(), 0u64, 0u64);

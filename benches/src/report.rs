@@ -64,13 +64,13 @@ impl Row {
 /// Prints rows as a table; `baseline` gives each row's reference MB/s for the ratio column.
 pub fn print_table(rows: &[(Row, Option<f64>)]) {
     println!(
-        "{:<34} {:>12} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "{:<42} {:>12} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
         "benchmark", "records/s", "MB/s", "ratio", "p50 µs", "p99 µs", "p99.9 µs", "max µs"
     );
     for (r, base) in rows {
         let ratio = base.map_or("-".into(), |b| format!("{:.2}", r.mb_per_sec() / b));
         println!(
-            "{:<34} {:>12.0} {:>10.1} {:>8} {:>9} {:>9} {:>9} {:>9}",
+            "{:<42} {:>12.0} {:>10.1} {:>8} {:>9} {:>9} {:>9} {:>9}",
             r.name,
             r.records_per_sec(),
             r.mb_per_sec(),

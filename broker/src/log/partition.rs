@@ -138,9 +138,15 @@ impl PartitionLog {
     /// Validates a batch, appends it at the log end (assigning its base offset) and syncs
     /// per the flush policy. An invalid batch appends nothing.
     pub fn append(&mut self, batch: &[u8]) -> Result<Appended, LogError> {
-        let batch = RecordBatch::parse(batch)?;
+        self.append_batch(&RecordBatch::parse(batch)?)
+    }
+
+    /// Appends a batch that was already validated (a [`RecordBatch`] exists only after
+    /// [`RecordBatch::parse`] succeeded): the server validates requests on its own
+    /// threads, so the log's single writer only copies.
+    pub fn append_batch(&mut self, batch: &RecordBatch<'_>) -> Result<Appended, LogError> {
         self.write(|log| {
-            let a = log.append_validated(&batch)?;
+            let a = log.append_validated(batch)?;
             log.after_append()?;
             Ok(a)
         })

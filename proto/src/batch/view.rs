@@ -259,35 +259,44 @@ pub(crate) fn validate_records(section: &[u8], count: usize) -> Result<(), Batch
     })
 }
 
-/// Decodes a zig-zag varint of at most 10 bytes at `*pos`, advancing it. One- and
-/// two-byte varints (every length below 8 KiB) take the inline path.
+/// Decodes a zig-zag varint of at most 10 bytes at `*pos`, advancing it. Varints of up to
+/// three bytes (every length and offset delta below 1 MiB) take the inline path.
 #[inline(always)]
 fn fast_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
     let p = *pos;
-    let b0 = *buf.get(p)? as u64;
-    let z = if b0 < 0x80 {
-        *pos = p + 1;
-        b0
-    } else {
-        match buf.get(p + 1) {
-            Some(&b1) if b1 < 0x80 => {
-                *pos = p + 2;
-                (b0 & 0x7f) | ((b1 as u64) << 7)
-            }
-            _ => {
-                let (v, n) = varint::get_i64(&buf[p..]).ok()?;
-                *pos = p + n;
-                return Some(v);
-            }
-        }
+    let Some(&[b0, b1, b2]) = buf.get(p..p + 3) else {
+        return slow_varint(buf, pos);
     };
+    let (z, n) = if b0 < 0x80 {
+        (b0 as u64, 1)
+    } else if b1 < 0x80 {
+        ((b0 & 0x7f) as u64 | (b1 as u64) << 7, 2)
+    } else if b2 < 0x80 {
+        (
+            (b0 & 0x7f) as u64 | ((b1 & 0x7f) as u64) << 7 | (b2 as u64) << 14,
+            3,
+        )
+    } else {
+        return slow_varint(buf, pos);
+    };
+    *pos = p + n;
     Some(((z >> 1) as i64) ^ -((z & 1) as i64))
+}
+
+#[inline(never)]
+fn slow_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
+    let (v, n) = varint::get_i64(buf.get(*pos..)?).ok()?;
+    *pos += n;
+    Some(v)
 }
 
 /// Skips a length-prefixed byte string (-1 is null) ending at or before `end`.
 #[inline(always)]
 fn skip_bytes(buf: &[u8], pos: &mut usize, end: usize, nullable: bool) -> Option<()> {
     let len = fast_varint(buf, pos)?;
+    if *pos > end {
+        return None;
+    }
     if len == -1 && nullable {
         return Some(());
     }
@@ -307,35 +316,47 @@ pub(crate) fn frame_ok_for_tests(section: &[u8], count: usize) -> bool {
 fn frame_ok(section: &[u8], count: usize) -> bool {
     let mut pos = 0;
     for i in 0..count {
-        let ok = (|| {
-            let len = fast_varint(section, &mut pos)?;
-            if len < 1 || len as u64 > (section.len() - pos) as u64 || len > i32::MAX as i64 {
-                return None;
-            }
-            let end = pos + len as usize;
-            let body = &section[..end];
-            pos += 1; // attributes
-            fast_varint(body, &mut pos)?; // timestamp delta
-            if fast_varint(body, &mut pos)? != i as i64 {
-                return None;
-            }
-            skip_bytes(body, &mut pos, end, true)?; // key
-            skip_bytes(body, &mut pos, end, true)?; // value
-            let headers = fast_varint(body, &mut pos)?;
-            if !(0..=i32::MAX as i64).contains(&headers) {
-                return None;
-            }
-            for _ in 0..headers {
-                skip_bytes(body, &mut pos, end, false)?;
-                skip_bytes(body, &mut pos, end, true)?;
-            }
-            (pos == end).then_some(())
-        })();
-        if ok.is_none() {
+        if !record_ok(section, &mut pos, i as i64) {
             return false;
         }
     }
     pos == section.len()
+}
+
+/// Checks the record at `*pos` (with offset delta `delta`) and moves past it. Varints are
+/// decoded from the whole section (so the inline path applies to a record's last bytes
+/// too) and checked against the record's end afterwards.
+#[inline(always)]
+fn record_ok(section: &[u8], pos: &mut usize, delta: i64) -> bool {
+    let Some(len) = fast_varint(section, pos) else {
+        return false;
+    };
+    if len < 1 || len as u64 > (section.len() - *pos) as u64 {
+        return false;
+    }
+    let end = *pos + len as usize;
+    *pos += 1; // attributes
+    let ok = fast_varint(section, pos).is_some() // timestamp delta
+        && fast_varint(section, pos) == Some(delta)
+        && skip_bytes(section, pos, end, true).is_some() // key
+        && skip_bytes(section, pos, end, true).is_some(); // value
+    if !ok || *pos > end {
+        return false;
+    }
+    let Some(headers) = fast_varint(section, pos) else {
+        return false;
+    };
+    if !(0..=i32::MAX as i64).contains(&headers) || *pos > end {
+        return false;
+    }
+    for _ in 0..headers {
+        if skip_bytes(section, pos, end, false).is_none()
+            || skip_bytes(section, pos, end, true).is_none()
+        {
+            return false;
+        }
+    }
+    *pos == end
 }
 
 /// Iterator over the records of a records section.
