@@ -36,17 +36,10 @@ pub fn batch_len_at(buf: &[u8]) -> Option<usize> {
 /// when it was appended). Returns the header and the batch size.
 pub fn verify_stored(buf: &[u8]) -> Result<(BatchHeader, usize), BatchError> {
     let header = BatchHeader::parse(buf)?;
-    let total = LOG_OVERHEAD as i64 + header.batch_length as i64;
-    if total < HEADER_LEN as i64 || total > buf.len() as i64 {
-        return Err(BatchError::BadLength {
-            declared: header.batch_length as i64,
-            actual: buf.len() - LOG_OVERHEAD,
-        });
-    }
+    let total = prefix_len(buf, &header)?;
     if header.magic != MAGIC {
         return Err(BatchError::BadMagic(header.magic));
     }
-    let total = total as usize;
     let actual = crc32fast::hash(&buf[field::ATTRIBUTES..total]);
     if actual != header.crc {
         return Err(BatchError::CrcMismatch {
@@ -55,6 +48,18 @@ pub fn verify_stored(buf: &[u8]) -> Result<(BatchHeader, usize), BatchError> {
         });
     }
     Ok((header, total))
+}
+
+/// Size of the batch `header` heads at the start of `buf`, checked to fit in `buf`.
+fn prefix_len(buf: &[u8], header: &BatchHeader) -> Result<usize, BatchError> {
+    let total = LOG_OVERHEAD as i64 + header.batch_length as i64;
+    if total < HEADER_LEN as i64 || total > buf.len() as i64 {
+        return Err(BatchError::BadLength {
+            declared: header.batch_length as i64,
+            actual: buf.len() - LOG_OVERHEAD,
+        });
+    }
+    Ok(total as usize)
 }
 
 /// The decoded fixed header of a batch.
@@ -163,14 +168,7 @@ impl<'a> RecordBatch<'a> {
     /// and its size.
     pub fn parse_prefix(buf: &'a [u8]) -> Result<(Self, usize), BatchError> {
         let header = BatchHeader::parse(buf)?;
-        let total = LOG_OVERHEAD as i64 + header.batch_length as i64;
-        if total < HEADER_LEN as i64 || total > buf.len() as i64 {
-            return Err(BatchError::BadLength {
-                declared: header.batch_length as i64,
-                actual: buf.len() - LOG_OVERHEAD,
-            });
-        }
-        let total = total as usize;
+        let total = prefix_len(buf, &header)?;
         Ok((Self::check(&buf[..total], header)?, total))
     }
 
