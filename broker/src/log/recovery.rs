@@ -1,9 +1,10 @@
-//! Scanning a segment: where index entries go, and how far its batches are intact.
+//! Scanning a segment: where index entries go, and how far its batches are intact
+//! (fully validated: length, magic, CRC, header and record framing).
 //!
 //! The same [`Indexer`] decides index entries when appending and when rebuilding, so a
 //! rebuilt index is identical to the one the appends wrote.
 
-use rafka_proto::batch::{verify_stored, LOG_OVERHEAD};
+use rafka_proto::batch::{RecordBatch, LOG_OVERHEAD};
 
 use super::index::{decode_all, OffsetEntry, TimeEntry};
 
@@ -113,8 +114,8 @@ pub(crate) fn recover(
     }
     let resume = (0..consistent).rev().find(|&i| {
         let o = offs[i];
-        matches!(verify_stored(&data[o.pos as usize..]),
-            Ok((h, _)) if h.base_offset == (base + o.rel as u64) as i64)
+        matches!(RecordBatch::parse_prefix(&data[o.pos as usize..]),
+            Ok((b, _)) if b.header().base_offset == (base + o.rel as u64) as i64)
     });
     let (mut pos, mut next, indexer, kept) = match resume {
         Some(i) => (
@@ -135,8 +136,10 @@ pub(crate) fn recover(
     };
     while pos < data.len() {
         let rest = &data[pos..];
-        let header = match verify_stored(rest) {
-            Ok((h, n)) if h.base_offset == next as i64 && h.last_offset_delta >= -1 => (h, n),
+        // Full validation (framing too): bytes staged for a batch that then failed
+        // validation must never come back as data after a crash.
+        let header = match RecordBatch::parse_prefix(rest).map(|(b, n)| (*b.header(), n)) {
+            Ok((h, n)) if h.base_offset == next as i64 => (h, n),
             Ok((h, _)) => {
                 let why = format!(
                     "batch at byte {pos} has base offset {} where {next} was expected",

@@ -521,3 +521,41 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn invalid_framing_under_a_good_crc_is_refused_on_append_and_on_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small(4 << 20)).unwrap();
+    log.append(&batch(1, 10, 1, 1)).unwrap();
+    let big = batch(3000, 100, 5, 7);
+    // Bad framing under a correct checksum: the last record claims one byte too many.
+    let mut bad = big.to_vec();
+    let at = bad.len() - 1;
+    bad[at] = 0x02; // header count 1 with no header bytes
+    let crc = crc32fast::hash(&bad[21..]);
+    bad[17..21].copy_from_slice(&crc.to_be_bytes());
+    let err = log.append(&bad).unwrap_err();
+    assert!(matches!(err, LogError::InvalidBatch(_)), "{err}");
+    assert_eq!(log.log_end_offset(), 1);
+    // Nothing of it is visible, and a valid large batch lands right after the first one.
+    let a = log.append(&big).unwrap();
+    assert_eq!((a.base_offset, a.next_offset), (1, 3001));
+    let got = headers(&log.read(0, 8 << 20).unwrap());
+    assert_eq!(got.len(), 2);
+    drop(log);
+    let log = PartitionLog::open(dir.path(), small(4 << 20)).unwrap();
+    assert_eq!(log.log_end_offset(), 3001);
+    // Recovery validates framing too: the same bytes found at the tail (say, written by a
+    // broken build) are cut off rather than served.
+    drop(log);
+    let path = active_log_path(dir.path());
+    let end: u64 = got.iter().map(|h| h.total_len() as u64).sum();
+    let mut stamped = bad.clone();
+    stamped[..8].copy_from_slice(&3001i64.to_be_bytes());
+    let mut f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.seek(SeekFrom::Start(end)).unwrap();
+    f.write_all(&stamped).unwrap();
+    drop(f);
+    let log = PartitionLog::open(dir.path(), small(4 << 20)).unwrap();
+    assert_eq!(log.log_end_offset(), 3001);
+}
