@@ -1,10 +1,22 @@
 //! The rafka broker.
 //!
 //! ```text
-//! log/     storage engine: segments on memory-mapped files, indexes, recovery, retention
+//! log/        storage engine: segments on memory-mapped files, indexes, recovery, retention
+//! partition   a served partition: group-commit writer, high watermark
+//! topics      the topic registry: partitions on disk, per-topic configs
+//! server/     tonic services (Broker, Admin), validation, data-dir lock, shutdown
+//! config      broker settings (TOML, flags, env) and Kafka-named topic configs
+//! error       BrokerError and its gRPC status codes
+//! cli/        the `rafka` command
 //! ```
 //!
-//! The gRPC server, Raft replication, cluster metadata and consumer groups build on the
-//! log and arrive as their own modules.
+//! Raft replication, cluster metadata and consumer groups build on these and arrive as
+//! their own modules.
 
+pub mod cli;
+pub mod config;
+pub mod error;
 pub mod log;
+pub mod partition;
+pub mod server;
+pub mod topics;

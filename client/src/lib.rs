@@ -1,6 +1,49 @@
-//! The rafka client library.
+//! The rafka client library: [`Producer`], [`Consumer`] and [`Admin`] over gRPC.
 //!
-//! Today it re-exports the record batch codec that producers use to build batches; the
-//! gRPC `Producer`, `Consumer` and `Admin` arrive with the single-node broker.
+//! ```text
+//! producer     per-partition accumulators (linger, batch_size), murmur2 / sticky
+//!              partitioning, lz4 / zstd, ordered pipelined sends, retries with backoff
+//! consumer     assign, seek, poll and a Stream of records; long-poll fetches; decompression
+//! admin        topics, configs, cluster metadata
+//! cluster      connections and metadata shared by the three
+//! partitioner  Kafka's murmur2 key hash
+//! compression  record section codecs
+//! ```
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), rafka_client::ClientError> {
+//! use rafka_client::{Admin, Consumer, Producer, ProducerRecord, SeekTo, TopicPartition};
+//! use std::time::Duration;
+//!
+//! let bootstrap = "127.0.0.1:9092";
+//! Admin::connect(bootstrap).await?.create_topic("events", 3, 1, Default::default()).await?;
+//!
+//! let producer = Producer::connect(bootstrap, Default::default()).await?;
+//! let ack = producer.send(ProducerRecord::new("events", "hello").key("user-1")).await?;
+//! println!("written at {:?}", ack.await?);
+//!
+//! let mut consumer = Consumer::connect(bootstrap, Default::default()).await?;
+//! consumer.assign([TopicPartition::new("events", 0)]);
+//! consumer.seek(&TopicPartition::new("events", 0), SeekTo::Earliest).await?;
+//! for r in consumer.poll(Duration::from_secs(1)).await? {
+//!     println!("{}-{}@{}: {:?}", r.topic, r.partition, r.offset, r.value);
+//! }
+//! # Ok(()) }
+//! ```
 
+mod admin;
+mod cluster;
+pub mod compression;
+mod consumer;
+mod error;
+pub mod partitioner;
+mod producer;
+mod record;
+
+pub use admin::{Admin, TopicDescription};
+pub use consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
+pub use error::ClientError;
+pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig};
 pub use rafka_proto::batch;
+pub use rafka_proto::batch::Compression;
+pub use record::{ConsumerRecord, Header, ProducerRecord, RecordMetadata, TopicPartition};

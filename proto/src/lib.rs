@@ -5,9 +5,16 @@
 //!   varint     zig-zag LEB128 integers used inside records
 //!   builder    BatchBuilder: append records, seal a checksummed batch
 //!   view       RecordBatch: zero-copy validation and record iteration
+//! v1           the gRPC API generated from proto/rafka.proto (services Broker, Admin)
 //! ```
 //!
 //! A batch is built once by a producer and then travels unchanged: the broker validates it,
 //! writes its bytes into the partition log, replicates them and serves them to consumers.
 
 pub mod batch;
+
+/// The gRPC API, generated from `proto/rafka.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("rafka.v1");
+}

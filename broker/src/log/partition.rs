@@ -159,14 +159,30 @@ impl PartitionLog {
             .iter()
             .map(|b| RecordBatch::parse(b.as_ref()))
             .collect::<Result<Vec<_>, _>>()?;
+        self.append_batches(&parsed)
+    }
+
+    /// Appends already validated batches with one sync for all of them (group commit).
+    pub fn append_batches(
+        &mut self,
+        batches: &[RecordBatch<'_>],
+    ) -> Result<Vec<Appended>, LogError> {
         self.write(|log| {
-            let out = parsed
+            let out = batches
                 .iter()
                 .map(|b| log.append_validated(b))
                 .collect::<Result<Vec<_>, _>>()?;
             log.after_append()?;
             Ok(out)
         })
+    }
+
+    /// Replaces the settings. Size and index settings apply to segments created from now
+    /// on; flush and retention settings apply at once.
+    pub fn set_config(&mut self, config: LogConfig) -> Result<(), LogError> {
+        config.validate()?;
+        self.config = config;
+        Ok(())
     }
 
     /// Forces everything appended so far to disk.
@@ -274,7 +290,11 @@ impl PartitionLog {
         if active.len() > 0 && (active.len() + size > active.capacity() || age_out) {
             self.roll()?;
         }
-        let (base_offset, next_offset) = self.active()?.append(batch.as_bytes(), batch.header());
+        let active = self.active()?;
+        let path = active.view.path.clone();
+        let (base_offset, next_offset) = active
+            .append(batch.as_bytes(), batch.header())
+            .map_err(LogError::io(path))?;
         Ok(Appended {
             base_offset,
             next_offset,

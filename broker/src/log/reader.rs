@@ -68,6 +68,17 @@ impl LogReader {
     /// large batch never blocks a reader. Empty at the log end. Each batch's checksum is
     /// verified, so damage on disk is an error, never data.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Bytes, LogError> {
+        self.read_below(offset, max_bytes, u64::MAX)
+    }
+
+    /// Like [`read`](Self::read), but only batches that end at or before `end_offset` (a
+    /// high watermark): nothing past it is returned.
+    pub fn read_below(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        end_offset: u64,
+    ) -> Result<Bytes, LogError> {
         let segments = self.shared.read();
         let (Some(first), Some(last)) = (segments.values().next(), segments.values().next_back())
         else {
@@ -98,9 +109,10 @@ impl LogReader {
             let data = seg.data();
             let mut end = start;
             while end < len {
-                let (_, n) =
+                let (h, n) =
                     verify_stored(&data[end..len]).map_err(|e| seg.corrupt(end, e.to_string()))?;
-                if end > start && end + n - start > max_bytes {
+                let too_big = end > start && end + n - start > max_bytes;
+                if too_big || h.next_offset() as u64 > end_offset {
                     break;
                 }
                 end += n;

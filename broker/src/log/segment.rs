@@ -91,6 +91,8 @@ impl SegmentView {
 }
 
 const PAGE: usize = 4096;
+/// The active segment's file grows by this much at a time.
+const ALLOC_CHUNK: usize = 64 << 20;
 
 fn paths(dir: &Path, base: u64) -> [PathBuf; 3] {
     [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT].map(|ext| segment_path(dir, base, ext))
@@ -127,6 +129,8 @@ pub(crate) struct ActiveSegment {
     interval: u64,
     /// Written but not yet synced.
     dirty: Option<Range<usize>>,
+    /// Bytes of the file with blocks behind them; the mapping past this must not be touched.
+    allocated: usize,
     /// Bytes of the mapping already handed to the pretoucher.
     pretouched: usize,
     created: Instant,
@@ -189,7 +193,9 @@ impl ActiveSegment {
         let io = LogError::io(&log);
         let old_len = log_file.metadata().map_err(LogError::io(&log))?.len();
         let capacity = config.segment_bytes.max(old_len) as usize;
-        preallocate(&log_file, capacity as u64).map_err(LogError::io(&log))?;
+        // The mapping spans the whole segment; the file gets blocks a chunk at a time.
+        let allocated = (old_len as usize).max(ALLOC_CHUNK.min(capacity));
+        preallocate(&log_file, allocated as u64).map_err(LogError::io(&log))?;
         let map = Arc::new(map_raw(&log_file, capacity).map_err(LogError::io(&log))?);
         let data = map_read(&log_file, capacity).map_err(io)?;
         let entries = config.index_capacity(capacity as u64);
@@ -220,6 +226,7 @@ impl ActiveSegment {
             indexer: scan.indexer,
             interval: config.index_interval_bytes,
             dirty: None,
+            allocated,
             pretouched: scan.len & !(PAGE - 1),
             created: Instant::now(),
         })
@@ -246,11 +253,13 @@ impl ActiveSegment {
     }
 
     /// Copies a validated batch into the mapping at the end of the segment, stamps its base
-    /// offset, indexes it and publishes it to readers. The caller checked that it fits.
-    pub fn append(&mut self, batch: &[u8], header: &BatchHeader) -> (u64, u64) {
+    /// offset, indexes it and publishes it to readers. The caller checked that it fits in
+    /// the capacity; growing the file can still fail (a full disk), and then nothing changes.
+    pub fn append(&mut self, batch: &[u8], header: &BatchHeader) -> io::Result<(u64, u64)> {
         let start = self.position;
         let end = start + batch.len();
         let base_offset = self.next_offset;
+        self.allocate_to(end)?;
         self.pretouch_ahead(end);
         let dst = self.bytes_mut(start..end);
         dst.copy_from_slice(batch);
@@ -270,16 +279,28 @@ impl ActiveSegment {
             None => start..end,
         });
         self.publish();
-        (base_offset, self.next_offset)
+        Ok((base_offset, self.next_offset))
     }
 
-    /// Keeps the pretoucher a window ahead of `end`.
+    /// Gives the file real blocks up to at least `end` (a chunk at a time), so that a full
+    /// disk is an error here rather than SIGBUS on a write through the mapping.
+    fn allocate_to(&mut self, end: usize) -> io::Result<()> {
+        if end <= self.allocated {
+            return Ok(());
+        }
+        let target = (self.allocated + ALLOC_CHUNK).max(end).min(self.map.len());
+        preallocate(&self.log_file, target as u64)?;
+        self.allocated = target;
+        Ok(())
+    }
+
+    /// Keeps the pretoucher a window ahead of `end`, within the allocated part of the file.
     fn pretouch_ahead(&mut self, end: usize) {
         const CHUNK: usize = 4 << 20;
         const AHEAD: usize = 32 << 20;
-        let target = (end + AHEAD).min(self.map.len());
+        let target = (end + AHEAD).min(self.allocated);
         while self.pretouched < target {
-            let len = CHUNK.min(self.map.len() - self.pretouched);
+            let len = CHUNK.min(target - self.pretouched);
             if !pretouch::request(&self.map, self.pretouched, len) {
                 break;
             }

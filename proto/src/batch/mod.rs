@@ -31,6 +31,7 @@ mod view;
 pub use builder::{BatchBuilder, Header, Record};
 pub use view::{
     batch_len_at, verify_stored, BatchHeader, RecordBatch, RecordHeaders, RecordView, Records,
+    ValidatedBatch,
 };
 
 /// Size of the fixed batch header; records start here.

@@ -228,6 +228,58 @@ impl<'a> RecordBatch<'a> {
     }
 }
 
+/// An owned batch that passed [`RecordBatch::parse`]: validated once where it entered
+/// (a request handler) and handed on without being checked again.
+#[derive(Debug, Clone)]
+pub struct ValidatedBatch {
+    bytes: bytes::Bytes,
+    header: BatchHeader,
+}
+
+impl ValidatedBatch {
+    /// Validates `bytes` as exactly one batch.
+    pub fn parse(bytes: bytes::Bytes) -> Result<Self, BatchError> {
+        let header = *RecordBatch::parse(&bytes)?.header();
+        Ok(Self { bytes, header })
+    }
+
+    /// Splits `bytes` (batches back to back) into validated batches; fails on the first
+    /// invalid one, naming its index.
+    pub fn parse_all(bytes: &bytes::Bytes) -> Result<Vec<Self>, (usize, BatchError)> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let (batch, len) =
+                RecordBatch::parse_prefix(&bytes[pos..]).map_err(|e| (out.len(), e))?;
+            let header = *batch.header();
+            out.push(Self {
+                bytes: bytes.slice(pos..pos + len),
+                header,
+            });
+            pos += len;
+        }
+        Ok(out)
+    }
+
+    /// The batch as a borrowed view (no re-validation).
+    pub fn view(&self) -> RecordBatch<'_> {
+        RecordBatch {
+            buf: &self.bytes,
+            header: self.header,
+        }
+    }
+
+    /// The batch bytes.
+    pub fn bytes(&self) -> &bytes::Bytes {
+        &self.bytes
+    }
+
+    /// The decoded header.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+}
+
 /// Checks that `section` holds exactly `count` well-framed records with offset deltas
 /// 0, 1, 2, ...
 ///

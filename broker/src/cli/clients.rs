@@ -1,0 +1,309 @@
+//! The client-side commands: topic, produce, consume, cluster.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use rafka_client::{
+    Admin, Compression, Consumer, ConsumerConfig, ConsumerRecord, Producer, ProducerConfig,
+    ProducerRecord, SeekTo, TopicPartition,
+};
+
+/// `rafka topic ...`
+#[derive(clap::Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        /// Topic name.
+        name: String,
+        /// Number of partitions.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Replicas of each partition.
+        #[arg(long, default_value_t = 1)]
+        replication_factor: u32,
+        /// Topic config `key=value` (repeatable), e.g. `retention.ms=86400000`.
+        #[arg(long = "config", value_parser = parse_kv)]
+        configs: Vec<(String, String)>,
+    },
+    /// List topics.
+    List,
+    /// Show a topic's partitions and configs.
+    Describe {
+        /// Topic name.
+        name: String,
+    },
+    /// Change topic configs.
+    Alter {
+        /// Topic name.
+        name: String,
+        /// Topic config `key=value` (repeatable).
+        #[arg(long = "config", value_parser = parse_kv, required = true)]
+        configs: Vec<(String, String)>,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+}
+
+/// `rafka cluster ...`
+#[derive(clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Brokers, and each partition's leader and high watermark.
+    Status,
+}
+
+/// Options of `rafka produce`.
+#[derive(clap::Args)]
+pub struct ProduceArgs {
+    /// Topic to write to.
+    topic: String,
+    /// Split each line at the first occurrence of this into key and value.
+    #[arg(long)]
+    key_separator: Option<String>,
+    /// Write every record to this partition.
+    #[arg(long)]
+    partition: Option<u32>,
+    /// all, leader or none.
+    #[arg(long, default_value = "all")]
+    acks: String,
+    /// none, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: String,
+}
+
+/// Options of `rafka consume`.
+#[derive(clap::Args)]
+pub struct ConsumeArgs {
+    /// Topic to read.
+    topic: String,
+    /// Start from the oldest record (default: only new records).
+    #[arg(long, conflicts_with = "offset")]
+    from_beginning: bool,
+    /// Start at this offset.
+    #[arg(long)]
+    offset: Option<u64>,
+    /// Read only this partition.
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Stop after this many records.
+    #[arg(long)]
+    max_messages: Option<u64>,
+    /// Stop after this long without records (ms).
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Output per record; placeholders {topic} {partition} {offset} {timestamp} {key} {value}.
+    #[arg(long, default_value = "{value}")]
+    format: String,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("expected key=value, got `{s}`"))
+}
+
+fn parse_compression(s: &str) -> anyhow::Result<Compression> {
+    Ok(match s {
+        "none" => Compression::None,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        _ => bail!("compression must be none, lz4 or zstd, not `{s}`"),
+    })
+}
+
+pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<()> {
+    let admin = Admin::connect(bootstrap).await?;
+    match cmd {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        } => {
+            let configs: BTreeMap<_, _> = configs.into_iter().collect();
+            admin
+                .create_topic(&name, partitions, replication_factor, configs)
+                .await?;
+            println!("created topic {name} with {partitions} partition(s)");
+        }
+        TopicCommand::List => {
+            for t in admin.describe_topics(&[]).await? {
+                println!("{}", t.name);
+            }
+        }
+        TopicCommand::Describe { name } => {
+            let topics = admin.describe_topics(&[&name]).await?;
+            for t in topics {
+                println!("topic {}  partitions {}", t.name, t.partitions.len());
+                let mut configs: Vec<_> = t.configs.iter().collect();
+                configs.sort();
+                for (k, v) in configs {
+                    println!("  {k} = {v}");
+                }
+                println!(
+                    "  {:>9} {:>6} {:>10} {:>14} {:>14} {:>12}",
+                    "partition", "leader", "replicas", "log start", "high watermark", "size"
+                );
+                for p in &t.partitions {
+                    let replicas: Vec<String> = p.replicas.iter().map(u32::to_string).collect();
+                    println!(
+                        "  {:>9} {:>6} {:>10} {:>14} {:>14} {:>12}",
+                        p.partition,
+                        p.leader,
+                        replicas.join(","),
+                        p.log_start_offset,
+                        p.high_watermark,
+                        p.size_bytes
+                    );
+                }
+            }
+        }
+        TopicCommand::Alter { name, configs } => {
+            admin
+                .alter_topic_config(&name, configs.into_iter().collect())
+                .await?;
+            println!("altered topic {name}");
+        }
+        TopicCommand::Delete { name } => {
+            admin.delete_topic(&name).await?;
+            println!("deleted topic {name}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn cluster(bootstrap: &str, cmd: ClusterCommand) -> anyhow::Result<()> {
+    let ClusterCommand::Status = cmd;
+    let admin = Admin::connect(bootstrap).await?;
+    let meta = admin.metadata(&[]).await?;
+    println!("controller: {}", meta.controller_id);
+    println!("brokers:");
+    for b in &meta.brokers {
+        println!("  {:>4}  {}", b.node_id, b.address);
+    }
+    println!("topics: {}", meta.topics.len());
+    for t in &meta.topics {
+        for p in &t.partitions {
+            println!(
+                "  {}-{}  leader {}  high watermark {}  lag 0 (single replica)",
+                t.name, p.partition, p.leader, p.high_watermark
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn produce(bootstrap: &str, args: ProduceArgs) -> anyhow::Result<()> {
+    let config = ProducerConfig {
+        acks: args.acks.parse()?,
+        compression: parse_compression(&args.compression)?,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::connect(bootstrap, config).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1024);
+    // Read stdin on a blocking thread; lines flow to the async side.
+    let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        for line in std::io::stdin().lock().lines() {
+            if tx.blocking_send(line?).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    });
+    let mut deliveries = Vec::new();
+    let mut count = 0u64;
+    while let Some(line) = rx.recv().await {
+        let (key, value) = match &args.key_separator {
+            Some(sep) => match line.split_once(sep.as_str()) {
+                Some((k, v)) => (Some(Bytes::from(k.to_string())), v.to_string()),
+                None => (None, line),
+            },
+            None => (None, line),
+        };
+        let mut record = ProducerRecord::new(args.topic.clone(), value);
+        record.key = key;
+        record.partition = args.partition;
+        deliveries.push(producer.send(record).await?);
+        count += 1;
+    }
+    reader.await.context("stdin reader")??;
+    producer.flush().await;
+    let mut failed = 0;
+    let mut first_error = None;
+    for d in deliveries {
+        if let Err(e) = d.await {
+            failed += 1;
+            first_error.get_or_insert(e);
+        }
+    }
+    if let Some(e) = first_error {
+        bail!("{failed} of {count} records were not written: {e}");
+    }
+    eprintln!("produced {count} record(s) to {}", args.topic);
+    Ok(())
+}
+
+fn render(format: &str, r: &ConsumerRecord) -> String {
+    let text = |b: &Option<Bytes>| {
+        b.as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default()
+            .into_owned()
+    };
+    format
+        .replace("{topic}", &r.topic)
+        .replace("{partition}", &r.partition.to_string())
+        .replace("{offset}", &r.offset.to_string())
+        .replace("{timestamp}", &r.timestamp.to_string())
+        .replace("{key}", &text(&r.key))
+        .replace("{value}", &text(&r.value))
+}
+
+pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<()> {
+    let mut consumer = Consumer::connect(bootstrap, ConsumerConfig::default()).await?;
+    let partitions: Vec<TopicPartition> = match args.partition {
+        Some(p) => vec![TopicPartition::new(args.topic.clone(), p)],
+        None => consumer.partitions_of(&args.topic).await?,
+    };
+    consumer.assign(partitions.clone());
+    let start = match (args.offset, args.from_beginning) {
+        (Some(o), _) => SeekTo::Offset(o),
+        (None, true) => SeekTo::Earliest,
+        (None, false) => SeekTo::Latest,
+    };
+    for tp in &partitions {
+        consumer.seek(tp, start).await?;
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut seen = 0u64;
+    let idle_limit = args.timeout_ms.map(Duration::from_millis);
+    let mut idle = Duration::ZERO;
+    let step = Duration::from_millis(500);
+    while args.max_messages.is_none_or(|m| seen < m) {
+        let records = consumer.poll(step).await?;
+        if records.is_empty() {
+            idle += step;
+            if idle_limit.is_some_and(|l| idle >= l) {
+                break;
+            }
+            out.flush()?;
+            continue;
+        }
+        idle = Duration::ZERO;
+        for r in records {
+            if args.max_messages.is_some_and(|m| seen >= m) {
+                break;
+            }
+            writeln!(out, "{}", render(&args.format, &r))?;
+            seen += 1;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}

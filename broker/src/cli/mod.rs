@@ -1,0 +1,82 @@
+//! The `rafka` command line (clap).
+//!
+//! ```text
+//! rafka start [--config F] [--node-id N] [--listen ADDR] [--data-dir DIR]
+//! rafka topic create|list|describe|delete|alter ...
+//! rafka produce TOPIC        one record per stdin line
+//! rafka consume TOPIC [--from-beginning] [--offset N] [--partition P] [--max-messages N]
+//! rafka cluster status
+//! ```
+//!
+//! Global `--bootstrap ADDR[,ADDR]` (env `RAFKA_BOOTSTRAP`), default `127.0.0.1:9092`.
+//! Errors print one line and exit non-zero.
+
+mod clients;
+mod start;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// rafka: a distributed commit-log broker.
+#[derive(Parser)]
+#[command(name = "rafka", version, about)]
+pub struct Cli {
+    /// Brokers to bootstrap from, comma-separated.
+    #[arg(
+        long,
+        global = true,
+        env = "RAFKA_BOOTSTRAP",
+        default_value = "127.0.0.1:9092"
+    )]
+    bootstrap: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker (with no flags: one node on 127.0.0.1:9092, data in ./rafka-data).
+    Start(start::StartArgs),
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topic(clients::TopicCommand),
+    /// Produce one record per line of standard input.
+    Produce(clients::ProduceArgs),
+    /// Print records of a topic.
+    Consume(clients::ConsumeArgs),
+    /// Cluster information.
+    #[command(subcommand)]
+    Cluster(clients::ClusterCommand),
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Start(args) => start::run(args).await,
+            Command::Topic(cmd) => clients::topic(&cli.bootstrap, cmd).await,
+            Command::Produce(args) => clients::produce(&cli.bootstrap, args).await,
+            Command::Consume(args) => clients::consume(&cli.bootstrap, args).await,
+            Command::Cluster(cmd) => clients::cluster(&cli.bootstrap, cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

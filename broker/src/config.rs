@@ -1,0 +1,204 @@
+//! Broker settings (TOML file, then flags and environment) and topic configs by their
+//! Kafka names.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::log::{FlushPolicy, LogConfig};
+
+/// Settings of one broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This broker's id in the cluster.
+    pub node_id: u32,
+    /// Address the client-facing gRPC server listens on.
+    pub listen: SocketAddr,
+    /// Address clients are told to use (defaults to the bound address).
+    pub advertised_address: Option<String>,
+    /// Where partition logs and topic metadata live.
+    pub data_dir: PathBuf,
+    /// Largest total of record bytes one produce request may carry.
+    pub max_request_bytes: usize,
+    /// How often retention runs.
+    pub retention_check_interval_ms: u64,
+    /// Partitions of a topic created without a count.
+    pub default_partitions: u32,
+    /// Defaults for topic configs, by Kafka name (`retention.ms`, `flush`, ...).
+    pub log: BTreeMap<String, String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_address: None,
+            data_dir: PathBuf::from("./rafka-data"),
+            max_request_bytes: 64 << 20,
+            retention_check_interval_ms: 5 * 60 * 1000,
+            default_partitions: 1,
+            log: BTreeMap::new(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Reads a TOML file; missing keys keep their defaults, unknown keys are errors.
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("bad config {}: {e}", path.display()))
+    }
+
+    /// Topic settings for a topic without overrides.
+    pub fn topic_defaults(&self) -> Result<LogConfig, String> {
+        apply_topic_configs(&LogConfig::default(), &self.log)
+    }
+
+    /// How often retention runs.
+    pub fn retention_check_interval(&self) -> Duration {
+        Duration::from_millis(self.retention_check_interval_ms.max(1))
+    }
+}
+
+/// The topic config names rafka understands.
+pub const TOPIC_CONFIG_NAMES: [&str; 6] = [
+    "retention.ms",
+    "retention.bytes",
+    "segment.bytes",
+    "segment.ms",
+    "index.interval.bytes",
+    "flush",
+];
+
+/// `base` with the Kafka-named settings in `configs` applied. `-1` disables
+/// `retention.ms`, `retention.bytes` and `segment.ms`, as in Kafka.
+pub fn apply_topic_configs(
+    base: &LogConfig,
+    configs: &BTreeMap<String, String>,
+) -> Result<LogConfig, String> {
+    let mut c = base.clone();
+    for (key, value) in configs {
+        let num = || -> Result<i64, String> {
+            value
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| format!("{key} must be an integer, not `{value}`"))
+        };
+        let optional_ms = |v: i64| -> Result<Option<Duration>, String> {
+            match v {
+                -1 => Ok(None),
+                v if v > 0 => Ok(Some(Duration::from_millis(v as u64))),
+                _ => Err(format!("{key} must be positive or -1, not {v}")),
+            }
+        };
+        match key.as_str() {
+            "retention.ms" => c.retention_ms = optional_ms(num()?)?,
+            "segment.ms" => c.segment_ms = optional_ms(num()?)?,
+            "retention.bytes" => {
+                c.retention_bytes = match num()? {
+                    -1 => None,
+                    v if v > 0 => Some(v as u64),
+                    v => return Err(format!("retention.bytes must be positive or -1, not {v}")),
+                }
+            }
+            "segment.bytes" => {
+                c.segment_bytes = u64::try_from(num()?)
+                    .map_err(|_| "segment.bytes must be positive".to_string())?
+            }
+            "index.interval.bytes" => {
+                c.index_interval_bytes = u64::try_from(num()?)
+                    .map_err(|_| "index.interval.bytes must not be negative".to_string())?
+            }
+            "flush" => c.flush = value.parse::<FlushPolicy>().map_err(|e| e.to_string())?,
+            other => {
+                return Err(format!(
+                    "unknown topic config `{other}`; known: {}",
+                    TOPIC_CONFIG_NAMES.join(", ")
+                ))
+            }
+        }
+    }
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+/// The settings of `c` by Kafka name (the form `describe` shows).
+pub fn topic_config_map(c: &LogConfig) -> BTreeMap<String, String> {
+    let ms = |d: Option<Duration>| d.map_or("-1".to_string(), |d| d.as_millis().to_string());
+    BTreeMap::from([
+        ("retention.ms".to_string(), ms(c.retention_ms)),
+        (
+            "retention.bytes".to_string(),
+            c.retention_bytes
+                .map_or("-1".to_string(), |b| b.to_string()),
+        ),
+        ("segment.bytes".to_string(), c.segment_bytes.to_string()),
+        ("segment.ms".to_string(), ms(c.segment_ms)),
+        (
+            "index.interval.bytes".to_string(),
+            c.index_interval_bytes.to_string(),
+        ),
+        ("flush".to_string(), c.flush.to_string()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn topic_configs_round_trip_and_reject_nonsense() {
+        let c = apply_topic_configs(
+            &LogConfig::default(),
+            &map(&[
+                ("retention.ms", "-1"),
+                ("segment.bytes", "1048576"),
+                ("flush", "os"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.retention_ms, None);
+        assert_eq!(c.segment_bytes, 1 << 20);
+        assert_eq!(c.flush, FlushPolicy::Os);
+        let shown = topic_config_map(&c);
+        assert_eq!(
+            apply_topic_configs(&LogConfig::default(), &shown).unwrap(),
+            c
+        );
+        for (k, v, says) in [
+            ("retention.ms", "soon", "must be an integer"),
+            ("segment.bytes", "10", "segment.bytes"),
+            ("flush", "never", "flush must be"),
+            ("cleanup.policy", "compact", "unknown topic config"),
+        ] {
+            let err = apply_topic_configs(&LogConfig::default(), &map(&[(k, v)])).unwrap_err();
+            assert!(err.contains(says), "{err}");
+        }
+    }
+
+    #[test]
+    fn broker_config_parses_toml() {
+        let c: BrokerConfig = toml::from_str(
+            "node_id = 3\nlisten = \"127.0.0.1:0\"\n[log]\n\"retention.ms\" = \"1000\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.node_id, 3);
+        assert_eq!(
+            c.topic_defaults().unwrap().retention_ms,
+            Some(Duration::from_secs(1))
+        );
+        assert!(toml::from_str::<BrokerConfig>("nodeid = 3").is_err());
+    }
+}

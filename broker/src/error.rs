@@ -1,0 +1,93 @@
+//! Errors of the broker layer and their gRPC status codes.
+
+use std::sync::Arc;
+
+use rafka_proto::batch::BatchError;
+use tonic::{Code, Status};
+
+use crate::log::LogError;
+
+/// What went wrong serving a request. Messages name the topic, partition and offset.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// No such topic.
+    #[error("unknown topic `{0}`")]
+    UnknownTopic(String),
+    /// The topic exists already.
+    #[error("topic `{0}` already exists")]
+    TopicExists(String),
+    /// The partition number is out of range.
+    #[error("topic `{topic}` has {count} partitions; there is no partition {partition}")]
+    UnknownPartition {
+        /// Topic name.
+        topic: String,
+        /// Partition asked for.
+        partition: u32,
+        /// Partitions the topic has.
+        count: u32,
+    },
+    /// A malformed request.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A record batch failed validation.
+    #[error("{topic}-{partition}: batch {index} of the request is invalid: {source}")]
+    InvalidBatch {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Index of the batch within the partition's records.
+        index: usize,
+        /// The failed check.
+        source: BatchError,
+    },
+    /// The request carries more record bytes than `max_request_bytes`.
+    #[error("request of {size} record bytes exceeds max.request.bytes ({max})")]
+    RequestTooLarge {
+        /// Record bytes in the request.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The partition log failed.
+    #[error("{topic}-{partition}: {source}")]
+    Log {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The storage error (shared: one failed group commit fails every request in it).
+        source: Arc<LogError>,
+    },
+    /// The broker is shutting down.
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+    /// Anything else on the broker's side (I/O on metadata files, a failed task).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<BrokerError> for Status {
+    fn from(e: BrokerError) -> Self {
+        let code = match &e {
+            BrokerError::UnknownTopic(_) => Code::NotFound,
+            BrokerError::TopicExists(_) => Code::AlreadyExists,
+            BrokerError::UnknownPartition { .. }
+            | BrokerError::InvalidRequest(_)
+            | BrokerError::InvalidBatch { .. } => Code::InvalidArgument,
+            BrokerError::RequestTooLarge { .. } => Code::ResourceExhausted,
+            BrokerError::Log { source, .. } => match &**source {
+                LogError::InvalidBatch(_)
+                | LogError::BatchTooLarge { .. }
+                | LogError::Config(_) => Code::InvalidArgument,
+                LogError::OffsetOutOfRange { .. } => Code::OutOfRange,
+                LogError::NotBatchBoundary { .. } => Code::FailedPrecondition,
+                LogError::Corrupt { .. } => Code::DataLoss,
+                LogError::Io { .. } | LogError::Poisoned { .. } => Code::Unavailable,
+            },
+            BrokerError::ShuttingDown => Code::Unavailable,
+            BrokerError::Internal(_) => Code::Internal,
+        };
+        Status::new(code, e.to_string())
+    }
+}

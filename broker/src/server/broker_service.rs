@@ -1,0 +1,369 @@
+//! Produce, Fetch, Subscribe, ListOffsets and Metadata.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rafka_proto::batch::{BatchHeader, ValidatedBatch};
+use rafka_proto::v1::{self, broker_server, list_offsets_request::Spec};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+use crate::error::BrokerError;
+use crate::log::LogError;
+use crate::partition::Partition;
+use crate::topics::Topic;
+
+/// Longest a fetch may wait for data.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Response size when a fetch does not say.
+const DEFAULT_FETCH_BYTES: usize = 50 << 20;
+/// Partition size when a fetch does not say.
+const DEFAULT_PARTITION_BYTES: usize = 1 << 20;
+
+pub(crate) struct BrokerService {
+    shared: Arc<Shared>,
+}
+
+impl BrokerService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, BrokerError> {
+        Ok(self
+            .shared
+            .registry
+            .get(topic)?
+            .partition(partition)?
+            .clone())
+    }
+}
+
+/// Offset after the last batch in `records` (which holds whole batches).
+fn next_offset_after(records: &[u8]) -> Option<u64> {
+    let mut rest = records;
+    let mut next = None;
+    while !rest.is_empty() {
+        let h = BatchHeader::parse(rest).ok()?;
+        next = Some(h.next_offset() as u64);
+        rest = rest.get(h.total_len()..)?;
+    }
+    next
+}
+
+/// Reads one partition below its high watermark, or says why it cannot.
+fn read_partition(
+    p: &Partition,
+    offset: u64,
+    max_bytes: usize,
+) -> Result<v1::PartitionData, BrokerError> {
+    let reader = p.reader();
+    let high_watermark = p.high_watermark();
+    let log_start = reader.log_start_offset();
+    if offset < log_start || offset > high_watermark {
+        return Err(p.log_error(LogError::OffsetOutOfRange {
+            offset,
+            log_start,
+            log_end: high_watermark,
+        }));
+    }
+    let records = if offset == high_watermark {
+        Bytes::new()
+    } else {
+        reader
+            .read_below(offset, max_bytes, high_watermark)
+            .map_err(|e| p.log_error(e))?
+    };
+    Ok(v1::PartitionData {
+        topic: p.topic().to_string(),
+        partition: p.id(),
+        records,
+        high_watermark,
+        log_start_offset: log_start,
+    })
+}
+
+/// A partition and the validated batches a produce request brings it.
+type PartitionAppend = (Arc<Partition>, Vec<ValidatedBatch>);
+
+fn validate_produce(
+    topic: &Topic,
+    req: &v1::ProduceRequest,
+    max_request_bytes: usize,
+) -> Result<Vec<PartitionAppend>, BrokerError> {
+    let size: usize = req.partitions.iter().map(|p| p.records.len()).sum();
+    if size > max_request_bytes {
+        return Err(BrokerError::RequestTooLarge {
+            size,
+            max: max_request_bytes,
+        });
+    }
+    if req.partitions.is_empty() {
+        return Err(BrokerError::InvalidRequest(
+            "no partitions in produce request".into(),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut work = Vec::with_capacity(req.partitions.len());
+    for p in &req.partitions {
+        let partition = topic.partition(p.partition)?;
+        if !seen.insert(p.partition) {
+            return Err(BrokerError::InvalidRequest(format!(
+                "partition {} appears twice in one produce request",
+                p.partition
+            )));
+        }
+        if p.records.is_empty() {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{}-{}: no records",
+                topic.name(),
+                p.partition
+            )));
+        }
+        let invalid = |index, source| BrokerError::InvalidBatch {
+            topic: topic.name().to_string(),
+            partition: p.partition,
+            index,
+            source,
+        };
+        let batches =
+            ValidatedBatch::parse_all(&p.records).map_err(|(index, e)| invalid(index, e))?;
+        for b in &batches {
+            if b.bytes().len() as u64 > topic.config().segment_bytes {
+                return Err(partition.log_error(LogError::BatchTooLarge {
+                    size: b.bytes().len(),
+                    max: topic.config().segment_bytes,
+                }));
+            }
+        }
+        work.push((partition.clone(), batches));
+    }
+    Ok(work)
+}
+
+#[tonic::async_trait]
+impl broker_server::Broker for BrokerService {
+    async fn produce(
+        &self,
+        request: Request<v1::ProduceRequest>,
+    ) -> Result<Response<v1::ProduceResponse>, Status> {
+        let req = request.into_inner();
+        let topic = self.shared.registry.get(&req.topic)?;
+        let acks = v1::Acks::try_from(req.acks)
+            .map_err(|_| BrokerError::InvalidRequest(format!("unknown acks value {}", req.acks)))?;
+        // Everything is validated before anything is appended.
+        let work = validate_produce(&topic, &req, self.shared.config.max_request_bytes)?;
+        let wait = acks != v1::Acks::None;
+        let appends = work.into_iter().map(|(partition, batches)| async move {
+            let appended = partition.append(batches, wait).await?;
+            Ok::<_, BrokerError>(v1::ProducePartitionResult {
+                partition: partition.id(),
+                base_offsets: appended.iter().flatten().map(|a| a.base_offset).collect(),
+                log_end_offset: appended
+                    .as_ref()
+                    .and_then(|a| a.last())
+                    .map_or_else(|| partition.high_watermark(), |a| a.next_offset),
+            })
+        });
+        let partitions = futures::future::try_join_all(appends).await?;
+        Ok(Response::new(v1::ProduceResponse { partitions }))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<v1::FetchRequest>,
+    ) -> Result<Response<v1::FetchResponse>, Status> {
+        let req = request.into_inner();
+        if req.partitions.is_empty() {
+            return Err(
+                BrokerError::InvalidRequest("no partitions in fetch request".into()).into(),
+            );
+        }
+        let mut parts = Vec::with_capacity(req.partitions.len());
+        for fp in &req.partitions {
+            parts.push((
+                self.partition(&fp.topic, fp.partition)?,
+                fp.offset,
+                fp.max_bytes,
+            ));
+        }
+        let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms as u64).min(MAX_WAIT);
+        let total_max = match req.max_bytes {
+            0 => DEFAULT_FETCH_BYTES,
+            n => n as usize,
+        };
+        loop {
+            // Watch before reading, so an append between the read and the wait is not missed.
+            let mut watches: Vec<_> = parts
+                .iter()
+                .map(|(p, ..)| p.watch_high_watermark())
+                .collect();
+            for w in &mut watches {
+                w.borrow_and_update();
+            }
+            let mut out = Vec::with_capacity(parts.len());
+            let mut total = 0usize;
+            for (p, offset, max) in &parts {
+                let budget = match *max {
+                    0 => DEFAULT_PARTITION_BYTES,
+                    n => n as usize,
+                }
+                .min(total_max.saturating_sub(total));
+                // Past the response budget only the first batch of a partition with data
+                // would still be sent; skip the read instead.
+                let budget = if budget == 0 && total > 0 {
+                    0
+                } else {
+                    budget.max(1)
+                };
+                let data = if budget == 0 {
+                    read_partition(p, *offset, 0).map(|mut d| {
+                        d.records = Bytes::new();
+                        d
+                    })?
+                } else {
+                    read_partition(p, *offset, budget)?
+                };
+                total += data.records.len();
+                out.push(data);
+            }
+            if total >= (req.min_bytes as usize).max(1)
+                || req.min_bytes == 0
+                || Instant::now() >= deadline
+            {
+                return Ok(Response::new(v1::FetchResponse { partitions: out }));
+            }
+            let changed =
+                futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                // Deadline: answer with what there is (read again: it may have moved).
+                continue;
+            }
+        }
+    }
+
+    type SubscribeStream = ReceiverStream<Result<v1::PartitionData, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = request.into_inner();
+        let partition = self.partition(&req.topic, req.partition)?;
+        let max_bytes = match req.max_bytes {
+            0 => DEFAULT_PARTITION_BYTES,
+            n => n as usize,
+        };
+        // Fail fast on a bad starting offset.
+        read_partition(&partition, req.offset, 1)?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut offset = req.offset;
+            let mut watch = partition.watch_high_watermark();
+            loop {
+                watch.borrow_and_update();
+                if offset < partition.high_watermark() {
+                    let item = read_partition(&partition, offset, max_bytes).map_err(Status::from);
+                    let next = item
+                        .as_ref()
+                        .ok()
+                        .and_then(|d| next_offset_after(&d.records));
+                    let failed = item.is_err();
+                    if tx.send(item).await.is_err() || failed {
+                        return; // the client went away, or was told of an error
+                    }
+                    if let Some(n) = next {
+                        offset = n;
+                    }
+                    continue;
+                }
+                tokio::select! {
+                    changed = watch.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<v1::ListOffsetsRequest>,
+    ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
+        let req = request.into_inner();
+        let p = self.partition(&req.topic, req.partition)?;
+        let high_watermark = p.high_watermark();
+        let log_start_offset = p.reader().log_start_offset();
+        let offset = match req.spec {
+            None => {
+                return Err(BrokerError::InvalidRequest(
+                    "list offsets needs earliest, latest or timestamp".into(),
+                )
+                .into())
+            }
+            Some(Spec::Earliest(_)) => Some(log_start_offset),
+            Some(Spec::Latest(_)) => Some(high_watermark),
+            Some(Spec::Timestamp(ts)) => p
+                .reader()
+                .offset_for_timestamp(ts)
+                .map_err(|e| p.log_error(e))?
+                .filter(|&o| o < high_watermark),
+        };
+        Ok(Response::new(v1::ListOffsetsResponse {
+            offset,
+            log_start_offset,
+            high_watermark,
+        }))
+    }
+
+    async fn metadata(
+        &self,
+        request: Request<v1::MetadataRequest>,
+    ) -> Result<Response<v1::MetadataResponse>, Status> {
+        let req = request.into_inner();
+        let topics = if req.topics.is_empty() {
+            self.shared.registry.list()
+        } else {
+            req.topics
+                .iter()
+                .map(|t| self.shared.registry.get(t))
+                .collect::<Result<_, _>>()?
+        };
+        Ok(Response::new(v1::MetadataResponse {
+            brokers: vec![v1::BrokerInfo {
+                node_id: self.shared.config.node_id,
+                address: self.shared.address.clone(),
+            }],
+            topics: topics
+                .iter()
+                .map(|t| topic_info(t, self.shared.config.node_id))
+                .collect(),
+            controller_id: self.shared.config.node_id,
+        }))
+    }
+}
+
+/// A topic as clients see it.
+pub(crate) fn topic_info(t: &Topic, node_id: u32) -> v1::TopicInfo {
+    v1::TopicInfo {
+        name: t.name().to_string(),
+        partitions: t
+            .partitions()
+            .iter()
+            .map(|p| v1::PartitionInfo {
+                partition: p.id(),
+                leader: node_id,
+                replicas: vec![node_id],
+                log_start_offset: p.reader().log_start_offset(),
+                high_watermark: p.high_watermark(),
+                size_bytes: p.reader().size_bytes(),
+            })
+            .collect(),
+        configs: t.config_map().into_iter().collect(),
+    }
+}

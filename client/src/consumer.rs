@@ -1,0 +1,349 @@
+//! The consumer: assigned partitions, positions, long-poll fetches and record decoding.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use rafka_proto::batch::{verify_stored, BatchHeader, Compression, Records, HEADER_LEN};
+use rafka_proto::v1::{self, list_offsets_request::Spec};
+use tonic::Code;
+
+use crate::cluster::Cluster;
+use crate::compression::decompress;
+use crate::{ClientError, ConsumerRecord, Header, TopicPartition};
+
+/// Where to start when a partition has no valid position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    /// The oldest record.
+    #[default]
+    Earliest,
+    /// The next record to be written.
+    Latest,
+    /// Fail the poll.
+    Error,
+}
+
+/// Where [`Consumer::seek`] moves a partition's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekTo {
+    /// This offset.
+    Offset(u64),
+    /// The oldest record.
+    Earliest,
+    /// The end of the partition.
+    Latest,
+    /// The first record at or after this timestamp (ms since the epoch); the end if none.
+    Timestamp(i64),
+}
+
+/// Consumer settings.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Policy for partitions without a valid position.
+    pub auto_offset_reset: OffsetReset,
+    /// Longest a fetch waits on the broker for `fetch_min_bytes`.
+    pub fetch_max_wait: Duration,
+    /// Bytes a fetch waits for.
+    pub fetch_min_bytes: u32,
+    /// Cap on one fetch response.
+    pub fetch_max_bytes: u32,
+    /// Cap per partition in one fetch.
+    pub max_partition_fetch_bytes: u32,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            auto_offset_reset: OffsetReset::Earliest,
+            fetch_max_wait: Duration::from_millis(500),
+            fetch_min_bytes: 1,
+            fetch_max_bytes: 64 << 20,
+            max_partition_fetch_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Reads records from assigned partitions.
+pub struct Consumer {
+    cluster: Arc<Cluster>,
+    config: ConsumerConfig,
+    /// Next offset to read, per partition; `None` until reset.
+    positions: BTreeMap<TopicPartition, Option<u64>>,
+    buffered: VecDeque<ConsumerRecord>,
+}
+
+impl Consumer {
+    /// Connects through a comma-separated bootstrap list.
+    pub async fn connect(bootstrap: &str, config: ConsumerConfig) -> Result<Self, ClientError> {
+        Ok(Self {
+            cluster: Cluster::connect(bootstrap).await?,
+            config,
+            positions: BTreeMap::new(),
+            buffered: VecDeque::new(),
+        })
+    }
+
+    /// Reads exactly these partitions from now on; positions of partitions kept are kept.
+    pub fn assign(&mut self, partitions: impl IntoIterator<Item = TopicPartition>) {
+        let mut next = BTreeMap::new();
+        for tp in partitions {
+            let pos = self.positions.get(&tp).copied().flatten();
+            next.insert(tp, pos);
+        }
+        self.positions = next;
+        self.buffered.retain(|r| {
+            self.positions
+                .contains_key(&TopicPartition::new(&*r.topic, r.partition))
+        });
+    }
+
+    /// The partitions assigned.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.positions.keys().cloned().collect()
+    }
+
+    /// Every partition of `topic`.
+    pub async fn partitions_of(&self, topic: &str) -> Result<Vec<TopicPartition>, ClientError> {
+        let n = self.cluster.refresh(topic).await?;
+        Ok((0..n).map(|p| TopicPartition::new(topic, p)).collect())
+    }
+
+    /// Moves an assigned partition's position.
+    pub async fn seek(&mut self, tp: &TopicPartition, to: SeekTo) -> Result<(), ClientError> {
+        if !self.positions.contains_key(tp) {
+            return Err(ClientError::InvalidArgument(format!(
+                "{tp} is not assigned"
+            )));
+        }
+        let offset = match to {
+            SeekTo::Offset(o) => o,
+            SeekTo::Earliest => self.list_offset(tp, Spec::Earliest(true)).await?.0,
+            SeekTo::Latest => self.list_offset(tp, Spec::Latest(true)).await?.0,
+            SeekTo::Timestamp(ts) => self.list_offset(tp, Spec::Timestamp(ts)).await?.0,
+        };
+        self.positions.insert(tp.clone(), Some(offset));
+        let key = tp.clone();
+        self.buffered
+            .retain(|r| !(*r.topic == *key.topic && r.partition == key.partition));
+        Ok(())
+    }
+
+    /// The next offset `poll` will return for `tp`, if known.
+    pub fn position(&self, tp: &TopicPartition) -> Option<u64> {
+        self.positions.get(tp).copied().flatten()
+    }
+
+    /// Resolves an offset; for a timestamp past every record, the high watermark.
+    async fn list_offset(
+        &self,
+        tp: &TopicPartition,
+        spec: Spec,
+    ) -> Result<(u64, u64, u64), ClientError> {
+        let r = self
+            .cluster
+            .broker()
+            .list_offsets(v1::ListOffsetsRequest {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                spec: Some(spec),
+            })
+            .await?
+            .into_inner();
+        Ok((
+            r.offset.unwrap_or(r.high_watermark),
+            r.log_start_offset,
+            r.high_watermark,
+        ))
+    }
+
+    async fn reset(&mut self, tp: &TopicPartition) -> Result<(), ClientError> {
+        let spec = match self.config.auto_offset_reset {
+            OffsetReset::Earliest => Spec::Earliest(true),
+            OffsetReset::Latest => Spec::Latest(true),
+            OffsetReset::Error => {
+                return Err(ClientError::InvalidArgument(format!(
+                    "{tp} has no valid position and auto.offset.reset is error"
+                )))
+            }
+        };
+        let (offset, ..) = self.list_offset(tp, spec).await?;
+        self.positions.insert(tp.clone(), Some(offset));
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for records and returns those available (possibly none).
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
+        if self.buffered.is_empty() {
+            self.fetch(timeout).await?;
+        }
+        Ok(self.buffered.drain(..).collect())
+    }
+
+    /// The records as a stream (polling in a loop); ends at the first error.
+    pub fn stream(self) -> impl Stream<Item = Result<ConsumerRecord, ClientError>> {
+        async_stream_records(self)
+    }
+
+    async fn fetch(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        if self.positions.is_empty() {
+            tokio::time::sleep(timeout).await;
+            return Ok(());
+        }
+        let unknown: Vec<TopicPartition> = self
+            .positions
+            .iter()
+            .filter(|(_, p)| p.is_none())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in unknown {
+            self.reset(&tp).await?;
+        }
+        let request = v1::FetchRequest {
+            partitions: self
+                .positions
+                .iter()
+                .map(|(tp, pos)| v1::FetchPartition {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    offset: pos.unwrap_or(0),
+                    max_bytes: self.config.max_partition_fetch_bytes,
+                })
+                .collect(),
+            min_bytes: self.config.fetch_min_bytes,
+            max_wait_ms: timeout.min(self.config.fetch_max_wait).as_millis() as u32,
+            max_bytes: self.config.fetch_max_bytes,
+        };
+        let response = match self.cluster.broker().fetch(request).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == Code::OutOfRange => {
+                self.reset_out_of_range().await?;
+                return Ok(());
+            }
+            Err(s) => return Err(s.into()),
+        };
+        for data in response.partitions {
+            let tp = TopicPartition::new(data.topic.clone(), data.partition);
+            let Some(Some(position)) = self.positions.get(&tp).copied() else {
+                continue;
+            };
+            let next = decode(&data, position, &mut self.buffered)?;
+            self.positions.insert(tp, Some(next));
+        }
+        Ok(())
+    }
+
+    /// After an out-of-range answer: resets every partition whose position is outside
+    /// its log, per `auto_offset_reset`.
+    async fn reset_out_of_range(&mut self) -> Result<(), ClientError> {
+        let assigned: Vec<(TopicPartition, Option<u64>)> = self
+            .positions
+            .iter()
+            .map(|(t, p)| (t.clone(), *p))
+            .collect();
+        for (tp, pos) in assigned {
+            let (_, start, end) = self.list_offset(&tp, Spec::Earliest(true)).await?;
+            if pos.is_none_or(|p| p < start || p > end) {
+                self.reset(&tp).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn async_stream_records(
+    consumer: Consumer,
+) -> impl Stream<Item = Result<ConsumerRecord, ClientError>> {
+    futures::stream::unfold(Some(consumer), |state| async move {
+        let mut c = state?;
+        loop {
+            if let Some(r) = c.buffered.pop_front() {
+                return Some((Ok(r), Some(c)));
+            }
+            if let Err(e) = c.fetch(Duration::from_secs(1)).await {
+                return Some((Err(e), None));
+            }
+        }
+    })
+}
+
+/// Decodes the batches of one partition's fetch into `out`, skipping records before
+/// `position` and control batches; returns the position after them.
+fn decode(
+    data: &v1::PartitionData,
+    position: u64,
+    out: &mut VecDeque<ConsumerRecord>,
+) -> Result<u64, ClientError> {
+    let mut next = position;
+    let mut pos = 0;
+    let buf = &data.records;
+    let bad = |offset: u64, reason: String| ClientError::BadBatch {
+        topic: data.topic.clone(),
+        partition: data.partition,
+        offset,
+        reason,
+    };
+    let topic: Arc<str> = data.topic.as_str().into();
+    while pos < buf.len() {
+        let (h, len) = verify_stored(&buf[pos..]).map_err(|e| bad(next, e.to_string()))?;
+        let batch = buf.slice(pos..pos + len);
+        pos += len;
+        let batch_next = h.next_offset() as u64;
+        if batch_next <= position || h.is_control() {
+            next = next.max(batch_next);
+            continue;
+        }
+        let codec = h
+            .compression()
+            .ok_or_else(|| bad(h.base_offset as u64, "unknown compression".into()))?;
+        let section: Bytes = if codec == Compression::None {
+            batch.slice(HEADER_LEN..)
+        } else {
+            Bytes::from(
+                decompress(codec, &batch[HEADER_LEN..])
+                    .map_err(|e| bad(h.base_offset as u64, e))?,
+            )
+        };
+        push_records(&topic, data.partition, &h, &section, position, out)
+            .map_err(|e| bad(h.base_offset as u64, e))?;
+        next = next.max(batch_next);
+    }
+    Ok(next)
+}
+
+fn push_records(
+    topic: &Arc<str>,
+    partition: u32,
+    h: &BatchHeader,
+    section: &Bytes,
+    position: u64,
+    out: &mut VecDeque<ConsumerRecord>,
+) -> Result<(), String> {
+    let share = |s: Option<&[u8]>| s.map(|s| section.slice_ref(s));
+    for r in Records::new(section, h.record_count as usize) {
+        let r = r.map_err(|e| e.to_string())?;
+        let offset = h.base_offset as u64 + r.offset_delta as u64;
+        if offset < position {
+            continue;
+        }
+        out.push_back(ConsumerRecord {
+            topic: topic.clone(),
+            partition,
+            offset,
+            timestamp: h.base_timestamp + r.timestamp_delta,
+            key: share(r.key),
+            value: share(r.value),
+            headers: r
+                .headers
+                .clone()
+                .map(|(k, v)| Header {
+                    key: String::from_utf8_lossy(k).into_owned(),
+                    value: share(v),
+                })
+                .collect(),
+        });
+    }
+    Ok(())
+}

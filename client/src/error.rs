@@ -1,0 +1,103 @@
+//! Client errors.
+
+use rafka_proto::batch::BatchError;
+use tonic::Code;
+
+/// What went wrong talking to rafka.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// The broker answered with an error status.
+    #[error("{}: {}", code_name(*.code), .message)]
+    Broker {
+        /// gRPC status code.
+        code: Code,
+        /// The broker's message.
+        message: String,
+    },
+    /// No broker could be reached.
+    #[error("cannot connect to {addresses}: {reason}")]
+    Connect {
+        /// The addresses tried.
+        addresses: String,
+        /// The last failure.
+        reason: String,
+    },
+    /// Bad client settings or arguments.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A fetched batch could not be decoded.
+    #[error("bad batch from {topic}-{partition} at offset {offset}: {reason}")]
+    BadBatch {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Offset of the batch.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The producer was closed before the record was sent.
+    #[error("the producer is closed")]
+    Closed,
+    /// The record could not be delivered before its retries ran out.
+    #[error("delivery failed after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        last: Box<ClientError>,
+    },
+}
+
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::NotFound => "not found",
+        Code::InvalidArgument => "invalid argument",
+        Code::AlreadyExists => "already exists",
+        Code::ResourceExhausted => "resource exhausted",
+        Code::OutOfRange => "out of range",
+        Code::Unavailable => "unavailable",
+        Code::DeadlineExceeded => "deadline exceeded",
+        Code::DataLoss => "data loss",
+        Code::FailedPrecondition => "failed precondition",
+        _ => "error",
+    }
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        Self::Broker {
+            code: s.code(),
+            message: s.message().to_string(),
+        }
+    }
+}
+
+impl From<BatchError> for ClientError {
+    fn from(e: BatchError) -> Self {
+        Self::InvalidArgument(e.to_string())
+    }
+}
+
+impl ClientError {
+    /// The gRPC code, if the broker answered.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            Self::Broker { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// True for errors worth retrying (the broker is busy, restarting or moving).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Broker { code, .. } => matches!(
+                code,
+                Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Unknown
+            ),
+            Self::Connect { .. } => true,
+            _ => false,
+        }
+    }
+}

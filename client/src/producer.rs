@@ -1,0 +1,513 @@
+//! The producer: per-partition accumulators, one ordered pipeline per partition.
+//!
+//! ```text
+//! send ─► partition (explicit | murmur2(key) | sticky) ─► open batch (BatchBuilder)
+//!            sealed when batch_size is reached, or linger after its first record
+//!                                      ▼
+//!         sender task: every partition with sealed batches and nothing in flight
+//!         joins a Produce request (one per topic); at most max_in_flight requests;
+//!         retriable errors retry with exponential backoff, in order
+//! ```
+//!
+//! A partition has at most one request in flight, so retries never reorder its records;
+//! batches sealed meanwhile ride together in its next request.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rafka_proto::batch::{self, BatchBuilder, Compression};
+use rafka_proto::v1;
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::cluster::Cluster;
+use crate::compression::compress;
+use crate::partitioner::partition_for_key;
+use crate::{ClientError, ProducerRecord, RecordMetadata, TopicPartition};
+
+/// How many replicas must have a record before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Acks {
+    /// Committed by the partition's quorum (the default).
+    #[default]
+    All,
+    /// Appended on the leader.
+    Leader,
+    /// Not waited for: the broker answers once the request is validated.
+    None,
+}
+
+impl Acks {
+    fn wire(self) -> v1::Acks {
+        match self {
+            Self::All => v1::Acks::All,
+            Self::Leader => v1::Acks::Leader,
+            Self::None => v1::Acks::None,
+        }
+    }
+}
+
+impl std::str::FromStr for Acks {
+    type Err = ClientError;
+    fn from_str(s: &str) -> Result<Self, ClientError> {
+        match s {
+            "all" | "-1" => Ok(Self::All),
+            "leader" | "1" => Ok(Self::Leader),
+            "none" | "0" => Ok(Self::None),
+            _ => Err(ClientError::InvalidArgument(format!(
+                "acks must be all, leader or none, not `{s}`"
+            ))),
+        }
+    }
+}
+
+/// Producer settings.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// Acknowledgement level.
+    pub acks: Acks,
+    /// How long a batch waits for more records after its first.
+    pub linger: Duration,
+    /// Seal a batch once it reaches this many bytes.
+    pub batch_size: usize,
+    /// Codec for batches.
+    pub compression: Compression,
+    /// Produce requests in flight at once (over all partitions).
+    pub max_in_flight: usize,
+    /// Attempts after the first for a retriable error.
+    pub retries: u32,
+    /// Backoff before the first retry; doubles per attempt, up to 5 s.
+    pub retry_backoff: Duration,
+    /// Bytes of records buffered but not yet acknowledged; `send` waits beyond this.
+    pub buffer_memory: usize,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            acks: Acks::All,
+            linger: Duration::from_millis(5),
+            batch_size: 256 << 10,
+            compression: Compression::None,
+            max_in_flight: 16,
+            retries: 10,
+            retry_backoff: Duration::from_millis(100),
+            buffer_memory: 64 << 20,
+        }
+    }
+}
+
+type Delivery = Result<RecordMetadata, ClientError>;
+
+struct Waiter {
+    tx: oneshot::Sender<Delivery>,
+    delta: i32,
+    timestamp: i64,
+}
+
+struct OpenBatch {
+    builder: BatchBuilder,
+    waiters: Vec<Waiter>,
+    first_at: Instant,
+    permits: Vec<OwnedSemaphorePermit>,
+}
+
+struct SealedBatch {
+    bytes: Bytes,
+    waiters: Vec<Waiter>,
+    _permits: Vec<OwnedSemaphorePermit>,
+}
+
+#[derive(Default)]
+struct PartitionQueue {
+    open: Option<OpenBatch>,
+    ready: VecDeque<SealedBatch>,
+    in_flight: bool,
+}
+
+#[derive(Default)]
+struct State {
+    queues: HashMap<TopicPartition, PartitionQueue>,
+    sticky: HashMap<String, u32>,
+    /// Records handed to `send` and not yet acknowledged or failed.
+    pending: usize,
+    /// A `flush` is waiting: seal open batches without lingering.
+    flushing: usize,
+    closed: bool,
+}
+
+struct Inner {
+    cluster: Arc<Cluster>,
+    config: ProducerConfig,
+    state: Mutex<State>,
+    wake: Notify,
+    idle: Notify,
+    memory: Arc<Semaphore>,
+    in_flight: Arc<Semaphore>,
+}
+
+/// Sends records to rafka. Cheap to share behind an `Arc`; `send` takes `&self`.
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+/// Resolves when the record is acknowledged (or fails).
+pub struct DeliveryFuture(oneshot::Receiver<Delivery>);
+
+impl Future for DeliveryFuture {
+    type Output = Delivery;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Delivery> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Producer {
+    /// Connects through a comma-separated bootstrap list.
+    pub async fn connect(bootstrap: &str, config: ProducerConfig) -> Result<Self, ClientError> {
+        if config.batch_size == 0 || config.max_in_flight == 0 {
+            return Err(ClientError::InvalidArgument(
+                "batch_size and max_in_flight must be positive".into(),
+            ));
+        }
+        let cluster = Cluster::connect(bootstrap).await?;
+        let inner = Arc::new(Inner {
+            cluster,
+            memory: Arc::new(Semaphore::new(config.buffer_memory.max(config.batch_size))),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            config,
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            idle: Notify::new(),
+        });
+        tokio::spawn(run_sender(inner.clone()));
+        Ok(Self { inner })
+    }
+
+    /// Queues a record; the returned future resolves to where it landed once acknowledged.
+    /// Waits only when `buffer_memory` is full.
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
+        let inner = &self.inner;
+        let partitions = inner.cluster.partition_count(&record.topic).await?;
+        let headers: Vec<batch::Header<'_>> = record
+            .headers
+            .iter()
+            .map(|h| batch::Header {
+                key: h.key.as_bytes(),
+                value: h.value.as_deref(),
+            })
+            .collect();
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        let rec = batch::Record {
+            timestamp,
+            key: record.key.as_deref(),
+            value: record.value.as_deref(),
+            headers: &headers,
+        };
+        let size = BatchBuilder::new().record_size(&rec) + batch::HEADER_LEN;
+        let permit = inner
+            .memory
+            .clone()
+            .acquire_many_owned(size.min(inner.config.buffer_memory) as u32)
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        let (tx, rx) = oneshot::channel();
+        let mut st = inner.lock();
+        if st.closed {
+            return Err(ClientError::Closed);
+        }
+        let partition = match (record.partition, &record.key) {
+            (Some(p), _) if p >= partitions => {
+                return Err(ClientError::InvalidArgument(format!(
+                    "topic `{}` has {partitions} partitions; there is no partition {p}",
+                    record.topic
+                )))
+            }
+            (Some(p), _) => p,
+            (None, Some(key)) => partition_for_key(key, partitions),
+            (None, None) => *st
+                .sticky
+                .entry(record.topic.clone())
+                .or_insert_with(|| (now_ms() as u32) % partitions),
+        };
+        let tp = TopicPartition::new(record.topic.clone(), partition);
+        let batch_size = inner.config.batch_size;
+        let codec = inner.config.compression;
+        let queue = st.queues.entry(tp).or_default();
+        let mut wake = false;
+        if queue
+            .open
+            .as_ref()
+            .is_some_and(|o| o.builder.len() + size > batch_size)
+        {
+            seal(queue, codec);
+            wake = true;
+        }
+        let open = queue.open.get_or_insert_with(|| {
+            wake = true;
+            OpenBatch {
+                builder: BatchBuilder::with_capacity(batch_size.min(4 << 20) + 1024),
+                waiters: Vec::new(),
+                first_at: Instant::now(),
+                permits: Vec::new(),
+            }
+        });
+        let delta = open.builder.append(&rec);
+        open.waiters.push(Waiter {
+            tx,
+            delta,
+            timestamp,
+        });
+        open.permits.push(permit);
+        let full = open.builder.len() >= batch_size;
+        if full {
+            seal(queue, codec);
+            wake = true;
+        }
+        if full && record.partition.is_none() && record.key.is_none() {
+            // Sticky partitioning: a full batch moves keyless records to the next partition.
+            st.sticky
+                .insert(record.topic.clone(), (partition + 1) % partitions);
+        }
+        st.pending += 1;
+        drop(st);
+        if wake {
+            inner.wake.notify_one();
+        }
+        Ok(DeliveryFuture(rx))
+    }
+
+    /// Sends everything buffered now and waits until every record sent so far is
+    /// acknowledged or failed.
+    pub async fn flush(&self) {
+        let inner = &self.inner;
+        inner.lock().flushing += 1;
+        inner.wake.notify_one();
+        loop {
+            let idle = inner.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if inner.lock().pending == 0 {
+                break;
+            }
+            idle.await;
+        }
+        inner.lock().flushing -= 1;
+    }
+
+    /// Flushes, then stops the producer; later sends fail with [`ClientError::Closed`].
+    pub async fn close(&self) {
+        self.flush().await;
+        self.inner.lock().closed = true;
+        self.inner.wake.notify_one();
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        // The sender finishes what is queued, then exits.
+        self.inner.lock().closed = true;
+        self.inner.wake.notify_one();
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Moves the open batch, sealed (and compressed), to the ready queue.
+fn seal(queue: &mut PartitionQueue, codec: Compression) {
+    if let Some(open) = queue.open.take() {
+        let bytes = open
+            .builder
+            .seal_compressed(codec, |records| compress(codec, records));
+        queue.ready.push_back(SealedBatch {
+            bytes,
+            waiters: open.waiters,
+            _permits: open.permits,
+        });
+    }
+}
+
+/// One request's worth of batches for one topic.
+struct Outgoing {
+    topic: String,
+    partitions: Vec<(u32, Vec<SealedBatch>)>,
+}
+
+async fn run_sender(inner: Arc<Inner>) {
+    loop {
+        let (outgoing, next_deadline, done) = collect(&inner);
+        for out in outgoing {
+            let Ok(permit) = inner.in_flight.clone().acquire_owned().await else {
+                return;
+            };
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                send_request(&inner, out).await;
+                drop(permit);
+                inner.wake.notify_one();
+            });
+        }
+        if done {
+            return;
+        }
+        let wake = inner.wake.notified();
+        match next_deadline {
+            Some(at) => {
+                tokio::select! {
+                    _ = wake => {}
+                    _ = tokio::time::sleep_until(at) => {}
+                }
+            }
+            None => wake.await,
+        }
+    }
+}
+
+/// Seals lingering batches that are due and takes every sendable partition's batches.
+fn collect(inner: &Inner) -> (Vec<Outgoing>, Option<Instant>, bool) {
+    let now = Instant::now();
+    let mut st = inner.lock();
+    let flushing = st.flushing > 0 || st.closed;
+    let codec = inner.config.compression;
+    let mut by_topic: HashMap<String, Vec<(u32, Vec<SealedBatch>)>> = HashMap::new();
+    let mut next: Option<Instant> = None;
+    let mut busy = false;
+    for (tp, q) in st.queues.iter_mut() {
+        if let Some(open) = &q.open {
+            let due = open.first_at + inner.config.linger;
+            if flushing || due <= now {
+                seal(q, codec);
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        busy |= q.in_flight || !q.ready.is_empty() || q.open.is_some();
+        if q.in_flight || q.ready.is_empty() {
+            continue;
+        }
+        q.in_flight = true;
+        let batches: Vec<SealedBatch> = q.ready.drain(..).collect();
+        by_topic
+            .entry(tp.topic.clone())
+            .or_default()
+            .push((tp.partition, batches));
+    }
+    let done = st.closed && !busy && st.pending == 0;
+    let out = by_topic
+        .into_iter()
+        .map(|(topic, partitions)| Outgoing { topic, partitions })
+        .collect();
+    (out, next, done)
+}
+
+async fn send_request(inner: &Inner, out: Outgoing) {
+    let request = v1::ProduceRequest {
+        topic: out.topic.clone(),
+        acks: inner.config.acks.wire() as i32,
+        partitions: out
+            .partitions
+            .iter()
+            .map(|(p, batches)| {
+                let mut records = Vec::with_capacity(batches.iter().map(|b| b.bytes.len()).sum());
+                for b in batches {
+                    records.extend_from_slice(&b.bytes);
+                }
+                v1::PartitionRecords {
+                    partition: *p,
+                    records: Bytes::from(records),
+                }
+            })
+            .collect(),
+    };
+    let mut attempt = 0;
+    let result = loop {
+        match inner.cluster.broker().produce(request.clone()).await {
+            Ok(resp) => break Ok(resp.into_inner()),
+            Err(status) => {
+                let e = ClientError::from(status);
+                if !e.is_retriable() || attempt >= inner.config.retries {
+                    break Err(if attempt > 0 {
+                        ClientError::RetriesExhausted {
+                            attempts: attempt + 1,
+                            last: Box::new(e),
+                        }
+                    } else {
+                        e
+                    });
+                }
+                let backoff = inner
+                    .config
+                    .retry_backoff
+                    .saturating_mul(1 << attempt.min(10))
+                    .min(Duration::from_secs(5));
+                tracing::debug!(topic = %out.topic, attempt, "produce failed, retrying: {e}");
+                tokio::time::sleep(backoff).await;
+                attempt += 1;
+            }
+        }
+    };
+    let mut finished = 0;
+    let results: HashMap<u32, v1::ProducePartitionResult> = match &result {
+        Ok(resp) => resp
+            .partitions
+            .iter()
+            .map(|r| (r.partition, r.clone()))
+            .collect(),
+        Err(_) => HashMap::new(),
+    };
+    for (partition, batches) in out.partitions {
+        let bases = results.get(&partition).map(|r| &r.base_offsets);
+        for (i, b) in batches.into_iter().enumerate() {
+            finished += b.waiters.len();
+            let base = bases.and_then(|v| v.get(i)).copied();
+            for w in b.waiters {
+                let delivery = match (&result, base) {
+                    (Err(e), _) => Err(e.clone()),
+                    (Ok(_), Some(base)) => Ok(RecordMetadata {
+                        partition,
+                        offset: base + w.delta as u64,
+                        timestamp: w.timestamp,
+                    }),
+                    // acks=none: the broker does not report offsets.
+                    (Ok(_), None) if inner.config.acks == Acks::None => Ok(RecordMetadata {
+                        partition,
+                        offset: RecordMetadata::UNKNOWN_OFFSET,
+                        timestamp: w.timestamp,
+                    }),
+                    (Ok(_), None) => Err(ClientError::InvalidArgument(format!(
+                        "broker returned no offset for partition {partition}"
+                    ))),
+                };
+                let _ = w.tx.send(delivery);
+            }
+        }
+        let mut st = inner.lock();
+        if let Some(q) = st
+            .queues
+            .get_mut(&TopicPartition::new(out.topic.clone(), partition))
+        {
+            q.in_flight = false;
+        }
+    }
+    let mut st = inner.lock();
+    st.pending -= finished;
+    if st.pending == 0 {
+        inner.idle.notify_waiters();
+    }
+}
