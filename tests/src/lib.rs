@@ -67,3 +67,81 @@ impl ChildTest {
         self.lines.map_while(Result::ok).collect()
     }
 }
+
+/// A broker running in this process on a free loopback port, with its own data directory.
+pub struct TestBroker {
+    /// `host:port` clients connect to.
+    pub addr: String,
+    dir: std::sync::Arc<tempfile::TempDir>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), rafka_broker::error::BrokerError>>>,
+}
+
+impl TestBroker {
+    /// Starts a broker on a new temporary data directory.
+    pub async fn start() -> Self {
+        Self::start_with(
+            std::sync::Arc::new(tempfile::tempdir().expect("temp dir")),
+            |_| {},
+        )
+        .await
+    }
+
+    /// Starts a broker on `dir`, with `tweak` applied to its config.
+    pub async fn start_with(
+        dir: std::sync::Arc<tempfile::TempDir>,
+        tweak: impl FnOnce(&mut rafka_broker::config::BrokerConfig),
+    ) -> Self {
+        let mut config = rafka_broker::config::BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        tweak(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a free port");
+        let addr = listener.local_addr().expect("local addr").to_string();
+        let server = rafka_broker::server::Server::open(config)
+            .await
+            .expect("open broker");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// The data directory (shared, so a restart can reuse it).
+    pub fn dir(&self) -> std::sync::Arc<tempfile::TempDir> {
+        self.dir.clone()
+    }
+
+    /// Shuts the broker down gracefully and waits until its logs are synced and closed.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("broker task")
+                .expect("broker shut down cleanly");
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

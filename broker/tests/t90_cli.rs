@@ -1,0 +1,160 @@
+//! The `rafka` binary end to end: start a broker, create a topic, produce from stdin,
+//! consume, and shut down on SIGTERM.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+
+const RAFKA: &str = env!("CARGO_BIN_EXE_rafka");
+
+struct Broker {
+    child: Child,
+    addr: String,
+}
+
+impl Broker {
+    fn start(dir: &std::path::Path) -> Self {
+        let mut child = Command::new(RAFKA)
+            .args(["start", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn rafka start");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("rafka broker listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line `{line}`"))
+            .to_string();
+        Self { child, addr }
+    }
+
+    fn rafka(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(RAFKA)
+            .arg("--bootstrap")
+            .arg(&self.addr)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rafka");
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}; stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn create_produce_consume_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let out = broker.rafka(
+        &[
+            "topic",
+            "create",
+            "cli",
+            "--partitions",
+            "2",
+            "--config",
+            "retention.ms=3600000",
+        ],
+        None,
+    );
+    assert!(ok(&out).contains("created topic cli"));
+    assert!(ok(&broker.rafka(&["topic", "list"], None))
+        .lines()
+        .any(|l| l == "cli"));
+
+    let lines: String = (0..50).map(|i| format!("k{}:value {i}\n", i % 7)).collect();
+    ok(&broker.rafka(&["produce", "cli", "--key-separator", ":"], Some(&lines)));
+
+    let out = ok(&broker.rafka(
+        &[
+            "consume",
+            "cli",
+            "--from-beginning",
+            "--max-messages",
+            "50",
+            "--format",
+            "{key}|{value}|{partition}",
+        ],
+        None,
+    ));
+    let mut got: Vec<&str> = out.lines().collect();
+    assert_eq!(got.len(), 50);
+    // A key always lands on one partition.
+    let mut partition_of = std::collections::HashMap::new();
+    for l in &got {
+        let f: Vec<&str> = l.split('|').collect();
+        assert_eq!(
+            *partition_of.entry(f[0].to_string()).or_insert(f[2]),
+            f[2],
+            "{l}"
+        );
+    }
+    got.sort();
+    let mut want: Vec<String> = (0..50).map(|i| format!("k{}|value {i}", i % 7)).collect();
+    want.sort();
+    let got_kv: Vec<String> = got
+        .iter()
+        .map(|l| l.rsplit_once('|').unwrap().0.to_string())
+        .collect();
+    let mut got_kv = got_kv;
+    got_kv.sort();
+    assert_eq!(got_kv, want);
+
+    // One partition, from an offset.
+    let out = ok(&broker.rafka(
+        &[
+            "consume",
+            "cli",
+            "--partition",
+            "0",
+            "--offset",
+            "1",
+            "--max-messages",
+            "1",
+            "--format",
+            "{offset}",
+        ],
+        None,
+    ));
+    assert_eq!(out.trim(), "1");
+
+    let describe = ok(&broker.rafka(&["topic", "describe", "cli"], None));
+    assert!(describe.contains("retention.ms = 3600000"), "{describe}");
+
+    // Errors: one line, non-zero exit.
+    let out = broker.rafka(&["topic", "describe", "missing"], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("unknown topic `missing`"), "{err}");
+
+    assert!(broker.stop().success(), "graceful shutdown on SIGTERM");
+}
