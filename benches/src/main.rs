@@ -2,9 +2,11 @@
 //!
 //! - `rafka-bench log`: the storage engine alone, against plain sequential file writes of
 //!   the same bytes measured in the same run.
+//! - `rafka-bench produce` / `consume`: load against a running broker.
 
 use clap::{Parser, Subcommand};
 
+mod load;
 mod log_bench;
 mod report;
 
@@ -20,10 +22,22 @@ struct Cli {
 enum Command {
     /// Partition log append and read throughput, beside plain file writes.
     Log(log_bench::Args),
+    /// Producers against a running broker.
+    Produce(load::ProduceArgs),
+    /// A consumer reading a topic from the beginning.
+    Consume(load::ConsumeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Log(args) => log_bench::run(args),
+        Command::Produce(args) => runtime()?.block_on(load::produce(args)),
+        Command::Consume(args) => runtime()?.block_on(load::consume(args)),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
