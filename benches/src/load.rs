@@ -11,8 +11,8 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rafka_client::{
-    Admin, Compression, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord,
-    SeekTo, TopicPartition,
+    Admin, Compression, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
+    TopicPartition,
 };
 
 use crate::report::histogram;
@@ -158,7 +158,11 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         compression: compression(&args.compression)?,
         ..ProducerConfig::default()
     };
-    let value = Bytes::from((0..args.record_size).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+    let value = Bytes::from(
+        (0..args.record_size)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<_>>(),
+    );
     let bar = progress(args.records, args.json);
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -203,7 +207,8 @@ async fn run_producer(
     done: &AtomicU64,
 ) -> anyhow::Result<Histogram<u64>> {
     // Acks are awaited in order on a second task, which also bounds what is outstanding.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, rafka_client::DeliveryFuture)>(1 << 16);
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<(Instant, rafka_client::DeliveryFuture)>(1 << 16);
     let collector = tokio::spawn(async move {
         let mut h = histogram();
         while let Some((sent, ack)) = rx.recv().await {
