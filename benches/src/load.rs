@@ -29,6 +29,9 @@ pub struct ProduceArgs {
     /// Records to send in all.
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
+    /// Stop sending after this many seconds, even if fewer records were sent.
+    #[arg(long)]
+    duration_secs: Option<u64>,
     /// Value size in bytes.
     #[arg(long, default_value_t = 100)]
     record_size: usize,
@@ -182,10 +185,11 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     }
     let elapsed = start.elapsed();
     bar.finish_and_clear();
+    let records = latency.len();
     Summary {
         what: "produce",
-        records: args.records,
-        bytes: args.records * args.record_size as u64,
+        records,
+        bytes: records * args.record_size as u64,
         elapsed,
         latency,
         latency_of: "send-to-ack",
@@ -218,16 +222,17 @@ async fn run_producer(
         Ok::<_, rafka_client::ClientError>(h)
     });
     let per_producer_rate = args.rate as f64 / producers as f64;
+    let stop_at = args.duration_secs.map(|s| start + Duration::from_secs(s));
+    let topic: Arc<str> = args.topic.as_str().into();
     for n in 0..count {
+        if n % 256 == 0 && stop_at.is_some_and(|t| Instant::now() >= t) {
+            break;
+        }
         if per_producer_rate > 0.0 && n % 256 == 0 {
             let due = start + Duration::from_secs_f64(n as f64 / per_producer_rate);
             tokio::time::sleep_until(due.into()).await;
         }
-        let mut record = ProducerRecord {
-            topic: args.topic.clone(),
-            value: Some(value.clone()),
-            ..ProducerRecord::default()
-        };
+        let mut record = ProducerRecord::new(topic.clone(), value.clone());
         if args.keyed {
             record.key = Some(Bytes::from(((n * producers + index) % 10_000).to_string()));
         }

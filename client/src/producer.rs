@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use crate::cluster::Cluster;
 use crate::compression::compress;
 use crate::partitioner::partition_for_key;
-use crate::{ClientError, ProducerRecord, RecordMetadata, TopicPartition};
+use crate::{ClientError, ProducerRecord, RecordMetadata};
 
 /// How many replicas must have a record before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -132,7 +132,8 @@ struct PartitionQueue {
 
 #[derive(Default)]
 struct State {
-    queues: HashMap<TopicPartition, PartitionQueue>,
+    /// Per topic, per partition number.
+    queues: HashMap<String, Vec<PartitionQueue>>,
     sticky: HashMap<String, u32>,
     /// Records handed to `send` and not yet acknowledged or failed.
     pending: usize,
@@ -216,7 +217,7 @@ impl Producer {
             value: record.value.as_deref(),
             headers: &headers,
         };
-        let size = BatchBuilder::new().record_size(&rec) + batch::HEADER_LEN;
+        let size = BatchBuilder::max_record_size(&rec);
         let permit = inner
             .memory
             .clone()
@@ -237,15 +238,25 @@ impl Producer {
             }
             (Some(p), _) => p,
             (None, Some(key)) => partition_for_key(key, partitions),
-            (None, None) => *st
-                .sticky
-                .entry(record.topic.clone())
-                .or_insert_with(|| (now_ms() as u32) % partitions),
+            (None, None) => match st.sticky.get(&*record.topic) {
+                Some(&p) if p < partitions => p,
+                _ => {
+                    let p = (now_ms() as u32) % partitions;
+                    st.sticky.insert(record.topic.to_string(), p);
+                    p
+                }
+            },
         };
-        let tp = TopicPartition::new(record.topic.clone(), partition);
         let batch_size = inner.config.batch_size;
         let codec = inner.config.compression;
-        let queue = st.queues.entry(tp).or_default();
+        if !st.queues.contains_key(&*record.topic) {
+            st.queues.insert(record.topic.to_string(), Vec::new());
+        }
+        let queues = st.queues.get_mut(&*record.topic).expect("inserted above");
+        if queues.len() < partitions as usize {
+            queues.resize_with(partitions as usize, PartitionQueue::default);
+        }
+        let queue = &mut queues[partition as usize];
         let mut wake = false;
         if queue
             .open
@@ -278,8 +289,9 @@ impl Producer {
         }
         if full && record.partition.is_none() && record.key.is_none() {
             // Sticky partitioning: a full batch moves keyless records to the next partition.
-            st.sticky
-                .insert(record.topic.clone(), (partition + 1) % partitions);
+            if let Some(p) = st.sticky.get_mut(&*record.topic) {
+                *p = (partition + 1) % partitions;
+            }
         }
         st.pending += 1;
         drop(st);
@@ -388,25 +400,27 @@ fn collect(inner: &Inner) -> (Vec<Outgoing>, Option<Instant>, bool) {
     let mut by_topic: HashMap<String, Vec<(u32, Vec<SealedBatch>)>> = HashMap::new();
     let mut next: Option<Instant> = None;
     let mut busy = false;
-    for (tp, q) in st.queues.iter_mut() {
-        if let Some(open) = &q.open {
-            let due = open.first_at + inner.config.linger;
-            if flushing || due <= now {
-                seal(q, codec);
-            } else {
-                next = Some(next.map_or(due, |n| n.min(due)));
+    for (topic, queues) in st.queues.iter_mut() {
+        for (partition, q) in queues.iter_mut().enumerate() {
+            if let Some(open) = &q.open {
+                let due = open.first_at + inner.config.linger;
+                if flushing || due <= now {
+                    seal(q, codec);
+                } else {
+                    next = Some(next.map_or(due, |n| n.min(due)));
+                }
             }
+            busy |= q.in_flight || !q.ready.is_empty() || q.open.is_some();
+            if q.in_flight || q.ready.is_empty() {
+                continue;
+            }
+            q.in_flight = true;
+            let batches: Vec<SealedBatch> = q.ready.drain(..).collect();
+            by_topic
+                .entry(topic.clone())
+                .or_default()
+                .push((partition as u32, batches));
         }
-        busy |= q.in_flight || !q.ready.is_empty() || q.open.is_some();
-        if q.in_flight || q.ready.is_empty() {
-            continue;
-        }
-        q.in_flight = true;
-        let batches: Vec<SealedBatch> = q.ready.drain(..).collect();
-        by_topic
-            .entry(tp.topic.clone())
-            .or_default()
-            .push((tp.partition, batches));
     }
     let done = st.closed && !busy && st.pending == 0;
     let out = by_topic
@@ -500,7 +514,8 @@ async fn send_request(inner: &Inner, out: Outgoing) {
         let mut st = inner.lock();
         if let Some(q) = st
             .queues
-            .get_mut(&TopicPartition::new(out.topic.clone(), partition))
+            .get_mut(&out.topic)
+            .and_then(|qs| qs.get_mut(partition as usize))
         {
             q.in_flight = false;
         }

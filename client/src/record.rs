@@ -37,10 +37,10 @@ pub struct Header {
 }
 
 /// A record to produce.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ProducerRecord {
-    /// Topic to write to.
-    pub topic: String,
+    /// Topic to write to (an `Arc` so that sending many records to one topic is cheap).
+    pub topic: std::sync::Arc<str>,
     /// Explicit partition; otherwise chosen from the key (murmur2) or sticky.
     pub partition: Option<u32>,
     /// Key; decides the partition when set.
@@ -55,11 +55,14 @@ pub struct ProducerRecord {
 
 impl ProducerRecord {
     /// A record with a value.
-    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn new(topic: impl Into<std::sync::Arc<str>>, value: impl Into<Bytes>) -> Self {
         Self {
             topic: topic.into(),
             value: Some(value.into()),
-            ..Self::default()
+            partition: None,
+            key: None,
+            headers: Vec::new(),
+            timestamp: None,
         }
     }
 

@@ -192,3 +192,40 @@ async fn seek_by_timestamp_and_latest() {
         .unwrap();
     assert_eq!(consumer.position(&tp), Some(100));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_stream_yields_records_in_order() {
+    use futures::StreamExt;
+    let broker = TestBroker::start().await;
+    Admin::connect(&broker.addr)
+        .await
+        .unwrap()
+        .create_topic("s", 1, 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let producer = Producer::connect(&broker.addr, ProducerConfig::default())
+        .await
+        .unwrap();
+    for i in 0..500 {
+        producer
+            .send(ProducerRecord::new("s", i.to_string()))
+            .await
+            .unwrap();
+    }
+    producer.flush().await;
+    let mut consumer = Consumer::connect(&broker.addr, ConsumerConfig::default())
+        .await
+        .unwrap();
+    let tp = TopicPartition::new("s", 0);
+    consumer.assign([tp.clone()]);
+    consumer.seek(&tp, SeekTo::Offset(100)).await.unwrap();
+    let records: Vec<_> =
+        tokio::time::timeout(DEADLINE, consumer.stream().take(400).collect::<Vec<_>>())
+            .await
+            .expect("400 records within the deadline");
+    for (i, r) in records.into_iter().enumerate() {
+        let r = r.unwrap();
+        assert_eq!(r.offset, 100 + i as u64);
+        assert_eq!(r.value.unwrap(), (100 + i).to_string().as_bytes());
+    }
+}

@@ -114,13 +114,14 @@ impl BatchBuilder {
 
     fn body_len(&self, r: &Record<'_>) -> usize {
         let ts_delta = r.timestamp - self.base_timestamp.unwrap_or(r.timestamp);
-        let mut n = 1 + varint::size_i64(ts_delta) + varint::size_i32(self.count);
-        n += bytes_len(r.key) + bytes_len(r.value);
-        n += varint::size_i32(r.headers.len() as i32);
-        for h in r.headers {
-            n += bytes_len(Some(h.key)) + bytes_len(h.value);
-        }
-        n
+        1 + varint::size_i64(ts_delta) + varint::size_i32(self.count) + fields_len(r)
+    }
+
+    /// The most bytes `record` can take in any batch (worst-case timestamp and offset
+    /// deltas), without a builder at hand.
+    pub fn max_record_size(record: &Record<'_>) -> usize {
+        let body = 1 + 10 + 5 + fields_len(record);
+        varint::size_i32(body as i32) + body
     }
 
     /// Appends a record; returns its offset delta within the batch.
@@ -192,6 +193,16 @@ impl BatchBuilder {
         put(b, field::CRC, &crc.to_be_bytes());
         Bytes::from(self.buf)
     }
+}
+
+/// Encoded size of a record's key, value and headers.
+fn fields_len(r: &Record<'_>) -> usize {
+    let mut n = bytes_len(r.key) + bytes_len(r.value);
+    n += varint::size_i32(r.headers.len() as i32);
+    for h in r.headers {
+        n += bytes_len(Some(h.key)) + bytes_len(h.value);
+    }
+    n
 }
 
 fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
