@@ -32,7 +32,7 @@ mod segment;
 
 pub use config::{FlushPolicy, LogConfig, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 pub use error::LogError;
-pub use partition::{Appended, PartitionLog};
+pub use partition::{Appended, Locator, PartitionLog};
 pub use reader::LogReader;
 
 #[cfg(test)]

@@ -21,6 +21,19 @@ pub struct Appended {
     pub base_offset: u64,
     /// Offset after the batch (the log end offset right after the append).
     pub next_offset: u64,
+    /// Where the batch is stored; unique even for control batches that take no offset.
+    pub locator: Locator,
+}
+
+/// The place of one batch in the log: its segment and byte position. Raft addresses its
+/// entries by these, since a control batch without records shares its offset with the
+/// batch after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Locator {
+    /// Base offset of the segment.
+    pub segment: u64,
+    /// Byte position of the batch in the segment.
+    pub position: u32,
 }
 
 impl Appended {
@@ -287,17 +300,30 @@ impl PartitionLog {
             });
         }
         let age_out = segment_ms.is_some_and(|ms| active.age() >= ms);
-        if active.len() > 0 && (active.len() + size > active.capacity() || age_out) {
+        let full = active.len() + size > active.capacity();
+        // A segment is named by its base offset, so the next one needs a larger one: a
+        // segment holding only record-less control batches cannot roll.
+        let can_roll = active.next_offset() > active.base_offset();
+        if full && !can_roll {
+            return Err(LogError::BatchTooLarge {
+                size,
+                max: (active.capacity() - active.len()) as u64,
+            });
+        }
+        if active.len() > 0 && can_roll && (full || age_out) {
             self.roll()?;
         }
         let active = self.active()?;
         let path = active.view.path.clone();
+        let position = active.len() as u32;
+        let segment = active.base_offset();
         let (base_offset, next_offset) = active
             .append(batch.as_bytes(), batch.header())
             .map_err(LogError::io(path))?;
         Ok(Appended {
             base_offset,
             next_offset,
+            locator: Locator { segment, position },
         })
     }
 
@@ -365,7 +391,62 @@ impl PartitionLog {
                 });
             }
         }
-        let base = keep.base_offset;
+        self.cut(keep.base_offset, pos, new_end)
+    }
+
+    /// Removes the batch at `at` and everything after it. Durable when it returns.
+    pub fn truncate_at(&mut self, at: Locator) -> Result<(), LogError> {
+        self.write(|log| {
+            let seg = log.shared.read().get(&at.segment).cloned();
+            let Some(seg) = seg else {
+                return Err(LogError::Config(format!(
+                    "no segment {} to truncate in",
+                    at.segment
+                )));
+            };
+            let len = seg.len();
+            let pos = at.position as usize;
+            if pos > len {
+                return Err(LogError::Config(format!(
+                    "position {pos} is past the end ({len}) of segment {}",
+                    at.segment
+                )));
+            }
+            let next = if pos == len {
+                seg.next_offset()
+            } else {
+                seg.header_at(pos, len)?.base_offset as u64
+            };
+            log.cut(at.segment, pos, next)
+        })
+    }
+
+    /// Every batch header from the start of the log, with its locator, in order.
+    pub fn batches(&self) -> Result<Vec<(Locator, rafka_proto::batch::BatchHeader)>, LogError> {
+        let segments: Vec<_> = self.shared.read().values().cloned().collect();
+        let mut out = Vec::new();
+        for seg in segments {
+            let len = seg.len();
+            let mut pos = 0;
+            while pos < len {
+                let h = seg.header_at(pos, len)?;
+                out.push((
+                    Locator {
+                        segment: seg.base_offset,
+                        position: pos as u32,
+                    },
+                    h,
+                ));
+                pos += h.total_len();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Cuts the log at byte `pos` of segment `base` (a batch boundary), where the offset
+    /// `next_offset` begins; later segments go.
+    fn cut(&mut self, base: u64, pos: usize, next_offset: u64) -> Result<(), LogError> {
+        let new_end = next_offset;
         self.delete_segments_from(base + 1)?;
         if self.active.is_none() {
             // The segment to cut was sealed: it becomes the active one again.

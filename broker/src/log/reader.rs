@@ -122,6 +122,20 @@ impl LogReader {
         Ok(Bytes::new())
     }
 
+    /// The batch stored at `at`, checksum verified, as a slice of the mapping.
+    pub fn batch_at(&self, at: super::Locator) -> Result<Bytes, LogError> {
+        let seg = self.shared.read().get(&at.segment).cloned();
+        let seg = seg.ok_or_else(|| LogError::Config(format!("no segment {}", at.segment)))?;
+        let len = seg.len();
+        let pos = at.position as usize;
+        if pos >= len {
+            return Err(seg.corrupt(pos, format!("no batch at byte {pos} (segment holds {len})")));
+        }
+        let (_, n) =
+            verify_stored(&seg.data()[pos..len]).map_err(|e| seg.corrupt(pos, e.to_string()))?;
+        Ok(seg.data().slice(pos..pos + n))
+    }
+
     /// Offset of the first record whose timestamp is at or after `timestamp`, or `None` if
     /// every record is older. For a compressed batch, its base offset.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>, LogError> {

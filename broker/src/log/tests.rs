@@ -559,3 +559,38 @@ fn invalid_framing_under_a_good_crc_is_refused_on_append_and_on_recovery() {
     let log = PartitionLog::open(dir.path(), small(4 << 20)).unwrap();
     assert_eq!(log.log_end_offset(), 3001);
 }
+
+#[test]
+fn control_batches_take_no_offset_and_locators_address_every_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small(4096)).unwrap();
+    let mut appended = Vec::new();
+    for i in 0..30u8 {
+        let b = if i % 3 == 0 {
+            BatchBuilder::control_payload(i as i64, &[i; 20])
+        } else {
+            batch(2, 100, i as i64, i)
+        };
+        appended.push(log.append(&b).unwrap());
+    }
+    // 20 data batches of 2 records; control batches share the next batch's offset.
+    assert_eq!(log.log_end_offset(), 40);
+    assert_eq!(appended[0].base_offset, 0);
+    assert_eq!(appended[1].base_offset, 0);
+    assert_eq!(appended[0].last_offset(), None);
+    let listed = log.batches().unwrap();
+    assert_eq!(listed.len(), 30);
+    for (a, (loc, h)) in appended.iter().zip(&listed) {
+        assert_eq!(a.locator, *loc);
+        assert_eq!(h.base_offset as u64, a.base_offset);
+        let bytes = log.reader().batch_at(*loc).unwrap();
+        assert_eq!(BatchHeader::parse(&bytes).unwrap(), *h);
+    }
+    // Cut at a control batch that shares its offset with the batch after it.
+    log.truncate_at(appended[12].locator).unwrap();
+    assert_eq!(log.batches().unwrap().len(), 12);
+    assert_eq!(log.log_end_offset(), appended[12].base_offset);
+    drop(log);
+    let log = PartitionLog::open(dir.path(), small(4096)).unwrap();
+    assert_eq!(log.batches().unwrap().len(), 12);
+}

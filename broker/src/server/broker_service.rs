@@ -133,7 +133,14 @@ fn validate_produce(
         };
         let batches =
             ValidatedBatch::parse_all(&p.records).map_err(|(index, e)| invalid(index, e))?;
-        for b in &batches {
+        for (index, b) in batches.iter().enumerate() {
+            if b.header().is_control() {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "{}-{}: batch {index} is a control batch; only the broker writes those",
+                    topic.name(),
+                    p.partition
+                )));
+            }
             if b.bytes().len() as u64 > topic.config().segment_bytes {
                 return Err(partition.log_error(LogError::BatchTooLarge {
                     size: b.bytes().len(),

@@ -145,6 +145,16 @@ impl BatchBuilder {
         self.count - 1
     }
 
+    /// A control batch without records whose records section is `payload`: it takes no
+    /// offset in the log (Raft uses these for blank and membership entries).
+    pub fn control_payload(timestamp: i64, payload: &[u8]) -> Bytes {
+        let mut b = Self::with_capacity(HEADER_LEN + payload.len()).control();
+        b.base_timestamp = Some(timestamp);
+        b.max_timestamp = timestamp;
+        b.buf.extend_from_slice(payload);
+        b.seal()
+    }
+
     /// Seals the batch uncompressed: writes the header and the checksum.
     pub fn seal(self) -> Bytes {
         self.finish(Compression::None, |_| None)

@@ -297,3 +297,29 @@ proptest! {
         prop_assert_eq!(RecordBatch::parse(&buf).is_ok(), fast);
     }
 }
+
+#[test]
+fn control_payload_batches_carry_bytes_and_take_no_offset() {
+    let b = BatchBuilder::control_payload(77, b"membership:1,2,3");
+    let batch = RecordBatch::parse(&b).unwrap();
+    assert!(batch.header().is_control());
+    assert_eq!(batch.header().record_count, 0);
+    assert_eq!(batch.header().next_offset(), 0);
+    assert_eq!(batch.records_section(), b"membership:1,2,3");
+    // A data batch may not smuggle bytes the same way.
+    let mut data = BatchBuilder::new();
+    data.append(&Record {
+        timestamp: 1,
+        value: Some(b"x"),
+        ..Default::default()
+    });
+    let mut bytes = data.seal().to_vec();
+    bytes.extend_from_slice(b"junk");
+    let len = (bytes.len() - LOG_OVERHEAD) as i32;
+    bytes[8..12].copy_from_slice(&len.to_be_bytes());
+    refresh_crc(&mut bytes);
+    assert!(matches!(
+        RecordBatch::parse(&bytes),
+        Err(BatchError::BadRecord { .. })
+    ));
+}

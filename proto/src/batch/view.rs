@@ -198,7 +198,10 @@ impl<'a> RecordBatch<'a> {
             ));
         }
         let batch = Self { buf, header };
-        if codec == Compression::None {
+        if header.is_control() && header.record_count == 0 {
+            // A control batch without records carries an opaque, checksummed payload
+            // (Raft blank and membership entries) and takes no offset.
+        } else if codec == Compression::None {
             validate_records(batch.records_section(), header.record_count as usize)?;
         } else if header.record_count > 0 && batch.records_section().is_empty() {
             return Err(BatchError::BadHeader("compressed records section is empty"));
