@@ -3,6 +3,7 @@
 //! ```text
 //! log/        storage engine: segments on memory-mapped files, indexes, recovery, retention
 //! partition   a served partition: group-commit writer, high watermark
+//! raft/       openraft glue: the partition log as the Raft log, offsets-only state machine
 //! topics      the topic registry: partitions on disk, per-topic configs
 //! server/     tonic services (Broker, Admin), validation, data-dir lock, shutdown
 //! config      broker settings (TOML, flags, env) and Kafka-named topic configs
@@ -18,5 +19,6 @@ pub mod config;
 pub mod error;
 pub mod log;
 pub mod partition;
+pub mod raft;
 pub mod server;
 pub mod topics;

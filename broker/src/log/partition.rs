@@ -159,7 +159,7 @@ impl PartitionLog {
     /// threads, so the log's single writer only copies.
     pub fn append_batch(&mut self, batch: &RecordBatch<'_>) -> Result<Appended, LogError> {
         self.write(|log| {
-            let a = log.append_validated(batch)?;
+            let a = log.append_validated(batch, None)?;
             log.after_append()?;
             Ok(a)
         })
@@ -183,7 +183,27 @@ impl PartitionLog {
         self.write(|log| {
             let out = batches
                 .iter()
-                .map(|b| log.append_validated(b))
+                .map(|b| log.append_validated(b, None))
+                .collect::<Result<Vec<_>, _>>()?;
+            log.after_append()?;
+            Ok(out)
+        })
+    }
+
+    /// Validates and appends batches, each with its leader epoch stamped (Raft entries and
+    /// their terms), with one sync for all. If any is invalid, none is appended.
+    pub fn append_with_epochs(
+        &mut self,
+        batches: &[(&[u8], i32)],
+    ) -> Result<Vec<Appended>, LogError> {
+        let parsed = batches
+            .iter()
+            .map(|(b, e)| RecordBatch::parse(b).map(|b| (b, *e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write(|log| {
+            let out = parsed
+                .iter()
+                .map(|(b, epoch)| log.append_validated(b, Some(*epoch)))
                 .collect::<Result<Vec<_>, _>>()?;
             log.after_append()?;
             Ok(out)
@@ -289,7 +309,11 @@ impl PartitionLog {
         })
     }
 
-    fn append_validated(&mut self, batch: &RecordBatch<'_>) -> Result<Appended, LogError> {
+    fn append_validated(
+        &mut self,
+        batch: &RecordBatch<'_>,
+        leader_epoch: Option<i32>,
+    ) -> Result<Appended, LogError> {
         let size = batch.as_bytes().len();
         let (segment_bytes, segment_ms) = (self.config.segment_bytes, self.config.segment_ms);
         let active = self.active()?;
@@ -318,7 +342,7 @@ impl PartitionLog {
         let position = active.len() as u32;
         let segment = active.base_offset();
         let (base_offset, next_offset) = active
-            .append(batch.as_bytes(), batch.header())
+            .append(batch.as_bytes(), batch.header(), leader_epoch)
             .map_err(LogError::io(path))?;
         Ok(Appended {
             base_offset,

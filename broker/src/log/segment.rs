@@ -255,7 +255,12 @@ impl ActiveSegment {
     /// Copies a validated batch into the mapping at the end of the segment, stamps its base
     /// offset, indexes it and publishes it to readers. The caller checked that it fits in
     /// the capacity; growing the file can still fail (a full disk), and then nothing changes.
-    pub fn append(&mut self, batch: &[u8], header: &BatchHeader) -> io::Result<(u64, u64)> {
+    pub fn append(
+        &mut self,
+        batch: &[u8],
+        header: &BatchHeader,
+        leader_epoch: Option<i32>,
+    ) -> io::Result<(u64, u64)> {
         let start = self.position;
         let end = start + batch.len();
         let base_offset = self.next_offset;
@@ -264,6 +269,10 @@ impl ActiveSegment {
         let dst = self.bytes_mut(start..end);
         dst.copy_from_slice(batch);
         dst[..8].copy_from_slice(&(base_offset as i64).to_be_bytes());
+        if let Some(epoch) = leader_epoch {
+            // Outside the checksum, like the base offset.
+            dst[12..16].copy_from_slice(&epoch.to_be_bytes());
+        }
         let rel = (base_offset - self.view.base_offset) as u32;
         if let Some((o, t)) = self
             .indexer

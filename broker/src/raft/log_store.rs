@@ -1,0 +1,296 @@
+//! `RaftLogStorage` over the partition log: each Raft entry is one stored batch.
+//!
+//! Raft indexes are dense while record offsets are not (a control entry takes none), so
+//! the store keeps a map from raft index to [`Locator`], rebuilt at open from the batch
+//! headers and `raft.json`'s `first_index`. Purging only moves the start of that map: the
+//! data stays in the partition log until retention deletes it.
+
+use std::collections::VecDeque;
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{AnyError, LogState, RaftLogReader, StorageIOError};
+
+use super::entry::{decode, encode, epoch_of, term_of};
+use super::state_file::RaftState;
+use super::types::{typ, TypeConfig};
+use crate::log::{Locator, LogReader, PartitionLog};
+
+/// Where each un-purged entry is stored.
+#[derive(Debug, Default)]
+struct EntryMap {
+    /// Raft index of `locators[0]`.
+    first: u64,
+    locators: VecDeque<Locator>,
+}
+
+impl EntryMap {
+    fn end(&self) -> u64 {
+        self.first + self.locators.len() as u64
+    }
+
+    fn get(&self, index: u64) -> Option<Locator> {
+        let i = index.checked_sub(self.first)?;
+        self.locators.get(i as usize).copied()
+    }
+}
+
+fn io_err(e: impl std::fmt::Display) -> typ::StorageError {
+    StorageIOError::write_logs(AnyError::error(e.to_string())).into()
+}
+
+fn read_err(e: impl std::fmt::Display) -> typ::StorageError {
+    StorageIOError::read_logs(AnyError::error(e.to_string())).into()
+}
+
+/// Reads entries concurrently with the store (replication streams use these).
+#[derive(Clone)]
+pub struct EntryReader {
+    map: Arc<RwLock<EntryMap>>,
+    reader: LogReader,
+}
+
+impl EntryReader {
+    fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<typ::Entry>, typ::StorageError> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s + 1,
+            Bound::Unbounded => map.first,
+        }
+        .max(map.first);
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e.saturating_add(1),
+            Bound::Excluded(&e) => e,
+            Bound::Unbounded => map.end(),
+        }
+        .min(map.end());
+        let mut out = Vec::with_capacity(end.saturating_sub(start) as usize);
+        for index in start..end {
+            let loc = map.get(index).expect("index within the map");
+            let batch = self.reader.batch_at(loc).map_err(read_err)?;
+            out.push(decode(batch, index).map_err(read_err)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for EntryReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<typ::Entry>, typ::StorageError> {
+        self.entries(range)
+    }
+}
+
+/// The Raft log of one partition.
+#[derive(Clone)]
+pub struct RaftLogStore {
+    dir: PathBuf,
+    log: Arc<Mutex<PartitionLog>>,
+    state: Arc<Mutex<RaftState>>,
+    entries: EntryReader,
+}
+
+impl RaftLogStore {
+    /// Builds the store over an open partition log whose files live in `dir`.
+    pub fn open(dir: &Path, log: Arc<Mutex<PartitionLog>>) -> Result<Self, typ::StorageError> {
+        let state = RaftState::load(dir).map_err(read_err)?;
+        let (batches, reader) = {
+            let log = log.lock().unwrap_or_else(|e| e.into_inner());
+            (log.batches().map_err(read_err)?, log.reader())
+        };
+        let mut map = EntryMap {
+            first: state.first_index,
+            locators: batches.into_iter().map(|(loc, _)| loc).collect(),
+        };
+        if let Some(purged) = state.purged {
+            while map.first <= purged.index && !map.locators.is_empty() {
+                map.locators.pop_front();
+                map.first += 1;
+            }
+            map.first = map.first.max(purged.index + 1);
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            log,
+            state: Arc::new(Mutex::new(state)),
+            entries: EntryReader {
+                map: Arc::new(RwLock::new(map)),
+                reader,
+            },
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, RaftState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn log(&self) -> MutexGuard<'_, PartitionLog> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update_state(&self, f: impl FnOnce(&mut RaftState)) -> Result<(), typ::StorageError> {
+        let mut state = self.state();
+        let mut next = state.clone();
+        f(&mut next);
+        next.save(&self.dir).map_err(io_err)?;
+        *state = next;
+        Ok(())
+    }
+
+    fn last_log_id(&self) -> Result<Option<typ::LogId>, typ::StorageError> {
+        let map = self.entries.map.read().unwrap_or_else(|e| e.into_inner());
+        let Some(index) = map.end().checked_sub(1).filter(|&i| i >= map.first) else {
+            return Ok(self.state().purged);
+        };
+        let loc = map.get(index).expect("last index is mapped");
+        let batch = self.entries.reader.batch_at(loc).map_err(read_err)?;
+        let term = term_of(&batch).ok_or_else(|| read_err(format!("entry {index} has no term")))?;
+        Ok(Some(openraft::LogId::new(
+            openraft::CommittedLeaderId::new(term, 0),
+            index,
+        )))
+    }
+}
+
+impl RaftLogReader<TypeConfig> for RaftLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<typ::Entry>, typ::StorageError> {
+        self.entries.entries(range)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for RaftLogStore {
+    type LogReader = EntryReader;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, typ::StorageError> {
+        let last_purged_log_id = self.state().purged;
+        let last_log_id = self.last_log_id()?.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.entries.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &typ::Vote) -> Result<(), typ::StorageError> {
+        let vote = *vote;
+        self.update_state(|s| s.vote = Some(vote))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<typ::Vote>, typ::StorageError> {
+        Ok(self.state().vote)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<typ::LogId>,
+    ) -> Result<(), typ::StorageError> {
+        self.update_state(|s| s.committed = committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<typ::LogId>, typ::StorageError> {
+        Ok(self.state().committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), typ::StorageError>
+    where
+        I: IntoIterator<Item = typ::Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut encoded = Vec::new();
+        let mut first_index = None;
+        for e in entries {
+            first_index.get_or_insert(e.log_id.index);
+            encoded.push((
+                encode(&e).map_err(io_err)?,
+                epoch_of(&e.log_id).map_err(io_err)?,
+            ));
+        }
+        let Some(first_index) = first_index else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        {
+            let mut map = self.entries.map.write().unwrap_or_else(|e| e.into_inner());
+            let stored = map.end() - self.state().first_index;
+            if map.locators.is_empty() && first_index != map.end() && first_index >= stored {
+                // An empty Raft log (fresh, or purged to its end) starts wherever openraft
+                // says: renumber the stored batches so the next one gets `first_index`.
+                self.update_state(|s| s.first_index = first_index - stored)?;
+                map.first = first_index;
+            }
+            if first_index != map.end() {
+                return Err(io_err(format!(
+                    "append at raft index {first_index}, but the log ends at {}",
+                    map.end()
+                )));
+            }
+        }
+        let refs: Vec<(&[u8], i32)> = encoded.iter().map(|(b, e)| (&b[..], *e)).collect();
+        // Durable per the topic's flush policy when this returns.
+        let appended = self.log().append_with_epochs(&refs);
+        match appended {
+            Ok(appended) => {
+                let mut map = self.entries.map.write().unwrap_or_else(|e| e.into_inner());
+                map.locators.extend(appended.iter().map(|a| a.locator));
+                drop(map);
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                callback.log_io_completed(Err(std::io::Error::other(msg.clone())));
+                Err(io_err(msg))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: typ::LogId) -> Result<(), typ::StorageError> {
+        let mut map = self.entries.map.write().unwrap_or_else(|e| e.into_inner());
+        let Some(loc) = map.get(log_id.index) else {
+            return Ok(()); // nothing at or after that index
+        };
+        self.log().truncate_at(loc).map_err(io_err)?;
+        let keep = (log_id.index - map.first) as usize;
+        map.locators.truncate(keep);
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: typ::LogId) -> Result<(), typ::StorageError> {
+        let mut map = self.entries.map.write().unwrap_or_else(|e| e.into_inner());
+        let first_index = self.state().first_index;
+        let stored = map.end() - first_index;
+        // Purging past the last entry (a snapshot from a leader that is far ahead) leaves a
+        // gap in raft indexes: renumber the stored batches so the next one gets `index + 1`.
+        let first_index = if log_id.index >= map.end() {
+            log_id.index + 1 - stored
+        } else {
+            first_index
+        };
+        self.update_state(|s| {
+            s.purged = Some(log_id);
+            s.first_index = first_index;
+        })?;
+        while map.first <= log_id.index && !map.locators.is_empty() {
+            map.locators.pop_front();
+            map.first += 1;
+        }
+        map.first = map.first.max(log_id.index + 1);
+        Ok(())
+    }
+}

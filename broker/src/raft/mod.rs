@@ -1,0 +1,29 @@
+//! openraft glue: one Raft group per partition, whose Raft log *is* the partition log.
+//!
+//! ```text
+//!  openraft ──append(entries)──► RaftLogStore ──► PartitionLog (one batch per entry)
+//!     │                              │ Normal: the record batch, leader epoch = term
+//!     │                              │ Blank / Membership: control batch, no offset
+//!     │                              └ raft index ⇄ locator map, vote, committed, purged
+//!     └──apply(entries)──► PartitionStateMachine: high watermark, membership, snapshots
+//! ```
+//!
+//! - `types`          the type config and aliases
+//! - `entry`          Raft entries ⇄ stored batches
+//! - `state_file`     vote, committed and purged log ids, persisted per partition
+//! - `log_store`      `RaftLogStorage` over the partition log
+//! - `state_machine`  `RaftStateMachine`: offsets only; the data stays in the log
+//!
+//! A snapshot holds the partition's offsets, never its data: the log is the data.
+
+// openraft's `StorageError` is large, and its traits make it the error of this module.
+#![allow(clippy::result_large_err)]
+
+pub mod entry;
+pub mod log_store;
+pub mod state_file;
+pub mod state_machine;
+pub mod types;
+
+#[cfg(test)]
+mod tests;
