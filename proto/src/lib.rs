@@ -6,6 +6,7 @@
 //!   builder    BatchBuilder: append records, seal a checksummed batch
 //!   view       RecordBatch: zero-copy validation and record iteration
 //! v1           the gRPC API generated from proto/rafka.proto (services Broker, Admin)
+//! peer         broker-to-broker Raft traffic, from proto/peer.proto (service RaftPeer)
 //! ```
 //!
 //! A batch is built once by a producer and then travels unchanged: the broker validates it,
@@ -17,4 +18,10 @@ pub mod batch;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("rafka.v1");
+}
+
+/// The broker-to-broker Raft service, generated from `proto/peer.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod peer {
+    tonic::include_proto!("rafka.peer.v1");
 }

@@ -34,16 +34,16 @@ pub fn epoch_of(log_id: &typ::LogId) -> Result<i32, String> {
         .map_err(|_| format!("term {} is too large", log_id.leader_id.term))
 }
 
-/// The entry stored as `batch` at raft index `index`.
+/// The entry stored as `batch` at raft index `index` (its term is the batch's epoch).
 pub fn decode(batch: Bytes, index: u64) -> Result<typ::Entry, String> {
-    let h = BatchHeader::parse(&batch).map_err(|e| e.to_string())?;
-    let term = u64::try_from(h.partition_leader_epoch).map_err(|_| {
-        format!(
-            "entry {index} has no term (leader epoch {})",
-            h.partition_leader_epoch
-        )
-    })?;
-    let log_id = LogId::new(CommittedLeaderId::new(term, 0), index);
+    let term = term_of(&batch).ok_or_else(|| format!("entry {index} has no term"))?;
+    decode_with(batch, LogId::new(CommittedLeaderId::new(term, 0), index))
+}
+
+/// The entry with id `log_id` whose stored form is `batch`.
+pub fn decode_with(batch: Bytes, log_id: typ::LogId) -> Result<typ::Entry, String> {
+    let index = log_id.index;
+    let h = BatchHeader::parse(&batch).map_err(|e| format!("entry {index}: {e}"))?;
     let payload = if h.is_control() && h.record_count == 0 {
         let body = &batch[HEADER_LEN..];
         match body.first() {

@@ -12,6 +12,7 @@
 //! - `entry`          Raft entries ⇄ stored batches
 //! - `state_file`     vote, committed and purged log ids, persisted per partition
 //! - `log_store`      `RaftLogStorage` over the partition log
+//! - `network`        the peer gRPC service carrying every group, and its clients
 //! - `state_machine`  `RaftStateMachine`: offsets only; the data stays in the log
 //!
 //! A snapshot holds the partition's offsets, never its data: the log is the data.
@@ -21,6 +22,7 @@
 
 pub mod entry;
 pub mod log_store;
+pub mod network;
 pub mod state_file;
 pub mod state_machine;
 pub mod types;

@@ -1,0 +1,320 @@
+//! Raft traffic between brokers: one `RaftPeer` gRPC service per broker carries every
+//! group's AppendEntries, Vote and InstallSnapshot, each request naming its group.
+//!
+//! Entries travel as the batches they are stored as (raw bytes, no re-encoding); the
+//! small remainder of each request and every reply is JSON of openraft's own types.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, CommittedLeaderId, LogId, Raft};
+use rafka_proto::peer::raft_peer_client::RaftPeerClient;
+use rafka_proto::peer::raft_peer_server::RaftPeer;
+use rafka_proto::peer::{self as pb};
+use serde::{Deserialize, Serialize};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use super::entry::{decode_with, encode};
+use super::types::{typ, TypeConfig};
+
+/// An AppendEntries request without its entries.
+#[derive(Serialize, Deserialize)]
+struct AppendHeader {
+    vote: typ::Vote,
+    prev_log_id: Option<typ::LogId>,
+    leader_commit: Option<typ::LogId>,
+}
+
+/// One lazily connected channel per peer address, shared by every group.
+#[derive(Clone, Default)]
+pub struct PeerChannels {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl PeerChannels {
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let url = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let channel = Endpoint::from_shared(url)
+            .map_err(|e| format!("bad peer address {addr}: {e}"))?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(2))
+            .initial_stream_window_size(Some(8 << 20))
+            .initial_connection_window_size(Some(32 << 20))
+            .connect_lazy();
+        map.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// The network of one Raft group.
+#[derive(Clone)]
+pub struct GroupNetwork {
+    group: u64,
+    channels: PeerChannels,
+}
+
+impl GroupNetwork {
+    /// The network for `group`, over shared peer channels.
+    pub fn new(group: u64, channels: PeerChannels) -> Self {
+        Self { group, channels }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerConnection {
+        PeerConnection {
+            group: self.group,
+            target,
+            channel: self.channels.channel(&node.addr),
+        }
+    }
+}
+
+/// A group's connection to one peer.
+pub struct PeerConnection {
+    group: u64,
+    target: u64,
+    channel: Result<Channel, String>,
+}
+
+type RpcErr<E = RaftError<u64>> = RPCError<u64, BasicNode, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Msg(String);
+
+impl PeerConnection {
+    fn client(&self) -> Result<RaftPeerClient<Channel>, Msg> {
+        self.channel
+            .clone()
+            .map(|c| {
+                RaftPeerClient::new(c)
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX)
+            })
+            .map_err(Msg)
+    }
+
+    /// Decodes a reply, turning the peer's Raft error into a remote error.
+    fn reply<T, E>(&self, reply: Result<Response<pb::RaftReply>, Status>) -> Result<T, RpcErr<E>>
+    where
+        T: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+    {
+        let reply = reply.map_err(|s| status_error(&s))?.into_inner();
+        let result: Result<T, E> = serde_json::from_slice(&reply.json)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+fn status_error<E: std::error::Error>(s: &Status) -> RpcErr<E> {
+    match s.code() {
+        // Down, or the group is not (yet) running there: back off and retry.
+        tonic::Code::Unavailable | tonic::Code::NotFound => {
+            RPCError::Unreachable(Unreachable::new(&Msg(s.to_string())))
+        }
+        _ => RPCError::Network(NetworkError::new(&Msg(s.to_string()))),
+    }
+}
+
+fn with_timeout<T>(msg: T, option: &RPCOption) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.set_timeout(option.hard_ttl());
+    r
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
+        let header = AppendHeader {
+            vote: rpc.vote,
+            prev_log_id: rpc.prev_log_id,
+            leader_commit: rpc.leader_commit,
+        };
+        let mut entries = Vec::with_capacity(rpc.entries.len());
+        for e in &rpc.entries {
+            let batch = encode(e).map_err(|m| RPCError::Network(NetworkError::new(&Msg(m))))?;
+            entries.push(pb::RaftEntry {
+                index: e.log_id.index,
+                term: e.log_id.leader_id.term,
+                batch,
+            });
+        }
+        let request = pb::AppendEntriesRequest {
+            group: self.group,
+            header: Bytes::from(serde_json::to_vec(&header).expect("plain data serializes")),
+            entries,
+        };
+        let mut client = self
+            .client()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let reply = client.append_entries(with_timeout(request, &option)).await;
+        self.reply(reply)
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RpcErr<RaftError<u64, InstallSnapshotError>>> {
+        let request = pb::RaftRequest {
+            group: self.group,
+            json: Bytes::from(serde_json::to_vec(&rpc).expect("plain data serializes")),
+        };
+        let mut client = self
+            .client()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let reply = client
+            .install_snapshot(with_timeout(request, &option))
+            .await;
+        self.reply(reply)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RpcErr> {
+        let request = pb::RaftRequest {
+            group: self.group,
+            json: Bytes::from(serde_json::to_vec(&rpc).expect("plain data serializes")),
+        };
+        let mut client = self
+            .client()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let reply = client.vote(with_timeout(request, &option)).await;
+        self.reply(reply)
+    }
+}
+
+/// The Raft groups this broker runs, by group id.
+#[derive(Clone, Default)]
+pub struct RaftGroups {
+    groups: Arc<RwLock<HashMap<u64, Raft<TypeConfig>>>>,
+}
+
+impl RaftGroups {
+    /// Registers a group so peers' requests reach it.
+    pub fn insert(&self, group: u64, raft: Raft<TypeConfig>) {
+        self.groups
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(group, raft);
+    }
+
+    /// Unregisters a group.
+    pub fn remove(&self, group: u64) -> Option<Raft<TypeConfig>> {
+        self.groups
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&group)
+    }
+
+    fn get(&self, group: u64) -> Result<Raft<TypeConfig>, Status> {
+        self.groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&group)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("raft group {group} is not running here")))
+    }
+}
+
+/// The peer-facing service.
+pub struct PeerService {
+    groups: RaftGroups,
+}
+
+impl PeerService {
+    /// Serves the given groups.
+    pub fn new(groups: RaftGroups) -> Self {
+        Self { groups }
+    }
+}
+
+fn json_reply<T: Serialize>(value: &T) -> Result<Response<pb::RaftReply>, Status> {
+    let json = serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(pb::RaftReply {
+        json: Bytes::from(json),
+    }))
+}
+
+fn bad_request(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(
+        &self,
+        request: Request<pb::AppendEntriesRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
+        let req = request.into_inner();
+        let raft = self.groups.get(req.group)?;
+        let header: AppendHeader = serde_json::from_slice(&req.header).map_err(bad_request)?;
+        let entries = req
+            .entries
+            .into_iter()
+            .map(|e| {
+                decode_with(
+                    e.batch,
+                    LogId::new(CommittedLeaderId::new(e.term, 0), e.index),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad_request)?;
+        let rpc = AppendEntriesRequest {
+            vote: header.vote,
+            prev_log_id: header.prev_log_id,
+            leader_commit: header.leader_commit,
+            entries,
+        };
+        json_reply(&raft.append_entries(rpc).await)
+    }
+
+    async fn vote(
+        &self,
+        request: Request<pb::RaftRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
+        let req = request.into_inner();
+        let raft = self.groups.get(req.group)?;
+        let rpc: VoteRequest<u64> = serde_json::from_slice(&req.json).map_err(bad_request)?;
+        json_reply(&raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<pb::RaftRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
+        let req = request.into_inner();
+        let raft = self.groups.get(req.group)?;
+        let rpc: InstallSnapshotRequest<TypeConfig> =
+            serde_json::from_slice(&req.json).map_err(bad_request)?;
+        json_reply(&raft.install_snapshot(rpc).await)
+    }
+}
