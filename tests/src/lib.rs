@@ -1,6 +1,7 @@
 //! Shared harness for rafka's black-box tests.
 //!
-//! - [`wait_until`]: poll a condition with a deadline instead of sleeping.
+//! - [`wait_until`], [`eventually`]: poll a condition with a deadline instead of sleeping.
+//! - [`TestBroker`]: a broker in this process on a free port with its own data directory.
 //! - [`ChildTest`]: re-run the current test binary as a child process running one named
 //!   test, so a test can SIGKILL a real process in the middle of its work.
 
@@ -18,6 +19,23 @@ pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool
             "timed out after {deadline:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Async [`wait_until`]: polls `cond` until it yields true or `deadline` passes; panics
+/// with `what` on timeout.
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !cond().await {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
