@@ -3,6 +3,7 @@
 //! ```text
 //! log/        storage engine: segments on memory-mapped files, indexes, recovery, retention
 //! partition   a served partition: group-commit writer, high watermark
+//! cluster/    cluster metadata: brokers, topics, replica placement (group 0's state)
 //! raft/       openraft glue: the partition log as the Raft log, offsets-only state machine
 //! topics      the topic registry: partitions on disk, per-topic configs
 //! server/     tonic services (Broker, Admin), validation, data-dir lock, shutdown
@@ -15,6 +16,7 @@
 //! their own modules.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod log;

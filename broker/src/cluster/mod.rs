@@ -1,0 +1,307 @@
+//! Cluster metadata: brokers, topics and where each partition's replicas live.
+//!
+//! The metadata is a state machine over [`Command`]s. It is meant to be replicated as
+//! the Raft group 0 (the internal topic `__cluster_metadata`, whose records are the
+//! commands), so every broker applies the same commands in the same order and sees the
+//! same [`ClusterState`]. A command is encoded as one record of a batch, so the metadata
+//! log is an ordinary partition log.
+//!
+//! - `placement`  spreading replicas and preferred leaders evenly over brokers
+
+pub mod placement;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use rafka_proto::batch::{BatchBuilder, Record, RecordBatch};
+use serde::{Deserialize, Serialize};
+
+/// A change to the cluster metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A broker joins, or changes its address.
+    RegisterBroker {
+        /// Broker id.
+        id: u32,
+        /// Address clients and peers use.
+        address: String,
+    },
+    /// Creates a topic, placing its replicas over the registered brokers.
+    CreateTopic {
+        /// Topic name.
+        name: String,
+        /// Number of partitions.
+        partitions: u32,
+        /// Replicas per partition.
+        replication_factor: u32,
+        /// Topic config overrides by Kafka name.
+        configs: BTreeMap<String, String>,
+    },
+    /// Deletes a topic.
+    DeleteTopic {
+        /// Topic name.
+        name: String,
+    },
+    /// Merges config overrides into a topic's.
+    AlterTopicConfig {
+        /// Topic name.
+        name: String,
+        /// Overrides to set.
+        configs: BTreeMap<String, String>,
+    },
+}
+
+/// Why a command cannot be applied. Applying it then changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    /// No such topic.
+    #[error("unknown topic `{0}`")]
+    UnknownTopic(String),
+    /// The topic exists already.
+    #[error("topic `{0}` already exists")]
+    TopicExists(String),
+    /// Not enough brokers, or other impossible placements.
+    #[error("{0}")]
+    Placement(String),
+    /// A command that could not be decoded.
+    #[error("bad metadata record: {0}")]
+    BadRecord(String),
+}
+
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerEntry {
+    /// Address clients and peers use.
+    pub address: String,
+}
+
+/// One partition's replication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionEntry {
+    /// The partition's Raft group id (never reused).
+    pub group: u64,
+    /// Replica broker ids; the first is the preferred leader.
+    pub replicas: Vec<u32>,
+}
+
+/// A topic's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicEntry {
+    /// Partitions, by number.
+    pub partitions: Vec<PartitionEntry>,
+    /// Config overrides by Kafka name.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Everything the metadata group agrees on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Brokers by id.
+    pub brokers: BTreeMap<u32, BrokerEntry>,
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicEntry>,
+    /// The next Raft group id to hand out (group 0 is the metadata itself).
+    pub next_group: u64,
+}
+
+impl ClusterState {
+    /// Applies `cmd`; on error nothing changes.
+    pub fn apply(&mut self, cmd: &Command) -> Result<(), MetadataError> {
+        match cmd {
+            Command::RegisterBroker { id, address } => {
+                self.brokers.insert(
+                    *id,
+                    BrokerEntry {
+                        address: address.clone(),
+                    },
+                );
+            }
+            Command::CreateTopic {
+                name,
+                partitions,
+                replication_factor,
+                configs,
+            } => {
+                if self.topics.contains_key(name) {
+                    return Err(MetadataError::TopicExists(name.clone()));
+                }
+                let brokers: Vec<u32> = self.brokers.keys().copied().collect();
+                // Start where the previous topic's leaders left off, so leaders spread
+                // over brokers across topics too.
+                let start = self
+                    .topics
+                    .values()
+                    .map(|t| t.partitions.len())
+                    .sum::<usize>();
+                let placed = placement::place(&brokers, *partitions, *replication_factor, start)?;
+                let first_group = self.next_group.max(1);
+                let partitions = placed
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, replicas)| PartitionEntry {
+                        group: first_group + i as u64,
+                        replicas,
+                    })
+                    .collect::<Vec<_>>();
+                self.next_group = first_group + partitions.len() as u64;
+                self.topics.insert(
+                    name.clone(),
+                    TopicEntry {
+                        partitions,
+                        configs: configs.clone(),
+                    },
+                );
+            }
+            Command::DeleteTopic { name } => {
+                self.topics
+                    .remove(name)
+                    .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
+            }
+            Command::AlterTopicConfig { name, configs } => {
+                let topic = self
+                    .topics
+                    .get_mut(name)
+                    .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
+                topic.configs.extend(configs.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// The partitions (topic, number, entry) that `broker` replicates.
+    pub fn replicas_on(&self, broker: u32) -> Vec<(&str, u32, &PartitionEntry)> {
+        self.topics
+            .iter()
+            .flat_map(|(name, t)| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .filter(move |(_, p)| p.replicas.contains(&broker))
+                    .map(move |(i, p)| (name.as_str(), i as u32, p))
+            })
+            .collect()
+    }
+}
+
+impl Command {
+    /// The command as a one-record batch (the value is its JSON).
+    pub fn to_batch(&self, timestamp: i64) -> Bytes {
+        let json = serde_json::to_vec(self).expect("commands serialize");
+        let mut b = BatchBuilder::new();
+        b.append(&Record {
+            timestamp,
+            key: None,
+            value: Some(&json),
+            headers: &[],
+        });
+        b.seal()
+    }
+
+    /// The commands carried by a metadata batch.
+    pub fn from_batch(batch: &[u8]) -> Result<Vec<Self>, MetadataError> {
+        let bad = |e: String| MetadataError::BadRecord(e);
+        let b = RecordBatch::parse(batch).map_err(|e| bad(e.to_string()))?;
+        b.records()
+            .map(|r| {
+                let r = r.map_err(|e| bad(e.to_string()))?;
+                let value = r
+                    .value
+                    .ok_or_else(|| bad("record without a value".into()))?;
+                serde_json::from_slice(value).map_err(|e| bad(e.to_string()))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(n: u32) -> ClusterState {
+        let mut s = ClusterState::default();
+        for id in 1..=n {
+            s.apply(&Command::RegisterBroker {
+                id,
+                address: format!("127.0.0.1:{}", 9000 + id),
+            })
+            .unwrap();
+        }
+        s
+    }
+
+    fn create(name: &str, partitions: u32, rf: u32) -> Command {
+        Command::CreateTopic {
+            name: name.into(),
+            partitions,
+            replication_factor: rf,
+            configs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn topics_get_unique_groups_and_spread_replicas() {
+        let mut s = cluster(3);
+        s.apply(&create("a", 6, 3)).unwrap();
+        s.apply(&create("b", 4, 2)).unwrap();
+        let groups: Vec<u64> = s
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter().map(|p| p.group))
+            .collect();
+        assert_eq!(groups.len(), 10);
+        assert!(
+            groups.iter().all(|&g| g > 0),
+            "group 0 is the metadata group"
+        );
+        let mut sorted = groups.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 10);
+        // Every broker leads some partitions and holds its share of replicas.
+        for b in 1..=3 {
+            let on = s.replicas_on(b);
+            assert!(on.len() >= 5, "broker {b} holds {}", on.len());
+            assert!(on.iter().any(|(_, _, p)| p.replicas[0] == b));
+        }
+        assert_eq!(
+            s.apply(&create("a", 1, 1)),
+            Err(MetadataError::TopicExists("a".into()))
+        );
+        let before = s.clone();
+        assert!(matches!(
+            s.apply(&create("c", 1, 4)),
+            Err(MetadataError::Placement(_))
+        ));
+        assert_eq!(s, before, "a failed command changes nothing");
+        // Deleted topics' groups are never handed out again.
+        s.apply(&Command::DeleteTopic { name: "b".into() }).unwrap();
+        s.apply(&create("c", 1, 1)).unwrap();
+        assert!(s.topics["c"].partitions[0].group > *groups.iter().max().unwrap());
+    }
+
+    #[test]
+    fn commands_round_trip_through_batches_and_state_through_json() {
+        let cmds = [
+            Command::RegisterBroker {
+                id: 4,
+                address: "h:1".into(),
+            },
+            create("t", 3, 1),
+            Command::AlterTopicConfig {
+                name: "t".into(),
+                configs: BTreeMap::from([("retention.ms".into(), "1000".into())]),
+            },
+        ];
+        let mut s = ClusterState::default();
+        for c in &cmds {
+            let batch = c.to_batch(1);
+            let decoded = Command::from_batch(&batch).unwrap();
+            assert_eq!(decoded, vec![c.clone()]);
+            s.apply(&decoded[0]).unwrap();
+        }
+        assert_eq!(s.topics["t"].configs["retention.ms"], "1000");
+        let json = serde_json::to_vec(&s).unwrap();
+        assert_eq!(serde_json::from_slice::<ClusterState>(&json).unwrap(), s);
+        assert!(Command::from_batch(b"junk").is_err());
+    }
+}
