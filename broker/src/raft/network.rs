@@ -116,6 +116,20 @@ impl PeerConnection {
             .map_err(Msg)
     }
 
+    /// A JSON request for this connection's group.
+    fn json_request<T: Serialize>(&self, rpc: &T) -> pb::RaftRequest {
+        pb::RaftRequest {
+            group: self.group,
+            json: Bytes::from(serde_json::to_vec(rpc).expect("plain data serializes")),
+        }
+    }
+
+    /// A client for the peer, or the unreachable error to report.
+    fn connect<E: std::error::Error>(&self) -> Result<RaftPeerClient<Channel>, RpcErr<E>> {
+        self.client()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+
     /// Decodes a reply, turning the peer's Raft error into a remote error.
     fn reply<T, E>(&self, reply: Result<Response<pb::RaftReply>, Status>) -> Result<T, RpcErr<E>>
     where
@@ -170,10 +184,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             header: Bytes::from(serde_json::to_vec(&header).expect("plain data serializes")),
             entries,
         };
-        let mut client = self
-            .client()
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let reply = client.append_entries(with_timeout(request, &option)).await;
+        let reply = self
+            .connect()?
+            .append_entries(with_timeout(request, &option))
+            .await;
         self.reply(reply)
     }
 
@@ -182,14 +196,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RpcErr<RaftError<u64, InstallSnapshotError>>> {
-        let request = pb::RaftRequest {
-            group: self.group,
-            json: Bytes::from(serde_json::to_vec(&rpc).expect("plain data serializes")),
-        };
-        let mut client = self
-            .client()
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let reply = client
+        let request = self.json_request(&rpc);
+        let reply = self
+            .connect()?
             .install_snapshot(with_timeout(request, &option))
             .await;
         self.reply(reply)
@@ -200,14 +209,8 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RpcErr> {
-        let request = pb::RaftRequest {
-            group: self.group,
-            json: Bytes::from(serde_json::to_vec(&rpc).expect("plain data serializes")),
-        };
-        let mut client = self
-            .client()
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let reply = client.vote(with_timeout(request, &option)).await;
+        let request = self.json_request(&rpc);
+        let reply = self.connect()?.vote(with_timeout(request, &option)).await;
         self.reply(reply)
     }
 }
@@ -257,6 +260,19 @@ impl PeerService {
     }
 }
 
+impl PeerService {
+    /// The group a JSON request is for, and the request.
+    fn json_rpc<T: serde::de::DeserializeOwned>(
+        &self,
+        request: Request<pb::RaftRequest>,
+    ) -> Result<(Raft<TypeConfig>, T), Status> {
+        let req = request.into_inner();
+        let raft = self.groups.get(req.group)?;
+        let rpc = serde_json::from_slice(&req.json).map_err(bad_request)?;
+        Ok((raft, rpc))
+    }
+}
+
 fn json_reply<T: Serialize>(value: &T) -> Result<Response<pb::RaftReply>, Status> {
     let json = serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))?;
     Ok(Response::new(pb::RaftReply {
@@ -301,9 +317,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
-        let req = request.into_inner();
-        let raft = self.groups.get(req.group)?;
-        let rpc: VoteRequest<u64> = serde_json::from_slice(&req.json).map_err(bad_request)?;
+        let (raft, rpc) = self.json_rpc::<VoteRequest<u64>>(request)?;
         json_reply(&raft.vote(rpc).await)
     }
 
@@ -311,10 +325,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
-        let req = request.into_inner();
-        let raft = self.groups.get(req.group)?;
-        let rpc: InstallSnapshotRequest<TypeConfig> =
-            serde_json::from_slice(&req.json).map_err(bad_request)?;
+        let (raft, rpc) = self.json_rpc::<InstallSnapshotRequest<TypeConfig>>(request)?;
         json_reply(&raft.install_snapshot(rpc).await)
     }
 }
