@@ -2,8 +2,11 @@
 //!
 //! - [`wait_until`], [`eventually`]: poll a condition with a deadline instead of sleeping.
 //! - [`TestBroker`]: a broker in this process on a free port with its own data directory.
+//! - [`raft_group`]: a Raft group of in-process nodes over real gRPC.
 //! - [`ChildTest`]: re-run the current test binary as a child process running one named
 //!   test, so a test can SIGKILL a real process in the middle of its work.
+
+pub mod raft_group;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};

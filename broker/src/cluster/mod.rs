@@ -183,6 +183,24 @@ impl ClusterState {
     }
 }
 
+impl crate::raft::state_machine::Applier for ClusterState {
+    fn apply_batch(&mut self, batch: &[u8]) -> Option<String> {
+        let commands = match Command::from_batch(batch) {
+            Ok(c) => c,
+            Err(e) => return Some(e.to_string()),
+        };
+        // Commands apply one by one; a refused one changes nothing and is reported.
+        commands
+            .iter()
+            .map(|c| self.apply(c))
+            .find_map(Result::err)
+            .map(|e| e.to_string())
+    }
+}
+
+/// The metadata group's state machine: offsets plus the cluster state.
+pub type MetadataStateMachine = crate::raft::state_machine::PartitionStateMachine<ClusterState>;
+
 impl Command {
     /// The command as a one-record batch (the value is its JSON).
     pub fn to_batch(&self, timestamp: i64) -> Bytes {

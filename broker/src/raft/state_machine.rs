@@ -3,6 +3,9 @@
 //! Applying an entry moves the high watermark to the end of that entry's records: the
 //! records themselves are already in the partition log, written when the entry was
 //! appended. A snapshot is the applied log id, the membership and the high watermark.
+//!
+//! A group whose records are commands (the metadata group) adds an [`Applier`] that folds
+//! each committed batch into its state; that state is then part of the snapshot.
 
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,22 +13,41 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError, StoredMembership};
 use rafka_proto::batch::BatchHeader;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::types::{typ, AppendResult, BatchData, TypeConfig};
 
+/// State built from a group's committed record batches, beyond offsets.
+pub trait Applier: Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// Folds in one committed data batch; returns why it was refused, if it was (it then
+    /// changes nothing).
+    fn apply_batch(&mut self, batch: &[u8]) -> Option<String>;
+}
+
+/// No state beyond offsets: an ordinary partition.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Offsets;
+
+impl Applier for Offsets {
+    fn apply_batch(&mut self, _batch: &[u8]) -> Option<String> {
+        None
+    }
+}
+
 /// What a snapshot holds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct SmData {
+struct SmData<A> {
     last_applied: Option<typ::LogId>,
     membership: typ::StoredMembership,
     high_watermark: u64,
+    app: A,
 }
 
 #[derive(Default)]
-struct SmState {
-    data: SmData,
+struct SmState<A> {
+    data: SmData<A>,
     snapshot: Option<(typ::SnapshotMeta, Vec<u8>)>,
     snapshots_built: u64,
 }
@@ -36,18 +58,18 @@ fn sm_err(e: impl std::fmt::Display) -> typ::StorageError {
 
 /// The state machine of one partition; cheap to clone (shared state).
 #[derive(Clone)]
-pub struct PartitionStateMachine {
-    state: Arc<Mutex<SmState>>,
+pub struct PartitionStateMachine<A: Applier = Offsets> {
+    state: Arc<Mutex<SmState<A>>>,
     high_watermark: watch::Sender<u64>,
 }
 
-impl Default for PartitionStateMachine {
+impl<A: Applier> Default for PartitionStateMachine<A> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl PartitionStateMachine {
+impl<A: Applier> PartitionStateMachine<A> {
     /// An empty state machine.
     pub fn new() -> Self {
         Self {
@@ -66,11 +88,16 @@ impl PartitionStateMachine {
         self.lock().data.high_watermark
     }
 
-    fn lock(&self) -> MutexGuard<'_, SmState> {
+    /// The applier's state now.
+    pub fn app(&self) -> A {
+        self.lock().data.app.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SmState<A>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn snapshot_of(state: &mut SmState) -> Result<typ::Snapshot, typ::StorageError> {
+    fn snapshot_of(state: &mut SmState<A>) -> Result<typ::Snapshot, typ::StorageError> {
         let bytes = serde_json::to_vec(&state.data).map_err(sm_err)?;
         state.snapshots_built += 1;
         let meta = openraft::SnapshotMeta {
@@ -90,13 +117,13 @@ impl PartitionStateMachine {
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine {
+impl<A: Applier> RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine<A> {
     async fn build_snapshot(&mut self) -> Result<typ::Snapshot, typ::StorageError> {
         Self::snapshot_of(&mut self.lock())
     }
 }
 
-impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
+impl<A: Applier> RaftStateMachine<TypeConfig> for PartitionStateMachine<A> {
     type SnapshotBuilder = Self;
 
     async fn applied_state(
@@ -122,17 +149,20 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                     AppendResult {
                         base_offset: h.base_offset as u64,
                         next_offset: h.next_offset() as u64,
+                        error: s.data.app.apply_batch(&batch),
                     }
                 }
                 EntryPayload::Blank => AppendResult {
                     base_offset: hw,
                     next_offset: hw,
+                    error: None,
                 },
                 EntryPayload::Membership(m) => {
                     s.data.membership = StoredMembership::new(Some(e.log_id), m);
                     AppendResult {
                         base_offset: hw,
                         next_offset: hw,
+                        error: None,
                     }
                 }
             };
@@ -161,14 +191,14 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), typ::StorageError> {
         let bytes = snapshot.into_inner();
-        let data: SmData = serde_json::from_slice(&bytes).map_err(sm_err)?;
+        let data: SmData<A> = serde_json::from_slice(&bytes).map_err(sm_err)?;
         let hw = data.high_watermark;
         {
             let mut s = self.lock();
             s.data = SmData {
                 last_applied: meta.last_log_id,
                 membership: meta.last_membership.clone(),
-                high_watermark: hw,
+                ..data
             };
             s.snapshot = Some((meta.clone(), bytes));
         }

@@ -15,13 +15,16 @@ impl std::fmt::Debug for BatchData {
     }
 }
 
-/// What applying an entry reports: where its records landed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What applying an entry reports: where its records landed, and for the metadata group,
+/// whether its commands took effect.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendResult {
     /// Offset of the first record (the high watermark before it, for a control entry).
     pub base_offset: u64,
     /// Offset after the entry: the high watermark once it is applied.
     pub next_offset: u64,
+    /// Why a metadata command was refused (it then changed nothing).
+    pub error: Option<String>,
 }
 
 openraft::declare_raft_types!(
