@@ -59,6 +59,14 @@ pub enum BrokerError {
         /// The storage error (shared: one failed group commit fails every request in it).
         source: Arc<LogError>,
     },
+    /// This broker does not lead the partition (or the metadata); retry on the leader.
+    #[error("{what}: not the leader here; the leader is {}", leader.map_or("unknown (election in progress)".to_string(), |l| format!("broker {l}")))]
+    NotLeader {
+        /// The partition or group concerned.
+        what: String,
+        /// The leader's broker id, if known.
+        leader: Option<u64>,
+    },
     /// The broker is shutting down.
     #[error("the broker is shutting down")]
     ShuttingDown,
@@ -85,6 +93,7 @@ impl From<BrokerError> for Status {
                 LogError::Corrupt { .. } => Code::DataLoss,
                 LogError::Io { .. } | LogError::Poisoned { .. } => Code::Unavailable,
             },
+            BrokerError::NotLeader { .. } => Code::FailedPrecondition,
             BrokerError::ShuttingDown => Code::Unavailable,
             BrokerError::Internal(_) => Code::Internal,
         };

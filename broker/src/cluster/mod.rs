@@ -7,7 +7,9 @@
 //! log is an ordinary partition log.
 //!
 //! - `placement`  spreading replicas and preferred leaders evenly over brokers
+//! - `node`       a broker's part: runs group 0, starts/stops partition groups per metadata
 
+pub mod node;
 pub mod placement;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,349 @@
+//! A broker's part in the cluster: it runs the metadata group (group 0) and, following
+//! the metadata, starts and stops a Raft group for every partition it replicates.
+//!
+//! ```text
+//!  metadata group 0 ──applied commands──► ClusterState ──watch──► reconcile
+//!                                                                  │ start groups of new
+//!                                                                  │ replicas, stop (and
+//!                                                                  ▼ delete) removed ones
+//!                        ReplicatedPartition: partition log + Raft group + high watermark
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Raft};
+use rafka_proto::batch::ValidatedBatch;
+use tokio::sync::watch;
+
+use super::{ClusterState, Command, MetadataStateMachine, PartitionEntry};
+use crate::config::apply_topic_configs;
+use crate::error::BrokerError;
+use crate::log::{LogConfig, LogReader, PartitionLog};
+use crate::raft::log_store::RaftLogStore;
+use crate::raft::network::{GroupNetwork, PeerChannels, PeerService, RaftGroups};
+use crate::raft::state_machine::PartitionStateMachine;
+use crate::raft::types::{AppendResult, BatchData, TypeConfig};
+
+/// Raft group of the cluster metadata.
+pub const METADATA_GROUP: u64 = 0;
+/// Directory of the metadata log.
+pub const METADATA_DIR: &str = "__cluster_metadata-0";
+
+fn raft_config() -> Arc<openraft::Config> {
+    let config = openraft::Config {
+        cluster_name: "rafka".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        // Snapshots hold offsets, not data: a lagging replica catches up from the log.
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        ..Default::default()
+    };
+    Arc::new(config.validate().expect("static Raft config is valid"))
+}
+
+fn internal(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Internal(e.to_string())
+}
+
+/// Opens a partition log and its Raft group.
+async fn open_group<A: crate::raft::state_machine::Applier>(
+    node: u64,
+    group: u64,
+    dir: &Path,
+    config: LogConfig,
+    channels: &PeerChannels,
+) -> Result<
+    (
+        Raft<TypeConfig>,
+        Arc<Mutex<PartitionLog>>,
+        PartitionStateMachine<A>,
+    ),
+    BrokerError,
+> {
+    let open_dir = dir.to_path_buf();
+    let log = tokio::task::spawn_blocking(move || PartitionLog::open(open_dir, config))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    let log = Arc::new(Mutex::new(log));
+    let store = RaftLogStore::open(dir, log.clone()).map_err(internal)?;
+    let sm = PartitionStateMachine::<A>::new();
+    let network = GroupNetwork::new(group, channels.clone());
+    let raft = Raft::new(node, raft_config(), network, store, sm.clone())
+        .await
+        .map_err(internal)?;
+    Ok((raft, log, sm))
+}
+
+/// Initializes a group unless it already is (then `initialize` is refused, which is fine).
+async fn initialize(raft: &Raft<TypeConfig>, members: BTreeMap<u64, BasicNode>) {
+    if let Err(e) = raft.initialize(members).await {
+        tracing::debug!("group already initialized: {e}");
+    }
+}
+
+/// One replica of a partition on this broker.
+pub struct ReplicatedPartition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: u32,
+    /// The partition's Raft group id.
+    pub group: u64,
+    raft: Raft<TypeConfig>,
+    reader: LogReader,
+    sm: PartitionStateMachine,
+    dir: PathBuf,
+}
+
+impl ReplicatedPartition {
+    /// Appends a batch through Raft; returns once a majority committed it.
+    pub async fn append(&self, batch: ValidatedBatch) -> Result<AppendResult, BrokerError> {
+        match self
+            .raft
+            .client_write(BatchData(batch.bytes().clone()))
+            .await
+        {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(BrokerError::NotLeader {
+                    what: format!("{}-{}", self.topic, self.partition),
+                    leader: f.leader_id,
+                })
+            }
+            Err(e) => Err(internal(format!("{}-{}: {e}", self.topic, self.partition))),
+        }
+    }
+
+    /// Records below this are committed.
+    pub fn high_watermark(&self) -> u64 {
+        self.sm.high_watermark()
+    }
+
+    /// Concurrent reads of the replica's log.
+    pub fn reader(&self) -> &LogReader {
+        &self.reader
+    }
+
+    /// The current leader, as this replica knows it.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// The Raft handle (tests and metrics).
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+}
+
+/// This broker's membership in the cluster.
+pub struct ClusterNode {
+    id: u32,
+    data_dir: PathBuf,
+    peers: BTreeMap<u32, String>,
+    defaults: LogConfig,
+    groups: RaftGroups,
+    channels: PeerChannels,
+    metadata: Raft<TypeConfig>,
+    metadata_sm: MetadataStateMachine,
+    partitions: tokio::sync::Mutex<HashMap<(String, u32), Arc<ReplicatedPartition>>>,
+    stop: watch::Sender<bool>,
+}
+
+impl ClusterNode {
+    /// Starts the metadata group over `peers` (broker id → peer address, this broker
+    /// included) and follows it. The lowest id initializes the group on first start.
+    pub async fn start(
+        id: u32,
+        data_dir: &Path,
+        peers: BTreeMap<u32, String>,
+        defaults: LogConfig,
+    ) -> Result<Arc<Self>, BrokerError> {
+        if !peers.contains_key(&id) {
+            return Err(BrokerError::InvalidRequest(format!(
+                "broker {id} is not in its own peer list"
+            )));
+        }
+        let channels = PeerChannels::default();
+        let groups = RaftGroups::default();
+        let (metadata, _, metadata_sm) = open_group(
+            id as u64,
+            METADATA_GROUP,
+            &data_dir.join(METADATA_DIR),
+            defaults.clone(),
+            &channels,
+        )
+        .await?;
+        groups.insert(METADATA_GROUP, metadata.clone());
+        if peers.keys().next() == Some(&id) {
+            initialize(&metadata, members(&peers, peers.keys().copied())).await;
+        }
+        let (stop, _) = watch::channel(false);
+        let node = Arc::new(Self {
+            id,
+            data_dir: data_dir.to_path_buf(),
+            peers,
+            defaults,
+            groups,
+            channels,
+            metadata,
+            metadata_sm,
+            partitions: tokio::sync::Mutex::new(HashMap::new()),
+            stop,
+        });
+        tokio::spawn(Self::follow(node.clone()));
+        Ok(node)
+    }
+
+    /// This broker's id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The peer-facing gRPC service for every group on this broker.
+    pub fn peer_service(&self) -> PeerService {
+        PeerService::new(self.groups.clone())
+    }
+
+    /// The metadata as applied here.
+    pub fn state(&self) -> ClusterState {
+        self.metadata_sm.app()
+    }
+
+    /// Proposes a metadata change; only the metadata leader accepts it.
+    pub async fn propose(&self, cmd: &Command) -> Result<(), BrokerError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let topic = match cmd {
+            Command::CreateTopic { name, .. }
+            | Command::DeleteTopic { name }
+            | Command::AlterTopicConfig { name, .. } => name.clone(),
+            Command::RegisterBroker { .. } => String::new(),
+        };
+        match self
+            .metadata
+            .client_write(BatchData(cmd.to_batch(now)))
+            .await
+        {
+            Ok(r) => match r.data.error {
+                None => Ok(()),
+                Some(e) if e.contains("already exists") => Err(BrokerError::TopicExists(topic)),
+                Some(e) if e.contains("unknown topic") => Err(BrokerError::UnknownTopic(topic)),
+                Some(e) => Err(BrokerError::InvalidRequest(e)),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(BrokerError::NotLeader {
+                    what: "cluster metadata".into(),
+                    leader: f.leader_id,
+                })
+            }
+            Err(e) => Err(internal(format!("metadata: {e}"))),
+        }
+    }
+
+    /// This broker's replica of a partition, once started.
+    pub async fn partition(&self, topic: &str, partition: u32) -> Option<Arc<ReplicatedPartition>> {
+        self.partitions
+            .lock()
+            .await
+            .get(&(topic.to_string(), partition))
+            .cloned()
+    }
+
+    /// Stops every group this broker runs.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        for (_, p) in self.partitions.lock().await.drain() {
+            let _ = p.raft.shutdown().await;
+        }
+        let _ = self.metadata.shutdown().await;
+    }
+
+    /// Reconciles the running partition groups with the metadata whenever it changes.
+    async fn follow(node: Arc<Self>) {
+        let mut applied = node.metadata_sm.watch_high_watermark();
+        let mut stop = node.stop.subscribe();
+        loop {
+            if let Err(e) = node.reconcile().await {
+                tracing::warn!(broker = node.id, "reconciling partitions: {e}");
+            }
+            tokio::select! {
+                changed = applied.changed() => if changed.is_err() { return },
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn reconcile(&self) -> Result<(), BrokerError> {
+        let state = self.metadata_sm.app();
+        let wanted: HashMap<(String, u32), &PartitionEntry> = state
+            .replicas_on(self.id)
+            .into_iter()
+            .map(|(t, p, e)| ((t.to_string(), p), e))
+            .collect();
+        let mut running = self.partitions.lock().await;
+        let gone: Vec<(String, u32)> = running
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(p) = running.remove(&key) {
+                self.groups.remove(p.group);
+                let _ = p.raft.shutdown().await;
+                let dir = p.dir.clone();
+                tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
+                    .await
+                    .map_err(internal)?
+                    .map_err(internal)?;
+            }
+        }
+        for ((topic, partition), entry) in wanted {
+            if running.contains_key(&(topic.clone(), partition)) {
+                continue;
+            }
+            let configs = &state.topics[&topic].configs;
+            let config = apply_topic_configs(&self.defaults, configs)
+                .map_err(BrokerError::InvalidRequest)?;
+            let dir = self.data_dir.join(format!("{topic}-{partition}"));
+            let (raft, log, sm) =
+                open_group(self.id as u64, entry.group, &dir, config, &self.channels).await?;
+            self.groups.insert(entry.group, raft.clone());
+            if entry.replicas.first() == Some(&self.id) {
+                let replicas = entry.replicas.iter().copied();
+                initialize(&raft, members(&self.peers, replicas)).await;
+            }
+            let reader = log.lock().unwrap_or_else(|e| e.into_inner()).reader();
+            running.insert(
+                (topic.clone(), partition),
+                Arc::new(ReplicatedPartition {
+                    topic,
+                    partition,
+                    group: entry.group,
+                    raft,
+                    reader,
+                    sm,
+                    dir,
+                }),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn members(
+    peers: &BTreeMap<u32, String>,
+    ids: impl Iterator<Item = u32>,
+) -> BTreeMap<u64, BasicNode> {
+    ids.filter_map(|id| {
+        peers
+            .get(&id)
+            .map(|a| (id as u64, BasicNode::new(a.clone())))
+    })
+    .collect()
+}

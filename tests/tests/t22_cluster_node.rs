@@ -1,0 +1,203 @@
+//! Brokers follow the cluster metadata: creating a topic through the metadata group makes
+//! every replica start the partition's Raft group; writes on each partition's leader reach
+//! every replica; deleting the topic stops the groups and removes their data.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rafka_broker::cluster::node::ClusterNode;
+use rafka_broker::cluster::Command;
+use rafka_broker::error::BrokerError;
+use rafka_broker::log::LogConfig;
+use rafka_proto::batch::{BatchBuilder, Record, ValidatedBatch};
+use rafka_proto::peer::raft_peer_server::RaftPeerServer;
+use rafka_tests::eventually;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct Broker {
+    node: Arc<ClusterNode>,
+    dir: tempfile::TempDir,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start_cluster(n: u32) -> Vec<Broker> {
+    let mut listeners = Vec::new();
+    let mut peers = BTreeMap::new();
+    for id in 1..=n {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(id, l.local_addr().unwrap().to_string());
+        listeners.push(l);
+    }
+    let mut brokers = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = i as u32 + 1;
+        let node = ClusterNode::start(id, dir.path(), peers.clone(), LogConfig::default())
+            .await
+            .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftPeerServer::new(node.peer_service()))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ),
+        );
+        brokers.push(Broker { node, dir, stop });
+    }
+    brokers
+}
+
+/// Proposes `cmd` on whichever broker leads the metadata, retrying while it is elected.
+async fn propose(brokers: &[Broker], cmd: Command) -> Result<(), BrokerError> {
+    let start = tokio::time::Instant::now();
+    loop {
+        for b in brokers {
+            match b.node.propose(&cmd).await {
+                Err(BrokerError::NotLeader { .. }) => continue,
+                other => return other,
+            }
+        }
+        assert!(start.elapsed() < DEADLINE, "no metadata leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn batch(i: u64) -> ValidatedBatch {
+    let mut b = BatchBuilder::new();
+    for r in 0..5u64 {
+        b.append(&Record {
+            timestamp: 1,
+            key: Some(&r.to_be_bytes()),
+            value: Some(format!("{i}-{r}").as_bytes()),
+            headers: &[],
+        });
+    }
+    ValidatedBatch::parse(b.seal()).unwrap()
+}
+
+async fn committed(b: &Broker, topic: &str, p: u32) -> Bytes {
+    let part = b.node.partition(topic, p).await.unwrap();
+    part.reader()
+        .read_below(0, 64 << 20, part.high_watermark())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_follow_the_metadata() {
+    let brokers = start_cluster(3).await;
+    for id in 1..=3 {
+        propose(
+            &brokers,
+            Command::RegisterBroker {
+                id,
+                address: format!("broker-{id}"),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let create = Command::CreateTopic {
+        name: "t".into(),
+        partitions: 3,
+        replication_factor: 3,
+        configs: BTreeMap::new(),
+    };
+    propose(&brokers, create.clone()).await.unwrap();
+    assert!(matches!(
+        propose(&brokers, create).await,
+        Err(BrokerError::TopicExists(t)) if t == "t"
+    ));
+
+    // Every broker runs all three partitions, and each partition elects a leader.
+    eventually("partition groups on every broker", DEADLINE, || async {
+        for b in &brokers {
+            for p in 0..3 {
+                match b.node.partition("t", p).await {
+                    Some(part) if part.leader().is_some() => {}
+                    _ => return false,
+                }
+            }
+        }
+        true
+    })
+    .await;
+
+    for p in 0..3 {
+        let leader = brokers[0]
+            .node
+            .partition("t", p)
+            .await
+            .unwrap()
+            .leader()
+            .unwrap();
+        let on_leader = brokers[leader as usize - 1]
+            .node
+            .partition("t", p)
+            .await
+            .unwrap();
+        let mut next = 0;
+        for i in 0..20 {
+            let r = on_leader.append(batch(i)).await.unwrap();
+            assert_eq!(r.base_offset, next);
+            next = r.next_offset;
+        }
+        // A follower refuses writes and names the leader.
+        let follower = brokers
+            .iter()
+            .position(|b| b.node.id() != leader as u32)
+            .unwrap();
+        let on_follower = brokers[follower].node.partition("t", p).await.unwrap();
+        match on_follower.append(batch(99)).await {
+            Err(BrokerError::NotLeader {
+                leader: Some(l), ..
+            }) => assert_eq!(l, leader),
+            other => panic!("a follower accepted a write: {other:?}"),
+        }
+    }
+    eventually("every replica committed every write", DEADLINE, || async {
+        for b in &brokers {
+            for p in 0..3 {
+                if b.node.partition("t", p).await.unwrap().high_watermark() != 100 {
+                    return false;
+                }
+            }
+        }
+        true
+    })
+    .await;
+    for p in 0..3 {
+        let reference = committed(&brokers[0], "t", p).await;
+        assert!(!reference.is_empty());
+        for b in &brokers[1..] {
+            assert_eq!(committed(b, "t", p).await, reference, "partition {p}");
+        }
+    }
+
+    propose(&brokers, Command::DeleteTopic { name: "t".into() })
+        .await
+        .unwrap();
+    eventually("partition groups stopped and removed", DEADLINE, || async {
+        for b in &brokers {
+            for p in 0..3 {
+                if b.node.partition("t", p).await.is_some()
+                    || b.dir.path().join(format!("t-{p}")).exists()
+                {
+                    return false;
+                }
+            }
+        }
+        true
+    })
+    .await;
+    for b in brokers {
+        b.node.shutdown().await;
+        let _ = b.stop.send(());
+    }
+}
