@@ -304,8 +304,16 @@ impl Producer {
     /// Sends everything buffered now and waits until every record sent so far is
     /// acknowledged or failed.
     pub async fn flush(&self) {
-        let inner = &self.inner;
+        /// Ends the flush even if the caller drops the future half way.
+        struct Flushing<'a>(&'a Inner);
+        impl Drop for Flushing<'_> {
+            fn drop(&mut self) {
+                self.0.lock().flushing -= 1;
+            }
+        }
+        let inner = &*self.inner;
         inner.lock().flushing += 1;
+        let _flushing = Flushing(inner);
         inner.wake.notify_one();
         loop {
             let idle = inner.idle.notified();
@@ -316,7 +324,6 @@ impl Producer {
             }
             idle.await;
         }
-        inner.lock().flushing -= 1;
     }
 
     /// Flushes, then stops the producer; later sends fail with [`ClientError::Closed`].
