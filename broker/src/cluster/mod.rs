@@ -65,6 +65,9 @@ pub enum MetadataError {
     /// Not enough brokers, or other impossible placements.
     #[error("{0}")]
     Placement(String),
+    /// A bad topic name, partition count or config.
+    #[error("{0}")]
+    Invalid(String),
     /// A command that could not be decoded.
     #[error("bad metadata record: {0}")]
     BadRecord(String),
@@ -124,6 +127,16 @@ impl ClusterState {
                 replication_factor,
                 configs,
             } => {
+                // The same checks as on a single broker: a name becomes a directory name.
+                crate::topics::validate_topic_name(name)
+                    .map_err(|e| MetadataError::Invalid(e.to_string()))?;
+                if *partitions > crate::topics::MAX_PARTITIONS {
+                    return Err(MetadataError::Invalid(format!(
+                        "partitions must be at most {}, not {partitions}",
+                        crate::topics::MAX_PARTITIONS
+                    )));
+                }
+                check_configs(configs)?;
                 if self.topics.contains_key(name) {
                     return Err(MetadataError::TopicExists(name.clone()));
                 }
@@ -164,7 +177,10 @@ impl ClusterState {
                     .topics
                     .get_mut(name)
                     .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
-                topic.configs.extend(configs.clone());
+                let mut merged = topic.configs.clone();
+                merged.extend(configs.clone());
+                check_configs(&merged)?;
+                topic.configs = merged;
             }
         }
         Ok(())
@@ -183,6 +199,13 @@ impl ClusterState {
             })
             .collect()
     }
+}
+
+/// Topic configs must be known names with valid values.
+fn check_configs(configs: &BTreeMap<String, String>) -> Result<(), MetadataError> {
+    crate::config::apply_topic_configs(&crate::log::LogConfig::default(), configs)
+        .map(|_| ())
+        .map_err(MetadataError::Invalid)
 }
 
 impl crate::raft::state_machine::Applier for ClusterState {
@@ -293,6 +316,26 @@ mod tests {
             Err(MetadataError::Placement(_))
         ));
         assert_eq!(s, before, "a failed command changes nothing");
+        for bad in [
+            create("../escape", 1, 1),
+            create("ok", 20_000, 1),
+            Command::CreateTopic {
+                name: "cfg".into(),
+                partitions: 1,
+                replication_factor: 1,
+                configs: BTreeMap::from([("cleanup.policy".into(), "compact".into())]),
+            },
+            Command::AlterTopicConfig {
+                name: "a".into(),
+                configs: BTreeMap::from([("flush".into(), "never".into())]),
+            },
+        ] {
+            assert!(
+                matches!(s.apply(&bad), Err(MetadataError::Invalid(_))),
+                "{bad:?}"
+            );
+            assert_eq!(s, before, "{bad:?} changed the state");
+        }
         // Deleted topics' groups are never handed out again.
         s.apply(&Command::DeleteTopic { name: "b".into() }).unwrap();
         s.apply(&create("c", 1, 1)).unwrap();
