@@ -17,18 +17,28 @@ use rafka_client::{
 
 use crate::report::histogram;
 
-/// Options of `rafka-bench produce`.
+/// Options both commands take.
 #[derive(clap::Args, Clone)]
-pub struct ProduceArgs {
+pub struct Target {
     /// Brokers, comma-separated.
     #[arg(long, env = "RAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     bootstrap: String,
-    /// Topic (created with --partitions if missing).
+    /// Topic (created with --partitions if missing when producing).
     #[arg(long)]
     topic: String,
-    /// Records to send in all.
+    /// Records to send or read in all.
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Options of `rafka-bench produce`.
+#[derive(clap::Args, Clone)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    target: Target,
     /// Stop sending after this many seconds, even if fewer records were sent.
     #[arg(long)]
     duration_secs: Option<u64>,
@@ -59,26 +69,13 @@ pub struct ProduceArgs {
     /// Give each record a key (from a space of 10,000).
     #[arg(long)]
     keyed: bool,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
-/// Options of `rafka-bench consume`.
+/// Options of `rafka-bench consume` (it reads the topic from the beginning).
 #[derive(clap::Args)]
 pub struct ConsumeArgs {
-    /// Brokers, comma-separated.
-    #[arg(long, env = "RAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
-    bootstrap: String,
-    /// Topic to read from the beginning.
-    #[arg(long)]
-    topic: String,
-    /// Records to read.
-    #[arg(long, default_value_t = 1_000_000)]
-    records: u64,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    target: Target,
 }
 
 /// A result line.
@@ -153,7 +150,7 @@ async fn ensure_topic(bootstrap: &str, topic: &str, partitions: u32) -> anyhow::
 }
 
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
-    ensure_topic(&args.bootstrap, &args.topic, args.partitions).await?;
+    ensure_topic(&args.target.bootstrap, &args.target.topic, args.partitions).await?;
     let config = ProducerConfig {
         acks: args.acks.parse()?,
         batch_size: args.batch_size,
@@ -166,14 +163,14 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             .map(|i| (i % 251) as u8)
             .collect::<Vec<_>>(),
     );
-    let bar = progress(args.records, args.json);
+    let bar = progress(args.target.records, args.target.json);
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
     let k = args.producers.max(1) as u64;
     for i in 0..k {
-        let count = args.records / k + u64::from(i < args.records % k);
-        let producer = Producer::connect(&args.bootstrap, config.clone()).await?;
+        let count = args.target.records / k + u64::from(i < args.target.records % k);
+        let producer = Producer::connect(&args.target.bootstrap, config.clone()).await?;
         let (args, value, bar, done) = (args.clone(), value.clone(), bar.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             run_producer(producer, &args, value, count, i, k, start, &bar, &done).await
@@ -194,7 +191,7 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         latency,
         latency_of: "send-to-ack",
     }
-    .print(args.json);
+    .print(args.target.json);
     Ok(())
 }
 
@@ -223,7 +220,7 @@ async fn run_producer(
     });
     let per_producer_rate = args.rate as f64 / producers as f64;
     let stop_at = args.duration_secs.map(|s| start + Duration::from_secs(s));
-    let topic: Arc<str> = args.topic.as_str().into();
+    let topic: Arc<str> = args.target.topic.as_str().into();
     for n in 0..count {
         if n % 256 == 0 && stop_at.is_some_and(|t| Instant::now() >= t) {
             break;
@@ -251,24 +248,27 @@ async fn run_producer(
 }
 
 pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
-    let mut consumer = Consumer::connect(&args.bootstrap, ConsumerConfig::default()).await?;
-    let partitions: Vec<TopicPartition> = consumer.partitions_of(&args.topic).await?;
+    let mut consumer = Consumer::connect(&args.target.bootstrap, ConsumerConfig::default()).await?;
+    let partitions: Vec<TopicPartition> = consumer.partitions_of(&args.target.topic).await?;
     consumer.assign(partitions.clone());
     for tp in &partitions {
         consumer.seek(tp, SeekTo::Earliest).await?;
     }
-    let bar = progress(args.records, args.json);
+    let bar = progress(args.target.records, args.target.json);
     let mut latency = histogram();
     let (mut records, mut bytes) = (0u64, 0u64);
     let start = Instant::now();
     let mut idle = 0;
-    while records < args.records {
+    while records < args.target.records {
         let t = Instant::now();
         let batch = consumer.poll(Duration::from_secs(1)).await?;
         if batch.is_empty() {
             idle += 1;
             if idle >= 10 {
-                bail!("no records for 10 s after {records} of {}", args.records);
+                bail!(
+                    "no records for 10 s after {records} of {}",
+                    args.target.records
+                );
             }
             continue;
         }
@@ -291,6 +291,6 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         latency,
         latency_of: "poll",
     }
-    .print(args.json);
+    .print(args.target.json);
     Ok(())
 }
