@@ -54,19 +54,30 @@ async fn start_cluster(n: u32) -> Vec<Broker> {
     brokers
 }
 
-/// Proposes `cmd` on whichever broker leads the metadata, retrying while it is elected.
+/// Proposes `cmd` on whichever broker leads the metadata, once one does.
 async fn propose(brokers: &[Broker], cmd: Command) -> Result<(), BrokerError> {
-    let start = tokio::time::Instant::now();
-    loop {
-        for b in brokers {
-            match b.node.propose(&cmd).await {
-                Err(BrokerError::NotLeader { .. }) => continue,
-                other => return other,
+    let outcome = std::sync::Mutex::new(None);
+    eventually(
+        "a metadata leader to take the command",
+        DEADLINE,
+        || async {
+            for b in brokers {
+                match b.node.propose(&cmd).await {
+                    Err(BrokerError::NotLeader { .. }) => continue,
+                    other => {
+                        *outcome.lock().unwrap() = Some(other);
+                        return true;
+                    }
+                }
             }
-        }
-        assert!(start.elapsed() < DEADLINE, "no metadata leader");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            false
+        },
+    )
+    .await;
+    outcome
+        .into_inner()
+        .unwrap()
+        .expect("set when the wait ended")
 }
 
 fn batch(i: u64) -> ValidatedBatch {
