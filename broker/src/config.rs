@@ -28,6 +28,9 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// Partitions of a topic created without a count.
     pub default_partitions: u32,
+    /// The cluster's brokers as `id=host:port,...` (this broker included); each address
+    /// serves clients and peers. Empty: a single broker without replication.
+    pub peers: String,
     /// Defaults for topic configs, by Kafka name (`retention.ms`, `flush`, ...).
     pub log: BTreeMap<String, String>,
 }
@@ -42,6 +45,7 @@ impl Default for BrokerConfig {
             max_request_bytes: 64 << 20,
             retention_check_interval_ms: 5 * 60 * 1000,
             default_partitions: 1,
+            peers: String::new(),
             log: BTreeMap::new(),
         }
     }
@@ -60,10 +64,37 @@ impl BrokerConfig {
         apply_topic_configs(&LogConfig::default(), &self.log)
     }
 
+    /// The peers by broker id (empty for a single broker).
+    pub fn peer_map(&self) -> Result<BTreeMap<u32, String>, String> {
+        parse_peers(&self.peers)
+    }
+
     /// How often retention runs.
     pub fn retention_check_interval(&self) -> Duration {
         Duration::from_millis(self.retention_check_interval_ms.max(1))
     }
+}
+
+/// Parses `id=host:port,...`.
+pub fn parse_peers(text: &str) -> Result<BTreeMap<u32, String>, String> {
+    let mut peers = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("peer `{part}` must be id=host:port"))?;
+        let id: u32 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("peer `{part}`: `{id}` is not a broker id"))?;
+        let addr = addr.trim();
+        if addr.is_empty() || !addr.contains(':') {
+            return Err(format!("peer `{part}`: `{addr}` is not host:port"));
+        }
+        if peers.insert(id, addr.to_string()).is_some() {
+            return Err(format!("broker id {id} appears twice in the peer list"));
+        }
+    }
+    Ok(peers)
 }
 
 /// The topic config names rafka understands.
@@ -200,5 +231,22 @@ mod tests {
             Some(Duration::from_secs(1))
         );
         assert!(toml::from_str::<BrokerConfig>("nodeid = 3").is_err());
+    }
+
+    #[test]
+    fn peers_parse_and_reject_nonsense() {
+        let p = parse_peers("1=127.0.0.1:9092, 2=h:9093").unwrap();
+        assert_eq!(p[&1], "127.0.0.1:9092");
+        assert_eq!(p[&2], "h:9093");
+        assert!(parse_peers("").unwrap().is_empty());
+        for (bad, says) in [
+            ("1:127.0.0.1:1", "must be id=host:port"),
+            ("x=h:1", "not a broker id"),
+            ("1=host", "not host:port"),
+            ("1=h:1,1=h:2", "appears twice"),
+        ] {
+            let err = parse_peers(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }

@@ -7,6 +7,9 @@ use tonic::{Code, Status};
 
 use crate::log::LogError;
 
+/// Status metadata key naming the leader's broker id in a not-leader answer.
+pub const LEADER_HEADER: &str = "rafka-leader";
+
 /// What went wrong serving a request. Messages name the topic, partition and offset.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -70,6 +73,13 @@ pub enum BrokerError {
     /// The broker is shutting down.
     #[error("the broker is shutting down")]
     ShuttingDown,
+    /// Temporarily unable to serve (no quorum, election in progress, replica behind);
+    /// retriable.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A request forwarded to another broker (the metadata leader) failed there.
+    #[error("{}", .0.message())]
+    Forwarded(tonic::Status),
     /// Anything else on the broker's side (I/O on metadata files, a failed task).
     #[error("{0}")]
     Internal(String),
@@ -77,6 +87,9 @@ pub enum BrokerError {
 
 impl From<BrokerError> for Status {
     fn from(e: BrokerError) -> Self {
+        if let BrokerError::Forwarded(status) = e {
+            return status;
+        }
         let code = match &e {
             BrokerError::UnknownTopic(_) => Code::NotFound,
             BrokerError::TopicExists(_) => Code::AlreadyExists,
@@ -93,10 +106,22 @@ impl From<BrokerError> for Status {
                 LogError::Corrupt { .. } => Code::DataLoss,
                 LogError::Io { .. } | LogError::Poisoned { .. } => Code::Unavailable,
             },
-            BrokerError::NotLeader { .. } => Code::FailedPrecondition,
-            BrokerError::ShuttingDown => Code::Unavailable,
+            // Retriable: the client follows the `rafka-leader` header or refreshes metadata.
+            BrokerError::NotLeader { .. } => Code::Unavailable,
+            BrokerError::ShuttingDown | BrokerError::Unavailable(_) => Code::Unavailable,
             BrokerError::Internal(_) => Code::Internal,
+            BrokerError::Forwarded(s) => s.code(),
         };
-        Status::new(code, e.to_string())
+        let mut status = Status::new(code, e.to_string());
+        if let BrokerError::NotLeader {
+            leader: Some(id), ..
+        } = &e
+        {
+            // Machine-readable redirect: clients go to this broker and refresh metadata.
+            if let Ok(v) = id.to_string().parse() {
+                status.metadata_mut().insert(LEADER_HEADER, v);
+            }
+        }
+        status
     }
 }

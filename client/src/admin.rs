@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rafka_proto::v1;
+use std::time::Duration;
+
+use rafka_proto::v1::{self, admin_client::AdminClient};
+use tonic::transport::Channel;
 
 use crate::cluster::Cluster;
 use crate::ClientError;
@@ -17,6 +20,9 @@ pub struct Admin {
     cluster: Arc<Cluster>,
 }
 
+/// Attempts of an admin request that meets a retriable error (election, broker down).
+const RETRIES: u32 = 30;
+
 impl Admin {
     /// Connects to the cluster through a comma-separated bootstrap list.
     pub async fn connect(bootstrap: &str) -> Result<Self, ClientError> {
@@ -25,7 +31,33 @@ impl Admin {
         })
     }
 
+    /// Runs an admin call, retrying retriable failures on whichever broker answers
+    /// metadata (brokers forward admin requests to the metadata leader).
+    async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, ClientError>
+    where
+        F: FnMut(AdminClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match f(self.cluster.admin()).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) => {
+                    let e = ClientError::from(s);
+                    if !e.is_retriable() || attempt >= RETRIES {
+                        return Err(e);
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Moves the default broker to one that answers.
+                    let _ = self.cluster.metadata(Vec::new()).await;
+                }
+            }
+        }
+    }
+
     /// Creates a topic with per-topic configs (Kafka names: `retention.ms`, `flush`, ...).
+    /// A replication factor of 0 takes the cluster's default (up to 3 replicas).
     pub async fn create_topic(
         &self,
         name: &str,
@@ -33,29 +65,32 @@ impl Admin {
         replication_factor: u32,
         configs: BTreeMap<String, String>,
     ) -> Result<TopicDescription, ClientError> {
+        let request = v1::CreateTopicRequest {
+            name: name.to_string(),
+            partitions,
+            replication_factor,
+            configs: configs.into_iter().collect(),
+        };
         let resp = self
-            .cluster
-            .admin()
-            .create_topic(v1::CreateTopicRequest {
-                name: name.to_string(),
-                partitions,
-                replication_factor,
-                configs: configs.into_iter().collect(),
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.create_topic(r).await }
             })
-            .await?
-            .into_inner();
+            .await?;
         resp.topic
             .ok_or_else(|| ClientError::InvalidArgument("broker returned no topic".into()))
     }
 
     /// Deletes a topic and its data.
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
-        self.cluster
-            .admin()
-            .delete_topic(v1::DeleteTopicRequest {
-                name: name.to_string(),
-            })
-            .await?;
+        let request = v1::DeleteTopicRequest {
+            name: name.to_string(),
+        };
+        self.call(|mut c| {
+            let r = request.clone();
+            async move { c.delete_topic(r).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -65,15 +100,16 @@ impl Admin {
         name: &str,
         configs: BTreeMap<String, String>,
     ) -> Result<TopicDescription, ClientError> {
+        let request = v1::AlterTopicConfigRequest {
+            name: name.to_string(),
+            configs: configs.into_iter().collect(),
+        };
         let resp = self
-            .cluster
-            .admin()
-            .alter_topic_config(v1::AlterTopicConfigRequest {
-                name: name.to_string(),
-                configs: configs.into_iter().collect(),
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.alter_topic_config(r).await }
             })
-            .await?
-            .into_inner();
+            .await?;
         resp.topic
             .ok_or_else(|| ClientError::InvalidArgument("broker returned no topic".into()))
     }
@@ -86,11 +122,23 @@ impl Admin {
         Ok(self.metadata(names).await?.topics)
     }
 
-    /// Brokers, controller and topics.
+    /// Brokers, controller and topics, from the first broker that answers.
     pub async fn metadata(&self, topics: &[&str]) -> Result<v1::MetadataResponse, ClientError> {
+        self.cluster
+            .metadata(topics.iter().map(|t| t.to_string()).collect())
+            .await
+    }
+
+    /// Metadata as broker `id` sees it (its replicas' leaders, offsets and, where it
+    /// leads, its followers' lag).
+    pub async fn metadata_from(
+        &self,
+        id: u32,
+        topics: &[&str],
+    ) -> Result<v1::MetadataResponse, ClientError> {
         Ok(self
             .cluster
-            .broker()
+            .broker_at(id)
             .metadata(v1::MetadataRequest {
                 topics: topics.iter().map(|t| t.to_string()).collect(),
             })

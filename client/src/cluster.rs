@@ -1,29 +1,64 @@
-//! Connections and topic metadata shared by the producer, consumer and admin.
+//! Connections and metadata shared by the producer, consumer and admin: one channel per
+//! broker, each partition's leader and replicas, and redirects that update them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rafka_proto::v1::admin_client::AdminClient;
 use rafka_proto::v1::broker_client::BrokerClient;
-use rafka_proto::v1::MetadataRequest;
+use rafka_proto::v1::{MetadataRequest, MetadataResponse};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::ClientError;
 
-/// A connection to the cluster and what it has told us about topics.
+/// A partition's replicas as the cluster last told us.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PartitionMeta {
+    /// Leader's broker id (0: unknown).
+    pub leader: u32,
+    /// Replica broker ids.
+    pub replicas: Vec<u32>,
+}
+
+#[derive(Default)]
+struct Meta {
+    brokers: HashMap<u32, String>,
+    topics: HashMap<String, Vec<PartitionMeta>>,
+}
+
+/// A connection to the cluster and what it has told us.
 pub(crate) struct Cluster {
-    channel: Channel,
-    partitions: RwLock<HashMap<String, u32>>,
+    /// Addresses to fall back on when every known broker fails.
+    bootstrap: Vec<String>,
+    /// The broker asked for metadata and admin requests.
+    default: RwLock<String>,
+    channels: Mutex<HashMap<String, Channel>>,
+    meta: RwLock<Meta>,
+}
+
+fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(Endpoint::from_shared(url)
+        .map_err(|e| ClientError::InvalidArgument(format!("bad address `{addr}`: {e}")))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(32 << 20)))
 }
 
 impl Cluster {
     /// Connects to the first reachable address of a comma-separated `bootstrap` list.
     pub async fn connect(bootstrap: &str) -> Result<Arc<Self>, ClientError> {
-        let addresses: Vec<&str> = bootstrap
+        let addresses: Vec<String> = bootstrap
             .split(',')
             .map(str::trim)
             .filter(|a| !a.is_empty())
+            .map(String::from)
             .collect();
         if addresses.is_empty() {
             return Err(ClientError::InvalidArgument(
@@ -32,28 +67,20 @@ impl Cluster {
         }
         let mut last = String::new();
         for addr in &addresses {
-            let url = if addr.contains("://") {
-                addr.to_string()
-            } else {
-                format!("http://{addr}")
-            };
-            let endpoint = match Endpoint::from_shared(url) {
+            let ep = match endpoint(addr) {
                 Ok(e) => e,
                 Err(e) => {
-                    last = format!("bad address `{addr}`: {e}");
+                    last = e.to_string();
                     continue;
                 }
             };
-            let endpoint = endpoint
-                .tcp_nodelay(true)
-                .connect_timeout(Duration::from_secs(5))
-                .initial_stream_window_size(Some(8 << 20))
-                .initial_connection_window_size(Some(32 << 20));
-            match endpoint.connect().await {
+            match ep.connect().await {
                 Ok(channel) => {
                     return Ok(Arc::new(Self {
-                        channel,
-                        partitions: RwLock::new(HashMap::new()),
+                        bootstrap: addresses.clone(),
+                        default: RwLock::new(addr.clone()),
+                        channels: Mutex::new(HashMap::from([(addr.clone(), channel)])),
+                        meta: RwLock::default(),
                     }))
                 }
                 Err(e) => last = format!("{addr}: {e}"),
@@ -65,52 +92,184 @@ impl Cluster {
         })
     }
 
-    /// A client of the Broker service.
-    pub fn broker(&self) -> BrokerClient<Channel> {
-        BrokerClient::new(self.channel.clone())
+    /// The channel to `addr`, connected lazily and kept.
+    fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
+        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = endpoint(addr)?.connect_lazy();
+        map.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    fn default_address(&self) -> String {
+        self.default
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn broker_client(channel: Channel) -> BrokerClient<Channel> {
+        BrokerClient::new(channel)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX)
     }
 
-    /// A client of the Admin service.
+    /// A client of the Broker service on the default broker.
+    pub fn broker(&self) -> BrokerClient<Channel> {
+        let channel = self
+            .channel(&self.default_address())
+            .expect("the default address was valid when it was chosen");
+        Self::broker_client(channel)
+    }
+
+    /// A client of the Broker service on broker `id`, or on the default broker when its
+    /// address is unknown.
+    pub fn broker_at(&self, id: u32) -> BrokerClient<Channel> {
+        let addr = self.read().brokers.get(&id).cloned();
+        match addr.map(|a| self.channel(&a)) {
+            Some(Ok(channel)) => Self::broker_client(channel),
+            _ => self.broker(),
+        }
+    }
+
+    /// A client of the Admin service (brokers forward to the metadata leader).
     pub fn admin(&self) -> AdminClient<Channel> {
-        AdminClient::new(self.channel.clone())
+        let channel = self
+            .channel(&self.default_address())
+            .expect("the default address was valid when it was chosen");
+        AdminClient::new(channel)
     }
 
     /// Number of partitions of `topic`, from cached metadata or the cluster.
     pub async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
-        if let Some(n) = self.read().get(topic) {
-            return Ok(*n);
+        if let Some(p) = self.read().topics.get(topic) {
+            return Ok(p.len() as u32);
         }
         self.refresh(topic).await
     }
 
-    /// Asks the cluster for `topic`'s metadata again.
-    pub async fn refresh(&self, topic: &str) -> Result<u32, ClientError> {
-        let resp = self
-            .broker()
-            .metadata(MetadataRequest {
-                topics: vec![topic.to_string()],
-            })
-            .await?
-            .into_inner();
-        let count = resp
+    /// What we know of a partition (refreshing metadata when it is not cached).
+    pub async fn partition(&self, topic: &str, partition: u32) -> PartitionMeta {
+        if !self.read().topics.contains_key(topic) {
+            let _ = self.refresh(topic).await;
+        }
+        self.read()
             .topics
+            .get(topic)
+            .and_then(|t| t.get(partition as usize).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Cached leader of a partition (0: unknown).
+    pub fn leader(&self, topic: &str, partition: u32) -> u32 {
+        self.read()
+            .topics
+            .get(topic)
+            .and_then(|t| t.get(partition as usize))
+            .map_or(0, |p| p.leader)
+    }
+
+    /// Records a redirect: `leader` now leads the partition.
+    pub fn set_leader(&self, topic: &str, partition: u32, leader: u32) {
+        let mut meta = self.meta.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = meta
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.get_mut(partition as usize))
+        {
+            p.leader = leader;
+        }
+    }
+
+    /// Asks the cluster for `topic`'s metadata again; returns its partition count.
+    pub async fn refresh(&self, topic: &str) -> Result<u32, ClientError> {
+        let resp = self.metadata(vec![topic.to_string()]).await?;
+        resp.topics
             .iter()
             .find(|t| t.name == topic)
             .map(|t| t.partitions.len() as u32)
             .ok_or_else(|| ClientError::Broker {
                 code: tonic::Code::NotFound,
                 message: format!("unknown topic `{topic}`"),
-            })?;
-        self.partitions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(topic.to_string(), count);
-        Ok(count)
+            })
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, u32>> {
-        self.partitions.read().unwrap_or_else(|e| e.into_inner())
+    /// Metadata of `topics` (all when empty) from the first broker that answers: the
+    /// default one, then every known broker, then the bootstrap list. Updates the cache.
+    pub async fn metadata(&self, topics: Vec<String>) -> Result<MetadataResponse, ClientError> {
+        let mut candidates = vec![self.default_address()];
+        {
+            let meta = self.read();
+            let mut known: Vec<_> = meta.brokers.iter().collect();
+            known.sort();
+            candidates.extend(known.into_iter().map(|(_, a)| a.clone()));
+        }
+        candidates.extend(self.bootstrap.iter().cloned());
+        let mut last = None;
+        let mut tried = Vec::new();
+        for addr in candidates {
+            if tried.contains(&addr) {
+                continue;
+            }
+            tried.push(addr.clone());
+            let request = MetadataRequest {
+                topics: topics.clone(),
+            };
+            let answer = match self.channel(&addr) {
+                Ok(c) => Self::broker_client(c)
+                    .metadata(request)
+                    .await
+                    .map_err(ClientError::from),
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    self.learn(&r);
+                    *self.default.write().unwrap_or_else(|e| e.into_inner()) = addr;
+                    return Ok(r);
+                }
+                // The broker answered: its error is the answer.
+                Err(e) if !e.is_retriable() => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Connect {
+            addresses: self.bootstrap.join(","),
+            reason: "no broker answered".into(),
+        }))
+    }
+
+    fn learn(&self, r: &MetadataResponse) {
+        let mut meta = self.meta.write().unwrap_or_else(|e| e.into_inner());
+        for b in &r.brokers {
+            meta.brokers.insert(b.node_id, b.address.clone());
+        }
+        for t in &r.topics {
+            let mut parts: Vec<PartitionMeta> = t
+                .partitions
+                .iter()
+                .map(|p| PartitionMeta {
+                    leader: p.leader,
+                    replicas: p.replicas.clone(),
+                })
+                .collect();
+            // A broker that does not replicate a partition only guesses its leader:
+            // keep a leader learned from a redirect unless the answer knows better.
+            if let Some(old) = meta.topics.get(&t.name) {
+                for (new, old) in parts.iter_mut().zip(old) {
+                    if new.leader == 0 {
+                        new.leader = old.leader;
+                    }
+                }
+            }
+            meta.topics.insert(t.name.clone(), parts);
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Meta> {
+        self.meta.read().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, Stream, StreamExt};
 use rafka_proto::batch::{verify_stored, BatchHeader, Compression, Records, HEADER_LEN};
 use rafka_proto::v1::{self, list_offsets_request::Spec};
 use tonic::Code;
@@ -13,6 +14,11 @@ use tonic::Code;
 use crate::cluster::Cluster;
 use crate::compression::decompress;
 use crate::{ClientError, ConsumerRecord, Header, TopicPartition};
+
+/// Attempts of a metadata-dependent request before its error is returned.
+const RETRIES: u32 = 20;
+/// Pause before retrying after a retriable error.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Where to start when a partition has no valid position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,6 +58,9 @@ pub struct ConsumerConfig {
     pub fetch_max_bytes: u32,
     /// Cap per partition in one fetch.
     pub max_partition_fetch_bytes: u32,
+    /// Read from a follower replica rather than the leader (spreads read load); a
+    /// follower answers only once it has caught up to the consumer's position.
+    pub prefer_followers: bool,
 }
 
 impl Default for ConsumerConfig {
@@ -62,6 +71,7 @@ impl Default for ConsumerConfig {
             fetch_min_bytes: 1,
             fetch_max_bytes: 64 << 20,
             max_partition_fetch_bytes: 4 << 20,
+            prefer_followers: false,
         }
     }
 }
@@ -72,6 +82,9 @@ pub struct Consumer {
     config: ConsumerConfig,
     /// Next offset to read, per partition; `None` until reset.
     positions: BTreeMap<TopicPartition, Option<u64>>,
+    /// Read-your-writes floors: a fetch of the partition is answered only by a replica
+    /// whose high watermark has reached this offset.
+    min_offsets: BTreeMap<TopicPartition, u64>,
     buffered: VecDeque<ConsumerRecord>,
 }
 
@@ -82,6 +95,7 @@ impl Consumer {
             cluster: Cluster::connect(bootstrap).await?,
             config,
             positions: BTreeMap::new(),
+            min_offsets: BTreeMap::new(),
             buffered: VecDeque::new(),
         })
     }
@@ -98,6 +112,13 @@ impl Consumer {
             self.positions
                 .contains_key(&TopicPartition::new(&*r.topic, r.partition))
         });
+    }
+
+    /// Read-your-writes: fetches of `tp` are served only by a replica that has every
+    /// record below `offset` committed (e.g. one past the offset a producer was just
+    /// acknowledged), so a follower read never answers from an older state.
+    pub fn set_min_offset(&mut self, tp: &TopicPartition, offset: u64) {
+        self.min_offsets.insert(tp.clone(), offset);
     }
 
     /// The partitions assigned.
@@ -142,16 +163,31 @@ impl Consumer {
         tp: &TopicPartition,
         spec: Spec,
     ) -> Result<(u64, u64, u64), ClientError> {
-        let r = self
-            .cluster
-            .broker()
-            .list_offsets(v1::ListOffsetsRequest {
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-                spec: Some(spec),
-            })
-            .await?
-            .into_inner();
+        let request = v1::ListOffsetsRequest {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            spec: Some(spec),
+        };
+        let mut attempt = 0;
+        let r = loop {
+            let leader = self.cluster.partition(&tp.topic, tp.partition).await.leader;
+            match self
+                .cluster
+                .broker_at(leader)
+                .list_offsets(request.clone())
+                .await
+            {
+                Ok(r) => break r.into_inner(),
+                Err(s) => {
+                    let e = ClientError::from(s);
+                    if !e.is_retriable() || attempt >= RETRIES {
+                        return Err(e);
+                    }
+                    attempt += 1;
+                    self.recover(&tp.topic, &e).await;
+                }
+            }
+        };
         Ok((
             r.offset.unwrap_or(r.high_watermark),
             r.log_start_offset,
@@ -201,38 +237,93 @@ impl Consumer {
         for tp in unknown {
             self.reset(&tp).await?;
         }
-        let request = v1::FetchRequest {
-            partitions: self
-                .positions
+        // One request per broker: the leader, or a follower when preferred.
+        let mut by_broker: BTreeMap<u32, Vec<v1::FetchPartition>> = BTreeMap::new();
+        for (tp, pos) in &self.positions {
+            let meta = self.cluster.partition(&tp.topic, tp.partition).await;
+            let follower = meta
+                .replicas
                 .iter()
-                .map(|(tp, pos)| v1::FetchPartition {
+                .copied()
+                .filter(|r| *r != meta.leader)
+                .nth(tp.partition as usize % meta.replicas.len().max(1));
+            let (target, min_offset) = match (self.config.prefer_followers, follower) {
+                (true, Some(f)) => (f, pos.unwrap_or(0)),
+                _ => (meta.leader, 0),
+            };
+            let min_offset = min_offset.max(self.min_offsets.get(tp).copied().unwrap_or(0));
+            by_broker
+                .entry(target)
+                .or_default()
+                .push(v1::FetchPartition {
                     topic: tp.topic.clone(),
                     partition: tp.partition,
                     offset: pos.unwrap_or(0),
                     max_bytes: self.config.max_partition_fetch_bytes,
-                })
-                .collect(),
-            min_bytes: self.config.fetch_min_bytes,
-            max_wait_ms: timeout.min(self.config.fetch_max_wait).as_millis() as u32,
-            max_bytes: self.config.fetch_max_bytes,
-        };
-        let response = match self.cluster.broker().fetch(request).await {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == Code::OutOfRange => {
-                self.reset_out_of_range().await?;
-                return Ok(());
-            }
-            Err(s) => return Err(s.into()),
-        };
-        for data in response.partitions {
-            let tp = TopicPartition::new(data.topic.clone(), data.partition);
-            let Some(Some(position)) = self.positions.get(&tp).copied() else {
-                continue;
+                    min_offset,
+                });
+        }
+        let max_wait_ms = timeout.min(self.config.fetch_max_wait).as_millis() as u32;
+        let mut fetches: FuturesUnordered<_> = by_broker
+            .into_iter()
+            .map(|(broker, partitions)| {
+                let mut client = self.cluster.broker_at(broker);
+                let request = v1::FetchRequest {
+                    partitions,
+                    min_bytes: self.config.fetch_min_bytes,
+                    max_wait_ms,
+                    max_bytes: self.config.fetch_max_bytes,
+                };
+                async move { client.fetch(request).await }
+            })
+            .collect();
+        // The first answer, and any others already in; the rest are asked again next time.
+        let mut answers = Vec::new();
+        if let Some(first) = fetches.next().await {
+            answers.push(first);
+        }
+        while let Some(Some(more)) = fetches.next().now_or_never() {
+            answers.push(more);
+        }
+        drop(fetches);
+        for answer in answers {
+            let response = match answer {
+                Ok(r) => r.into_inner(),
+                Err(s) if s.code() == Code::OutOfRange => {
+                    self.reset_out_of_range().await?;
+                    continue;
+                }
+                Err(s) => {
+                    let e = ClientError::from(s);
+                    if !e.is_retriable() {
+                        return Err(e);
+                    }
+                    // A moved leader or a lagging follower: refresh and fetch again.
+                    let topics: Vec<String> =
+                        self.positions.keys().map(|tp| tp.topic.clone()).collect();
+                    for t in topics.iter().collect::<std::collections::BTreeSet<_>>() {
+                        self.recover(t, &e).await;
+                    }
+                    continue;
+                }
             };
-            let next = decode(&data, position, &mut self.buffered)?;
-            self.positions.insert(tp, Some(next));
+            for data in response.partitions {
+                let tp = TopicPartition::new(data.topic.clone(), data.partition);
+                let Some(Some(position)) = self.positions.get(&tp).copied() else {
+                    continue;
+                };
+                let next = decode(&data, position, &mut self.buffered)?;
+                self.positions.insert(tp, Some(next));
+            }
         }
         Ok(())
+    }
+
+    /// After a retriable error: a short pause, then fresh metadata for `topic`.
+    async fn recover(&self, topic: &str, e: &ClientError) {
+        tracing::debug!(topic, "consumer request failed, refreshing metadata: {e}");
+        tokio::time::sleep(RETRY_BACKOFF).await;
+        let _ = self.cluster.refresh(topic).await;
     }
 
     /// After an out-of-range answer: resets every partition whose position is outside

@@ -14,6 +14,15 @@ pub enum ClientError {
         /// The broker's message.
         message: String,
     },
+    /// The partition is led by another broker, or an election is on; retriable (the
+    /// client goes to `leader` and refreshes its metadata).
+    #[error("not the leader: {message}")]
+    NotLeader {
+        /// The leader's broker id, when the broker knew it.
+        leader: Option<u32>,
+        /// The broker's message.
+        message: String,
+    },
     /// No broker could be reached.
     #[error("cannot connect to {addresses}: {reason}")]
     Connect {
@@ -65,8 +74,23 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
+/// Status metadata key a broker names the leader with.
+const LEADER_HEADER: &str = "rafka-leader";
+
 impl From<tonic::Status> for ClientError {
     fn from(s: tonic::Status) -> Self {
+        if let Some(leader) = s.metadata().get(LEADER_HEADER) {
+            return Self::NotLeader {
+                leader: leader.to_str().ok().and_then(|l| l.parse().ok()),
+                message: s.message().to_string(),
+            };
+        }
+        if s.code() == Code::Unavailable && s.message().contains("not the leader") {
+            return Self::NotLeader {
+                leader: None,
+                message: s.message().to_string(),
+            };
+        }
         Self::Broker {
             code: s.code(),
             message: s.message().to_string(),
@@ -85,6 +109,7 @@ impl ClientError {
     pub fn code(&self) -> Option<Code> {
         match self {
             Self::Broker { code, .. } => Some(*code),
+            Self::NotLeader { .. } => Some(Code::Unavailable),
             _ => None,
         }
     }
@@ -96,7 +121,7 @@ impl ClientError {
                 code,
                 Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Unknown
             ),
-            Self::Connect { .. } => true,
+            Self::Connect { .. } | Self::NotLeader { .. } => true,
             _ => false,
         }
     }

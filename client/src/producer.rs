@@ -12,7 +12,7 @@
 //! A partition has at most one request in flight, so retries never reorder its records;
 //! batches sealed meanwhile ride together in its next request.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -437,68 +437,127 @@ fn collect(inner: &Inner) -> (Vec<Outgoing>, Option<Instant>, bool) {
     (out, next, done)
 }
 
-async fn send_request(inner: &Inner, out: Outgoing) {
-    let request = v1::ProduceRequest {
-        topic: out.topic.clone(),
-        acks: inner.config.acks.wire() as i32,
-        partitions: out
-            .partitions
-            .iter()
-            .map(|(p, batches)| {
-                let mut records = Vec::with_capacity(batches.iter().map(|b| b.bytes.len()).sum());
-                for b in batches {
-                    records.extend_from_slice(&b.bytes);
+/// Result of producing one partition's batches.
+type PartitionResult = Result<v1::ProducePartitionResult, ClientError>;
+
+/// Sends each partition's records to its leader (one request per leader), following
+/// redirects and retrying retriable failures; returns every partition's outcome.
+async fn produce_routed(
+    inner: &Inner,
+    topic: &str,
+    mut pending: Vec<(u32, Bytes)>,
+) -> HashMap<u32, PartitionResult> {
+    let mut done = HashMap::new();
+    let mut attempt = 0u32;
+    loop {
+        let mut by_leader: BTreeMap<u32, Vec<(u32, Bytes)>> = BTreeMap::new();
+        for (p, records) in pending.drain(..) {
+            by_leader
+                .entry(inner.cluster.leader(topic, p))
+                .or_default()
+                .push((p, records));
+        }
+        let sends = by_leader.into_iter().map(|(leader, parts)| async move {
+            let request = v1::ProduceRequest {
+                topic: topic.to_string(),
+                acks: inner.config.acks.wire() as i32,
+                partitions: parts
+                    .iter()
+                    .map(|(p, records)| v1::PartitionRecords {
+                        partition: *p,
+                        records: records.clone(),
+                    })
+                    .collect(),
+            };
+            let client = match leader {
+                0 => inner.cluster.broker(),
+                id => inner.cluster.broker_at(id),
+            };
+            let answer = client.clone().produce(request).await;
+            (leader, parts, answer.map_err(ClientError::from))
+        });
+        let mut refresh = false;
+        let mut last = None;
+        for (sent_to, parts, answer) in futures::future::join_all(sends).await {
+            match answer {
+                Ok(resp) => {
+                    for r in resp.into_inner().partitions {
+                        done.insert(r.partition, Ok(r));
+                    }
                 }
-                v1::PartitionRecords {
-                    partition: *p,
-                    records: Bytes::from(records),
+                Err(e) if e.is_retriable() && attempt < inner.config.retries => {
+                    match e {
+                        // A redirect to another broker: go there at once.
+                        ClientError::NotLeader {
+                            leader: Some(l), ..
+                        } if l != sent_to => {
+                            for (p, _) in &parts {
+                                inner.cluster.set_leader(topic, *p, l);
+                            }
+                        }
+                        _ => refresh = true,
+                    }
+                    tracing::debug!(topic, attempt, "produce failed, retrying: {e}");
+                    last = Some(e);
+                    pending.extend(parts);
                 }
-            })
-            .collect(),
-    };
-    let mut attempt = 0;
-    let result = loop {
-        match inner.cluster.broker().produce(request.clone()).await {
-            Ok(resp) => break Ok(resp.into_inner()),
-            Err(status) => {
-                let e = ClientError::from(status);
-                if !e.is_retriable() || attempt >= inner.config.retries {
-                    break Err(if attempt > 0 {
+                Err(e) => {
+                    let e = if attempt > 0 {
                         ClientError::RetriesExhausted {
                             attempts: attempt + 1,
                             last: Box::new(e),
                         }
                     } else {
                         e
-                    });
+                    };
+                    for (p, _) in parts {
+                        done.insert(p, Err(e.clone()));
+                    }
                 }
-                let backoff = inner
-                    .config
-                    .retry_backoff
-                    .saturating_mul(1 << attempt.min(10))
-                    .min(Duration::from_secs(5));
-                tracing::debug!(topic = %out.topic, attempt, "produce failed, retrying: {e}");
-                tokio::time::sleep(backoff).await;
-                attempt += 1;
             }
         }
-    };
+        if pending.is_empty() {
+            return done;
+        }
+        if refresh {
+            let backoff = inner
+                .config
+                .retry_backoff
+                .saturating_mul(1 << attempt.min(10))
+                .min(Duration::from_secs(5));
+            tokio::time::sleep(backoff).await;
+            if let Err(e) = inner.cluster.refresh(topic).await {
+                tracing::debug!(topic, "metadata refresh failed: {e}; last error: {last:?}");
+            }
+        }
+        attempt += 1;
+    }
+}
+
+async fn send_request(inner: &Inner, out: Outgoing) {
+    let parts = out
+        .partitions
+        .iter()
+        .map(|(p, batches)| {
+            let mut records = Vec::with_capacity(batches.iter().map(|b| b.bytes.len()).sum());
+            for b in batches {
+                records.extend_from_slice(&b.bytes);
+            }
+            (*p, Bytes::from(records))
+        })
+        .collect();
+    let results = produce_routed(inner, &out.topic, parts).await;
     let mut finished = 0;
-    let results: HashMap<u32, v1::ProducePartitionResult> = match &result {
-        Ok(resp) => resp
-            .partitions
-            .iter()
-            .map(|r| (r.partition, r.clone()))
-            .collect(),
-        Err(_) => HashMap::new(),
-    };
     for (partition, batches) in out.partitions {
-        let bases = results.get(&partition).map(|r| &r.base_offsets);
+        let result = results.get(&partition);
+        let bases = result
+            .and_then(|r| r.as_ref().ok())
+            .map(|r| &r.base_offsets);
         for (i, b) in batches.into_iter().enumerate() {
             finished += b.waiters.len();
             let base = bases.and_then(|v| v.get(i)).copied();
             for w in b.waiters {
-                let delivery = match (&result, base) {
+                let delivery = match (result.unwrap_or(&Err(ClientError::Closed)), base) {
                     (Err(e), _) => Err(e.clone()),
                     (Ok(_), Some(base)) => Ok(RecordMetadata {
                         partition,

@@ -21,8 +21,8 @@ pub enum TopicCommand {
         /// Number of partitions.
         #[arg(long, default_value_t = 1)]
         partitions: u32,
-        /// Replicas of each partition.
-        #[arg(long, default_value_t = 1)]
+        /// Replicas of each partition (0: the cluster's default, up to 3).
+        #[arg(long, default_value_t = 0)]
         replication_factor: u32,
         /// Topic config `key=value` (repeatable), e.g. `retention.ms=86400000`.
         #[arg(long = "config", value_parser = parse_kv)]
@@ -53,7 +53,7 @@ pub enum TopicCommand {
 /// `rafka cluster ...`
 #[derive(clap::Subcommand)]
 pub enum ClusterCommand {
-    /// Brokers, and each partition's leader and high watermark.
+    /// Brokers, and each partition's leader, high watermark and replica lag.
     Status,
 }
 
@@ -181,17 +181,61 @@ pub async fn cluster(bootstrap: &str, cmd: ClusterCommand) -> anyhow::Result<()>
     let ClusterCommand::Status = cmd;
     let admin = Admin::connect(bootstrap).await?;
     let meta = admin.metadata(&[]).await?;
-    println!("controller: {}", meta.controller_id);
+    println!("metadata leader: {}", meta.controller_id);
+    // Each broker knows the replicas it holds; a leader also knows its followers' lag.
+    let mut views = BTreeMap::new();
     println!("brokers:");
     for b in &meta.brokers {
-        println!("  {:>4}  {}", b.node_id, b.address);
+        let view = admin.metadata_from(b.node_id, &[]).await;
+        let state = if view.is_ok() { "up" } else { "unreachable" };
+        println!("  {:>4}  {:<24} {state}", b.node_id, b.address);
+        if let Ok(v) = view {
+            views.insert(b.node_id, v);
+        }
     }
-    println!("topics: {}", meta.topics.len());
+    println!("partitions:");
+    println!(
+        "  {:<28} {:>6} {:>14}  replicas (lag in entries)",
+        "topic-partition", "leader", "high watermark"
+    );
     for t in &meta.topics {
         for p in &t.partitions {
+            // The leader's own view, when it answered.
+            let led = views
+                .iter()
+                .filter_map(|(id, v)| {
+                    let tp = v.topics.iter().find(|x| x.name == t.name)?;
+                    let info = tp.partitions.get(p.partition as usize)?;
+                    (info.leader == *id).then_some(info.clone())
+                })
+                .next();
+            let info = led.clone().unwrap_or_else(|| p.clone());
+            let replicas: Vec<String> = info
+                .replicas
+                .iter()
+                .map(|r| {
+                    if led.is_none() {
+                        return format!("{r}(?)");
+                    }
+                    if *r == info.leader {
+                        return format!("{r}(leader)");
+                    }
+                    match info.replica_progress.iter().find(|x| x.broker == *r) {
+                        Some(x) => format!("{r}({})", x.lag_entries),
+                        None => format!("{r}(?)"),
+                    }
+                })
+                .collect();
+            let leader = match (led.is_some(), info.leader) {
+                (true, l) => l.to_string(),
+                (false, _) => "none".to_string(),
+            };
             println!(
-                "  {}-{}  leader {}  high watermark {}  lag 0 (single replica)",
-                t.name, p.partition, p.leader, p.high_watermark
+                "  {:<28} {:>6} {:>14}  {}",
+                format!("{}-{}", t.name, p.partition),
+                leader,
+                info.high_watermark,
+                replicas.join(" ")
             );
         }
     }

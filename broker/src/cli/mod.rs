@@ -1,7 +1,8 @@
 //! The `rafka` command line (clap).
 //!
 //! ```text
-//! rafka start [--config F] [--node-id N] [--listen ADDR] [--data-dir DIR]
+//! rafka start [--config F] [--node-id N] [--listen ADDR] [--data-dir DIR] [--peers 1=A,2=B]
+//! rafka dev-cluster [--nodes 3]   N brokers on loopback, prints the bootstrap list
 //! rafka topic create|list|describe|delete|alter ...
 //! rafka produce TOPIC        one record per stdin line
 //! rafka consume TOPIC [--from-beginning] [--offset N] [--partition P] [--max-messages N]
@@ -38,6 +39,8 @@ pub struct Cli {
 enum Command {
     /// Run a broker (with no flags: one node on 127.0.0.1:9092, data in ./rafka-data).
     Start(start::StartArgs),
+    /// Run a test cluster of N brokers on loopback in this process (Ctrl-C stops it).
+    DevCluster(start::DevClusterArgs),
     /// Create, list, describe, alter and delete topics.
     #[command(subcommand)]
     Topic(clients::TopicCommand),
@@ -66,6 +69,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Start(args) => start::run(args).await,
+            Command::DevCluster(args) => start::dev_cluster(args).await,
             Command::Topic(cmd) => clients::topic(&cli.bootstrap, cmd).await,
             Command::Produce(args) => clients::produce(&cli.bootstrap, args).await,
             Command::Consume(args) => clients::consume(&cli.bootstrap, args).await,

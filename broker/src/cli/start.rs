@@ -1,4 +1,5 @@
-//! `rafka start`: run a broker until SIGINT or SIGTERM.
+//! `rafka start` (a broker) and `rafka dev-cluster` (N brokers in one process), until
+//! SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,9 +24,27 @@ pub struct StartArgs {
     /// Data directory.
     #[arg(long, env = "RAFKA_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The cluster's brokers, `id=host:port,...` (this one included): joins a cluster
+    /// whose partitions replicate through Raft. Without it: a single broker.
+    #[arg(long, env = "RAFKA_PEERS")]
+    peers: Option<String>,
 }
 
-pub async fn run(args: StartArgs) -> anyhow::Result<()> {
+/// Options of `rafka dev-cluster`.
+#[derive(clap::Args)]
+pub struct DevClusterArgs {
+    /// Number of brokers.
+    #[arg(long, default_value_t = 3)]
+    nodes: u32,
+    /// Port of broker 1; broker N listens on this + N - 1 (0: free ports).
+    #[arg(long, default_value_t = 0)]
+    base_port: u16,
+    /// Parent of the brokers' data directories (`node-1`, `node-2`, ...).
+    #[arg(long, default_value = "./rafka-dev-cluster")]
+    data_dir: PathBuf,
+}
+
+fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -33,6 +52,67 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// `rafka dev-cluster`: N brokers on loopback in this process, each with its own data
+/// directory and port, replicating through Raft; prints the bootstrap list.
+pub async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<()> {
+    init_tracing();
+    if args.nodes == 0 || args.nodes > 9 {
+        anyhow::bail!("--nodes must be 1 to 9, not {}", args.nodes);
+    }
+    let mut listeners = Vec::new();
+    for i in 0..args.nodes {
+        let port = match args.base_port {
+            0 => 0,
+            p => p
+                .checked_add(i as u16)
+                .context("--base-port leaves no room for the brokers")?,
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        listeners.push(l);
+    }
+    let addresses: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.to_string()))
+        .collect::<Result<_, _>>()?;
+    let peers: Vec<String> = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect();
+    let peers = peers.join(",");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let config = BrokerConfig {
+            node_id: i as u32 + 1,
+            listen: listener.local_addr()?,
+            data_dir: args.data_dir.join(format!("node-{}", i + 1)),
+            peers: peers.clone(),
+            ..Default::default()
+        };
+        let server = Server::open(config).await?;
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(server.serve(listener, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })));
+    }
+    println!("rafka dev cluster of {} brokers", args.nodes);
+    println!("bootstrap: {}", addresses.join(","));
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+pub async fn run(args: StartArgs) -> anyhow::Result<()> {
+    init_tracing();
     let mut config = match &args.config {
         Some(path) => BrokerConfig::from_file(path).map_err(anyhow::Error::msg)?,
         None => BrokerConfig::default(),
@@ -45,6 +125,9 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
+    }
+    if let Some(peers) = args.peers {
+        config.peers = peers;
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

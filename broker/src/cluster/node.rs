@@ -94,10 +94,15 @@ pub struct ReplicatedPartition {
     pub partition: u32,
     /// The partition's Raft group id.
     pub group: u64,
+    node: u64,
     raft: Raft<TypeConfig>,
+    log: Arc<Mutex<PartitionLog>>,
     reader: LogReader,
     sm: PartitionStateMachine,
     dir: PathBuf,
+    /// The topic's config overrides this replica's log runs with.
+    configs: Mutex<BTreeMap<String, String>>,
+    segment_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl ReplicatedPartition {
@@ -110,18 +115,106 @@ impl ReplicatedPartition {
         {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(BrokerError::NotLeader {
-                    what: format!("{}-{}", self.topic, self.partition),
-                    leader: f.leader_id,
-                })
+                Err(self.not_leader(f.leader_id))
             }
-            Err(e) => Err(internal(format!("{}-{}: {e}", self.topic, self.partition))),
+            Err(e) => Err(BrokerError::Unavailable(format!(
+                "{}-{}: {e}",
+                self.topic, self.partition
+            ))),
+        }
+    }
+
+    /// Appends batches in order. With `wait`, returns where each landed once a majority
+    /// committed it; without, once Raft has taken them. Off the leader nothing is
+    /// appended and the answer names the leader.
+    pub async fn append_all(
+        &self,
+        batches: Vec<ValidatedBatch>,
+        wait: bool,
+    ) -> Result<Option<Vec<AppendResult>>, BrokerError> {
+        if !self.is_leader() {
+            return Err(self.not_leader(self.leader()));
+        }
+        if !wait {
+            for b in batches {
+                self.raft
+                    .client_write_ff(BatchData(b.bytes().clone()))
+                    .await
+                    .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+            }
+            return Ok(None);
+        }
+        // Futures are first polled in order, so the batches enter the log in order.
+        let results = futures::future::join_all(batches.into_iter().map(|b| self.append(b))).await;
+        results.into_iter().collect::<Result<Vec<_>, _>>().map(Some)
+    }
+
+    /// True while this replica leads its group.
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(self.node) && m.state == openraft::ServerState::Leader
+    }
+
+    /// The redirect to answer off the leader.
+    pub fn not_leader(&self, leader: Option<u64>) -> BrokerError {
+        BrokerError::NotLeader {
+            what: format!("{}-{}", self.topic, self.partition),
+            leader,
         }
     }
 
     /// Records below this are committed.
     pub fn high_watermark(&self) -> u64 {
         self.sm.high_watermark()
+    }
+
+    /// Notified whenever the high watermark moves.
+    pub fn watch_high_watermark(&self) -> watch::Receiver<u64> {
+        self.sm.watch_high_watermark()
+    }
+
+    /// Largest batch the log takes (the topic's `segment.bytes`).
+    pub fn segment_bytes(&self) -> u64 {
+        self.segment_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// On the leader: how many entries each follower is behind its log.
+    pub fn replica_lags(&self) -> Vec<(u32, u64)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let Some(replication) = &m.replication else {
+            return Vec::new();
+        };
+        let end = m.last_log_index.map_or(0, |i| i + 1);
+        replication
+            .iter()
+            .filter(|(id, _)| **id != self.node)
+            .map(|(id, matched)| {
+                let have = matched.map_or(0, |l| l.index + 1);
+                (*id as u32, end.saturating_sub(have))
+            })
+            .collect()
+    }
+
+    /// Applies changed topic configs to the running log.
+    fn update_config(&self, configs: &BTreeMap<String, String>, config: LogConfig) {
+        let mut current = self.configs.lock().unwrap_or_else(|e| e.into_inner());
+        if *current == *configs {
+            return;
+        }
+        self.segment_bytes
+            .store(config.segment_bytes, std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = self.with_log(|log| log.set_config(config)) {
+            tracing::warn!(topic = %self.topic, partition = self.partition, "config change: {e}");
+        }
+        *current = configs.clone();
+    }
+
+    /// Runs `f` on the replica's log (flushes, config changes).
+    pub fn with_log<T>(&self, f: impl FnOnce(&mut PartitionLog) -> T) -> T {
+        f(&mut self.log.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Concurrent reads of the replica's log.
@@ -214,6 +307,40 @@ impl ClusterNode {
         self.metadata_sm.app()
     }
 
+    /// Notified whenever this broker applies a metadata change.
+    pub fn watch_state(&self) -> watch::Receiver<u64> {
+        self.metadata_sm.watch_high_watermark()
+    }
+
+    /// The broker leading the metadata group, as known here.
+    pub fn metadata_leader(&self) -> Option<u32> {
+        self.metadata
+            .metrics()
+            .borrow()
+            .current_leader
+            .map(|l| l as u32)
+    }
+
+    /// A configured peer's address.
+    pub fn peer_address(&self, id: u32) -> Option<&str> {
+        self.peers.get(&id).map(String::as_str)
+    }
+
+    /// Every partition replica running on this broker.
+    pub async fn partitions(&self) -> Vec<Arc<ReplicatedPartition>> {
+        self.partitions.lock().await.values().cloned().collect()
+    }
+
+    /// Fault injection for tests: cuts this broker's links to the given brokers (every
+    /// Raft RPC to them fails as unreachable); an empty list heals them.
+    pub fn cut_links(&self, to: &[u32]) {
+        let cut = to
+            .iter()
+            .filter_map(|id| self.peers.get(id).cloned())
+            .collect();
+        self.channels.set_cut(cut);
+    }
+
     /// Proposes a metadata change; only the metadata leader accepts it.
     pub async fn propose(&self, cmd: &Command) -> Result<(), BrokerError> {
         let now = std::time::SystemTime::now()
@@ -255,26 +382,54 @@ impl ClusterNode {
             .cloned()
     }
 
-    /// Stops every group this broker runs.
+    /// Stops every group this broker runs and syncs their logs.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
         for (_, p) in self.partitions.lock().await.drain() {
             let _ = p.raft.shutdown().await;
+            if let Err(e) = p.with_log(|log| log.flush()) {
+                tracing::warn!(topic = %p.topic, partition = p.partition, "final sync: {e}");
+            }
         }
         let _ = self.metadata.shutdown().await;
     }
 
-    /// Reconciles the running partition groups with the metadata whenever it changes.
+    /// Reconciles the running partition groups with the metadata whenever it changes;
+    /// on the metadata leader, also registers every configured broker.
     async fn follow(node: Arc<Self>) {
         let mut applied = node.metadata_sm.watch_high_watermark();
+        let mut metrics = node.metadata.metrics();
         let mut stop = node.stop.subscribe();
         loop {
             if let Err(e) = node.reconcile().await {
                 tracing::warn!(broker = node.id, "reconciling partitions: {e}");
             }
+            if node.metadata_leader() == Some(node.id) {
+                node.register_brokers().await;
+            }
             tokio::select! {
                 changed = applied.changed() => if changed.is_err() { return },
+                changed = metrics.changed() => if changed.is_err() { return },
                 _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Proposes a `RegisterBroker` for every peer the metadata does not know (yet) at
+    /// its configured address.
+    async fn register_brokers(&self) {
+        let state = self.metadata_sm.app();
+        for (id, address) in &self.peers {
+            if state.brokers.get(id).map(|b| &b.address) == Some(address) {
+                continue;
+            }
+            let cmd = Command::RegisterBroker {
+                id: *id,
+                address: address.clone(),
+            };
+            if let Err(e) = self.propose(&cmd).await {
+                tracing::debug!(broker = self.id, "registering broker {id}: {e}");
+                return;
             }
         }
     }
@@ -304,13 +459,15 @@ impl ClusterNode {
             }
         }
         for ((topic, partition), entry) in wanted {
-            if running.contains_key(&(topic.clone(), partition)) {
-                continue;
-            }
             let configs = &state.topics[&topic].configs;
             let config = apply_topic_configs(&self.defaults, configs)
                 .map_err(BrokerError::InvalidRequest)?;
+            if let Some(p) = running.get(&(topic.clone(), partition)) {
+                p.update_config(configs, config);
+                continue;
+            }
             let dir = self.data_dir.join(format!("{topic}-{partition}"));
+            let segment_bytes = config.segment_bytes;
             let (raft, log, sm) =
                 open_group(self.id as u64, entry.group, &dir, config, &self.channels).await?;
             self.groups.insert(entry.group, raft.clone());
@@ -325,10 +482,14 @@ impl ClusterNode {
                     topic,
                     partition,
                     group: entry.group,
+                    node: self.id as u64,
                     raft,
+                    log,
                     reader,
                     sm,
                     dir,
+                    configs: Mutex::new(configs.clone()),
+                    segment_bytes: segment_bytes.into(),
                 }),
             );
         }

@@ -4,7 +4,7 @@
 //! Entries travel as the batches they are stored as (raw bytes, no re-encoding); the
 //! small remainder of each request and every reply is JSON of openraft's own types.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -40,9 +40,24 @@ struct AppendHeader {
 #[derive(Clone, Default)]
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Addresses this broker cannot reach (fault injection: a cut network link).
+    cut: Arc<RwLock<HashSet<String>>>,
 }
 
 impl PeerChannels {
+    /// Cuts (or, with an empty set, heals) the links from this broker to `addresses`:
+    /// every RPC to them fails as unreachable, as on a partitioned network.
+    pub fn set_cut(&self, addresses: HashSet<String>) {
+        *self.cut.write().unwrap_or_else(|e| e.into_inner()) = addresses;
+    }
+
+    fn is_cut(&self, addr: &str) -> bool {
+        self.cut
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(addr)
+    }
+
     fn channel(&self, addr: &str) -> Result<Channel, String> {
         let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = map.get(addr) {
@@ -86,6 +101,8 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
         PeerConnection {
             group: self.group,
             target,
+            addr: node.addr.clone(),
+            channels: self.channels.clone(),
             channel: self.channels.channel(&node.addr),
         }
     }
@@ -95,6 +112,8 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
 pub struct PeerConnection {
     group: u64,
     target: u64,
+    addr: String,
+    channels: PeerChannels,
     channel: Result<Channel, String>,
 }
 
@@ -106,6 +125,9 @@ struct Msg(String);
 
 impl PeerConnection {
     fn client(&self) -> Result<RaftPeerClient<Channel>, Msg> {
+        if self.channels.is_cut(&self.addr) {
+            return Err(Msg(format!("link to {} is cut", self.addr)));
+        }
         self.channel
             .clone()
             .map(|c| {

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use rafka_proto::v1::{self, admin_server};
 use tonic::{Request, Response, Status};
 
-use super::broker_service::topic_info;
 use super::Shared;
-use crate::error::BrokerError;
 
 pub(crate) struct AdminService {
     shared: Arc<Shared>,
@@ -26,26 +24,15 @@ impl admin_server::Admin for AdminService {
         request: Request<v1::CreateTopicRequest>,
     ) -> Result<Response<v1::CreateTopicResponse>, Status> {
         let req = request.into_inner();
-        let brokers = 1;
-        if req.replication_factor > brokers {
-            return Err(BrokerError::InvalidRequest(format!(
-                "replication factor {} exceeds the {brokers} available broker(s)",
-                req.replication_factor
-            ))
-            .into());
-        }
-        let partitions = match req.partitions {
-            0 => self.shared.config.default_partitions,
-            n => n,
-        };
+        let name = req.name.clone();
         let topic = self
             .shared
-            .registry
-            .create(&req.name, partitions, req.configs.into_iter().collect())
+            .backend
+            .create_topic(req, self.shared.config.default_partitions)
             .await?;
-        tracing::info!(topic = %req.name, partitions, "created topic");
+        tracing::info!(topic = %name, partitions = topic.partitions.len(), "created topic");
         Ok(Response::new(v1::CreateTopicResponse {
-            topic: Some(topic_info(&topic, self.shared.config.node_id)),
+            topic: Some(topic),
         }))
     }
 
@@ -54,7 +41,7 @@ impl admin_server::Admin for AdminService {
         request: Request<v1::DeleteTopicRequest>,
     ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
         let name = request.into_inner().name;
-        self.shared.registry.delete(&name).await?;
+        self.shared.backend.delete_topic(name.clone()).await?;
         tracing::info!(topic = %name, "deleted topic");
         Ok(Response::new(v1::DeleteTopicResponse {}))
     }
@@ -66,11 +53,11 @@ impl admin_server::Admin for AdminService {
         let req = request.into_inner();
         let topic = self
             .shared
-            .registry
-            .alter(&req.name, req.configs.into_iter().collect())
+            .backend
+            .alter_topic(req.name, req.configs.into_iter().collect())
             .await?;
         Ok(Response::new(v1::AlterTopicConfigResponse {
-            topic: Some(topic_info(&topic, self.shared.config.node_id)),
+            topic: Some(topic),
         }))
     }
 }

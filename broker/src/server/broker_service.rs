@@ -12,10 +12,10 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::backend::Served;
 use super::Shared;
 use crate::error::BrokerError;
 use crate::log::LogError;
-use crate::partition::Partition;
 use crate::topics::Topic;
 
 /// Longest a fetch may wait for data.
@@ -34,13 +34,8 @@ impl BrokerService {
         Self { shared }
     }
 
-    fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, BrokerError> {
-        Ok(self
-            .shared
-            .registry
-            .get(topic)?
-            .partition(partition)?
-            .clone())
+    async fn partition(&self, topic: &str, partition: u32) -> Result<Served, BrokerError> {
+        self.shared.backend.partition(topic, partition).await
     }
 }
 
@@ -56,15 +51,25 @@ fn next_offset_after(records: &[u8]) -> Option<u64> {
     next
 }
 
-/// Reads one partition below its high watermark, or says why it cannot.
+/// Reads one partition below its high watermark, or says why it cannot. A replica that
+/// may be behind the reader answers an offset past its high watermark with no records.
 fn read_partition(
-    p: &Partition,
+    p: &Served,
     offset: u64,
     max_bytes: usize,
 ) -> Result<v1::PartitionData, BrokerError> {
     let reader = p.reader();
     let high_watermark = p.high_watermark();
     let log_start = reader.log_start_offset();
+    if offset > high_watermark && p.may_lag(offset) {
+        return Ok(v1::PartitionData {
+            topic: p.topic().to_string(),
+            partition: p.id(),
+            records: Bytes::new(),
+            high_watermark,
+            log_start_offset: log_start,
+        });
+    }
     if offset < log_start || offset > high_watermark {
         return Err(p.log_error(LogError::OffsetOutOfRange {
             offset,
@@ -72,7 +77,7 @@ fn read_partition(
             log_end: high_watermark,
         }));
     }
-    let records = if offset == high_watermark {
+    let records = if offset >= high_watermark {
         Bytes::new()
     } else {
         reader
@@ -89,13 +94,15 @@ fn read_partition(
 }
 
 /// A partition and the validated batches a produce request brings it.
-type PartitionAppend = (Arc<Partition>, Vec<ValidatedBatch>);
+type PartitionAppend = (Served, Vec<ValidatedBatch>);
 
-fn validate_produce(
-    topic: &Topic,
+/// Checks a whole produce request (size, partitions, every batch, leadership) before
+/// anything is appended.
+async fn validate_produce(
+    shared: &Shared,
     req: &v1::ProduceRequest,
-    max_request_bytes: usize,
 ) -> Result<Vec<PartitionAppend>, BrokerError> {
+    let max_request_bytes = shared.config.max_request_bytes;
     let size: usize = req.partitions.iter().map(|p| p.records.len()).sum();
     if size > max_request_bytes {
         return Err(BrokerError::RequestTooLarge {
@@ -108,10 +115,11 @@ fn validate_produce(
             "no partitions in produce request".into(),
         ));
     }
+    let topic = &req.topic;
     let mut seen = HashSet::new();
     let mut work = Vec::with_capacity(req.partitions.len());
     for p in &req.partitions {
-        let partition = topic.partition(p.partition)?;
+        let partition = shared.backend.partition(topic, p.partition).await?;
         if !seen.insert(p.partition) {
             return Err(BrokerError::InvalidRequest(format!(
                 "partition {} appears twice in one produce request",
@@ -120,13 +128,12 @@ fn validate_produce(
         }
         if p.records.is_empty() {
             return Err(BrokerError::InvalidRequest(format!(
-                "{}-{}: no records",
-                topic.name(),
+                "{topic}-{}: no records",
                 p.partition
             )));
         }
         let invalid = |index, source| BrokerError::InvalidBatch {
-            topic: topic.name().to_string(),
+            topic: topic.to_string(),
             partition: p.partition,
             index,
             source,
@@ -136,19 +143,23 @@ fn validate_produce(
         for (index, b) in batches.iter().enumerate() {
             if b.header().is_control() {
                 return Err(BrokerError::InvalidRequest(format!(
-                    "{}-{}: batch {index} is a control batch; only the broker writes those",
-                    topic.name(),
+                    "{topic}-{}: batch {index} is a control batch; only the broker writes those",
                     p.partition
                 )));
             }
-            if b.bytes().len() as u64 > topic.config().segment_bytes {
+            let max = partition.max_batch_bytes();
+            if b.bytes().len() as u64 > max {
                 return Err(partition.log_error(LogError::BatchTooLarge {
                     size: b.bytes().len(),
-                    max: topic.config().segment_bytes,
+                    max,
                 }));
             }
         }
-        work.push((partition.clone(), batches));
+        work.push((partition, batches));
+    }
+    // Leadership last: a request for partitions led elsewhere appends nothing.
+    for (p, _) in &work {
+        p.check_writable()?;
     }
     Ok(work)
 }
@@ -160,21 +171,16 @@ impl broker_server::Broker for BrokerService {
         request: Request<v1::ProduceRequest>,
     ) -> Result<Response<v1::ProduceResponse>, Status> {
         let req = request.into_inner();
-        let topic = self.shared.registry.get(&req.topic)?;
         let acks = v1::Acks::try_from(req.acks)
             .map_err(|_| BrokerError::InvalidRequest(format!("unknown acks value {}", req.acks)))?;
         // Everything is validated before anything is appended.
-        let work = validate_produce(&topic, &req, self.shared.config.max_request_bytes)?;
-        let wait = acks != v1::Acks::None;
+        let work = validate_produce(&self.shared, &req).await?;
         let appends = work.into_iter().map(|(partition, batches)| async move {
-            let appended = partition.append(batches, wait).await?;
+            let landed = partition.append(batches, acks).await?;
             Ok::<_, BrokerError>(v1::ProducePartitionResult {
                 partition: partition.id(),
-                base_offsets: appended.iter().flatten().map(|a| a.base_offset).collect(),
-                log_end_offset: appended
-                    .as_ref()
-                    .and_then(|a| a.last())
-                    .map_or_else(|| partition.high_watermark(), |a| a.next_offset),
+                base_offsets: landed.base_offsets,
+                log_end_offset: landed.log_end_offset,
             })
         });
         let partitions = futures::future::try_join_all(appends).await?;
@@ -194,9 +200,10 @@ impl broker_server::Broker for BrokerService {
         let mut parts = Vec::with_capacity(req.partitions.len());
         for fp in &req.partitions {
             parts.push((
-                self.partition(&fp.topic, fp.partition)?,
+                self.partition(&fp.topic, fp.partition).await?,
                 fp.offset,
                 fp.max_bytes,
+                fp.min_offset,
             ));
         }
         let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms as u64).min(MAX_WAIT);
@@ -215,7 +222,26 @@ impl broker_server::Broker for BrokerService {
             }
             let mut out = Vec::with_capacity(parts.len());
             let mut total = 0usize;
-            for (p, offset, max) in &parts {
+            // A follower read waits until this replica has what the client has seen.
+            let behind = parts
+                .iter()
+                .find(|(p, _, _, min)| p.high_watermark() < *min);
+            if let Some((p, _, _, min)) = behind {
+                if Instant::now() >= deadline {
+                    return Err(BrokerError::Unavailable(format!(
+                        "{}-{}: this replica's high watermark {} has not reached min_offset {min}",
+                        p.topic(),
+                        p.id(),
+                        p.high_watermark()
+                    ))
+                    .into());
+                }
+                let changed =
+                    futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+                let _ = tokio::time::timeout_at(deadline, changed).await;
+                continue;
+            }
+            for (p, offset, max, _) in &parts {
                 let budget = match *max {
                     0 => DEFAULT_PARTITION_BYTES,
                     n => n as usize,
@@ -261,7 +287,7 @@ impl broker_server::Broker for BrokerService {
         request: Request<v1::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = request.into_inner();
-        let partition = self.partition(&req.topic, req.partition)?;
+        let partition = self.partition(&req.topic, req.partition).await?;
         let max_bytes = match req.max_bytes {
             0 => DEFAULT_PARTITION_BYTES,
             n => n as usize,
@@ -303,7 +329,7 @@ impl broker_server::Broker for BrokerService {
         request: Request<v1::ListOffsetsRequest>,
     ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
         let req = request.into_inner();
-        let p = self.partition(&req.topic, req.partition)?;
+        let p = self.partition(&req.topic, req.partition).await?;
         let high_watermark = p.high_watermark();
         let log_start_offset = p.reader().log_start_offset();
         let offset = match req.spec {
@@ -333,25 +359,13 @@ impl broker_server::Broker for BrokerService {
         request: Request<v1::MetadataRequest>,
     ) -> Result<Response<v1::MetadataResponse>, Status> {
         let req = request.into_inner();
-        let topics = if req.topics.is_empty() {
-            self.shared.registry.list()
-        } else {
-            req.topics
-                .iter()
-                .map(|t| self.shared.registry.get(t))
-                .collect::<Result<_, _>>()?
+        let own = v1::BrokerInfo {
+            node_id: self.shared.config.node_id,
+            address: self.shared.address.clone(),
         };
-        Ok(Response::new(v1::MetadataResponse {
-            brokers: vec![v1::BrokerInfo {
-                node_id: self.shared.config.node_id,
-                address: self.shared.address.clone(),
-            }],
-            topics: topics
-                .iter()
-                .map(|t| topic_info(t, self.shared.config.node_id))
-                .collect(),
-            controller_id: self.shared.config.node_id,
-        }))
+        Ok(Response::new(
+            self.shared.backend.metadata(&req.topics, &own).await?,
+        ))
     }
 }
 
@@ -369,6 +383,7 @@ pub(crate) fn topic_info(t: &Topic, node_id: u32) -> v1::TopicInfo {
                 log_start_offset: p.reader().log_start_offset(),
                 high_watermark: p.high_watermark(),
                 size_bytes: p.reader().size_bytes(),
+                replica_progress: Vec::new(),
             })
             .collect(),
         configs: t.config_map().into_iter().collect(),

@@ -9,6 +9,7 @@
 //! accepting, lets in-flight requests finish, stops background work and syncs every log.
 
 mod admin_service;
+mod backend;
 mod broker_service;
 mod lock;
 
@@ -22,27 +23,32 @@ use rafka_proto::v1::broker_server::BrokerServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::cluster::node::ClusterNode;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::topics::TopicRegistry;
+use backend::Backend;
+use rafka_proto::peer::raft_peer_server::RaftPeerServer;
 
 /// State shared by the services.
 pub(crate) struct Shared {
     pub config: BrokerConfig,
-    pub registry: Arc<TopicRegistry>,
+    pub backend: Backend,
     /// Address clients are told to use.
     pub address: String,
 }
 
-/// A single-node broker: its topics, opened from the data directory.
+/// A broker: a single node's topics, or its part of a cluster, opened from the data
+/// directory.
 pub struct Server {
     config: BrokerConfig,
-    registry: Arc<TopicRegistry>,
+    backend: Arc<Shared>,
     _lock: lock::DirLock,
 }
 
 impl Server {
-    /// Locks the data directory and opens (recovering) every topic in it.
+    /// Locks the data directory and opens (recovering) every partition in it; with
+    /// `peers` configured, joins the cluster.
     pub async fn open(config: BrokerConfig) -> Result<Self, BrokerError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             BrokerError::Internal(format!(
@@ -54,17 +60,40 @@ impl Server {
         let defaults = config
             .topic_defaults()
             .map_err(|e| BrokerError::InvalidRequest(format!("broker config [log]: {e}")))?;
-        let registry = Arc::new(TopicRegistry::open(&config.data_dir, defaults).await?);
+        let peers = config.peer_map().map_err(BrokerError::InvalidRequest)?;
+        let backend = if peers.is_empty() {
+            let registry = Arc::new(TopicRegistry::open(&config.data_dir, defaults).await?);
+            Backend::Single(registry, config.node_id)
+        } else {
+            let node =
+                ClusterNode::start(config.node_id, &config.data_dir, peers, defaults).await?;
+            Backend::Cluster(node)
+        };
+        let address = match (&backend, &config.advertised_address) {
+            (_, Some(a)) => a.clone(),
+            (Backend::Cluster(node), None) => node
+                .peer_address(config.node_id)
+                .unwrap_or_default()
+                .to_string(),
+            (Backend::Single(..), None) => String::new(),
+        };
         Ok(Self {
+            backend: Arc::new(Shared {
+                config: config.clone(),
+                backend,
+                address,
+            }),
             config,
-            registry,
             _lock: lock,
         })
     }
 
-    /// The topics.
-    pub fn registry(&self) -> &Arc<TopicRegistry> {
-        &self.registry
+    /// This broker's part of the cluster, when it runs in one.
+    pub fn cluster(&self) -> Option<&Arc<ClusterNode>> {
+        match &self.backend.backend {
+            Backend::Cluster(node) => Some(node),
+            Backend::Single(..) => None,
+        }
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains and syncs.
@@ -76,21 +105,25 @@ impl Server {
         let local = listener
             .local_addr()
             .map_err(|e| BrokerError::Internal(format!("listener address: {e}")))?;
-        let address = self
-            .config
-            .advertised_address
-            .clone()
-            .unwrap_or_else(|| local.to_string());
         let limit = self
             .config
             .max_request_bytes
             .saturating_mul(2)
             .max(16 << 20);
-        let shared = Arc::new(Shared {
-            config: self.config.clone(),
-            registry: self.registry.clone(),
-            address,
-        });
+        let mut shared = self.backend;
+        if shared.address.is_empty() {
+            if let Some(s) = Arc::get_mut(&mut shared) {
+                s.address = local.to_string();
+            }
+        }
+        let peer = match &shared.backend {
+            Backend::Cluster(node) => Some(
+                RaftPeerServer::new(node.peer_service())
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX),
+            ),
+            Backend::Single(..) => None,
+        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let background = tokio::spawn(run_background(shared.clone(), stop_rx));
         let incoming = TcpListenerStream::new(listener).map(|conn| {
@@ -113,17 +146,24 @@ impl Server {
                 AdminServer::new(admin_service::AdminService::new(shared.clone()))
                     .max_decoding_message_size(limit),
             )
+            .add_optional_service(peer)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         let _ = stop_tx.send(true);
         let _ = background.await;
         tracing::info!("rafka broker stopping: syncing logs");
-        self.registry.flush_all().await?;
+        match &shared.backend {
+            Backend::Single(registry, _) => registry.flush_all().await?,
+            Backend::Cluster(node) => node.shutdown().await,
+        }
         result.map_err(|e| BrokerError::Internal(format!("server: {e}")))
     }
 }
 
 /// Retention and interval flushes until told to stop.
+///
+/// In a cluster, retention does not run yet: a replica's Raft log must keep every entry a
+/// lagging follower (or a restart's replay) may still need; see docs/replication.md.
 async fn run_background(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut retention = tokio::time::interval(shared.config.retention_check_interval());
     let mut flush = tokio::time::interval(Duration::from_millis(100));
@@ -131,7 +171,8 @@ async fn run_background(shared: Arc<Shared>, mut stop: tokio::sync::watch::Recei
         tokio::select! {
             _ = stop.changed() => return,
             _ = retention.tick() => {
-                for topic in shared.registry.list() {
+                let Backend::Single(registry, _) = &shared.backend else { continue };
+                for topic in registry.list() {
                     for p in topic.partitions() {
                         match p.apply_retention().await {
                             Ok(0) => {}
@@ -141,15 +182,25 @@ async fn run_background(shared: Arc<Shared>, mut stop: tokio::sync::watch::Recei
                     }
                 }
             }
-            _ = flush.tick() => {
-                for topic in shared.registry.list() {
-                    for p in topic.partitions() {
-                        if let Err(e) = p.with_log(|log| log.flush_if_due()).await {
+            _ = flush.tick() => match &shared.backend {
+                Backend::Single(registry, _) => {
+                    for topic in registry.list() {
+                        for p in topic.partitions() {
+                            if let Err(e) = p.with_log(|log| log.flush_if_due()).await {
+                                tracing::warn!("flush: {e}");
+                            }
+                        }
+                    }
+                }
+                Backend::Cluster(node) => {
+                    for p in node.partitions().await {
+                        let flushed = tokio::task::spawn_blocking(move || p.with_log(|log| log.flush_if_due())).await;
+                        if let Ok(Err(e)) = flushed {
                             tracing::warn!("flush: {e}");
                         }
                     }
                 }
-            }
+            },
         }
     }
 }
