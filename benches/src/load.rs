@@ -54,6 +54,10 @@ pub struct ProduceArgs {
     /// Partitions when the topic has to be created.
     #[arg(long, default_value_t = 8)]
     partitions: u32,
+    /// Replicas per partition when the topic has to be created (0: the cluster default,
+    /// up to 3).
+    #[arg(long, default_value_t = 0)]
+    replication_factor: u32,
     /// Producer batch size in bytes.
     #[arg(long, default_value_t = 256 << 10)]
     batch_size: usize,
@@ -138,11 +142,16 @@ fn compression(s: &str) -> anyhow::Result<Compression> {
     })
 }
 
-async fn ensure_topic(bootstrap: &str, topic: &str, partitions: u32) -> anyhow::Result<()> {
+async fn ensure_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: u32,
+    replication_factor: u32,
+) -> anyhow::Result<()> {
     let admin = Admin::connect(bootstrap).await?;
     if admin.describe_topics(&[topic]).await.is_err() {
         admin
-            .create_topic(topic, partitions, 1, BTreeMap::new())
+            .create_topic(topic, partitions, replication_factor, BTreeMap::new())
             .await
             .with_context(|| format!("creating topic {topic}"))?;
     }
@@ -150,7 +159,13 @@ async fn ensure_topic(bootstrap: &str, topic: &str, partitions: u32) -> anyhow::
 }
 
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
-    ensure_topic(&args.target.bootstrap, &args.target.topic, args.partitions).await?;
+    ensure_topic(
+        &args.target.bootstrap,
+        &args.target.topic,
+        args.partitions,
+        args.replication_factor,
+    )
+    .await?;
     let config = ProducerConfig {
         acks: args.acks.parse()?,
         batch_size: args.batch_size,

@@ -258,11 +258,11 @@ impl Producer {
         }
         let queue = &mut queues[partition as usize];
         let mut wake = false;
-        if queue
+        let overflowed = queue
             .open
             .as_ref()
-            .is_some_and(|o| o.builder.len() + size > batch_size)
-        {
+            .is_some_and(|o| o.builder.len() + size > batch_size);
+        if overflowed {
             seal(queue, codec);
             wake = true;
         }
@@ -287,7 +287,7 @@ impl Producer {
             seal(queue, codec);
             wake = true;
         }
-        if full && record.partition.is_none() && record.key.is_none() {
+        if (full || overflowed) && record.partition.is_none() && record.key.is_none() {
             // Sticky partitioning: a full batch moves keyless records to the next partition.
             if let Some(p) = st.sticky.get_mut(&*record.topic) {
                 *p = (partition + 1) % partitions;

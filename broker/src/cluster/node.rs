@@ -29,6 +29,8 @@ use crate::raft::types::{AppendResult, BatchData, TypeConfig};
 
 /// Raft group of the cluster metadata.
 pub const METADATA_GROUP: u64 = 0;
+/// Longest a produce waits for a majority to commit its batches.
+pub const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Directory of the metadata log.
 pub const METADATA_DIR: &str = "__cluster_metadata-0";
 
@@ -106,13 +108,18 @@ pub struct ReplicatedPartition {
 }
 
 impl ReplicatedPartition {
-    /// Appends a batch through Raft; returns once a majority committed it.
+    /// Appends a batch through Raft; returns once a majority committed it. Without a
+    /// quorum for [`COMMIT_TIMEOUT`] it answers `Unavailable` (the batch may still
+    /// commit later, as with Kafka's request timeout).
     pub async fn append(&self, batch: ValidatedBatch) -> Result<AppendResult, BrokerError> {
-        match self
-            .raft
-            .client_write(BatchData(batch.bytes().clone()))
-            .await
-        {
+        let write = self.raft.client_write(BatchData(batch.bytes().clone()));
+        let Ok(written) = tokio::time::timeout(COMMIT_TIMEOUT, write).await else {
+            return Err(BrokerError::Unavailable(format!(
+                "{}-{}: not committed within {COMMIT_TIMEOUT:?} (no quorum reachable?)",
+                self.topic, self.partition
+            )));
+        };
+        match written {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(self.not_leader(f.leader_id))
@@ -319,6 +326,11 @@ impl ClusterNode {
             .borrow()
             .current_leader
             .map(|l| l as u32)
+    }
+
+    /// The configured brokers (id → address).
+    pub fn peers(&self) -> &BTreeMap<u32, String> {
+        &self.peers
     }
 
     /// A configured peer's address.

@@ -259,6 +259,10 @@ impl Backend {
                 Ok(super::broker_service::topic_info(&topic, *node_id))
             }
             Self::Cluster(node) => {
+                // A new cluster registers its brokers right after electing a metadata
+                // leader: place replicas once they all are (or after a bounded wait).
+                let peers = node.peers().len();
+                wait_state(node, |s| s.brokers.len() >= peers).await;
                 let brokers = node.state().brokers.len() as u32;
                 let replication_factor = match req.replication_factor {
                     0 => brokers.clamp(1, 3),
