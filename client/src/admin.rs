@@ -136,6 +136,14 @@ impl Admin {
         id: u32,
         topics: &[&str],
     ) -> Result<v1::MetadataResponse, ClientError> {
+        if self.cluster.address_of(id).is_none() {
+            self.cluster.metadata(Vec::new()).await?;
+        }
+        if self.cluster.address_of(id).is_none() {
+            return Err(ClientError::InvalidArgument(format!(
+                "no broker with id {id}"
+            )));
+        }
         Ok(self
             .cluster
             .broker_at(id)

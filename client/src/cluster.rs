@@ -134,6 +134,11 @@ impl Cluster {
         }
     }
 
+    /// Broker `id`'s address, if the cluster has told us.
+    pub fn address_of(&self, id: u32) -> Option<String> {
+        self.read().brokers.get(&id).cloned()
+    }
+
     /// A client of the Admin service (brokers forward to the metadata leader).
     pub fn admin(&self) -> AdminClient<Channel> {
         let channel = self

@@ -81,7 +81,8 @@ pub struct ProducerConfig {
     pub max_in_flight: usize,
     /// Attempts after the first for a retriable error.
     pub retries: u32,
-    /// Backoff before the first retry; doubles per attempt, up to 5 s.
+    /// Backoff between retries; doubles every third attempt, up to 1 s (a leader election
+    /// takes about one election timeout, so waiting longer only delays the failover).
     pub retry_backoff: Duration,
     /// Bytes of records buffered but not yet acknowledged; `send` waits beyond this.
     pub buffer_memory: usize,
@@ -95,7 +96,7 @@ impl Default for ProducerConfig {
             batch_size: 256 << 10,
             compression: Compression::None,
             max_in_flight: 16,
-            retries: 10,
+            retries: 20,
             retry_backoff: Duration::from_millis(100),
             buffer_memory: 64 << 20,
         }
@@ -523,8 +524,8 @@ async fn produce_routed(
             let backoff = inner
                 .config
                 .retry_backoff
-                .saturating_mul(1 << attempt.min(10))
-                .min(Duration::from_secs(5));
+                .saturating_mul(1 << (attempt / 3).min(10))
+                .min(Duration::from_secs(1));
             tokio::time::sleep(backoff).await;
             if let Err(e) = inner.cluster.refresh(topic).await {
                 tracing::debug!(topic, "metadata refresh failed: {e}; last error: {last:?}");

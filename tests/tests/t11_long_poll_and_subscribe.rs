@@ -43,6 +43,7 @@ fn fetch(offset: u64, max_wait_ms: u32) -> FetchRequest {
             partition: 0,
             offset,
             max_bytes: 0,
+            min_offset: 0,
         }],
         min_bytes: 1,
         max_wait_ms,

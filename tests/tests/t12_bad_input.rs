@@ -195,6 +195,7 @@ async fn bad_produce_requests_get_their_status_and_append_nothing() {
                 partition: 0,
                 offset: 10,
                 max_bytes: 0,
+                min_offset: 0,
             }],
             min_bytes: 0,
             max_wait_ms: 0,

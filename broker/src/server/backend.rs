@@ -19,6 +19,9 @@ use crate::topics::TopicRegistry;
 /// How long an admin request waits for a new topic's partitions to elect leaders.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a produce reaching a replica mid-election waits to learn the new leader.
+const ELECTION_WAIT: Duration = Duration::from_secs(2);
+
 /// The broker's data.
 pub(crate) enum Backend {
     /// One broker (its id), no replication.
@@ -109,12 +112,31 @@ impl Served {
         }
     }
 
-    /// Fails unless appends are taken here (a replica must lead its group).
-    pub fn check_writable(&self) -> Result<(), BrokerError> {
-        match self {
-            Self::Replica(p) if !p.is_leader() => Err(p.not_leader(p.leader())),
-            _ => Ok(()),
+    /// Fails unless appends are taken here (a replica must lead its group). During an
+    /// election it waits (briefly) for the outcome, so the redirect can name the leader.
+    pub async fn check_writable(&self) -> Result<(), BrokerError> {
+        let Self::Replica(p) = self else {
+            return Ok(());
+        };
+        if p.is_leader() {
+            return Ok(());
         }
+        if p.leader().is_none() {
+            let mut metrics = p.raft().metrics();
+            let deadline = tokio::time::Instant::now() + ELECTION_WAIT;
+            while metrics.borrow_and_update().current_leader.is_none() {
+                if tokio::time::timeout_at(deadline, metrics.changed())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            if p.is_leader() {
+                return Ok(());
+            }
+        }
+        Err(p.not_leader(p.leader()))
     }
 
     /// Appends validated batches; waits for durability (single broker) or a majority's

@@ -159,7 +159,7 @@ async fn validate_produce(
     }
     // Leadership last: a request for partitions led elsewhere appends nothing.
     for (p, _) in &work {
-        p.check_writable()?;
+        p.check_writable().await?;
     }
     Ok(work)
 }

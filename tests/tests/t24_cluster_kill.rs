@@ -1,0 +1,290 @@
+//! kill -9 a partition leader's process mid-stream: a new leader is elected, the producer
+//! follows the redirect and goes on, every acknowledged record is readable at the offset
+//! it was acknowledged at, and the killed broker restarts, catches up and holds the same
+//! bytes as the others.
+//!
+//! Each broker is a real child process (this test binary re-run as `broker_child`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rafka_client::{Admin, Producer, ProducerConfig, ProducerRecord};
+use rafka_proto::batch::BatchHeader;
+use rafka_proto::v1::{self, broker_client::BrokerClient};
+use rafka_tests::cluster::{assert_acked_readable, produce_acked, Acked, WAIT};
+use rafka_tests::{child_arg, eventually, ChildTest};
+
+const READY: &str = "broker ready";
+
+/// A broker process: `id|address|data dir|peers`.
+#[test]
+fn broker_child() {
+    let Some(arg) = child_arg() else { return };
+    let parts: Vec<&str> = arg.split('|').collect();
+    let [id, addr, dir, peers] = parts[..] else {
+        panic!("bad child argument {arg}")
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        let config = rafka_broker::config::BrokerConfig {
+            node_id: id.parse().expect("id"),
+            listen: listener.local_addr().expect("addr"),
+            data_dir: dir.into(),
+            peers: peers.to_string(),
+            ..Default::default()
+        };
+        let server = rafka_broker::server::Server::open(config)
+            .await
+            .expect("open");
+        println!("{READY}");
+        server
+            .serve(listener, std::future::pending())
+            .await
+            .expect("serve");
+    });
+}
+
+struct Brokers {
+    addrs: Vec<String>,
+    dirs: Vec<tempfile::TempDir>,
+    peers: String,
+    children: Vec<Option<ChildTest>>,
+}
+
+impl Brokers {
+    fn start(n: usize) -> Self {
+        let listeners: Vec<_> = (0..n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port"))
+            .collect();
+        let addrs: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().to_string())
+            .collect();
+        drop(listeners);
+        let peers = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut b = Self {
+            addrs,
+            dirs: (0..n).map(|_| tempfile::tempdir().unwrap()).collect(),
+            peers,
+            children: (0..n).map(|_| None).collect(),
+        };
+        for id in 1..=n as u32 {
+            b.launch(id);
+        }
+        b
+    }
+
+    fn launch(&mut self, id: u32) {
+        let i = id as usize - 1;
+        let arg = format!(
+            "{id}|{}|{}|{}",
+            self.addrs[i],
+            self.dirs[i].path().display(),
+            self.peers
+        );
+        let mut child = ChildTest::spawn("broker_child", &arg);
+        loop {
+            match child.next_line() {
+                Some(l) if l.contains(READY) => break,
+                Some(_) => continue,
+                None => panic!("broker {id} exited before it was ready"),
+            }
+        }
+        self.children[i] = Some(child);
+    }
+
+    fn kill(&mut self, id: u32) {
+        self.children[id as usize - 1]
+            .take()
+            .expect("running")
+            .kill();
+    }
+
+    fn bootstrap(&self) -> String {
+        self.addrs.join(",")
+    }
+}
+
+impl Drop for Brokers {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut() {
+            if let Some(c) = c.take() {
+                c.kill();
+            }
+        }
+    }
+}
+
+/// The partition's leader as its own broker reports it.
+async fn leader_of(admin: &Admin, brokers: &Brokers, topic: &str, partition: u32) -> u32 {
+    let found = std::sync::Mutex::new(0);
+    eventually("a leader that says so", WAIT, || async {
+        for id in 1..=brokers.addrs.len() as u32 {
+            if brokers.children[id as usize - 1].is_none() {
+                continue;
+            }
+            if let Ok(m) = admin.metadata_from(id, &[topic]).await {
+                if m.topics[0].partitions[partition as usize].leader == id {
+                    *found.lock().unwrap() = id;
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    found.into_inner().unwrap()
+}
+
+/// A replica's log bytes below `below`, fetched from broker `addr` (followers serve
+/// reads below their own high watermark).
+async fn fetch_all(addr: &str, topic: &str, partition: u32, below: u64) -> Vec<u8> {
+    let mut client = BrokerClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
+        .max_decoding_message_size(usize::MAX);
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while offset < below {
+        let data = client
+            .fetch(v1::FetchRequest {
+                partitions: vec![v1::FetchPartition {
+                    topic: topic.into(),
+                    partition,
+                    offset,
+                    max_bytes: 1 << 20,
+                    min_offset: below,
+                }],
+                min_bytes: 0,
+                max_wait_ms: 10_000,
+                max_bytes: 0,
+            })
+            .await
+            .expect("fetch")
+            .into_inner();
+        let records = &data.partitions[0].records;
+        let mut rest = &records[..];
+        while !rest.is_empty() {
+            let h = BatchHeader::parse(rest).expect("batch");
+            if h.base_offset as u64 >= below {
+                break;
+            }
+            offset = offset.max(h.next_offset() as u64);
+            out.extend_from_slice(&rest[..h.total_len()]);
+            rest = &rest[h.total_len()..];
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_the_leader_mid_stream_and_lose_nothing_acknowledged() {
+    if child_arg().is_some() {
+        return;
+    }
+    let mut brokers = Brokers::start(3);
+    let admin = Admin::connect(&brokers.bootstrap()).await.expect("admin");
+    admin
+        .create_topic("kill", 3, 3, BTreeMap::new())
+        .await
+        .expect("create");
+    let producer = Producer::connect(
+        &brokers.bootstrap(),
+        ProducerConfig {
+            batch_size: 16 << 10,
+            retries: 30,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("producer");
+    let (mut acked, failed) = produce_acked(&producer, "kill", "a", 10_000, 1_000).await;
+    assert_eq!(failed, 0);
+
+    // Records in flight when the leader of partition 0 dies.
+    let victim = leader_of(&admin, &brokers, "kill", 0).await;
+    let mut in_flight = Vec::new();
+    for i in 0..2_000 {
+        let value = format!("b-{i}");
+        let r = ProducerRecord::new("kill", value.clone().into_bytes()).partition(i % 3);
+        in_flight.push((value, producer.send(r).await.expect("send")));
+    }
+    let killed_at = Instant::now();
+    brokers.kill(victim);
+
+    // The first record written to the dead leader's partition after the kill.
+    let first = producer
+        .send(ProducerRecord::new("kill", b"c-first".to_vec()).partition(0))
+        .await
+        .expect("send")
+        .await
+        .expect("a new leader takes the write");
+    let failover = killed_at.elapsed();
+    eprintln!(
+        "kill -9 of the leader to the first acknowledged produce on its partition: {failover:?}"
+    );
+    acked.push(Acked {
+        partition: first.partition,
+        offset: first.offset,
+        value: "c-first".into(),
+    });
+    for (value, delivery) in in_flight {
+        // A record in flight at the kill may fail; one acknowledged must be readable.
+        if let Ok(m) = delivery.await {
+            acked.push(Acked {
+                partition: m.partition,
+                offset: m.offset,
+                value,
+            });
+        }
+    }
+    let (after, failed) = produce_acked(&producer, "kill", "d", 10_000, 1_000).await;
+    assert_eq!(failed, 0, "the surviving majority takes every write");
+    acked.extend(after);
+    assert_acked_readable(&brokers.bootstrap(), "kill", &acked).await;
+
+    // The killed broker restarts, catches up and holds the same bytes.
+    brokers.launch(victim);
+    let start = Instant::now();
+    let mut marks: Vec<Vec<u64>>;
+    loop {
+        assert!(
+            start.elapsed() < WAIT,
+            "the restarted broker did not catch up"
+        );
+        marks = Vec::new();
+        for id in 1..=3 {
+            let m = admin.metadata_from(id, &["kill"]).await;
+            marks.push(m.map_or_else(
+                |_| vec![u64::MAX; 3],
+                |m| {
+                    m.topics[0]
+                        .partitions
+                        .iter()
+                        .map(|p| p.high_watermark)
+                        .collect()
+                },
+            ));
+        }
+        if marks.windows(2).all(|w| w[0] == w[1]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for partition in 0..3u32 {
+        let hw = marks[0][partition as usize];
+        let reference = fetch_all(&brokers.addrs[0], "kill", partition, hw).await;
+        for addr in &brokers.addrs[1..] {
+            assert!(
+                fetch_all(addr, "kill", partition, hw).await == reference,
+                "kill-{partition}: replica at {addr} differs below {hw}"
+            );
+        }
+    }
+}
