@@ -276,3 +276,35 @@ async fn follower_reads_with_min_offset_never_answer_from_an_older_state() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acks_leader_answers_from_the_leaders_log_and_acks_none_loses_nothing_here() {
+    let cluster = TestCluster::start(3).await;
+    create(&cluster, "acks", 1).await;
+    let bootstrap = cluster.bootstrap();
+    let connect = |acks| {
+        Producer::connect(
+            &bootstrap,
+            ProducerConfig {
+                acks,
+                batch_size: 16 << 10,
+                ..Default::default()
+            },
+        )
+    };
+    let leader_acks = connect(rafka_client::Acks::Leader).await.expect("producer");
+    let (acked, failed) = produce_acked(&leader_acks, "acks", "l", 5_000, 1_000).await;
+    assert_eq!(failed, 0);
+    let mut offsets: Vec<u64> = acked.iter().map(|a| a.offset).collect();
+    offsets.sort();
+    assert_eq!(offsets, (0..5_000).collect::<Vec<_>>(), "dense offsets");
+    let no_acks = connect(rafka_client::Acks::None).await.expect("producer");
+    let (unacked, failed) = produce_acked(&no_acks, "acks", "n", 1_000, 1_000).await;
+    assert_eq!(failed, 0);
+    assert!(unacked
+        .iter()
+        .all(|a| a.offset == rafka_client::RecordMetadata::UNKNOWN_OFFSET));
+    // Without faults every record commits everywhere.
+    assert_eq!(cluster.converged("acks", 0, 6_000).await, 6_000);
+    assert_acked_readable(&cluster.bootstrap(), "acks", &acked).await;
+}

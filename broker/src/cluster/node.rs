@@ -16,13 +16,14 @@ use std::sync::{Arc, Mutex};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
 use rafka_proto::batch::ValidatedBatch;
+use rafka_proto::v1::Acks;
 use tokio::sync::watch;
 
 use super::{ClusterState, Command, MetadataStateMachine, PartitionEntry};
 use crate::config::apply_topic_configs;
 use crate::error::BrokerError;
 use crate::log::{LogConfig, LogReader, PartitionLog};
-use crate::raft::log_store::RaftLogStore;
+use crate::raft::log_store::{LocalAcks, RaftLogStore};
 use crate::raft::network::{GroupNetwork, PeerChannels, PeerService, RaftGroups};
 use crate::raft::state_machine::PartitionStateMachine;
 use crate::raft::types::{AppendResult, BatchData, TypeConfig};
@@ -63,6 +64,7 @@ async fn open_group<A: crate::raft::state_machine::Applier>(
         Raft<TypeConfig>,
         Arc<Mutex<PartitionLog>>,
         PartitionStateMachine<A>,
+        LocalAcks,
     ),
     BrokerError,
 > {
@@ -73,12 +75,13 @@ async fn open_group<A: crate::raft::state_machine::Applier>(
         .map_err(internal)?;
     let log = Arc::new(Mutex::new(log));
     let store = RaftLogStore::open(dir, log.clone()).map_err(internal)?;
+    let local_acks = store.local_acks();
     let sm = PartitionStateMachine::<A>::new();
     let network = GroupNetwork::new(group, channels.clone());
     let raft = Raft::new(node, raft_config(), network, store, sm.clone())
         .await
         .map_err(internal)?;
-    Ok((raft, log, sm))
+    Ok((raft, log, sm, local_acks))
 }
 
 /// Initializes a group unless it already is (then `initialize` is refused, which is fine).
@@ -105,6 +108,7 @@ pub struct ReplicatedPartition {
     /// The topic's config overrides this replica's log runs with.
     configs: Mutex<BTreeMap<String, String>>,
     segment_bytes: std::sync::atomic::AtomicU64,
+    local_acks: LocalAcks,
 }
 
 impl ReplicatedPartition {
@@ -131,29 +135,74 @@ impl ReplicatedPartition {
         }
     }
 
-    /// Appends batches in order. With `wait`, returns where each landed once a majority
-    /// committed it; without, once Raft has taken them. Off the leader nothing is
-    /// appended and the answer names the leader.
+    /// Appends batches in order and answers per `acks`: `All` once a majority committed
+    /// each, `Leader` once each is in this leader's log (durable per its `flush`), `None`
+    /// once Raft has taken them (no offsets). Off the leader nothing is appended and the
+    /// answer names the leader.
     pub async fn append_all(
         &self,
         batches: Vec<ValidatedBatch>,
-        wait: bool,
+        acks: Acks,
     ) -> Result<Option<Vec<AppendResult>>, BrokerError> {
         if !self.is_leader() {
             return Err(self.not_leader(self.leader()));
         }
-        if !wait {
-            for b in batches {
-                self.raft
-                    .client_write_ff(BatchData(b.bytes().clone()))
-                    .await
-                    .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-            }
-            return Ok(None);
-        }
         // Futures are first polled in order, so the batches enter the log in order.
-        let results = futures::future::join_all(batches.into_iter().map(|b| self.append(b))).await;
+        let results: Vec<Result<AppendResult, BrokerError>> = match acks {
+            Acks::None => {
+                for b in batches {
+                    self.raft
+                        .client_write_ff(BatchData(b.bytes().clone()))
+                        .await
+                        .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+                }
+                return Ok(None);
+            }
+            Acks::All => {
+                futures::future::join_all(batches.into_iter().map(|b| self.append(b))).await
+            }
+            Acks::Leader => {
+                futures::future::join_all(batches.into_iter().map(|b| self.append_local(b))).await
+            }
+        };
         results.into_iter().collect::<Result<Vec<_>, _>>().map(Some)
+    }
+
+    /// Proposes a batch and returns once it is in this leader's log (or committed, or
+    /// refused, whichever comes first).
+    async fn append_local(&self, batch: ValidatedBatch) -> Result<AppendResult, BrokerError> {
+        let bytes = batch.bytes().clone();
+        let local = self.local_acks.register(&bytes);
+        let committed = match self.raft.client_write_ff(BatchData(bytes.clone())).await {
+            Ok(rx) => rx,
+            Err(e) => {
+                self.local_acks.forget(&bytes);
+                return Err(BrokerError::Unavailable(e.to_string()));
+            }
+        };
+        let outcome = tokio::time::timeout(COMMIT_TIMEOUT, async {
+            tokio::select! {
+                Ok((base_offset, next_offset)) = local => Ok(AppendResult {
+                    base_offset,
+                    next_offset,
+                    error: None,
+                }),
+                answer = committed => match answer {
+                    Ok(Ok(r)) => Ok(r.data),
+                    Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(self.not_leader(f.leader_id)),
+                    Ok(Err(e)) => Err(BrokerError::Unavailable(e.to_string())),
+                    Err(_) => Err(BrokerError::Unavailable("the Raft group stopped".into())),
+                },
+            }
+        })
+        .await;
+        self.local_acks.forget(&bytes);
+        outcome.unwrap_or_else(|_| {
+            Err(BrokerError::Unavailable(format!(
+                "{}-{}: not appended within {COMMIT_TIMEOUT:?}",
+                self.topic, self.partition
+            )))
+        })
     }
 
     /// True while this replica leads its group.
@@ -270,7 +319,7 @@ impl ClusterNode {
         }
         let channels = PeerChannels::default();
         let groups = RaftGroups::default();
-        let (metadata, _, metadata_sm) = open_group(
+        let (metadata, _, metadata_sm, _) = open_group(
             id as u64,
             METADATA_GROUP,
             &data_dir.join(METADATA_DIR),
@@ -480,7 +529,7 @@ impl ClusterNode {
             }
             let dir = self.data_dir.join(format!("{topic}-{partition}"));
             let segment_bytes = config.segment_bytes;
-            let (raft, log, sm) =
+            let (raft, log, sm, local_acks) =
                 open_group(self.id as u64, entry.group, &dir, config, &self.channels).await?;
             self.groups.insert(entry.group, raft.clone());
             if entry.replicas.first() == Some(&self.id) {
@@ -502,6 +551,7 @@ impl ClusterNode {
                     dir,
                     configs: Mutex::new(configs.clone()),
                     segment_bytes: segment_bytes.into(),
+                    local_acks,
                 }),
             );
         }

@@ -5,7 +5,7 @@
 //! headers and `raft.json`'s `first_index`. Purging only moves the start of that map: the
 //! data stays in the partition log until retention deletes it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, RaftLogReader, StorageIOError};
+use tokio::sync::oneshot;
 
 use super::entry::{decode, encode, epoch_of, term_of};
 use super::state_file::RaftState;
@@ -87,6 +88,45 @@ impl RaftLogReader<TypeConfig> for EntryReader {
     }
 }
 
+/// Where a batch landed in the local log: base offset and next offset.
+pub type LocalAck = (u64, u64);
+
+/// Waiters for the local append of particular batches (`acks=leader`), keyed by the
+/// address and length of the batch bytes the leader proposed: openraft hands the store
+/// the very same buffer, so no id has to travel inside the entry.
+#[derive(Clone, Default)]
+pub struct LocalAcks {
+    waiters: Arc<Mutex<HashMap<(usize, usize), oneshot::Sender<LocalAck>>>>,
+}
+
+impl LocalAcks {
+    fn key(batch: &[u8]) -> (usize, usize) {
+        (batch.as_ptr() as usize, batch.len())
+    }
+
+    /// Registers interest in `batch`'s local append (before proposing it).
+    pub fn register(&self, batch: &[u8]) -> oneshot::Receiver<LocalAck> {
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(Self::key(batch), tx);
+        rx
+    }
+
+    /// Drops interest (the batch was refused or the wait ended).
+    pub fn forget(&self, batch: &[u8]) {
+        self.lock().remove(&Self::key(batch));
+    }
+
+    fn complete(&self, batch: &[u8], ack: LocalAck) {
+        if let Some(tx) = self.lock().remove(&Self::key(batch)) {
+            let _ = tx.send(ack);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<(usize, usize), oneshot::Sender<LocalAck>>> {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The Raft log of one partition.
 #[derive(Clone)]
 pub struct RaftLogStore {
@@ -94,6 +134,7 @@ pub struct RaftLogStore {
     log: Arc<Mutex<PartitionLog>>,
     state: Arc<Mutex<RaftState>>,
     entries: EntryReader,
+    local_acks: LocalAcks,
 }
 
 impl RaftLogStore {
@@ -123,7 +164,13 @@ impl RaftLogStore {
                 map: Arc::new(RwLock::new(map)),
                 reader,
             },
+            local_acks: LocalAcks::default(),
         })
+    }
+
+    /// Waiters for local appends (`acks=leader`), shared with the partition.
+    pub fn local_acks(&self) -> LocalAcks {
+        self.local_acks.clone()
     }
 
     fn state(&self) -> MutexGuard<'_, RaftState> {
@@ -214,8 +261,12 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
     {
         let mut encoded = Vec::new();
         let mut first_index = None;
+        let mut proposed = Vec::new();
         for e in entries {
             first_index.get_or_insert(e.log_id.index);
+            if let openraft::EntryPayload::Normal(data) = &e.payload {
+                proposed.push((encoded.len(), data.0.clone()));
+            }
             encoded.push((
                 encode(&e).map_err(io_err)?,
                 epoch_of(&e.log_id).map_err(io_err)?,
@@ -250,6 +301,11 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
                 map.locators.extend(appended.iter().map(|a| a.locator));
                 drop(map);
                 callback.log_io_completed(Ok(()));
+                for (i, batch) in proposed {
+                    let a = &appended[i];
+                    self.local_acks
+                        .complete(&batch, (a.base_offset, a.next_offset));
+                }
                 Ok(())
             }
             Err(e) => {

@@ -159,7 +159,7 @@ impl Served {
                 })
             }
             Self::Replica(p) => {
-                let results = p.append_all(batches, wait).await?;
+                let results = p.append_all(batches, acks).await?;
                 Ok(Landed {
                     base_offsets: results.iter().flatten().map(|r| r.base_offset).collect(),
                     log_end_offset: results
