@@ -41,6 +41,11 @@ fn raft_config() -> Arc<openraft::Config> {
         heartbeat_interval: 100,
         election_timeout_min: 500,
         election_timeout_max: 1000,
+        // An AppendEntries must arrive within one heartbeat interval (openraft's RPC
+        // timeout): cap its entries (batches of up to a few hundred KiB) so that a
+        // follower far behind catches up in many small rounds instead of timing out on
+        // one huge request again and again.
+        max_payload_entries: 32,
         // Snapshots hold offsets, not data: a lagging replica catches up from the log.
         snapshot_policy: openraft::SnapshotPolicy::Never,
         ..Default::default()
@@ -180,24 +185,31 @@ impl ReplicatedPartition {
                 return Err(BrokerError::Unavailable(e.to_string()));
             }
         };
+        let mut committed = Box::pin(committed);
         let outcome = tokio::time::timeout(COMMIT_TIMEOUT, async {
             tokio::select! {
-                Ok((base_offset, next_offset)) = local => Ok(AppendResult {
+                Ok((base_offset, next_offset)) = local => (true, Ok(AppendResult {
                     base_offset,
                     next_offset,
                     error: None,
-                }),
-                answer = committed => match answer {
+                })),
+                answer = &mut committed => (false, match answer {
                     Ok(Ok(r)) => Ok(r.data),
                     Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(self.not_leader(f.leader_id)),
                     Ok(Err(e)) => Err(BrokerError::Unavailable(e.to_string())),
                     Err(_) => Err(BrokerError::Unavailable("the Raft group stopped".into())),
-                },
+                }),
             }
         })
         .await;
         self.local_acks.forget(&bytes);
-        outcome.unwrap_or_else(|_| {
+        if let Ok((true, _)) = outcome {
+            // Keep listening for the commit: Raft answers it whether or not we wait.
+            tokio::spawn(async move {
+                let _ = committed.await;
+            });
+        }
+        outcome.map(|(_, r)| r).unwrap_or_else(|_| {
             Err(BrokerError::Unavailable(format!(
                 "{}-{}: not appended within {COMMIT_TIMEOUT:?}",
                 self.topic, self.partition
