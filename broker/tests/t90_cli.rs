@@ -12,6 +12,28 @@ struct Broker {
 }
 
 impl Broker {
+    /// `rafka dev-cluster`: its address is the bootstrap list it prints.
+    fn dev_cluster(nodes: u32, dir: &std::path::Path) -> Self {
+        let mut child = Command::new(RAFKA)
+            .args(["dev-cluster", "--nodes", &nodes.to_string(), "--data-dir"])
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn rafka dev-cluster");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "dev-cluster exited");
+            if let Some(list) = line.trim().strip_prefix("bootstrap: ") {
+                break list.to_string();
+            }
+        };
+        Self { child, addr }
+    }
+
     fn start(dir: &std::path::Path) -> Self {
         let mut child = Command::new(RAFKA)
             .args(["start", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -157,4 +179,65 @@ fn create_produce_consume_through_the_binary() {
     assert!(err.contains("unknown topic `missing`"), "{err}");
 
     assert!(broker.stop().success(), "graceful shutdown on SIGTERM");
+}
+
+#[test]
+fn a_dev_cluster_replicates_and_reports_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Broker::dev_cluster(3, dir.path());
+    assert_eq!(cluster.addr.split(',').count(), 3, "{}", cluster.addr);
+    let out = cluster.rafka(
+        &[
+            "topic",
+            "create",
+            "replicated",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "3",
+        ],
+        None,
+    );
+    assert!(ok(&out).contains("created topic replicated"));
+    let lines: String = (0..30).map(|i| format!("k{i}:v{i}\n")).collect();
+    ok(&cluster.rafka(
+        &["produce", "replicated", "--key-separator", ":"],
+        Some(&lines),
+    ));
+    let out = ok(&cluster.rafka(
+        &[
+            "consume",
+            "replicated",
+            "--from-beginning",
+            "--max-messages",
+            "30",
+            "--format",
+            "{value}",
+        ],
+        None,
+    ));
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort();
+    let mut want: Vec<String> = (0..30).map(|i| format!("v{i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+
+    let status = ok(&cluster.rafka(&["cluster", "status"], None));
+    assert_eq!(status.matches(" up").count(), 3, "{status}");
+    for p in 0..3 {
+        let line = status
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("replicated-{p} ")))
+            .unwrap_or_else(|| panic!("no line for partition {p}: {status}"));
+        assert!(line.contains("(leader)"), "{line}");
+    }
+    let describe = ok(&cluster.rafka(&["topic", "describe", "replicated"], None));
+    assert_eq!(
+        describe.matches("1,2,3").count()
+            + describe.matches("2,3,1").count()
+            + describe.matches("3,1,2").count(),
+        3,
+        "{describe}"
+    );
+    assert!(cluster.stop().success(), "graceful shutdown on SIGTERM");
 }
