@@ -308,3 +308,68 @@ async fn acks_leader_answers_from_the_leaders_log_and_acks_none_loses_nothing_he
     assert_eq!(cluster.converged("acks", 0, 6_000).await, 6_000);
     assert_acked_readable(&cluster.bootstrap(), "acks", &acked).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_behind_the_leaders_log_start_restarts_there_through_a_snapshot() {
+    let mut cluster = TestCluster::start_with(3, |c| c.retention_check_interval_ms = 50).await;
+    let admin = Admin::connect(&cluster.bootstrap()).await.expect("admin");
+    let configs = BTreeMap::from([
+        ("segment.bytes".to_string(), "65536".to_string()),
+        ("retention.bytes".to_string(), "262144".to_string()),
+    ]);
+    admin
+        .create_topic("old", 1, 3, configs)
+        .await
+        .expect("create");
+    let p = producer(&cluster.bootstrap()).await;
+    produce_acked(&p, "old", "a", 2_000, 1_000).await;
+    let leader = cluster.leader_of("old", 0).await;
+    let follower = cluster
+        .running()
+        .into_iter()
+        .find(|&b| b != leader)
+        .expect("a follower");
+    let behind = cluster
+        .replica(follower, "old", 0)
+        .await
+        .reader()
+        .log_end_offset();
+    cluster.stop(follower).await;
+
+    // Retention on the others deletes what the stopped follower would need next.
+    let (_, failed) = produce_acked(&p, "old", "b", 30_000, 5_000).await;
+    assert_eq!(failed, 0);
+    let on_leader = cluster.replica(leader, "old", 0).await;
+    eventually(
+        "the leader's retention to pass the follower's end",
+        WAIT,
+        || async { on_leader.reader().log_start_offset() > behind },
+    )
+    .await;
+
+    cluster.restart(follower).await;
+    let (after, failed) = produce_acked(&p, "old", "c", 2_000, 1_000).await;
+    assert_eq!(failed, 0);
+    let hw = cluster.converged("old", 0, max_offset(&after, 0)).await;
+    assert!(hw >= 34_000, "every record committed ({hw})");
+    let restarted = cluster.replica(follower, "old", 0).await;
+    let start = restarted.reader().log_start_offset();
+    let leader_start = on_leader.reader().log_start_offset();
+    assert!(
+        start > behind && start <= leader_start,
+        "the follower restarted at a log start of the leader's, keeping every retained \
+         record ({behind} < {start} <= {leader_start})"
+    );
+    assert_acked_readable(&cluster.bootstrap(), "old", &after).await;
+
+    // A broker whose Raft log was purged restarts from its snapshot file.
+    drop(on_leader);
+    drop(restarted);
+    cluster.stop(leader).await;
+    cluster.restart(leader).await;
+    let (last, failed) = produce_acked(&p, "old", "d", 1_000, 1_000).await;
+    assert_eq!(failed, 0);
+    let again = cluster.converged("old", 0, max_offset(&last, 0)).await;
+    assert!(again >= hw + 1_000);
+    assert_acked_readable(&cluster.bootstrap(), "old", &last).await;
+}

@@ -23,9 +23,9 @@ use super::{ClusterState, Command, MetadataStateMachine, PartitionEntry};
 use crate::config::apply_topic_configs;
 use crate::error::BrokerError;
 use crate::log::{LogConfig, LogReader, PartitionLog};
-use crate::raft::log_store::{LocalAcks, RaftLogStore};
+use crate::raft::log_store::{EntryReader, LocalAcks, RaftLogStore};
 use crate::raft::network::{GroupNetwork, PeerChannels, PeerService, RaftGroups};
-use crate::raft::state_machine::PartitionStateMachine;
+use crate::raft::state_machine::{PartitionStateMachine, SmStorage};
 use crate::raft::types::{AppendResult, BatchData, TypeConfig};
 
 /// Raft group of the cluster metadata.
@@ -46,8 +46,12 @@ fn raft_config() -> Arc<openraft::Config> {
         // follower far behind catches up in many small rounds instead of timing out on
         // one huge request again and again.
         max_payload_entries: 32,
-        // Snapshots hold offsets, not data: a lagging replica catches up from the log.
-        snapshot_policy: openraft::SnapshotPolicy::Never,
+        // Snapshots hold offsets, not data, and are cheap: take one every 10,000 entries
+        // so a restart replays little. Entries are purged only when retention deletes
+        // their data (see `ReplicatedPartition::apply_retention`), so a lagging replica
+        // catches up from the log whenever the leader still has it.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
+        max_in_snapshot_log_to_keep: u64::MAX,
         ..Default::default()
     };
     Arc::new(config.validate().expect("static Raft config is valid"))
@@ -70,6 +74,7 @@ async fn open_group<A: crate::raft::state_machine::Applier>(
         Arc<Mutex<PartitionLog>>,
         PartitionStateMachine<A>,
         LocalAcks,
+        EntryReader,
     ),
     BrokerError,
 > {
@@ -81,16 +86,30 @@ async fn open_group<A: crate::raft::state_machine::Applier>(
     let log = Arc::new(Mutex::new(log));
     let store = RaftLogStore::open(dir, log.clone()).map_err(internal)?;
     let local_acks = store.local_acks();
-    let sm = PartitionStateMachine::<A>::new();
+    let entries = store.entry_reader();
+    let sm = PartitionStateMachine::<A>::open(SmStorage {
+        dir: dir.to_path_buf(),
+        log: log.clone(),
+        reset_pending: store.reset_flag(),
+        entries: entries.clone(),
+        raft_state: store.state_handle(),
+        snapshot_at: Arc::new(std::sync::atomic::AtomicU64::new(
+            crate::raft::state_machine::NO_TARGET,
+        )),
+    })
+    .map_err(internal)?;
     let network = GroupNetwork::new(group, channels.clone());
     let raft = Raft::new(node, raft_config(), network, store, sm.clone())
         .await
         .map_err(internal)?;
-    Ok((raft, log, sm, local_acks))
+    Ok((raft, log, sm, local_acks, entries))
 }
 
-/// Initializes a group unless it already is (then `initialize` is refused, which is fine).
+/// Initializes a group unless it already is.
 async fn initialize(raft: &Raft<TypeConfig>, members: BTreeMap<u64, BasicNode>) {
+    if raft.is_initialized().await.unwrap_or(true) {
+        return;
+    }
     if let Err(e) = raft.initialize(members).await {
         tracing::debug!("group already initialized: {e}");
     }
@@ -114,6 +133,7 @@ pub struct ReplicatedPartition {
     configs: Mutex<BTreeMap<String, String>>,
     segment_bytes: std::sync::atomic::AtomicU64,
     local_acks: LocalAcks,
+    entries: EntryReader,
 }
 
 impl ReplicatedPartition {
@@ -280,6 +300,45 @@ impl ReplicatedPartition {
         *current = configs.clone();
     }
 
+    /// Retention on a replica: when `retention.ms` / `retention.bytes` would delete
+    /// segments, snapshot the state (offsets only) past their last entry and purge the
+    /// Raft log up to it; the purge deletes the segments. Each replica does this on its
+    /// own, as Kafka replicas do; a follower that later needs purged entries gets the
+    /// snapshot and restarts its log at the leader's log start. Returns whether a purge
+    /// was requested.
+    pub async fn apply_retention(&self) -> Result<bool, BrokerError> {
+        let cut = self.with_log(|log| log.retention_cut(std::time::SystemTime::now()));
+        let Some(index) = cut.and_then(|c| self.entries.last_index_below(c)) else {
+            return Ok(false);
+        };
+        let (applied, snapshot) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.last_applied.map(|l| l.index), m.snapshot.map(|l| l.index))
+        };
+        if applied.is_none_or(|a| a < index) {
+            return Ok(false); // not applied here yet: a later round purges it
+        }
+        if snapshot.is_none_or(|s| s < index) {
+            self.sm.snapshot_at(index);
+            self.raft.trigger().snapshot().await.map_err(internal)?;
+            self.raft
+                .wait(Some(COMMIT_TIMEOUT))
+                .metrics(
+                    |m| m.snapshot.is_some_and(|s| s.index >= index),
+                    "snapshot past the retention cut",
+                )
+                .await
+                .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        }
+        self.raft
+            .trigger()
+            .purge_log(index)
+            .await
+            .map_err(internal)?;
+        Ok(true)
+    }
+
     /// Runs `f` on the replica's log (flushes, config changes).
     pub fn with_log<T>(&self, f: impl FnOnce(&mut PartitionLog) -> T) -> T {
         f(&mut self.log.lock().unwrap_or_else(|e| e.into_inner()))
@@ -331,7 +390,7 @@ impl ClusterNode {
         }
         let channels = PeerChannels::default();
         let groups = RaftGroups::default();
-        let (metadata, _, metadata_sm, _) = open_group(
+        let (metadata, _, metadata_sm, _, _) = open_group(
             id as u64,
             METADATA_GROUP,
             &data_dir.join(METADATA_DIR),
@@ -541,7 +600,7 @@ impl ClusterNode {
             }
             let dir = self.data_dir.join(format!("{topic}-{partition}"));
             let segment_bytes = config.segment_bytes;
-            let (raft, log, sm, local_acks) =
+            let (raft, log, sm, local_acks, entries) =
                 open_group(self.id as u64, entry.group, &dir, config, &self.channels).await?;
             self.groups.insert(entry.group, raft.clone());
             if entry.replicas.first() == Some(&self.id) {
@@ -564,6 +623,7 @@ impl ClusterNode {
                     configs: Mutex::new(configs.clone()),
                     segment_bytes: segment_bytes.into(),
                     local_acks,
+                    entries,
                 }),
             );
         }

@@ -237,38 +237,56 @@ impl PartitionLog {
         self.write(|log| log.truncate_to(offset.saturating_add(1)))
     }
 
-    /// Deletes sealed segments past `retention.ms` (by their newest timestamp, against
-    /// `now`) or beyond `retention.bytes`; returns the base offsets deleted. The active
-    /// segment is never deleted.
+    /// Deletes sealed segments past `retention.ms` (by their newest record) or beyond
+    /// `retention.bytes` (oldest first); the active segment always stays. Returns the
+    /// base offsets of the deleted segments.
     pub fn apply_retention(&mut self, now: SystemTime) -> Result<Vec<u64>, LogError> {
+        match self.retention_cut(now) {
+            Some(cut) => self.delete_segments_before(cut),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Where retention would start the log now: the base offset of the first segment it
+    /// would keep, if it would delete any. Retention deletes a prefix of sealed segments.
+    pub fn retention_cut(&self, now: SystemTime) -> Option<u64> {
         let now_ms = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        self.write(|log| {
-            let mut doomed = Vec::new();
-            if let Some(ms) = log.config.retention_ms {
-                let cutoff = now_ms - ms.as_millis() as i64;
-                doomed.extend(
-                    log.sealed
-                        .values()
-                        .take_while(|s| (0..cutoff).contains(&s.view.max_timestamp()))
-                        .map(|s| s.base_offset()),
-                );
-            }
-            if let Some(limit) = log.config.retention_bytes {
-                let mut size = log.reader.size_bytes();
-                for s in log.sealed.values() {
-                    let len = s.len() as u64;
-                    if size.saturating_sub(len) < limit {
-                        break;
-                    }
-                    size -= len;
-                    if !doomed.contains(&s.base_offset()) {
-                        doomed.push(s.base_offset());
-                    }
+        let mut doomed = 0usize;
+        if let Some(ms) = self.config.retention_ms {
+            let cutoff = now_ms - ms.as_millis() as i64;
+            doomed = self
+                .sealed
+                .values()
+                .take_while(|s| (0..cutoff).contains(&s.view.max_timestamp()))
+                .count();
+        }
+        if let Some(limit) = self.config.retention_bytes {
+            let mut size = self.reader.size_bytes();
+            let mut n = 0;
+            for s in self.sealed.values() {
+                let len = s.len() as u64;
+                if size.saturating_sub(len) < limit {
+                    break;
                 }
+                size -= len;
+                n += 1;
             }
-            doomed.sort_unstable();
+            doomed = doomed.max(n);
+        }
+        if doomed == 0 {
+            return None;
+        }
+        let kept = self.sealed.keys().nth(doomed).copied();
+        kept.or_else(|| self.active.as_ref().map(|a| a.base_offset()))
+    }
+
+    /// Deletes the sealed segments whose base offset is below `segment` (oldest first);
+    /// returns their base offsets.
+    pub fn delete_segments_before(&mut self, segment: u64) -> Result<Vec<u64>, LogError> {
+        self.write(|log| {
+            let doomed: Vec<u64> = log.sealed.range(..segment).map(|(b, _)| *b).collect();
             for &base in &doomed {
                 log.shared.write().remove(&base);
                 if let Some(seg) = log.sealed.remove(&base) {
@@ -279,6 +297,18 @@ impl PartitionLog {
                 sync_dir(&log.dir).map_err(LogError::io(&log.dir))?;
             }
             Ok(doomed)
+        })
+    }
+
+    /// Drops every record and starts over, empty, at `offset`: a replica that fell
+    /// behind its leader's log start restarts there. Durable when it returns.
+    pub fn reset_to(&mut self, offset: u64) -> Result<(), LogError> {
+        self.write(|log| {
+            log.delete_segments_from(0)?;
+            let seg = ActiveSegment::create(&log.dir, offset, &log.config)?;
+            log.shared.write().insert(offset, seg.view.clone());
+            log.active = Some(seg);
+            sync_dir(&log.dir).map_err(LogError::io(&log.dir))
         })
     }
 

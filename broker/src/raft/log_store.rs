@@ -9,6 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -55,6 +56,39 @@ pub struct EntryReader {
 }
 
 impl EntryReader {
+    /// The last raft index whose batch lies in a segment below `segment` (a segment base
+    /// offset): purging up to it lets those segments go.
+    pub fn last_index_below(&self, segment: u64) -> Option<u64> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        let n = map.locators.partition_point(|l| l.segment < segment);
+        (n > 0).then(|| map.first + n as u64 - 1)
+    }
+
+    /// How many batches precede `at` in its segment.
+    fn batches_before(&self, at: Locator) -> Result<u64, crate::log::LogError> {
+        let mut pos = 0u32;
+        let mut n = 0;
+        while pos < at.position {
+            let batch = self.reader.batch_at(Locator {
+                segment: at.segment,
+                position: pos,
+            })?;
+            pos += batch.len() as u32;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The stored batch of raft entry `index`, if it is not purged.
+    pub fn batch(&self, index: u64) -> Option<bytes::Bytes> {
+        let loc = self
+            .map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(index)?;
+        self.reader.batch_at(loc).ok()
+    }
+
     fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<typ::Entry>, typ::StorageError> {
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
         let start = match range.start_bound() {
@@ -91,12 +125,15 @@ impl RaftLogReader<TypeConfig> for EntryReader {
 /// Where a batch landed in the local log: base offset and next offset.
 pub type LocalAck = (u64, u64);
 
+/// Senders waiting for a batch's local append, by the batch's address and length.
+type Waiters = HashMap<(usize, usize), oneshot::Sender<LocalAck>>;
+
 /// Waiters for the local append of particular batches (`acks=leader`), keyed by the
 /// address and length of the batch bytes the leader proposed: openraft hands the store
 /// the very same buffer, so no id has to travel inside the entry.
 #[derive(Clone, Default)]
 pub struct LocalAcks {
-    waiters: Arc<Mutex<HashMap<(usize, usize), oneshot::Sender<LocalAck>>>>,
+    waiters: Arc<Mutex<Waiters>>,
 }
 
 impl LocalAcks {
@@ -122,8 +159,28 @@ impl LocalAcks {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<(usize, usize), oneshot::Sender<LocalAck>>> {
+    fn lock(&self) -> MutexGuard<'_, Waiters> {
         self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A shared handle on a store's `raft.json`.
+#[derive(Clone)]
+pub struct RaftStateHandle {
+    dir: PathBuf,
+    state: Arc<Mutex<RaftState>>,
+}
+
+impl RaftStateHandle {
+    /// Records that the (reset, empty) partition log's next batch is raft entry `index`.
+    pub fn restart_at(&self, index: u64) -> std::io::Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = state.clone();
+        next.first_index = index;
+        next.first_segment = None;
+        next.save(&self.dir)?;
+        *state = next;
+        Ok(())
     }
 }
 
@@ -135,6 +192,7 @@ pub struct RaftLogStore {
     state: Arc<Mutex<RaftState>>,
     entries: EntryReader,
     local_acks: LocalAcks,
+    reset_pending: Arc<AtomicBool>,
 }
 
 impl RaftLogStore {
@@ -145,8 +203,22 @@ impl RaftLogStore {
             let log = log.lock().unwrap_or_else(|e| e.into_inner());
             (log.batches().map_err(read_err)?, log.reader())
         };
+        // Batches before the anchor segment are left over from a purge interrupted by a
+        // crash: they number backwards from it (and are purged).
+        let skip = state.first_segment.map_or(0, |seg| {
+            batches
+                .iter()
+                .position(|(l, _)| l.segment >= seg)
+                .unwrap_or(batches.len())
+        });
+        let first = state.first_index.checked_sub(skip as u64).ok_or_else(|| {
+            read_err(format!(
+                "raft.json numbers segment {:?} from {} but {skip} batches precede it",
+                state.first_segment, state.first_index
+            ))
+        })?;
         let mut map = EntryMap {
-            first: state.first_index,
+            first,
             locators: batches.into_iter().map(|(loc, _)| loc).collect(),
         };
         if let Some(purged) = state.purged {
@@ -165,7 +237,27 @@ impl RaftLogStore {
                 reader,
             },
             local_acks: LocalAcks::default(),
+            reset_pending: Arc::default(),
         })
+    }
+
+    /// Reads entries concurrently with the store.
+    pub fn entry_reader(&self) -> EntryReader {
+        self.entries.clone()
+    }
+
+    /// The store's `raft.json`, for the state machine to renumber after a log reset.
+    pub fn state_handle(&self) -> RaftStateHandle {
+        RaftStateHandle {
+            dir: self.dir.clone(),
+            state: self.state.clone(),
+        }
+    }
+
+    /// Raised when a snapshot purges past the last local entry: the state machine then
+    /// restarts the partition log at the snapshot's end.
+    pub fn reset_flag(&self) -> Arc<AtomicBool> {
+        self.reset_pending.clone()
     }
 
     /// Waiters for local appends (`acks=leader`), shared with the partition.
@@ -330,7 +422,8 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
     async fn purge(&mut self, log_id: typ::LogId) -> Result<(), typ::StorageError> {
         let mut map = self.entries.map.write().unwrap_or_else(|e| e.into_inner());
         let first_index = self.state().first_index;
-        let stored = map.end() - first_index;
+        let old_end = map.end();
+        let stored = old_end - first_index;
         // Purging past the last entry (a snapshot from a leader that is far ahead) leaves a
         // gap in raft indexes: renumber the stored batches so the next one gets `index + 1`.
         let first_index = if log_id.index >= map.end() {
@@ -347,6 +440,30 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
             map.first += 1;
         }
         map.first = map.first.max(log_id.index + 1);
+        match map.locators.front().copied() {
+            // The data below the first kept entry goes with it (whole segments). Number
+            // from the kept segment first, so a crash in between keeps the numbering.
+            Some(first) if first.segment > self.log().log_start_offset() => {
+                let before = self.entries.batches_before(first).map_err(io_err)?;
+                let anchor = map.first - before;
+                self.update_state(|s| {
+                    s.first_index = anchor;
+                    s.first_segment = Some(first.segment);
+                })?;
+                let deleted = self
+                    .log()
+                    .delete_segments_before(first.segment)
+                    .map_err(io_err)?;
+                tracing::info!(dir = %self.dir.display(), segments = deleted.len(), "purged Raft entries and their segments");
+            }
+            Some(_) => {}
+            // A snapshot from a leader far ahead: the local records are not its prefix.
+            None if log_id.index >= old_end => {
+                self.reset_pending.store(true, Ordering::SeqCst);
+            }
+            // Exactly every entry purged: the data goes with a later purge.
+            None => {}
+        }
         Ok(())
     }
 }

@@ -20,8 +20,13 @@ pub struct RaftState {
     pub committed: Option<typ::LogId>,
     /// Entries up to here are no longer served as Raft entries.
     pub purged: Option<typ::LogId>,
-    /// Raft index of the first batch in the partition log.
+    /// Raft index of the first batch of segment `first_segment` (of the partition log's
+    /// first batch when that is `None`).
     pub first_index: u64,
+    /// The segment `first_index` counts from: after a purge deleted older segments, the
+    /// numbering stays right even if a crash left some of them behind.
+    #[serde(default)]
+    pub first_segment: Option<u64>,
 }
 
 impl RaftState {
@@ -37,11 +42,17 @@ impl RaftState {
 
     /// Makes this the durable state of the partition in `dir`.
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
-        let tmp: PathBuf = dir.join(format!("{FILE}.tmp"));
         let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, bytes)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, dir.join(FILE))?;
-        std::fs::File::open(dir)?.sync_all()
+        write_atomic(dir, FILE, &bytes)
     }
+}
+
+/// Replaces `dir/name` with `bytes` so that a crash leaves the old or the new file:
+/// temp file, fsync, rename, fsync of the directory.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp: PathBuf = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
 }

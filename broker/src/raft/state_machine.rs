@@ -8,6 +8,8 @@
 //! each committed batch into its state; that state is then part of the snapshot.
 
 use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::RaftStateMachine;
@@ -17,10 +19,18 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::entry::term_of;
+use super::log_store::{EntryReader, RaftStateHandle};
+use super::state_file::write_atomic;
 use super::types::{typ, AppendResult, BatchData, TypeConfig};
+use crate::log::PartitionLog;
 
 /// State built from a group's committed record batches, beyond offsets.
 pub trait Applier: Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// True when the state is offsets only (nothing folded from the records), so a
+    /// snapshot can be taken as of any applied entry.
+    const OFFSETS_ONLY: bool = false;
+
     /// Folds in one committed data batch; returns why it was refused, if it was (it then
     /// changes nothing).
     fn apply_batch(&mut self, batch: &[u8]) -> Option<String>;
@@ -31,6 +41,8 @@ pub trait Applier: Default + Clone + Serialize + DeserializeOwned + Send + Sync 
 pub struct Offsets;
 
 impl Applier for Offsets {
+    const OFFSETS_ONLY: bool = true;
+
     fn apply_batch(&mut self, _batch: &[u8]) -> Option<String> {
         None
     }
@@ -56,11 +68,45 @@ fn sm_err(e: impl std::fmt::Display) -> typ::StorageError {
     StorageIOError::write_state_machine(AnyError::error(e.to_string())).into()
 }
 
+/// Name of the snapshot file in the partition directory.
+pub const SNAPSHOT_FILE: &str = "snapshot.json";
+
+/// What the snapshot file holds.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "A: Applier")]
+struct SnapshotFile<A> {
+    meta: typ::SnapshotMeta,
+    data: SmData<A>,
+}
+
+/// Where a state machine keeps its snapshots, and the log it resets when a snapshot
+/// from a leader far ahead replaces it.
+#[derive(Clone)]
+pub struct SmStorage {
+    /// The partition directory.
+    pub dir: PathBuf,
+    /// The partition log.
+    pub log: Arc<Mutex<PartitionLog>>,
+    /// Set by the log store when a snapshot purged past its last entry: the local records
+    /// are not a prefix of the leader's any more.
+    pub reset_pending: Arc<AtomicBool>,
+    /// The log's entries (to take a snapshot at an earlier entry).
+    pub entries: EntryReader,
+    /// Raft index the next snapshot is taken at (see `snapshot_at`); `u64::MAX`: none.
+    pub snapshot_at: Arc<AtomicU64>,
+    /// The log store's `raft.json` (renumbered when the log is reset).
+    pub raft_state: RaftStateHandle,
+}
+
+/// `SmStorage::snapshot_at` when no index was asked for.
+pub const NO_TARGET: u64 = u64::MAX;
+
 /// The state machine of one partition; cheap to clone (shared state).
 #[derive(Clone)]
 pub struct PartitionStateMachine<A: Applier = Offsets> {
     state: Arc<Mutex<SmState<A>>>,
     high_watermark: watch::Sender<u64>,
+    storage: Option<SmStorage>,
 }
 
 impl<A: Applier> Default for PartitionStateMachine<A> {
@@ -70,12 +116,48 @@ impl<A: Applier> Default for PartitionStateMachine<A> {
 }
 
 impl<A: Applier> PartitionStateMachine<A> {
-    /// An empty state machine.
+    /// An empty state machine that keeps its snapshots in memory only.
     pub fn new() -> Self {
         Self {
             state: Arc::default(),
             high_watermark: watch::channel(0).0,
+            storage: None,
         }
+    }
+
+    /// A state machine whose snapshots are files in `storage.dir`, restored from the last
+    /// one: a restart replays only the entries after it.
+    pub fn open(storage: SmStorage) -> Result<Self, typ::StorageError> {
+        let mut state = SmState::<A>::default();
+        match std::fs::read(storage.dir.join(SNAPSHOT_FILE)) {
+            Ok(bytes) => {
+                let file: SnapshotFile<A> = serde_json::from_slice(&bytes).map_err(sm_err)?;
+                let data = serde_json::to_vec(&file.data).map_err(sm_err)?;
+                state.data = file.data;
+                state.snapshot = Some((file.meta, data));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(sm_err(e)),
+        }
+        let hw = state.data.high_watermark;
+        Ok(Self {
+            state: Arc::new(Mutex::new(state)),
+            high_watermark: watch::channel(hw).0,
+            storage: Some(storage),
+        })
+    }
+
+    /// Writes the snapshot file (when the state machine has storage).
+    fn persist(&self, meta: &typ::SnapshotMeta, data: &SmData<A>) -> Result<(), typ::StorageError> {
+        let Some(storage) = &self.storage else {
+            return Ok(());
+        };
+        let file = SnapshotFile {
+            meta: meta.clone(),
+            data: data.clone(),
+        };
+        let bytes = serde_json::to_vec(&file).map_err(sm_err)?;
+        write_atomic(&storage.dir, SNAPSHOT_FILE, &bytes).map_err(sm_err)
     }
 
     /// Follows the high watermark (the end of the last applied entry's records).
@@ -97,15 +179,19 @@ impl<A: Applier> PartitionStateMachine<A> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn snapshot_of(state: &mut SmState<A>) -> Result<typ::Snapshot, typ::StorageError> {
-        let bytes = serde_json::to_vec(&state.data).map_err(sm_err)?;
+    /// Makes `data` (the state at some applied entry) the current snapshot.
+    fn snapshot_from(
+        state: &mut SmState<A>,
+        data: SmData<A>,
+    ) -> Result<typ::Snapshot, typ::StorageError> {
+        let bytes = serde_json::to_vec(&data).map_err(sm_err)?;
         state.snapshots_built += 1;
         let meta = openraft::SnapshotMeta {
-            last_log_id: state.data.last_applied,
-            last_membership: state.data.membership.clone(),
+            last_log_id: data.last_applied,
+            last_membership: data.membership.clone(),
             snapshot_id: format!(
                 "{}-{}",
-                state.data.last_applied.map_or(0, |l| l.index),
+                data.last_applied.map_or(0, |l| l.index),
                 state.snapshots_built
             ),
         };
@@ -115,11 +201,56 @@ impl<A: Applier> PartitionStateMachine<A> {
             snapshot: Box::new(Cursor::new(bytes)),
         })
     }
+
+    /// Asks the next snapshot to be taken at raft index `index` (already applied) rather
+    /// than at the last applied entry: retention purges exactly up to there, so a
+    /// replica that needs the snapshot restarts at the leader's log start and gets every
+    /// retained record through the log.
+    pub fn snapshot_at(&self, index: u64) {
+        if let Some(storage) = &self.storage {
+            storage.snapshot_at.store(index, Ordering::SeqCst);
+        }
+    }
+
+    /// The state as of raft index `index`, if it can be rebuilt from the log: offsets
+    /// only (no applier state), and no membership change after it.
+    fn state_at(&self, data: &SmData<A>, index: u64) -> Option<SmData<A>> {
+        let storage = self.storage.as_ref()?;
+        let applied = data.last_applied?;
+        let membership_index = data.membership.log_id().map_or(0, |l| l.index);
+        if index >= applied.index || membership_index > index || !A::OFFSETS_ONLY {
+            return None;
+        }
+        let batch = storage.entries.batch(index)?;
+        let term = term_of(&batch)?;
+        let h = BatchHeader::parse(&batch).ok()?;
+        Some(SmData {
+            last_applied: Some(openraft::LogId::new(
+                openraft::CommittedLeaderId::new(term, 0),
+                index,
+            )),
+            membership: data.membership.clone(),
+            high_watermark: h.next_offset() as u64,
+            app: data.app.clone(),
+        })
+    }
 }
 
 impl<A: Applier> RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine<A> {
     async fn build_snapshot(&mut self) -> Result<typ::Snapshot, typ::StorageError> {
-        Self::snapshot_of(&mut self.lock())
+        let target = self.storage.as_ref().map_or(NO_TARGET, |s| {
+            s.snapshot_at.swap(NO_TARGET, Ordering::SeqCst)
+        });
+        let (snapshot, data) = {
+            let mut s = self.lock();
+            let at = (target != NO_TARGET)
+                .then(|| self.state_at(&s.data, target))
+                .flatten();
+            let data = at.unwrap_or_else(|| s.data.clone());
+            (Self::snapshot_from(&mut s, data.clone())?, data)
+        };
+        self.persist(&snapshot.meta, &data)?;
+        Ok(snapshot)
     }
 }
 
@@ -193,6 +324,19 @@ impl<A: Applier> RaftStateMachine<TypeConfig> for PartitionStateMachine<A> {
         let bytes = snapshot.into_inner();
         let data: SmData<A> = serde_json::from_slice(&bytes).map_err(sm_err)?;
         let hw = data.high_watermark;
+        if let Some(storage) = &self.storage {
+            // The leader has no entries for what this replica lacks: like a Kafka follower
+            // below its leader's log start, drop the local records and restart at the
+            // snapshot's end (records below it stay on the other replicas).
+            let mut log = storage.log.lock().unwrap_or_else(|e| e.into_inner());
+            let reset = storage.reset_pending.swap(false, Ordering::SeqCst);
+            if reset || log.log_end_offset() < hw {
+                tracing::info!(dir = %storage.dir.display(), offset = hw, "replica restarts its log at the leader's snapshot");
+                log.reset_to(hw).map_err(sm_err)?;
+                let next = meta.last_log_id.map_or(0, |l| l.index + 1);
+                storage.raft_state.restart_at(next).map_err(sm_err)?;
+            }
+        }
         {
             let mut s = self.lock();
             s.data = SmData {
@@ -201,6 +345,7 @@ impl<A: Applier> RaftStateMachine<TypeConfig> for PartitionStateMachine<A> {
                 ..data
             };
             s.snapshot = Some((meta.clone(), bytes));
+            self.persist(meta, &s.data)?;
         }
         self.high_watermark.send_replace(hw);
         Ok(())

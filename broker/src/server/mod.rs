@@ -160,10 +160,8 @@ impl Server {
     }
 }
 
-/// Retention and interval flushes until told to stop.
-///
-/// In a cluster, retention does not run yet: a replica's Raft log must keep every entry a
-/// lagging follower (or a restart's replay) may still need; see docs/replication.md.
+/// Retention and interval flushes until told to stop. In a cluster each replica applies
+/// retention through its Raft group (snapshot, then purge).
 async fn run_background(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut retention = tokio::time::interval(shared.config.retention_check_interval());
     let mut flush = tokio::time::interval(Duration::from_millis(100));
@@ -171,7 +169,17 @@ async fn run_background(shared: Arc<Shared>, mut stop: tokio::sync::watch::Recei
         tokio::select! {
             _ = stop.changed() => return,
             _ = retention.tick() => {
-                let Backend::Single(registry, _) = &shared.backend else { continue };
+                let registry = match &shared.backend {
+                    Backend::Single(registry, _) => registry,
+                    Backend::Cluster(node) => {
+                        for p in node.partitions().await {
+                            if let Err(e) = p.apply_retention().await {
+                                tracing::warn!(topic = %p.topic, partition = p.partition, "retention: {e}");
+                            }
+                        }
+                        continue;
+                    }
+                };
                 for topic in registry.list() {
                     for p in topic.partitions() {
                         match p.apply_retention().await {
