@@ -32,3 +32,126 @@ fn openraft_storage_suite() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     Suite::test_all(Builder).unwrap();
 }
+
+/// A single-node group over the store: 60 batches in small segments, a snapshot and a
+/// purge that deletes the first segments; reopening numbers the remaining batches as
+/// before, also when a crash left the deleted segments' files behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_deletes_segments_and_reopening_keeps_the_numbering() {
+    use std::collections::BTreeMap;
+
+    use openraft::{BasicNode, Raft, RaftLogReader};
+    use rafka_proto::batch::{BatchBuilder, Record};
+
+    use super::network::{GroupNetwork, PeerChannels};
+    use super::state_machine::{SmStorage, NO_TARGET};
+    use super::types::BatchData;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = LogConfig {
+        segment_bytes: 4096,
+        flush: FlushPolicy::Os,
+        ..LogConfig::default()
+    };
+    let log = Arc::new(Mutex::new(
+        PartitionLog::open(dir.path(), config.clone()).expect("open log"),
+    ));
+    let store = RaftLogStore::open(dir.path(), log.clone()).unwrap();
+    let storage = SmStorage {
+        dir: dir.path().to_path_buf(),
+        log: log.clone(),
+        reset_pending: store.reset_flag(),
+        entries: store.entry_reader(),
+        snapshot_at: Arc::new(std::sync::atomic::AtomicU64::new(NO_TARGET)),
+        raft_state: store.state_handle(),
+    };
+    let sm = PartitionStateMachine::<super::state_machine::Offsets>::open(storage).unwrap();
+    let raft_config = Arc::new(openraft::Config::default().validate().unwrap());
+    let network = GroupNetwork::new(1, PeerChannels::default());
+    let raft = Raft::new(1, raft_config, network, store.clone(), sm.clone())
+        .await
+        .unwrap();
+    raft.initialize(BTreeMap::from([(1, BasicNode::new("unused"))]))
+        .await
+        .unwrap();
+    raft.wait(Some(std::time::Duration::from_secs(10)))
+        .state(openraft::ServerState::Leader, "leader")
+        .await
+        .unwrap();
+    for i in 0..60u32 {
+        let value = vec![i as u8; 200];
+        let mut b = BatchBuilder::new();
+        b.append(&Record {
+            timestamp: 1,
+            key: None,
+            value: Some(&value),
+            headers: &[],
+        });
+        raft.client_write(BatchData(b.seal())).await.unwrap();
+    }
+    let mut reader = store.entry_reader();
+    let before = reader.try_get_log_entries(0..).await.unwrap();
+    let last = before.last().unwrap().log_id;
+    let segments = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".log"))
+            .collect();
+        names.sort();
+        names
+    };
+    let all_segments = segments();
+    assert!(all_segments.len() > 3, "{all_segments:?}");
+    let saved: Vec<(String, Vec<u8>)> = all_segments
+        .iter()
+        .map(|n| (n.clone(), std::fs::read(dir.path().join(n)).unwrap()))
+        .collect();
+
+    // Purge through a third of the entries.
+    let upto = before[20].log_id.index;
+    sm.snapshot_at(upto);
+    raft.trigger().snapshot().await.unwrap();
+    let snapshot = raft
+        .wait(Some(std::time::Duration::from_secs(10)))
+        .metrics(|m| m.snapshot.is_some_and(|s| s.index == upto), "snapshot")
+        .await;
+    assert!(snapshot.is_ok(), "{snapshot:?}");
+    raft.trigger().purge_log(upto).await.unwrap();
+    let purged = raft
+        .wait(Some(std::time::Duration::from_secs(10)))
+        .metrics(|m| m.purged.is_some_and(|p| p.index >= upto), "purged")
+        .await;
+    assert!(purged.is_ok(), "{purged:?}");
+    raft.shutdown().await.unwrap();
+    drop(raft);
+    let left = segments();
+    assert!(left.len() < all_segments.len(), "segments deleted");
+
+    let reopen = |restore: bool| {
+        if restore {
+            for (name, bytes) in &saved {
+                if !dir.path().join(name).exists() {
+                    std::fs::write(dir.path().join(name), bytes).unwrap();
+                }
+            }
+        }
+        let log = PartitionLog::open(dir.path(), config.clone()).expect("reopen log");
+        RaftLogStore::open(dir.path(), Arc::new(Mutex::new(log))).unwrap()
+    };
+    for restore in [false, true] {
+        let store = reopen(restore);
+        let mut reader = store.entry_reader();
+        let after = reader.try_get_log_entries(upto + 1..).await.unwrap();
+        assert_eq!(after.last().unwrap().log_id, last, "restore={restore}");
+        for e in &after {
+            let original = &before[(e.log_id.index - before[0].log_id.index) as usize];
+            assert_eq!(e.log_id, original.log_id, "restore={restore}");
+            assert_eq!(
+                format!("{:?}", e.payload),
+                format!("{:?}", original.payload),
+                "restore={restore}"
+            );
+        }
+    }
+}
