@@ -56,6 +56,13 @@ enum Command {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Start(_) | Command::DevCluster(_)) {
+        // Client commands end quietly when their output is closed (`rafka ... | head`),
+        // like other Unix tools; brokers keep ignoring SIGPIPE (a closed socket is an
+        // error there, not a reason to exit).
+        // SAFETY: setting a signal disposition before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
