@@ -19,6 +19,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod group;
 pub mod log;
 pub mod partition;
 pub mod raft;

@@ -204,6 +204,14 @@ impl Backend {
         }
     }
 
+    /// Broker `id`'s client address, when known.
+    pub fn broker_address(&self, id: u32) -> Option<String> {
+        match self {
+            Self::Single(..) => None,
+            Self::Cluster(node) => node.peer_address(id).map(str::to_string),
+        }
+    }
+
     /// Metadata of the named topics (every topic when empty).
     pub async fn metadata(
         &self,

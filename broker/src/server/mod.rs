@@ -11,6 +11,7 @@
 mod admin_service;
 mod backend;
 mod broker_service;
+mod group_service;
 mod lock;
 
 use std::future::Future;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use rafka_proto::v1::admin_server::AdminServer;
 use rafka_proto::v1::broker_server::BrokerServer;
+use rafka_proto::v1::group_server;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -146,6 +148,9 @@ impl Server {
                 AdminServer::new(admin_service::AdminService::new(shared.clone()))
                     .max_decoding_message_size(limit),
             )
+            .add_service(group_server::GroupServer::new(
+                group_service::GroupService::new(shared.clone()),
+            ))
             .add_optional_service(peer)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;

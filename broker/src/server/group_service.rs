@@ -1,0 +1,191 @@
+//! FindCoordinator, CommitOffsets and FetchOffsets over `__consumer_offsets`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use rafka_proto::batch::ValidatedBatch;
+use rafka_proto::v1::{self, group_server};
+use tonic::{Request, Response, Status};
+
+use super::backend::Served;
+use super::Shared;
+use crate::error::BrokerError;
+use crate::group::{
+    commit_batch, offsets_partition, validate_group, OffsetsCache, MAX_METADATA_LEN,
+    OFFSETS_PARTITIONS, OFFSETS_TOPIC,
+};
+
+/// Most bytes read from an offsets partition per step while catching up.
+const READ_STEP: usize = 4 << 20;
+
+pub(crate) struct GroupService {
+    shared: Arc<Shared>,
+    /// Per offsets partition, what this broker has read of it.
+    caches: tokio::sync::Mutex<HashMap<u32, OffsetsCache>>,
+}
+
+impl GroupService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            caches: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// The offsets partition of `group`, creating the offsets topic on first use.
+    async fn offsets_partition(&self, group: &str) -> Result<(u32, Served), BrokerError> {
+        validate_group(group).map_err(BrokerError::InvalidRequest)?;
+        let p = offsets_partition(group);
+        let backend = &self.shared.backend;
+        match backend.partition(OFFSETS_TOPIC, p).await {
+            Err(BrokerError::UnknownTopic(_)) => {
+                let request = v1::CreateTopicRequest {
+                    name: OFFSETS_TOPIC.into(),
+                    partitions: OFFSETS_PARTITIONS,
+                    replication_factor: 0,
+                    configs: HashMap::from([
+                        // Kafka's offsets.retention.minutes: a week.
+                        ("retention.ms".to_string(), "604800000".to_string()),
+                        ("segment.bytes".to_string(), (16u64 << 20).to_string()),
+                    ]),
+                };
+                match backend
+                    .create_topic(request, self.shared.config.default_partitions)
+                    .await
+                {
+                    Ok(_) | Err(BrokerError::TopicExists(_)) => {}
+                    Err(BrokerError::Forwarded(s)) if s.code() == tonic::Code::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+                Ok((p, backend.partition(OFFSETS_TOPIC, p).await?))
+            }
+            other => Ok((p, other?)),
+        }
+    }
+
+    /// The coordinator's view of `group`: this broker must lead the group's offsets
+    /// partition; the cache is brought up to its high watermark first.
+    async fn committed(
+        &self,
+        group: &str,
+        only: &[v1::TopicPartitionRef],
+    ) -> Result<Vec<v1::CommittedOffset>, BrokerError> {
+        let (p, served) = self.offsets_partition(group).await?;
+        served.check_writable().await?;
+        let mut caches = self.caches.lock().await;
+        let cache = caches.entry(p).or_default();
+        loop {
+            let hw = served.high_watermark();
+            let start = served.reader().log_start_offset();
+            if cache.next < start {
+                // Retention dropped what was not read yet: start over from what is left.
+                *cache = OffsetsCache::starting_at(start);
+            }
+            if cache.next >= hw {
+                break;
+            }
+            let batches = served
+                .reader()
+                .read_below(cache.next, READ_STEP, hw)
+                .map_err(|e| served.log_error(e))?;
+            let before = cache.next;
+            cache.apply(&batches);
+            if cache.next == before {
+                break; // nothing decodable moved it (a batch of control records only)
+            }
+        }
+        Ok(cache.offsets(group, only))
+    }
+}
+
+fn check_offsets(offsets: &[v1::CommittedOffset]) -> Result<(), BrokerError> {
+    if offsets.is_empty() {
+        return Err(BrokerError::InvalidRequest("no offsets to commit".into()));
+    }
+    let mut seen = BTreeMap::new();
+    for o in offsets {
+        crate::topics::validate_topic_name(&o.topic)?;
+        if o.metadata.len() > MAX_METADATA_LEN {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{}-{}: offset metadata of {} bytes exceeds {MAX_METADATA_LEN}",
+                o.topic,
+                o.partition,
+                o.metadata.len()
+            )));
+        }
+        if seen.insert((&o.topic, o.partition), ()).is_some() {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{}-{} appears twice in one commit",
+                o.topic, o.partition
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl group_server::Group for GroupService {
+    async fn find_coordinator(
+        &self,
+        request: Request<v1::FindCoordinatorRequest>,
+    ) -> Result<Response<v1::FindCoordinatorResponse>, Status> {
+        let group = request.into_inner().group;
+        let leader = match self.offsets_partition(&group).await {
+            Ok((_, Served::Local(..))) => self.shared.config.node_id,
+            Ok((_, Served::Replica(r))) => match r.leader() {
+                Some(l) => l as u32,
+                None => {
+                    return Err(BrokerError::Unavailable(format!(
+                        "group `{group}`: its coordinator is being elected"
+                    ))
+                    .into())
+                }
+            },
+            // Not a replica of that partition here: its preferred leader.
+            Err(BrokerError::NotLeader {
+                leader: Some(l), ..
+            }) => l as u32,
+            Err(e) => return Err(e.into()),
+        };
+        let address = if leader == self.shared.config.node_id {
+            self.shared.address.clone()
+        } else {
+            self.shared.backend.broker_address(leader).ok_or_else(|| {
+                Status::from(BrokerError::Unavailable(format!(
+                    "coordinator {leader} has no known address"
+                )))
+            })?
+        };
+        Ok(Response::new(v1::FindCoordinatorResponse {
+            node_id: leader,
+            address,
+        }))
+    }
+
+    async fn commit_offsets(
+        &self,
+        request: Request<v1::CommitOffsetsRequest>,
+    ) -> Result<Response<v1::CommitOffsetsResponse>, Status> {
+        let req = request.into_inner();
+        check_offsets(&req.offsets)?;
+        let (_, served) = self.offsets_partition(&req.group).await?;
+        served.check_writable().await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let batch = commit_batch(&req.group, &req.offsets, now);
+        let batches = ValidatedBatch::parse_all(&batch)
+            .map_err(|(_, e)| BrokerError::Internal(format!("commit batch: {e}")))?;
+        served.append(batches, v1::Acks::All).await?;
+        Ok(Response::new(v1::CommitOffsetsResponse {}))
+    }
+
+    async fn fetch_offsets(
+        &self,
+        request: Request<v1::FetchOffsetsRequest>,
+    ) -> Result<Response<v1::FetchOffsetsResponse>, Status> {
+        let req = request.into_inner();
+        let offsets = self.committed(&req.group, &req.partitions).await?;
+        Ok(Response::new(v1::FetchOffsetsResponse { offsets }))
+    }
+}
