@@ -168,6 +168,31 @@ fn create_produce_consume_through_the_binary() {
     ));
     assert_eq!(out.trim(), "1");
 
+    // A group resumes where its last run stopped: 20, then the other 30, no overlap.
+    let run = |n: &str| {
+        ok(&broker.rafka(
+            &[
+                "consume",
+                "cli",
+                "--group",
+                "cli-readers",
+                "--from-beginning",
+                "--max-messages",
+                n,
+                "--format",
+                "{partition}@{offset}",
+            ],
+            None,
+        ))
+    };
+    let first = run("20");
+    let second = run("30");
+    let mut all: Vec<&str> = first.lines().chain(second.lines()).collect();
+    assert_eq!((first.lines().count(), second.lines().count()), (20, 30));
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 50, "no record read twice: {first} / {second}");
+
     let describe = ok(&broker.rafka(&["topic", "describe", "cli"], None));
     assert!(describe.contains("retention.ms = 3600000"), "{describe}");
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rafka_proto::v1::admin_client::AdminClient;
 use rafka_proto::v1::broker_client::BrokerClient;
+use rafka_proto::v1::group_client::GroupClient;
 use rafka_proto::v1::{MetadataRequest, MetadataResponse};
 use tonic::transport::{Channel, Endpoint};
 
@@ -137,6 +138,19 @@ impl Cluster {
     /// Broker `id`'s address, if the cluster has told us.
     pub fn address_of(&self, id: u32) -> Option<String> {
         self.read().brokers.get(&id).cloned()
+    }
+
+    /// A client of the Group service on the default broker.
+    pub fn group(&self) -> GroupClient<Channel> {
+        let channel = self
+            .channel(&self.default_address())
+            .expect("the default address was valid when it was chosen");
+        GroupClient::new(channel)
+    }
+
+    /// A client of the Group service at `addr`.
+    pub fn group_at(&self, addr: &str) -> Result<GroupClient<Channel>, ClientError> {
+        Ok(GroupClient::new(self.channel(addr)?))
     }
 
     /// A client of the Admin service (brokers forward to the metadata leader).

@@ -13,6 +13,7 @@ use tonic::Code;
 
 use crate::cluster::Cluster;
 use crate::compression::decompress;
+use crate::group::GroupOffsets;
 use crate::{ClientError, ConsumerRecord, Header, TopicPartition};
 
 /// Attempts of a metadata-dependent request before its error is returned.
@@ -61,6 +62,9 @@ pub struct ConsumerConfig {
     /// Read from a follower replica rather than the leader (spreads read load); a
     /// follower answers only once it has caught up to the consumer's position.
     pub prefer_followers: bool,
+    /// Consumer group whose committed offsets positions start from (`commit` stores
+    /// them); `None`: no group, positions come from `auto_offset_reset` or `seek`.
+    pub group_id: Option<String>,
 }
 
 impl Default for ConsumerConfig {
@@ -72,6 +76,7 @@ impl Default for ConsumerConfig {
             fetch_max_bytes: 64 << 20,
             max_partition_fetch_bytes: 4 << 20,
             prefer_followers: false,
+            group_id: None,
         }
     }
 }
@@ -86,13 +91,20 @@ pub struct Consumer {
     /// whose high watermark has reached this offset.
     min_offsets: BTreeMap<TopicPartition, u64>,
     buffered: VecDeque<ConsumerRecord>,
+    group: Option<GroupOffsets>,
 }
 
 impl Consumer {
     /// Connects through a comma-separated bootstrap list.
     pub async fn connect(bootstrap: &str, config: ConsumerConfig) -> Result<Self, ClientError> {
+        let cluster = Cluster::connect(bootstrap).await?;
+        let group = config
+            .group_id
+            .clone()
+            .map(|g| GroupOffsets::new(cluster.clone(), g));
         Ok(Self {
-            cluster: Cluster::connect(bootstrap).await?,
+            group,
+            cluster,
             config,
             positions: BTreeMap::new(),
             min_offsets: BTreeMap::new(),
@@ -119,6 +131,44 @@ impl Consumer {
     /// acknowledged), so a follower read never answers from an older state.
     pub fn set_min_offset(&mut self, tp: &TopicPartition, offset: u64) {
         self.min_offsets.insert(tp.clone(), offset);
+    }
+
+    /// Commits the current position of every assigned partition that has one, for the
+    /// consumer's group; the positions are where a restarted consumer resumes.
+    pub async fn commit(&mut self) -> Result<(), ClientError> {
+        let offsets: BTreeMap<TopicPartition, u64> = self
+            .positions
+            .iter()
+            .filter_map(|(tp, p)| p.map(|p| (tp.clone(), p)))
+            .collect();
+        self.commit_offsets(&offsets).await
+    }
+
+    /// Commits these offsets (the next offset to read, per partition) together.
+    pub async fn commit_offsets(
+        &mut self,
+        offsets: &BTreeMap<TopicPartition, u64>,
+    ) -> Result<(), ClientError> {
+        self.group_offsets()?.commit(offsets).await
+    }
+
+    /// The group's committed offsets of `partitions` (absent where none was committed).
+    pub async fn committed(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, u64>, ClientError> {
+        self.group_offsets()?.fetch(partitions).await
+    }
+
+    /// The consumer's group, if it has one.
+    pub fn group_id(&self) -> Option<&str> {
+        self.config.group_id.as_deref()
+    }
+
+    fn group_offsets(&mut self) -> Result<&mut GroupOffsets, ClientError> {
+        self.group.as_mut().ok_or_else(|| {
+            ClientError::InvalidArgument("the consumer has no group_id to commit for".into())
+        })
     }
 
     /// The partitions assigned.
@@ -234,8 +284,17 @@ impl Consumer {
             .filter(|(_, p)| p.is_none())
             .map(|(tp, _)| tp.clone())
             .collect();
+        let committed = match (&mut self.group, unknown.is_empty()) {
+            (Some(g), false) => g.fetch(&unknown).await?,
+            _ => BTreeMap::new(),
+        };
         for tp in unknown {
-            self.reset(&tp).await?;
+            match committed.get(&tp) {
+                Some(&offset) => {
+                    self.positions.insert(tp, Some(offset));
+                }
+                None => self.reset(&tp).await?,
+            }
         }
         // One request per broker: the leader, or a follower when preferred.
         let mut by_broker: BTreeMap<u32, Vec<v1::FetchPartition>> = BTreeMap::new();

@@ -36,6 +36,7 @@ mod cluster;
 pub mod compression;
 mod consumer;
 mod error;
+mod group;
 pub mod partitioner;
 mod producer;
 mod record;

@@ -99,6 +99,10 @@ pub struct ConsumeArgs {
     /// Output per record; placeholders {topic} {partition} {offset} {timestamp} {key} {value}.
     #[arg(long, default_value = "{value}")]
     format: String,
+    /// Consumer group: resume from its committed offsets (partitions without one start
+    /// per --from-beginning / --offset) and commit what was printed.
+    #[arg(long)]
+    group: Option<String>,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -309,7 +313,11 @@ fn render(format: &str, r: &ConsumerRecord) -> String {
 }
 
 pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<()> {
-    let mut consumer = Consumer::connect(bootstrap, ConsumerConfig::default()).await?;
+    let config = ConsumerConfig {
+        group_id: args.group.clone(),
+        ..Default::default()
+    };
+    let mut consumer = Consumer::connect(bootstrap, config).await?;
     let partitions: Vec<TopicPartition> = match args.partition {
         Some(p) => vec![TopicPartition::new(args.topic.clone(), p)],
         None => consumer.partitions_of(&args.topic).await?,
@@ -320,8 +328,13 @@ pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<()> {
         (None, true) => SeekTo::Earliest,
         (None, false) => SeekTo::Latest,
     };
+    let committed = match args.group {
+        Some(_) => consumer.committed(&partitions).await?,
+        None => Default::default(),
+    };
     for tp in &partitions {
-        consumer.seek(tp, start).await?;
+        let to = committed.get(tp).map_or(start, |&o| SeekTo::Offset(o));
+        consumer.seek(tp, to).await?;
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -340,12 +353,18 @@ pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<()> {
             continue;
         }
         idle = Duration::ZERO;
+        let mut printed = std::collections::BTreeMap::new();
         for r in records {
             if args.max_messages.is_some_and(|m| seen >= m) {
                 break;
             }
             writeln!(out, "{}", render(&args.format, &r))?;
+            printed.insert(TopicPartition::new(&*r.topic, r.partition), r.offset + 1);
             seen += 1;
+        }
+        if consumer.group_id().is_some() {
+            out.flush()?;
+            consumer.commit_offsets(&printed).await?;
         }
     }
     out.flush()?;

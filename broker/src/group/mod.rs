@@ -77,8 +77,11 @@ pub fn commit_batch(group: &str, offsets: &[v1::CommittedOffset], timestamp: i64
 pub struct OffsetsCache {
     /// The next offset of the offsets partition to read.
     pub next: u64,
-    groups: HashMap<String, BTreeMap<(String, u32), (u64, String)>>,
+    groups: HashMap<String, GroupOffsets>,
 }
+
+/// One group's committed offset and metadata per (topic, partition).
+type GroupOffsets = BTreeMap<(String, u32), (u64, String)>;
 
 impl OffsetsCache {
     /// An empty cache that reads from `offset` on.

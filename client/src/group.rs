@@ -1,0 +1,131 @@
+//! A consumer group's committed offsets, through the group's coordinator.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rafka_proto::v1::{self, group_client::GroupClient};
+use tonic::transport::Channel;
+
+use crate::cluster::Cluster;
+use crate::{ClientError, TopicPartition};
+
+/// Attempts of a coordinator request that meets a retriable error.
+const RETRIES: u32 = 30;
+/// Pause before retrying one.
+const BACKOFF: Duration = Duration::from_millis(100);
+
+/// Commits and fetches one group's offsets, finding (and re-finding) its coordinator.
+pub(crate) struct GroupOffsets {
+    cluster: Arc<Cluster>,
+    group: String,
+    coordinator: Option<String>,
+}
+
+impl GroupOffsets {
+    pub fn new(cluster: Arc<Cluster>, group: String) -> Self {
+        Self {
+            cluster,
+            group,
+            coordinator: None,
+        }
+    }
+
+    async fn coordinator(&mut self) -> Result<GroupClient<Channel>, ClientError> {
+        if self.coordinator.is_none() {
+            let found = self
+                .cluster
+                .group()
+                .find_coordinator(v1::FindCoordinatorRequest {
+                    group: self.group.clone(),
+                })
+                .await?
+                .into_inner();
+            self.coordinator = Some(found.address);
+        }
+        let addr = self.coordinator.as_deref().expect("set above");
+        self.cluster.group_at(addr)
+    }
+
+    /// Runs `call` on the coordinator, re-finding it after retriable errors.
+    async fn call<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(GroupClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let answer = match self.coordinator().await {
+                Ok(client) => call(client).await.map_err(ClientError::from),
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(e) if e.is_retriable() && attempt < RETRIES => {
+                    attempt += 1;
+                    self.coordinator = None;
+                    tokio::time::sleep(BACKOFF).await;
+                    // The default broker may be the one that went away.
+                    let _ = self.cluster.metadata(Vec::new()).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Commits `offsets` (the next offset to read per partition) together.
+    pub async fn commit(
+        &mut self,
+        offsets: &BTreeMap<TopicPartition, u64>,
+    ) -> Result<(), ClientError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let request = v1::CommitOffsetsRequest {
+            group: self.group.clone(),
+            offsets: offsets
+                .iter()
+                .map(|(tp, o)| v1::CommittedOffset {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    offset: *o,
+                    metadata: String::new(),
+                })
+                .collect(),
+        };
+        self.call(|mut c| {
+            let r = request.clone();
+            async move { c.commit_offsets(r).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The committed offsets of `partitions` (those without one are absent).
+    pub async fn fetch(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, u64>, ClientError> {
+        let request = v1::FetchOffsetsRequest {
+            group: self.group.clone(),
+            partitions: partitions
+                .iter()
+                .map(|tp| v1::TopicPartitionRef {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                })
+                .collect(),
+        };
+        let resp = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.fetch_offsets(r).await }
+            })
+            .await?;
+        Ok(resp
+            .offsets
+            .into_iter()
+            .map(|o| (TopicPartition::new(o.topic, o.partition), o.offset))
+            .collect())
+    }
+}
