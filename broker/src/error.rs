@@ -77,6 +77,9 @@ pub enum BrokerError {
     /// retriable.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A consumer group member that was removed, or commits what it does not own.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// A request forwarded to another broker (the metadata leader) failed there.
     #[error("{}", .0.message())]
     Forwarded(tonic::Status),
@@ -108,6 +111,7 @@ impl From<BrokerError> for Status {
             },
             // Retriable: the client follows the `rafka-leader` header or refreshes metadata.
             BrokerError::NotLeader { .. } => Code::Unavailable,
+            BrokerError::Fenced(_) => Code::FailedPrecondition,
             BrokerError::ShuttingDown | BrokerError::Unavailable(_) => Code::Unavailable,
             BrokerError::Internal(_) => Code::Internal,
             BrokerError::Forwarded(s) => s.code(),

@@ -20,6 +20,8 @@ pub(crate) struct GroupOffsets {
     cluster: Arc<Cluster>,
     group: String,
     coordinator: Option<String>,
+    /// This consumer's membership (id, epoch) once it subscribed: commits carry it.
+    pub member: Option<(String, i32)>,
 }
 
 impl GroupOffsets {
@@ -28,6 +30,7 @@ impl GroupOffsets {
             cluster,
             group,
             coordinator: None,
+            member: None,
         }
     }
 
@@ -92,6 +95,11 @@ impl GroupOffsets {
                     metadata: String::new(),
                 })
                 .collect(),
+            member_id: self
+                .member
+                .as_ref()
+                .map_or_else(String::new, |m| m.0.clone()),
+            member_epoch: self.member.as_ref().map_or(0, |m| m.1),
         };
         self.call(|mut c| {
             let r = request.clone();

@@ -119,6 +119,7 @@ async fn bad_offset_requests_are_refused_with_a_reason() {
             .commit_offsets(v1::CommitOffsetsRequest {
                 group: group.into(),
                 offsets,
+                ..Default::default()
             })
             .await
             .expect_err(says);

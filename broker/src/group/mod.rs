@@ -8,6 +8,9 @@
 //! per offsets partition that reads every committed record it has not yet seen before
 //! answering, so a broker that becomes leader rebuilds it by replaying the partition.
 
+pub mod assign;
+pub mod membership;
+
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;

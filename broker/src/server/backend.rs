@@ -204,6 +204,21 @@ impl Backend {
         }
     }
 
+    /// Number of partitions of `topic`, if it exists.
+    pub async fn partition_count(&self, topic: &str) -> Option<u32> {
+        match self {
+            Self::Single(registry, _) => registry
+                .get(topic)
+                .ok()
+                .map(|t| t.partitions().len() as u32),
+            Self::Cluster(node) => node
+                .state()
+                .topics
+                .get(topic)
+                .map(|t| t.partitions.len() as u32),
+        }
+    }
+
     /// Broker `id`'s client address, when known.
     pub fn broker_address(&self, id: u32) -> Option<String> {
         match self {

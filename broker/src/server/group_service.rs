@@ -1,7 +1,8 @@
 //! FindCoordinator, CommitOffsets and FetchOffsets over `__consumer_offsets`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rafka_proto::batch::ValidatedBatch;
 use rafka_proto::v1::{self, group_server};
@@ -10,6 +11,8 @@ use tonic::{Request, Response, Status};
 use super::backend::Served;
 use super::Shared;
 use crate::error::BrokerError;
+use crate::group::assign::Tp;
+use crate::group::membership::{GroupState, Heartbeat, MembershipError};
 use crate::group::{
     commit_batch, offsets_partition, validate_group, OffsetsCache, MAX_METADATA_LEN,
     OFFSETS_PARTITIONS, OFFSETS_TOPIC,
@@ -22,6 +25,9 @@ pub(crate) struct GroupService {
     shared: Arc<Shared>,
     /// Per offsets partition, what this broker has read of it.
     caches: tokio::sync::Mutex<HashMap<u32, OffsetsCache>>,
+    /// Groups this broker coordinates: members and assignments (in memory; members
+    /// rejoin a new coordinator with their ids).
+    groups: std::sync::Mutex<HashMap<String, GroupState>>,
 }
 
 impl GroupService {
@@ -29,6 +35,7 @@ impl GroupService {
         Self {
             shared,
             caches: tokio::sync::Mutex::default(),
+            groups: std::sync::Mutex::default(),
         }
     }
 
@@ -96,6 +103,19 @@ impl GroupService {
         }
         Ok(cache.offsets(group, only))
     }
+}
+
+fn membership_error(e: MembershipError) -> BrokerError {
+    match e {
+        MembershipError::Invalid(m) => BrokerError::InvalidRequest(m),
+        fenced => BrokerError::Fenced(fenced.to_string()),
+    }
+}
+
+fn tp_set(refs: &[v1::TopicPartitionRef]) -> BTreeSet<Tp> {
+    refs.iter()
+        .map(|r| (r.topic.clone(), r.partition))
+        .collect()
 }
 
 fn check_offsets(offsets: &[v1::CommittedOffset]) -> Result<(), BrokerError> {
@@ -170,6 +190,26 @@ impl group_server::Group for GroupService {
         check_offsets(&req.offsets)?;
         let (_, served) = self.offsets_partition(&req.group).await?;
         served.check_writable().await?;
+        if !req.member_id.is_empty() {
+            let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            let tps: Vec<Tp> = req
+                .offsets
+                .iter()
+                .map(|o| (o.topic.clone(), o.partition))
+                .collect();
+            match groups.get(&req.group) {
+                Some(g) => g
+                    .may_commit(&req.member_id, &tps)
+                    .map_err(membership_error)?,
+                None => {
+                    return Err(BrokerError::Fenced(format!(
+                        "`{}` is not a member of group `{}`",
+                        req.member_id, req.group
+                    ))
+                    .into())
+                }
+            }
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
@@ -187,5 +227,54 @@ impl group_server::Group for GroupService {
         let req = request.into_inner();
         let offsets = self.committed(&req.group, &req.partitions).await?;
         Ok(Response::new(v1::FetchOffsetsResponse { offsets }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<v1::GroupHeartbeatRequest>,
+    ) -> Result<Response<v1::GroupHeartbeatResponse>, Status> {
+        let req = request.into_inner();
+        let (_, served) = self.offsets_partition(&req.group).await?;
+        served.check_writable().await?;
+        let mut partitions = BTreeMap::new();
+        for t in &req.topics {
+            if let Some(n) = self.shared.backend.partition_count(t).await {
+                partitions.insert(t.clone(), n);
+            }
+        }
+        let hb = Heartbeat {
+            member_id: req.member_id,
+            epoch: req.member_epoch,
+            instance_id: Some(req.instance_id).filter(|i| !i.is_empty()),
+            topics: req.topics.into_iter().collect(),
+            assignor: req.assignor,
+            owned: tp_set(&req.owned),
+            session: Duration::from_millis(req.session_timeout_ms as u64),
+        };
+        let answer = {
+            let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            let group = groups.entry(req.group.clone()).or_default();
+            // Partitions of topics other members subscribe to count too.
+            for m in group.members.values() {
+                for t in &m.topics {
+                    if let Some(&n) = group.partitions.get(t) {
+                        partitions.entry(t.clone()).or_insert(n);
+                    }
+                }
+            }
+            group
+                .heartbeat(hb, &partitions, Instant::now())
+                .map_err(membership_error)?
+        };
+        Ok(Response::new(v1::GroupHeartbeatResponse {
+            member_id: answer.member_id,
+            member_epoch: answer.epoch,
+            assignment: answer
+                .assignment
+                .into_iter()
+                .map(|(topic, partition)| v1::TopicPartitionRef { topic, partition })
+                .collect(),
+            heartbeat_interval_ms: answer.interval.as_millis() as u32,
+        }))
     }
 }
