@@ -65,6 +65,16 @@ pub struct ConsumerConfig {
     /// Consumer group whose committed offsets positions start from (`commit` stores
     /// them); `None`: no group, positions come from `auto_offset_reset` or `seek`.
     pub group_id: Option<String>,
+    /// Static membership (`group.instance.id`): a restart within the session timeout
+    /// gets its partitions back without a rebalance.
+    pub instance_id: Option<String>,
+    /// A subscribed member silent this long is removed from its group.
+    pub session_timeout: Duration,
+    /// range | round-robin | cooperative-sticky.
+    pub assignor: String,
+    /// With a subscription, commit positions this often (and before partitions are
+    /// revoked, and on close); `None`: only `commit()` commits.
+    pub auto_commit_interval: Option<Duration>,
 }
 
 impl Default for ConsumerConfig {
@@ -77,21 +87,27 @@ impl Default for ConsumerConfig {
             max_partition_fetch_bytes: 4 << 20,
             prefer_followers: false,
             group_id: None,
+            instance_id: None,
+            session_timeout: Duration::from_secs(10),
+            assignor: "cooperative-sticky".into(),
+            auto_commit_interval: Some(Duration::from_secs(5)),
         }
     }
 }
 
-/// Reads records from assigned partitions.
+/// Reads records from assigned partitions, or from the partitions its group's
+/// coordinator assigns it after [`subscribe`](Consumer::subscribe).
 pub struct Consumer {
-    cluster: Arc<Cluster>,
-    config: ConsumerConfig,
+    pub(crate) cluster: Arc<Cluster>,
+    pub(crate) config: ConsumerConfig,
     /// Next offset to read, per partition; `None` until reset.
-    positions: BTreeMap<TopicPartition, Option<u64>>,
+    pub(crate) positions: BTreeMap<TopicPartition, Option<u64>>,
     /// Read-your-writes floors: a fetch of the partition is answered only by a replica
     /// whose high watermark has reached this offset.
     min_offsets: BTreeMap<TopicPartition, u64>,
-    buffered: VecDeque<ConsumerRecord>,
-    group: Option<GroupOffsets>,
+    pub(crate) buffered: VecDeque<ConsumerRecord>,
+    pub(crate) group: Option<GroupOffsets>,
+    pub(crate) subscription: Option<crate::subscription::Subscription>,
 }
 
 impl Consumer {
@@ -109,6 +125,7 @@ impl Consumer {
             positions: BTreeMap::new(),
             min_offsets: BTreeMap::new(),
             buffered: VecDeque::new(),
+            subscription: None,
         })
     }
 
@@ -262,6 +279,7 @@ impl Consumer {
 
     /// Waits up to `timeout` for records and returns those available (possibly none).
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
+        let timeout = self.maintain_group(timeout).await?;
         if self.buffered.is_empty() {
             self.fetch(timeout).await?;
         }

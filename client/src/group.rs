@@ -136,4 +136,36 @@ impl GroupOffsets {
             .map(|o| (TopicPartition::new(o.topic, o.partition), o.offset))
             .collect())
     }
+
+    /// Sends a heartbeat for this member (joining when it has no id yet) and records the
+    /// id and epoch the coordinator answers with.
+    pub async fn heartbeat(
+        &mut self,
+        request: v1::GroupHeartbeatRequest,
+    ) -> Result<v1::GroupHeartbeatResponse, ClientError> {
+        let mut request = request;
+        request.group = self.group.clone();
+        if let Some((id, epoch)) = &self.member {
+            request.member_id = id.clone();
+            if request.member_epoch == 0 {
+                request.member_epoch = *epoch;
+            }
+        }
+        let resp = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.heartbeat(r).await }
+            })
+            .await;
+        match &resp {
+            Ok(r) if request.member_epoch >= 0 => {
+                self.member = Some((r.member_id.clone(), r.member_epoch));
+            }
+            Ok(_) => self.member = None,
+            // Removed from the group: the next heartbeat joins anew.
+            Err(e) if e.code() == Some(tonic::Code::FailedPrecondition) => self.member = None,
+            Err(_) => {}
+        }
+        resp
+    }
 }

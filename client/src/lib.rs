@@ -40,6 +40,7 @@ mod group;
 pub mod partitioner;
 mod producer;
 mod record;
+mod subscription;
 
 pub use admin::{Admin, TopicDescription};
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
@@ -48,3 +49,4 @@ pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig};
 pub use rafka_proto::batch;
 pub use rafka_proto::batch::Compression;
 pub use record::{ConsumerRecord, Header, ProducerRecord, RecordMetadata, TopicPartition};
+pub use subscription::RebalanceListener;
