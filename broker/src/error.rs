@@ -77,6 +77,9 @@ pub enum BrokerError {
     /// retriable.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// No such consumer group.
+    #[error("unknown group `{0}`")]
+    UnknownGroup(String),
     /// A consumer group member that was removed, or commits what it does not own.
     #[error("fenced: {0}")]
     Fenced(String),
@@ -94,7 +97,7 @@ impl From<BrokerError> for Status {
             return status;
         }
         let code = match &e {
-            BrokerError::UnknownTopic(_) => Code::NotFound,
+            BrokerError::UnknownTopic(_) | BrokerError::UnknownGroup(_) => Code::NotFound,
             BrokerError::TopicExists(_) => Code::AlreadyExists,
             BrokerError::UnknownPartition { .. }
             | BrokerError::InvalidRequest(_)

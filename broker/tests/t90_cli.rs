@@ -193,6 +193,54 @@ fn create_produce_consume_through_the_binary() {
     all.dedup();
     assert_eq!(all.len(), 50, "no record read twice: {first} / {second}");
 
+    // The group: listed, no lag, reset to the start (lag = everything), deleted.
+    let list = ok(&broker.rafka(&["group", "list"], None));
+    assert!(list.lines().any(|l| l == "cli-readers"), "{list}");
+    let lags = |text: &str| -> Vec<(u64, u64, u64)> {
+        text.lines()
+            .filter(|l| l.trim_start().starts_with("cli-"))
+            .map(|l| {
+                let f: Vec<u64> = l
+                    .split_whitespace()
+                    .skip(1)
+                    .take(3)
+                    .map(|n| n.parse().unwrap())
+                    .collect();
+                (f[0], f[1], f[2])
+            })
+            .collect()
+    };
+    let described = ok(&broker.rafka(&["group", "describe", "cli-readers"], None));
+    let rows = lags(&described);
+    assert_eq!(rows.len(), 2, "{described}");
+    assert!(
+        rows.iter().all(|&(c, e, lag)| c == e && lag == 0),
+        "{described}"
+    );
+    ok(&broker.rafka(
+        &[
+            "group",
+            "reset-offsets",
+            "cli-readers",
+            "--topic",
+            "cli",
+            "--to-earliest",
+        ],
+        None,
+    ));
+    let described = ok(&broker.rafka(&["group", "describe", "cli-readers"], None));
+    let rows = lags(&described);
+    assert!(
+        rows.iter().all(|&(c, e, lag)| c == 0 && lag == e),
+        "{described}"
+    );
+    assert_eq!(rows.iter().map(|r| r.2).sum::<u64>(), 50, "{described}");
+    assert_eq!(run("50").lines().count(), 50, "re-read from the start");
+    assert!(ok(&broker.rafka(&["group", "delete", "cli-readers"], None)).contains("deleted"));
+    let out = broker.rafka(&["group", "delete", "cli-readers"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown group"));
+
     let describe = ok(&broker.rafka(&["topic", "describe", "cli"], None));
     assert!(describe.contains("retention.ms = 3600000"), "{describe}");
 

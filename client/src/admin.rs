@@ -9,6 +9,7 @@ use rafka_proto::v1::{self, admin_client::AdminClient};
 use tonic::transport::Channel;
 
 use crate::cluster::Cluster;
+use crate::group::GroupOffsets;
 use crate::ClientError;
 
 /// A topic as the cluster describes it.
@@ -149,6 +150,87 @@ impl Admin {
             .broker_at(id)
             .metadata(v1::MetadataRequest {
                 topics: topics.iter().map(|t| t.to_string()).collect(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Every consumer group with members or committed offsets (asks every broker).
+    pub async fn list_groups(&self) -> Result<Vec<String>, ClientError> {
+        let meta = self.metadata(&[]).await?;
+        let mut groups = std::collections::BTreeSet::new();
+        for b in &meta.brokers {
+            let mut client = self.cluster.group_at(&b.address)?;
+            match client.list_groups(v1::ListGroupsRequest {}).await {
+                Ok(r) => groups.extend(r.into_inner().groups),
+                Err(s) => {
+                    let e = ClientError::from(s);
+                    if !e.is_retriable() {
+                        return Err(e);
+                    }
+                    tracing::debug!(broker = b.node_id, "list groups: {e}");
+                }
+            }
+        }
+        Ok(groups.into_iter().collect())
+    }
+
+    /// A group's members, assignment and committed offsets, from its coordinator.
+    pub async fn describe_group(
+        &self,
+        group: &str,
+    ) -> Result<v1::DescribeGroupResponse, ClientError> {
+        let request = v1::DescribeGroupRequest {
+            group: group.to_string(),
+        };
+        GroupOffsets::new(self.cluster.clone(), group.to_string())
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.describe_group(r).await }
+            })
+            .await
+    }
+
+    /// Forgets a group's committed offsets (refused while it has members).
+    pub async fn delete_group(&self, group: &str) -> Result<(), ClientError> {
+        let request = v1::DeleteGroupRequest {
+            group: group.to_string(),
+        };
+        GroupOffsets::new(self.cluster.clone(), group.to_string())
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.delete_group(r).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Sets a group's committed offsets (refused while the group has members).
+    pub async fn set_group_offsets(
+        &self,
+        group: &str,
+        offsets: &BTreeMap<crate::TopicPartition, u64>,
+    ) -> Result<(), ClientError> {
+        GroupOffsets::new(self.cluster.clone(), group.to_string())
+            .commit(offsets)
+            .await
+    }
+
+    /// A partition's earliest, latest or by-timestamp offset (from its leader).
+    pub async fn list_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+        spec: v1::list_offsets_request::Spec,
+    ) -> Result<v1::ListOffsetsResponse, ClientError> {
+        let leader = self.cluster.partition(topic, partition).await.leader;
+        Ok(self
+            .cluster
+            .broker_at(leader)
+            .list_offsets(v1::ListOffsetsRequest {
+                topic: topic.to_string(),
+                partition,
+                spec: Some(spec),
             })
             .await?
             .into_inner())

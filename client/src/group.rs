@@ -51,7 +51,7 @@ impl GroupOffsets {
     }
 
     /// Runs `call` on the coordinator, re-finding it after retriable errors.
-    async fn call<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
+    pub(crate) async fn call<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(GroupClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,

@@ -223,36 +223,45 @@ impl TestCluster {
         )
         .await;
         let hw = hw.into_inner().unwrap();
-        let starts: Vec<u64> = replicas
-            .iter()
-            .map(|r| r.reader().log_start_offset())
-            .collect();
-        if starts.windows(2).all(|w| w[0] == w[1]) {
-            let first = replica_bytes(&replicas[0], hw);
-            for r in &replicas[1..] {
+        // Retention may run on any replica while we read: compare what all of them
+        // hold from the latest log start, and read again if a start moved meanwhile.
+        loop {
+            let starts = || -> Vec<u64> {
+                replicas
+                    .iter()
+                    .map(|r| r.reader().log_start_offset())
+                    .collect()
+            };
+            let from = *starts().iter().max().expect("replicas");
+            let views: Option<Vec<Vec<Vec<u8>>>> = replicas
+                .iter()
+                .map(|r| {
+                    if from == 0 {
+                        // Everything, Raft's control batches included, byte for byte.
+                        replica_bytes_from(r, 0, hw).map(|b| vec![b])
+                    } else {
+                        data_batches(r, from, hw)
+                    }
+                })
+                .collect();
+            let Some(views) = views.filter(|_| starts().iter().all(|&s| s <= from)) else {
+                continue;
+            };
+            for (i, v) in views.iter().enumerate().skip(1) {
                 assert!(
-                    replica_bytes(r, hw) == first,
-                    "{topic}-{partition}: replicas differ below the high watermark {hw}"
+                    *v == views[0],
+                    "{topic}-{partition}: replica {i} differs from replica 0 in [{from}, {hw})"
                 );
             }
-        } else {
-            // Retention moved the starts apart: the record batches they share are equal.
-            let from = *starts.iter().max().expect("replicas");
-            let first = data_batches(&replicas[0], from, hw);
-            for r in &replicas[1..] {
-                assert!(
-                    data_batches(r, from, hw) == first,
-                    "{topic}-{partition}: replicas differ between {from} and {hw}"
-                );
-            }
+            return hw;
         }
-        hw
     }
 }
 
-/// The replica's record batches (not Raft's control batches) in `[from, below)`.
-pub fn data_batches(r: &ReplicatedPartition, from: u64, below: u64) -> Vec<Vec<u8>> {
-    let bytes = replica_bytes_from(r, from, below);
+/// The replica's record batches (not Raft's control batches) in `[from, below)`;
+/// `None` if retention deleted part of it while reading.
+pub fn data_batches(r: &ReplicatedPartition, from: u64, below: u64) -> Option<Vec<Vec<u8>>> {
+    let bytes = replica_bytes_from(r, from, below)?;
     let mut out = Vec::new();
     let mut rest = &bytes[..];
     while !rest.is_empty() {
@@ -262,23 +271,17 @@ pub fn data_batches(r: &ReplicatedPartition, from: u64, below: u64) -> Vec<Vec<u
         }
         rest = &rest[h.total_len()..];
     }
-    out
+    Some(out)
 }
 
-/// The replica's log bytes from its start up to `below`.
-pub fn replica_bytes(r: &ReplicatedPartition, below: u64) -> Vec<u8> {
-    replica_bytes_from(r, r.reader().log_start_offset(), below)
-}
-
-/// The replica's log bytes from the batch holding `from` up to `below`.
-pub fn replica_bytes_from(r: &ReplicatedPartition, from: u64, below: u64) -> Vec<u8> {
+/// The replica's log bytes from the batch holding `from` up to `below`; `None` if
+/// retention deleted part of it while reading.
+pub fn replica_bytes_from(r: &ReplicatedPartition, from: u64, below: u64) -> Option<Vec<u8>> {
     let reader = r.reader();
     let mut out = Vec::new();
     let mut offset = from;
     while offset < below {
-        let chunk = reader
-            .read_below(offset, 1 << 20, below)
-            .expect("read below the high watermark");
+        let chunk = reader.read_below(offset, 1 << 20, below).ok()?;
         assert!(!chunk.is_empty(), "no data at {offset} below {below}");
         let mut rest = &chunk[..];
         while !rest.is_empty() {
@@ -288,7 +291,7 @@ pub fn replica_bytes_from(r: &ReplicatedPartition, from: u64, below: u64) -> Vec
         }
         out.extend_from_slice(&chunk);
     }
-    out
+    Some(out)
 }
 
 impl Drop for TestCluster {

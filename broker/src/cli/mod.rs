@@ -7,12 +7,14 @@
 //! rafka produce TOPIC        one record per stdin line
 //! rafka consume TOPIC [--from-beginning] [--offset N] [--partition P] [--max-messages N]
 //! rafka cluster status
+//! rafka group list | describe G | reset-offsets G --topic T --to-... | delete G
 //! ```
 //!
 //! Global `--bootstrap ADDR[,ADDR]` (env `RAFKA_BOOTSTRAP`), default `127.0.0.1:9092`.
 //! Errors print one line and exit non-zero.
 
 mod clients;
+mod groups;
 mod start;
 
 use std::process::ExitCode;
@@ -51,6 +53,9 @@ enum Command {
     /// Cluster information.
     #[command(subcommand)]
     Cluster(clients::ClusterCommand),
+    /// Consumer groups: list, describe (lag), reset offsets, delete.
+    #[command(subcommand)]
+    Group(groups::GroupCommand),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -81,6 +86,7 @@ pub fn main() -> ExitCode {
             Command::Produce(args) => clients::produce(&cli.bootstrap, args).await,
             Command::Consume(args) => clients::consume(&cli.bootstrap, args).await,
             Command::Cluster(cmd) => clients::cluster(&cli.bootstrap, cmd).await,
+            Command::Group(cmd) => groups::group(&cli.bootstrap, cmd).await,
         }
     });
     match result {

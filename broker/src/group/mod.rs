@@ -51,6 +51,9 @@ struct Stored {
     offset: u64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     metadata: String,
+    /// A tombstone: the group's offsets are forgotten.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
 }
 
 /// A commit as one batch: a record per offset, keyed by the group.
@@ -63,6 +66,7 @@ pub fn commit_batch(group: &str, offsets: &[v1::CommittedOffset], timestamp: i64
             partition: o.partition,
             offset: o.offset,
             metadata: o.metadata.clone(),
+            deleted: false,
         })
         .expect("plain data serializes");
         b.append(&Record {
@@ -72,6 +76,27 @@ pub fn commit_batch(group: &str, offsets: &[v1::CommittedOffset], timestamp: i64
             headers: &[],
         });
     }
+    b.seal()
+}
+
+/// A tombstone batch forgetting `group`'s offsets.
+pub fn delete_batch(group: &str, timestamp: i64) -> Bytes {
+    let value = serde_json::to_vec(&Stored {
+        group: group.to_string(),
+        topic: String::new(),
+        partition: 0,
+        offset: 0,
+        metadata: String::new(),
+        deleted: true,
+    })
+    .expect("plain data serializes");
+    let mut b = BatchBuilder::new();
+    b.append(&Record {
+        timestamp,
+        key: Some(group.as_bytes()),
+        value: Some(&value),
+        headers: &[],
+    });
     b.seal()
 }
 
@@ -118,6 +143,10 @@ impl OffsetsCache {
                         continue;
                     };
                     if let Ok(s) = serde_json::from_slice::<Stored>(value) {
+                        if s.deleted {
+                            self.groups.remove(&s.group);
+                            continue;
+                        }
                         self.groups
                             .entry(s.group)
                             .or_default()
@@ -204,6 +233,9 @@ mod tests {
         let mut groups = cache.groups();
         groups.sort();
         assert_eq!(groups, ["g", "h"]);
+        cache.apply(&at(delete_batch("g", 4).to_vec(), 4));
+        assert!(cache.offsets("g", &[]).is_empty(), "deleted");
+        assert_eq!(cache.groups(), ["h"]);
     }
 
     #[test]

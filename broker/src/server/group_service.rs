@@ -14,7 +14,7 @@ use crate::error::BrokerError;
 use crate::group::assign::Tp;
 use crate::group::membership::{GroupState, Heartbeat, MembershipError};
 use crate::group::{
-    commit_batch, offsets_partition, validate_group, OffsetsCache, MAX_METADATA_LEN,
+    commit_batch, delete_batch, offsets_partition, validate_group, OffsetsCache, MAX_METADATA_LEN,
     OFFSETS_PARTITIONS, OFFSETS_TOPIC,
 };
 
@@ -81,27 +81,58 @@ impl GroupService {
         served.check_writable().await?;
         let mut caches = self.caches.lock().await;
         let cache = caches.entry(p).or_default();
-        loop {
-            let hw = served.high_watermark();
-            let start = served.reader().log_start_offset();
-            if cache.next < start {
-                // Retention dropped what was not read yet: start over from what is left.
-                *cache = OffsetsCache::starting_at(start);
-            }
-            if cache.next >= hw {
-                break;
-            }
-            let batches = served
-                .reader()
-                .read_below(cache.next, READ_STEP, hw)
-                .map_err(|e| served.log_error(e))?;
-            let before = cache.next;
-            cache.apply(&batches);
-            if cache.next == before {
-                break; // nothing decodable moved it (a batch of control records only)
+        catch_up(cache, &served)?;
+        Ok(cache.offsets(group, only))
+    }
+
+    /// Appends `batch` to `group`'s offsets partition once committed, refusing while
+    /// the group has members unless `member` (id) may write for them.
+    async fn append_for(&self, group: &str, batch: bytes::Bytes) -> Result<(), BrokerError> {
+        let (_, served) = self.offsets_partition(group).await?;
+        served.check_writable().await?;
+        let batches = ValidatedBatch::parse_all(&batch)
+            .map_err(|(_, e)| BrokerError::Internal(format!("offsets batch: {e}")))?;
+        served.append(batches, v1::Acks::All).await?;
+        Ok(())
+    }
+
+    /// Refuses a change made without membership while the group has live members.
+    fn check_no_members(&self, group: &str, what: &str) -> Result<(), BrokerError> {
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = groups.get_mut(group) {
+            g.expire(Instant::now());
+            if !g.members.is_empty() {
+                return Err(BrokerError::Fenced(format!(
+                    "group `{group}` has {} active member(s): {what} only while it has none",
+                    g.members.len()
+                )));
             }
         }
-        Ok(cache.offsets(group, only))
+        Ok(())
+    }
+}
+
+/// Reads the offsets partition from where `cache` stopped up to its high watermark.
+fn catch_up(cache: &mut OffsetsCache, served: &Served) -> Result<(), BrokerError> {
+    loop {
+        let hw = served.high_watermark();
+        let start = served.reader().log_start_offset();
+        if cache.next < start {
+            // Retention dropped what was not read yet: start over from what is left.
+            *cache = OffsetsCache::starting_at(start);
+        }
+        if cache.next >= hw {
+            return Ok(());
+        }
+        let batches = served
+            .reader()
+            .read_below(cache.next, READ_STEP, hw)
+            .map_err(|e| served.log_error(e))?;
+        let before = cache.next;
+        cache.apply(&batches);
+        if cache.next == before {
+            return Ok(()); // nothing decodable moved it (a batch of control records only)
+        }
     }
 }
 
@@ -188,9 +219,9 @@ impl group_server::Group for GroupService {
     ) -> Result<Response<v1::CommitOffsetsResponse>, Status> {
         let req = request.into_inner();
         check_offsets(&req.offsets)?;
-        let (_, served) = self.offsets_partition(&req.group).await?;
-        served.check_writable().await?;
-        if !req.member_id.is_empty() {
+        if req.member_id.is_empty() {
+            self.check_no_members(&req.group, "offsets are committed without a member id")?;
+        } else {
             let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
             let tps: Vec<Tp> = req
                 .offsets
@@ -210,13 +241,8 @@ impl group_server::Group for GroupService {
                 }
             }
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        let batch = commit_batch(&req.group, &req.offsets, now);
-        let batches = ValidatedBatch::parse_all(&batch)
-            .map_err(|(_, e)| BrokerError::Internal(format!("commit batch: {e}")))?;
-        served.append(batches, v1::Acks::All).await?;
+        let batch = commit_batch(&req.group, &req.offsets, now_ms());
+        self.append_for(&req.group, batch).await?;
         Ok(Response::new(v1::CommitOffsetsResponse {}))
     }
 
@@ -277,4 +303,107 @@ impl group_server::Group for GroupService {
             heartbeat_interval_ms: answer.interval.as_millis() as u32,
         }))
     }
+
+    async fn list_groups(
+        &self,
+        _request: Request<v1::ListGroupsRequest>,
+    ) -> Result<Response<v1::ListGroupsResponse>, Status> {
+        let mut names = BTreeSet::new();
+        for p in 0..OFFSETS_PARTITIONS {
+            let served = match self.shared.backend.partition(OFFSETS_TOPIC, p).await {
+                Ok(s) => s,
+                Err(BrokerError::UnknownTopic(_)) => break,
+                Err(_) => continue,
+            };
+            if let Served::Replica(r) = &served {
+                if !r.is_leader() {
+                    continue;
+                }
+            }
+            let mut caches = self.caches.lock().await;
+            let cache = caches.entry(p).or_default();
+            catch_up(cache, &served)?;
+            names.extend(cache.groups());
+        }
+        let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        names.extend(
+            groups
+                .iter()
+                .filter(|(_, g)| !g.members.is_empty())
+                .map(|(n, _)| n.clone()),
+        );
+        Ok(Response::new(v1::ListGroupsResponse {
+            groups: names.into_iter().collect(),
+        }))
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<v1::DescribeGroupRequest>,
+    ) -> Result<Response<v1::DescribeGroupResponse>, Status> {
+        let group = request.into_inner().group;
+        let offsets = self.committed(&group, &[]).await?;
+        let mut resp = v1::DescribeGroupResponse {
+            group: group.clone(),
+            offsets,
+            ..Default::default()
+        };
+        {
+            let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(g) = groups.get_mut(&group) {
+                g.expire(Instant::now());
+                resp.epoch = g.epoch;
+                resp.assignor = format!("{:?}", g.assignor);
+                resp.members = g
+                    .members
+                    .iter()
+                    .map(|(id, m)| v1::GroupMember {
+                        member_id: id.clone(),
+                        instance_id: m.instance_id.clone().unwrap_or_default(),
+                        topics: m.topics.iter().cloned().collect(),
+                        assignment: m
+                            .assigned
+                            .iter()
+                            .map(|(topic, partition)| v1::TopicPartitionRef {
+                                topic: topic.clone(),
+                                partition: *partition,
+                            })
+                            .collect(),
+                    })
+                    .collect();
+            }
+        }
+        resp.state = match (resp.members.is_empty(), resp.offsets.is_empty()) {
+            (false, _) => "stable",
+            (true, false) => "empty",
+            (true, true) => "dead",
+        }
+        .into();
+        Ok(Response::new(resp))
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<v1::DeleteGroupRequest>,
+    ) -> Result<Response<v1::DeleteGroupResponse>, Status> {
+        let group = request.into_inner().group;
+        validate_group(&group).map_err(BrokerError::InvalidRequest)?;
+        self.check_no_members(&group, "a group is deleted")?;
+        if self.committed(&group, &[]).await?.is_empty() {
+            return Err(BrokerError::UnknownGroup(group).into());
+        }
+        self.append_for(&group, delete_batch(&group, now_ms()))
+            .await?;
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&group);
+        Ok(Response::new(v1::DeleteGroupResponse {}))
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
