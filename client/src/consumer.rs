@@ -161,6 +161,26 @@ impl Consumer {
         self.commit_offsets(&offsets).await
     }
 
+    /// Commits the current positions without waiting for the answer: the consumer goes
+    /// on polling while the returned future (which may be spawned) completes once the
+    /// coordinator has them.
+    pub fn commit_async(
+        &mut self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ClientError>> + Send>> {
+        let offsets: BTreeMap<TopicPartition, u64> = self
+            .positions
+            .iter()
+            .filter_map(|(tp, p)| p.map(|p| (tp.clone(), p)))
+            .collect();
+        match self.group_offsets() {
+            Ok(g) => {
+                let mut g = g.clone();
+                Box::pin(async move { g.commit(&offsets).await })
+            }
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+
     /// Commits these offsets (the next offset to read, per partition) together.
     pub async fn commit_offsets(
         &mut self,

@@ -16,6 +16,7 @@ const RETRIES: u32 = 30;
 const BACKOFF: Duration = Duration::from_millis(100);
 
 /// Commits and fetches one group's offsets, finding (and re-finding) its coordinator.
+#[derive(Clone)]
 pub(crate) struct GroupOffsets {
     cluster: Arc<Cluster>,
     group: String,

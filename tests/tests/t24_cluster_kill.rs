@@ -1,7 +1,8 @@
 //! kill -9 a partition leader's process mid-stream: a new leader is elected, the producer
 //! follows the redirect and goes on, every acknowledged record is readable at the offset
 //! it was acknowledged at, and the killed broker restarts, catches up and holds the same
-//! bytes as the others.
+//! bytes as the others. kill -9 a consumer group's coordinator: its committed offsets
+//! survive, a new coordinator serves the group and consumption goes on.
 //!
 //! Each broker is a real child process (this test binary re-run as `broker_child`).
 
@@ -287,4 +288,94 @@ async fn kill_the_leader_mid_stream_and_lose_nothing_acknowledged() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_the_group_coordinator_and_resume_from_the_committed_offsets() {
+    use rafka_client::{Consumer, ConsumerConfig, TopicPartition};
+    use rafka_proto::v1::group_client::GroupClient;
+
+    if child_arg().is_some() {
+        return;
+    }
+    let mut brokers = Brokers::start(3);
+    let admin = Admin::connect(&brokers.bootstrap()).await.expect("admin");
+    admin
+        .create_topic("work", 6, 3, BTreeMap::new())
+        .await
+        .expect("create");
+    let producer = Producer::connect(&brokers.bootstrap(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    let (acked, failed) = produce_acked(&producer, "work", "w", 3_000, 1_000).await;
+    assert_eq!(failed, 0);
+    let config = ConsumerConfig {
+        group_id: Some("crew".into()),
+        auto_commit_interval: None,
+        ..Default::default()
+    };
+    let mut consumer = Consumer::connect(&brokers.bootstrap(), config.clone())
+        .await
+        .expect("consumer");
+    consumer.subscribe(&["work"]).expect("subscribe");
+    let mut first = 0;
+    let start = Instant::now();
+    while first < 1_000 {
+        assert!(start.elapsed() < WAIT, "timed out consuming");
+        first += consumer
+            .poll(Duration::from_millis(200))
+            .await
+            .expect("poll")
+            .len();
+    }
+    consumer.commit().await.expect("commit");
+    let parts: Vec<TopicPartition> = (0..6).map(|p| TopicPartition::new("work", p)).collect();
+    let committed = consumer.committed(&parts).await.expect("committed");
+    assert_eq!(committed.values().sum::<u64>() as usize, first);
+
+    let mut g = GroupClient::connect(format!("http://{}", brokers.addrs[0]))
+        .await
+        .expect("connect");
+    let coordinator = g
+        .find_coordinator(v1::FindCoordinatorRequest {
+            group: "crew".into(),
+        })
+        .await
+        .expect("find coordinator")
+        .into_inner()
+        .node_id;
+    drop(consumer);
+    brokers.kill(coordinator);
+
+    // A new consumer of the group resumes at the commits and reads exactly the rest.
+    let mut resumed = Consumer::connect(&brokers.bootstrap(), config)
+        .await
+        .expect("consumer");
+    resumed.subscribe(&["work"]).expect("subscribe");
+    let mut rest = Vec::new();
+    let start = Instant::now();
+    while rest.len() < acked.len() - first {
+        assert!(
+            start.elapsed() < WAIT,
+            "timed out after {} records",
+            rest.len()
+        );
+        rest.extend(
+            resumed
+                .poll(Duration::from_millis(200))
+                .await
+                .expect("poll"),
+        );
+    }
+    assert_eq!(rest.len(), acked.len() - first, "nothing read twice");
+    for r in &rest {
+        let tp = TopicPartition::new("work", r.partition);
+        assert!(r.offset >= committed.get(&tp).copied().unwrap_or(0));
+    }
+    resumed
+        .commit()
+        .await
+        .expect("commit to the new coordinator");
+    let after = resumed.committed(&parts).await.expect("committed");
+    assert_eq!(after.values().sum::<u64>() as usize, acked.len());
 }

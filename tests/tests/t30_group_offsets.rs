@@ -86,7 +86,9 @@ async fn a_group_resumes_from_its_commits_across_a_broker_restart() {
         "resumed at the committed offsets"
     );
     assert_eq!(got.len(), 190, "nothing before the commits was read again");
-    second.commit().await.unwrap();
+    // An asynchronous commit runs on its own (here in another task).
+    let pending = second.commit_async();
+    tokio::spawn(pending).await.unwrap().unwrap();
     assert_eq!(
         second.committed(&parts).await.unwrap(),
         BTreeMap::from([(parts[0].clone(), 150), (parts[1].clone(), 150)])

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use rafka_client::{
-    Admin, Compression, Consumer, ConsumerConfig, ConsumerRecord, Producer, ProducerConfig,
-    ProducerRecord, SeekTo, TopicPartition,
+    Admin, Compression, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, SeekTo, TopicPartition,
 };
 
 /// `rafka topic ...`
@@ -313,28 +313,41 @@ fn render(format: &str, r: &ConsumerRecord) -> String {
 }
 
 pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<()> {
+    // With a group and no explicit partition or offset, join the group: its members
+    // share the topic's partitions.
+    let member = args.group.is_some() && args.partition.is_none() && args.offset.is_none();
     let config = ConsumerConfig {
         group_id: args.group.clone(),
+        auto_offset_reset: if args.from_beginning {
+            OffsetReset::Earliest
+        } else {
+            OffsetReset::Latest
+        },
+        auto_commit_interval: None,
         ..Default::default()
     };
     let mut consumer = Consumer::connect(bootstrap, config).await?;
-    let partitions: Vec<TopicPartition> = match args.partition {
-        Some(p) => vec![TopicPartition::new(args.topic.clone(), p)],
-        None => consumer.partitions_of(&args.topic).await?,
-    };
-    consumer.assign(partitions.clone());
-    let start = match (args.offset, args.from_beginning) {
-        (Some(o), _) => SeekTo::Offset(o),
-        (None, true) => SeekTo::Earliest,
-        (None, false) => SeekTo::Latest,
-    };
-    let committed = match args.group {
-        Some(_) => consumer.committed(&partitions).await?,
-        None => Default::default(),
-    };
-    for tp in &partitions {
-        let to = committed.get(tp).map_or(start, |&o| SeekTo::Offset(o));
-        consumer.seek(tp, to).await?;
+    if member {
+        consumer.subscribe(&[&args.topic])?;
+    } else {
+        let partitions: Vec<TopicPartition> = match args.partition {
+            Some(p) => vec![TopicPartition::new(args.topic.clone(), p)],
+            None => consumer.partitions_of(&args.topic).await?,
+        };
+        consumer.assign(partitions.clone());
+        let start = match (args.offset, args.from_beginning) {
+            (Some(o), _) => SeekTo::Offset(o),
+            (None, true) => SeekTo::Earliest,
+            (None, false) => SeekTo::Latest,
+        };
+        let committed = match (&args.group, args.offset) {
+            (Some(_), None) => consumer.committed(&partitions).await?,
+            _ => Default::default(),
+        };
+        for tp in &partitions {
+            let to = committed.get(tp).map_or(start, |&o| SeekTo::Offset(o));
+            consumer.seek(tp, to).await?;
+        }
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -368,5 +381,8 @@ pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<()> {
         }
     }
     out.flush()?;
+    if member {
+        consumer.close().await?;
+    }
     Ok(())
 }
