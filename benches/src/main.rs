@@ -3,9 +3,11 @@
 //! - `rafka-bench log`: the storage engine alone, against plain sequential file writes of
 //!   the same bytes measured in the same run.
 //! - `rafka-bench produce` / `consume`: load against a running broker.
+//! - `rafka-bench group`: a consumer group's consume rate and a joining member's wait.
 
 use clap::{Parser, Subcommand};
 
+mod group;
 mod load;
 mod log_bench;
 mod report;
@@ -26,6 +28,8 @@ enum Command {
     Produce(load::ProduceArgs),
     /// A consumer reading a topic from the beginning.
     Consume(load::ConsumeArgs),
+    /// A consumer group: its consume rate, and how fast a joining member gets its share.
+    Group(group::GroupArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,6 +37,7 @@ fn main() -> anyhow::Result<()> {
         Command::Log(args) => log_bench::run(args),
         Command::Produce(args) => runtime()?.block_on(load::produce(args)),
         Command::Consume(args) => runtime()?.block_on(load::consume(args)),
+        Command::Group(args) => runtime()?.block_on(group::run(args)),
     }
 }
 
