@@ -244,12 +244,18 @@ impl ReplicatedPartition {
         m.current_leader == Some(self.node) && m.state == openraft::ServerState::Leader
     }
 
-    /// The redirect to answer off the leader.
+    /// The redirect to answer off the leader (never to this broker itself: one that
+    /// names itself but does not lead is between terms, so the leader is unknown).
     pub fn not_leader(&self, leader: Option<u64>) -> BrokerError {
         BrokerError::NotLeader {
             what: format!("{}-{}", self.topic, self.partition),
-            leader,
+            leader: leader.filter(|&l| l != self.node),
         }
+    }
+
+    /// The leader, if another broker leads (not this one, and not unknown).
+    pub fn leader_elsewhere(&self) -> Option<u64> {
+        self.leader().filter(|&l| l != self.node)
     }
 
     /// Records below this are committed.

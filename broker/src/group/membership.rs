@@ -12,6 +12,8 @@ use super::assign::{Assignment, Assignor, Tp};
 pub const LEAVE: i32 = -1;
 /// `member_epoch` of a static member leaving for a restart.
 pub const LEAVE_STATIC: i32 = -2;
+/// Heartbeat interval of a member waiting for partitions others still release.
+pub const PENDING_INTERVAL: Duration = Duration::from_millis(50);
 /// Session timeout when the member does not ask for one.
 pub const DEFAULT_SESSION: Duration = Duration::from_secs(10);
 
@@ -166,9 +168,15 @@ impl GroupState {
             self.rebalance(partitions);
         }
         let now_allowed = self.allowed(&id);
+        let pending = self.target.get(&id).is_some_and(|t| *t != now_allowed);
         let member = self.members.get_mut(&id).expect("inserted above");
         member.assigned = now_allowed.clone();
-        Ok(self.answer(&id, now_allowed, session))
+        let mut answer = self.answer(&id, now_allowed, session);
+        if pending {
+            // Partitions are on their way to this member: ask again soon.
+            answer.interval = answer.interval.min(PENDING_INTERVAL);
+        }
+        Ok(answer)
     }
 
     /// Removes members whose session timed out; true if any was.

@@ -121,14 +121,16 @@ impl Served {
         if p.is_leader() {
             return Ok(());
         }
-        if p.leader().is_none() {
+        if p.leader_elsewhere().is_none() {
             let mut metrics = p.raft().metrics();
             let deadline = tokio::time::Instant::now() + ELECTION_WAIT;
-            while metrics.borrow_and_update().current_leader.is_none() {
-                if tokio::time::timeout_at(deadline, metrics.changed())
-                    .await
-                    .is_err()
-                {
+            metrics.borrow_and_update();
+            while !p.is_leader() && p.leader_elsewhere().is_none() {
+                // Deadline passed, or the group stopped.
+                if !matches!(
+                    tokio::time::timeout_at(deadline, metrics.changed()).await,
+                    Ok(Ok(()))
+                ) {
                     break;
                 }
             }
@@ -493,10 +495,10 @@ async fn wait_state(node: &ClusterNode, cond: impl Fn(&crate::cluster::ClusterSt
     let mut watch = node.watch_state();
     let deadline = tokio::time::Instant::now() + LEADER_WAIT;
     while !cond(&node.state()) {
-        if tokio::time::timeout_at(deadline, watch.changed())
-            .await
-            .is_err()
-        {
+        if !matches!(
+            tokio::time::timeout_at(deadline, watch.changed()).await,
+            Ok(Ok(()))
+        ) {
             return;
         }
     }
@@ -535,10 +537,10 @@ async fn wait_for_leaders(node: &ClusterNode, topic: &str) {
             if metrics.borrow_and_update().current_leader.is_some() {
                 break;
             }
-            if tokio::time::timeout_at(deadline, metrics.changed())
-                .await
-                .is_err()
-            {
+            if !matches!(
+                tokio::time::timeout_at(deadline, metrics.changed()).await,
+                Ok(Ok(()))
+            ) {
                 return;
             }
         }
