@@ -4,10 +4,12 @@
 //!   the same bytes measured in the same run.
 //! - `rafka-bench produce` / `consume`: load against a running broker.
 //! - `rafka-bench group`: a consumer group's consume rate and a joining member's wait.
+//! - `rafka-bench limits`: the machine's write, copy and loopback bandwidth.
 
 use clap::{Parser, Subcommand};
 
 mod group;
+mod limits;
 mod load;
 mod log_bench;
 mod report;
@@ -30,6 +32,8 @@ enum Command {
     Consume(load::ConsumeArgs),
     /// A consumer group: its consume rate, and how fast a joining member gets its share.
     Group(group::GroupArgs),
+    /// This machine's limits: fsync'd and buffered writes, memory copy, loopback TCP.
+    Limits(limits::LimitsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         Command::Produce(args) => runtime()?.block_on(load::produce(args)),
         Command::Consume(args) => runtime()?.block_on(load::consume(args)),
         Command::Group(args) => runtime()?.block_on(group::run(args)),
+        Command::Limits(args) => limits::run(args),
     }
 }
 

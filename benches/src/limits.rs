@@ -1,0 +1,142 @@
+//! `rafka-bench limits`: what this machine can do at best, measured in the same run as
+//! rafka's figures so they can be read as fractions of it: sequential file writes with
+//! an fdatasync per chunk and without, memory copy, and loopback TCP.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::log_bench::parse_size;
+
+/// Options of `rafka-bench limits`.
+#[derive(clap::Args)]
+pub struct LimitsArgs {
+    /// Directory for the file tests (a temporary file inside it is used and removed).
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Bytes written per buffered-write and memcpy run.
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    bytes: u64,
+    /// Bytes written with an fdatasync after each chunk.
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    sync_bytes: u64,
+    /// Chunk size of writes and TCP sends.
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    chunk: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The machine's measured limits, in MB/s.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Sequential writes, fdatasync after each chunk.
+    pub fsync_write: f64,
+    /// Sequential writes into the page cache.
+    pub buffered_write: f64,
+    /// Memory copy.
+    pub memcpy: f64,
+    /// One TCP connection over loopback.
+    pub loopback_tcp: f64,
+}
+
+fn mb_per_sec(bytes: u64, started: Instant) -> f64 {
+    bytes as f64 / started.elapsed().as_secs_f64() / 1e6
+}
+
+fn file_write(dir: &std::path::Path, bytes: u64, chunk: usize, sync: bool) -> anyhow::Result<f64> {
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let mut f = tmp.as_file();
+    let buf = vec![0x5au8; chunk];
+    let started = Instant::now();
+    let mut written = 0;
+    while written < bytes {
+        f.write_all(&buf)?;
+        if sync {
+            f.sync_data()?;
+        }
+        written += chunk as u64;
+    }
+    Ok(mb_per_sec(written, started))
+}
+
+fn memcpy(bytes: u64) -> f64 {
+    let src = vec![0x5au8; 64 << 20];
+    let mut dst = vec![0u8; 64 << 20];
+    let started = Instant::now();
+    let mut copied = 0;
+    while copied < bytes {
+        dst.copy_from_slice(&src);
+        std::hint::black_box(&mut dst);
+        copied += src.len() as u64;
+    }
+    mb_per_sec(copied, started)
+}
+
+fn loopback(bytes: u64, chunk: usize) -> anyhow::Result<f64> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let reader = std::thread::spawn(move || -> std::io::Result<u64> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0;
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n as u64;
+        }
+    });
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    let buf = vec![0x5au8; chunk];
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < bytes {
+        s.write_all(&buf)?;
+        sent += chunk as u64;
+    }
+    drop(s);
+    let received = reader.join().expect("reader thread")?;
+    anyhow::ensure!(received == sent, "sent {sent} bytes, received {received}");
+    Ok(mb_per_sec(received, started))
+}
+
+/// Measures the limits.
+pub fn measure(args: &LimitsArgs) -> anyhow::Result<Limits> {
+    let chunk = args.chunk as usize;
+    Ok(Limits {
+        fsync_write: file_write(&args.dir, args.sync_bytes, chunk, true)?,
+        buffered_write: file_write(&args.dir, args.bytes, chunk, false)?,
+        memcpy: memcpy(args.bytes * 4),
+        loopback_tcp: loopback(args.bytes * 2, chunk)?,
+    })
+}
+
+pub fn run(args: LimitsArgs) -> anyhow::Result<()> {
+    let l = measure(&args)?;
+    if args.json {
+        println!(
+            "{{\"fsync_write_mb_per_sec\":{:.1},\"buffered_write_mb_per_sec\":{:.1},\"memcpy_mb_per_sec\":{:.1},\"loopback_tcp_mb_per_sec\":{:.1}}}",
+            l.fsync_write, l.buffered_write, l.memcpy, l.loopback_tcp
+        );
+    } else {
+        println!("machine limits ({} chunks):", args.chunk);
+        println!(
+            "  sequential write + fdatasync  {:>10.1} MB/s",
+            l.fsync_write
+        );
+        println!(
+            "  sequential write (buffered)   {:>10.1} MB/s",
+            l.buffered_write
+        );
+        println!("  memory copy                   {:>10.1} MB/s", l.memcpy);
+        println!(
+            "  loopback TCP (1 connection)   {:>10.1} MB/s",
+            l.loopback_tcp
+        );
+    }
+    Ok(())
+}
