@@ -133,7 +133,7 @@ fn progress(total: u64, json: bool) -> ProgressBar {
     bar
 }
 
-fn compression(s: &str) -> anyhow::Result<Compression> {
+pub fn compression(s: &str) -> anyhow::Result<Compression> {
     Ok(match s {
         "none" => Compression::None,
         "lz4" => Compression::Lz4,

@@ -5,6 +5,7 @@
 //! - `rafka-bench produce` / `consume`: load against a running broker.
 //! - `rafka-bench group`: a consumer group's consume rate and a joining member's wait.
 //! - `rafka-bench limits`: the machine's write, copy and loopback bandwidth.
+//! - `rafka-bench run WORKLOAD`: a workload file against a cluster.
 
 use clap::{Parser, Subcommand};
 
@@ -13,6 +14,7 @@ mod limits;
 mod load;
 mod log_bench;
 mod report;
+mod workload;
 
 /// rafka benchmarks.
 #[derive(Parser)]
@@ -34,6 +36,8 @@ enum Command {
     Group(group::GroupArgs),
     /// This machine's limits: fsync'd and buffered writes, memory copy, loopback TCP.
     Limits(limits::LimitsArgs),
+    /// A workload file (benches/workloads/*.toml) against a cluster; JSON result.
+    Run(workload::RunArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         Command::Consume(args) => runtime()?.block_on(load::consume(args)),
         Command::Group(args) => runtime()?.block_on(group::run(args)),
         Command::Limits(args) => limits::run(args),
+        Command::Run(args) => runtime()?.block_on(workload::run(args)),
     }
 }
 
