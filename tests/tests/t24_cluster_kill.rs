@@ -252,14 +252,9 @@ async fn kill_the_leader_mid_stream_and_lose_nothing_acknowledged() {
 
     // The killed broker restarts, catches up and holds the same bytes.
     brokers.launch(victim);
-    let start = Instant::now();
-    let mut marks: Vec<Vec<u64>>;
-    loop {
-        assert!(
-            start.elapsed() < WAIT,
-            "the restarted broker did not catch up"
-        );
-        marks = Vec::new();
+    let agreed = std::sync::Mutex::new(Vec::new());
+    eventually("the restarted broker to catch up", WAIT, || async {
+        let mut marks = Vec::new();
         for id in 1..=3 {
             let m = admin.metadata_from(id, &["kill"]).await;
             marks.push(m.map_or_else(
@@ -269,15 +264,16 @@ async fn kill_the_leader_mid_stream_and_lose_nothing_acknowledged() {
                         .partitions
                         .iter()
                         .map(|p| p.high_watermark)
-                        .collect()
+                        .collect::<Vec<u64>>()
                 },
             ));
         }
-        if marks.windows(2).all(|w| w[0] == w[1]) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        let same = marks.windows(2).all(|w| w[0] == w[1]);
+        *agreed.lock().unwrap() = marks;
+        same
+    })
+    .await;
+    let marks = agreed.into_inner().unwrap();
     for partition in 0..3u32 {
         let hw = marks[0][partition as usize];
         let reference = fetch_all(&brokers.addrs[0], "kill", partition, hw).await;
