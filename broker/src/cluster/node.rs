@@ -376,7 +376,12 @@ pub struct ClusterNode {
     channels: PeerChannels,
     metadata: Raft<TypeConfig>,
     metadata_sm: MetadataStateMachine,
-    partitions: tokio::sync::Mutex<HashMap<(String, u32), Arc<ReplicatedPartition>>>,
+    /// Running replicas; read on every request, so never held across an await.
+    partitions: std::sync::RwLock<HashMap<(String, u32), Arc<ReplicatedPartition>>>,
+    /// Serializes reconciling and shutting down (which do hold it across awaits).
+    reconciling: tokio::sync::Mutex<()>,
+    /// Bumped after every reconciliation.
+    reconciled: watch::Sender<u64>,
     stop: watch::Sender<bool>,
 }
 
@@ -418,7 +423,9 @@ impl ClusterNode {
             channels,
             metadata,
             metadata_sm,
-            partitions: tokio::sync::Mutex::new(HashMap::new()),
+            partitions: std::sync::RwLock::default(),
+            reconciling: tokio::sync::Mutex::new(()),
+            reconciled: watch::channel(0).0,
             stop,
         });
         tokio::spawn(Self::follow(node.clone()));
@@ -466,7 +473,25 @@ impl ClusterNode {
 
     /// Every partition replica running on this broker.
     pub async fn partitions(&self) -> Vec<Arc<ReplicatedPartition>> {
-        self.partitions.lock().await.values().cloned().collect()
+        self.running().values().cloned().collect()
+    }
+
+    /// Notified after each time the running replicas were brought in line with the
+    /// metadata.
+    pub fn watch_reconciled(&self) -> watch::Receiver<u64> {
+        self.reconciled.subscribe()
+    }
+
+    fn running(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<(String, u32), Arc<ReplicatedPartition>>> {
+        self.partitions.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn running_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<(String, u32), Arc<ReplicatedPartition>>> {
+        self.partitions.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Fault injection for tests: cuts this broker's links to the given brokers (every
@@ -513,17 +538,15 @@ impl ClusterNode {
 
     /// This broker's replica of a partition, once started.
     pub async fn partition(&self, topic: &str, partition: u32) -> Option<Arc<ReplicatedPartition>> {
-        self.partitions
-            .lock()
-            .await
-            .get(&(topic.to_string(), partition))
-            .cloned()
+        self.running().get(&(topic.to_string(), partition)).cloned()
     }
 
     /// Stops every group this broker runs and syncs their logs.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
-        for (_, p) in self.partitions.lock().await.drain() {
+        let _reconciling = self.reconciling.lock().await;
+        let stopping: Vec<_> = self.running_mut().drain().collect();
+        for (_, p) in stopping {
             let _ = p.raft.shutdown().await;
             if let Err(e) = p.with_log(|log| log.flush()) {
                 tracing::warn!(topic = %p.topic, partition = p.partition, "final sync: {e}");
@@ -573,34 +596,48 @@ impl ClusterNode {
     }
 
     async fn reconcile(&self) -> Result<(), BrokerError> {
+        let _reconciling = self.reconciling.lock().await;
+        if *self.stop.borrow() {
+            return Ok(());
+        }
+        let result = self.reconcile_now().await;
+        self.reconciled.send_modify(|n| *n += 1);
+        result
+    }
+
+    /// Starts and stops groups; the map of running replicas is locked only to read or
+    /// change it, never while a group opens or stops.
+    async fn reconcile_now(&self) -> Result<(), BrokerError> {
         let state = self.metadata_sm.app();
         let wanted: HashMap<(String, u32), &PartitionEntry> = state
             .replicas_on(self.id)
             .into_iter()
             .map(|(t, p, e)| ((t.to_string(), p), e))
             .collect();
-        let mut running = self.partitions.lock().await;
-        let gone: Vec<(String, u32)> = running
-            .keys()
-            .filter(|k| !wanted.contains_key(*k))
-            .cloned()
-            .collect();
-        for key in gone {
-            if let Some(p) = running.remove(&key) {
-                self.groups.remove(p.group);
-                let _ = p.raft.shutdown().await;
-                let dir = p.dir.clone();
-                tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
-                    .await
-                    .map_err(internal)?
-                    .map_err(internal)?;
-            }
+        let gone: Vec<Arc<ReplicatedPartition>> = {
+            let mut running = self.running_mut();
+            let keys: Vec<(String, u32)> = running
+                .keys()
+                .filter(|k| !wanted.contains_key(*k))
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| running.remove(k)).collect()
+        };
+        for p in gone {
+            self.groups.remove(p.group);
+            let _ = p.raft.shutdown().await;
+            let dir = p.dir.clone();
+            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
         }
         for ((topic, partition), entry) in wanted {
             let configs = &state.topics[&topic].configs;
             let config = apply_topic_configs(&self.defaults, configs)
                 .map_err(BrokerError::InvalidRequest)?;
-            if let Some(p) = running.get(&(topic.clone(), partition)) {
+            let existing = self.running().get(&(topic.clone(), partition)).cloned();
+            if let Some(p) = existing {
                 p.update_config(configs, config);
                 continue;
             }
@@ -614,24 +651,22 @@ impl ClusterNode {
                 initialize(&raft, members(&self.peers, replicas)).await;
             }
             let reader = log.lock().unwrap_or_else(|e| e.into_inner()).reader();
-            running.insert(
-                (topic.clone(), partition),
-                Arc::new(ReplicatedPartition {
-                    topic,
-                    partition,
-                    group: entry.group,
-                    node: self.id as u64,
-                    raft,
-                    log,
-                    reader,
-                    sm,
-                    dir,
-                    configs: Mutex::new(configs.clone()),
-                    segment_bytes: segment_bytes.into(),
-                    local_acks,
-                    entries,
-                }),
-            );
+            let replica = Arc::new(ReplicatedPartition {
+                topic: topic.clone(),
+                partition,
+                group: entry.group,
+                node: self.id as u64,
+                raft,
+                log,
+                reader,
+                sm,
+                dir,
+                configs: Mutex::new(configs.clone()),
+                segment_bytes: segment_bytes.into(),
+                local_acks,
+                entries,
+            });
+            self.running_mut().insert((topic, partition), replica);
         }
         Ok(())
     }

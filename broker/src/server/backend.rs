@@ -523,14 +523,21 @@ async fn wait_for_leaders(node: &ClusterNode, topic: &str) {
             })
             .unwrap_or(false)
     };
+    let mut reconciled = node.watch_reconciled();
     for p in 0..count {
         loop {
+            reconciled.borrow_and_update();
             let Some(replica) = node.partition(topic, p).await else {
-                if !replicated_here(p) || tokio::time::Instant::now() >= deadline {
+                if !replicated_here(p) {
                     break;
                 }
-                // The group starts right after the metadata applies; check again shortly.
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                // The group starts when this broker next reconciles with the metadata.
+                if !matches!(
+                    tokio::time::timeout_at(deadline, reconciled.changed()).await,
+                    Ok(Ok(()))
+                ) {
+                    return;
+                }
                 continue;
             };
             let mut metrics = replica.raft().metrics();
