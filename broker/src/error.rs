@@ -7,7 +7,8 @@ use tonic::{Code, Status};
 
 use crate::log::LogError;
 
-/// Status metadata key naming the leader's broker id in a not-leader answer.
+/// Status metadata key of every not-leader answer: the leader's broker id, or
+/// `unknown` while an election is on.
 pub const LEADER_HEADER: &str = "rafka-leader";
 
 /// What went wrong serving a request. Messages name the topic, partition and offset.
@@ -120,12 +121,10 @@ impl From<BrokerError> for Status {
             BrokerError::Forwarded(s) => s.code(),
         };
         let mut status = Status::new(code, e.to_string());
-        if let BrokerError::NotLeader {
-            leader: Some(id), ..
-        } = &e
-        {
-            // Machine-readable redirect: clients go to this broker and refresh metadata.
-            if let Ok(v) = id.to_string().parse() {
+        if let BrokerError::NotLeader { leader, .. } = &e {
+            // Machine-readable redirect: the leader's id, or `unknown` mid-election.
+            let value = leader.map_or_else(|| "unknown".to_string(), |id| id.to_string());
+            if let Ok(v) = value.parse() {
                 status.metadata_mut().insert(LEADER_HEADER, v);
             }
         }

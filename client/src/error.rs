@@ -85,12 +85,6 @@ impl From<tonic::Status> for ClientError {
                 message: s.message().to_string(),
             };
         }
-        if s.code() == Code::Unavailable && s.message().contains("not the leader") {
-            return Self::NotLeader {
-                leader: None,
-                message: s.message().to_string(),
-            };
-        }
         Self::Broker {
             code: s.code(),
             message: s.message().to_string(),
