@@ -14,6 +14,10 @@ pub const LEAVE: i32 = -1;
 pub const LEAVE_STATIC: i32 = -2;
 /// Heartbeat interval of a member waiting for partitions others still release.
 pub const PENDING_INTERVAL: Duration = Duration::from_millis(50);
+/// Shortest session timeout a member may ask for.
+pub const MIN_SESSION: Duration = Duration::from_millis(100);
+/// Longest session timeout a member may ask for (Kafka's group.max.session.timeout.ms).
+pub const MAX_SESSION: Duration = Duration::from_secs(30 * 60);
 /// Session timeout when the member does not ask for one.
 pub const DEFAULT_SESSION: Duration = Duration::from_secs(10);
 
@@ -107,6 +111,18 @@ impl GroupState {
         partitions: &BTreeMap<String, u32>,
         now: Instant,
     ) -> Result<Answer, MembershipError> {
+        if hb.epoch < LEAVE_STATIC {
+            return Err(MembershipError::Invalid(format!(
+                "member epoch {} is not 0 (join), -1 (leave), -2 (static leave) or an epoch",
+                hb.epoch
+            )));
+        }
+        if !hb.session.is_zero() && !(MIN_SESSION..=MAX_SESSION).contains(&hb.session) {
+            return Err(MembershipError::Invalid(format!(
+                "session timeout {:?} is outside {MIN_SESSION:?} to {MAX_SESSION:?}",
+                hb.session
+            )));
+        }
         // The member heartbeating is alive, whatever the gap since its last heartbeat.
         if let Some(m) = self.members.get_mut(&hb.member_id) {
             m.last_seen = now;
@@ -353,6 +369,18 @@ mod tests {
             g.may_commit(&b.member_id, &BTreeSet::from([("u".to_string(), 0)])),
             Err(MembershipError::NotOwner(_))
         ));
+        for (epoch, session) in [(-3, 0), (0, 10), (0, 3_600_000)] {
+            let mut bad = hb("", &BTreeSet::new());
+            bad.epoch = epoch;
+            bad.session = Duration::from_millis(session);
+            assert!(
+                matches!(
+                    g.heartbeat(bad, &parts, later),
+                    Err(MembershipError::Invalid(_))
+                ),
+                "epoch {epoch}, session {session} ms"
+            );
+        }
     }
 
     #[test]
