@@ -58,9 +58,9 @@ struct Stored {
 
 /// A commit as one batch: a record per offset, keyed by the group.
 pub fn commit_batch(group: &str, offsets: &[v1::CommittedOffset], timestamp: i64) -> Bytes {
-    let mut b = BatchBuilder::new();
-    for o in offsets {
-        let value = serde_json::to_vec(&Stored {
+    let records: Vec<Stored> = offsets
+        .iter()
+        .map(|o| Stored {
             group: group.to_string(),
             topic: o.topic.clone(),
             partition: o.partition,
@@ -68,7 +68,28 @@ pub fn commit_batch(group: &str, offsets: &[v1::CommittedOffset], timestamp: i64
             metadata: o.metadata.clone(),
             deleted: false,
         })
-        .expect("plain data serializes");
+        .collect();
+    stored_batch(group, &records, timestamp)
+}
+
+/// A tombstone batch forgetting `group`'s offsets.
+pub fn delete_batch(group: &str, timestamp: i64) -> Bytes {
+    let tombstone = Stored {
+        group: group.to_string(),
+        topic: String::new(),
+        partition: 0,
+        offset: 0,
+        metadata: String::new(),
+        deleted: true,
+    };
+    stored_batch(group, &[tombstone], timestamp)
+}
+
+/// Stored records as one batch, each keyed by the group.
+fn stored_batch(group: &str, records: &[Stored], timestamp: i64) -> Bytes {
+    let mut b = BatchBuilder::new();
+    for r in records {
+        let value = serde_json::to_vec(r).expect("plain data serializes");
         b.append(&Record {
             timestamp,
             key: Some(group.as_bytes()),
@@ -76,27 +97,6 @@ pub fn commit_batch(group: &str, offsets: &[v1::CommittedOffset], timestamp: i64
             headers: &[],
         });
     }
-    b.seal()
-}
-
-/// A tombstone batch forgetting `group`'s offsets.
-pub fn delete_batch(group: &str, timestamp: i64) -> Bytes {
-    let value = serde_json::to_vec(&Stored {
-        group: group.to_string(),
-        topic: String::new(),
-        partition: 0,
-        offset: 0,
-        metadata: String::new(),
-        deleted: true,
-    })
-    .expect("plain data serializes");
-    let mut b = BatchBuilder::new();
-    b.append(&Record {
-        timestamp,
-        key: Some(group.as_bytes()),
-        value: Some(&value),
-        headers: &[],
-    });
     b.seal()
 }
 
