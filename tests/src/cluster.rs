@@ -75,21 +75,8 @@ impl TestCluster {
 
     /// Starts `n` brokers with `tweak` applied to each one's config.
     pub async fn start_with(n: u32, tweak: Tweak) -> Self {
-        let mut listeners = Vec::new();
-        for _ in 0..n {
-            listeners.push(std::net::TcpListener::bind("127.0.0.1:0").expect("free port"));
-        }
-        let addrs: Vec<String> = listeners
-            .iter()
-            .map(|l| l.local_addr().expect("addr").to_string())
-            .collect();
-        drop(listeners);
-        let peers = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
+        let addrs = free_addresses(n as usize);
+        let peers = peer_list(&addrs);
         let mut brokers = Vec::new();
         for (i, addr) in addrs.into_iter().enumerate() {
             let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
@@ -302,6 +289,27 @@ impl Drop for TestCluster {
             }
         }
     }
+}
+
+/// `n` loopback addresses with free ports (bound, then released for the brokers).
+pub fn free_addresses(n: usize) -> Vec<String> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").to_string())
+        .collect()
+}
+
+/// The `peers` setting for brokers 1..=n at these addresses.
+pub fn peer_list(addrs: &[String]) -> String {
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A record the cluster acknowledged: where it was acknowledged, and its value.

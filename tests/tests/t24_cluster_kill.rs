@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use rafka_client::{Admin, Producer, ProducerConfig, ProducerRecord};
 use rafka_proto::batch::BatchHeader;
 use rafka_proto::v1::{self, broker_client::BrokerClient};
-use rafka_tests::cluster::{assert_acked_readable, produce_acked, Acked, WAIT};
+use rafka_tests::cluster::{
+    assert_acked_readable, free_addresses, peer_list, produce_acked, Acked, WAIT,
+};
 use rafka_tests::{child_arg, eventually, ChildTest};
 
 const READY: &str = "broker ready";
@@ -55,20 +57,8 @@ struct Brokers {
 
 impl Brokers {
     fn start(n: usize) -> Self {
-        let listeners: Vec<_> = (0..n)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port"))
-            .collect();
-        let addrs: Vec<String> = listeners
-            .iter()
-            .map(|l| l.local_addr().unwrap().to_string())
-            .collect();
-        drop(listeners);
-        let peers = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
+        let addrs = free_addresses(n);
+        let peers = peer_list(&addrs);
         let mut b = Self {
             addrs,
             dirs: (0..n).map(|_| tempfile::tempdir().unwrap()).collect(),

@@ -97,6 +97,19 @@ impl Member {
     }
 }
 
+/// Three brokers and the topic `jobs` (RF=3); the cluster and its bootstrap list.
+async fn cluster_with_jobs() -> (TestCluster, String) {
+    let cluster = TestCluster::start(3).await;
+    let bootstrap = cluster.bootstrap();
+    Admin::connect(&bootstrap)
+        .await
+        .unwrap()
+        .create_topic("jobs", PARTITIONS, 3, BTreeMap::new())
+        .await
+        .unwrap();
+    (cluster, bootstrap)
+}
+
 async fn produce(bootstrap: &str, count: u32) -> u32 {
     let p = Producer::connect(bootstrap, Default::default())
         .await
@@ -136,14 +149,8 @@ async fn owners(ledger: &Arc<Mutex<Ledger>>, members: usize, each_at_least: usiz
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn members_share_partitions_and_a_joiner_moves_only_its_share() {
-    let cluster = TestCluster::start(3).await;
-    let bootstrap = cluster.bootstrap();
-    Admin::connect(&bootstrap)
-        .await
-        .unwrap()
-        .create_topic("jobs", PARTITIONS, 3, BTreeMap::new())
-        .await
-        .unwrap();
+    // The cluster runs until it is dropped at the end of the test.
+    let (_cluster, bootstrap) = cluster_with_jobs().await;
     let mut total = produce(&bootstrap, 1_200).await as u64;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let seen: Seen = Arc::default();
@@ -200,14 +207,8 @@ async fn members_share_partitions_and_a_joiner_moves_only_its_share() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_silent_member_is_evicted_and_its_late_commit_refused() {
-    let cluster = TestCluster::start(3).await;
-    let bootstrap = cluster.bootstrap();
-    Admin::connect(&bootstrap)
-        .await
-        .unwrap()
-        .create_topic("jobs", PARTITIONS, 3, BTreeMap::new())
-        .await
-        .unwrap();
+    // The cluster runs until it is dropped at the end of the test.
+    let (_cluster, bootstrap) = cluster_with_jobs().await;
     let total = produce(&bootstrap, 600).await as u64;
     let config = ConsumerConfig {
         group_id: Some("workers".into()),
