@@ -37,12 +37,16 @@ pub struct GroupArgs {
     members: usize,
 }
 
+/// Bumped whenever a member reads records or its partitions change.
+type Progress = Arc<tokio::sync::watch::Sender<u64>>;
+
 /// Counts the partitions a member holds.
-struct Holding(Arc<Mutex<HashSet<TopicPartition>>>);
+struct Holding(Arc<Mutex<HashSet<TopicPartition>>>, Progress);
 
 impl RebalanceListener for Holding {
     fn on_assigned(&mut self, partitions: &[TopicPartition]) {
         self.0.lock().unwrap().extend(partitions.iter().cloned());
+        self.1.send_modify(|n| *n += 1);
     }
 
     fn on_revoked(&mut self, partitions: &[TopicPartition]) {
@@ -50,6 +54,8 @@ impl RebalanceListener for Holding {
         for tp in partitions {
             held.remove(tp);
         }
+        drop(held);
+        self.1.send_modify(|n| *n += 1);
     }
 }
 
@@ -65,6 +71,7 @@ async fn start_member(
     args: &GroupArgs,
     group: &str,
     consumed: &Arc<AtomicU64>,
+    progress: &Progress,
 ) -> anyhow::Result<Member> {
     let mut c = Consumer::connect(
         &args.bootstrap,
@@ -76,10 +83,10 @@ async fn start_member(
     .await?;
     c.subscribe(&[&args.topic])?;
     let held = Arc::new(Mutex::new(HashSet::new()));
-    c.set_rebalance_listener(Holding(held.clone()));
+    c.set_rebalance_listener(Holding(held.clone(), progress.clone()));
     let read_from = Arc::new(Mutex::new(HashSet::new()));
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let (consumed, reads) = (consumed.clone(), read_from.clone());
+    let (consumed, reads, progress) = (consumed.clone(), read_from.clone(), progress.clone());
     let task = tokio::spawn(async move {
         while !*stopped.borrow_and_update() {
             let records = c.poll(Duration::from_millis(100)).await?;
@@ -88,6 +95,9 @@ async fn start_member(
                 .lock()
                 .unwrap()
                 .extend(records.iter().map(|r| r.partition));
+            if !records.is_empty() {
+                progress.send_modify(|n| *n += 1);
+            }
         }
         c.close().await?;
         Ok(())
@@ -130,17 +140,20 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<()> {
     let group = format!("{}-readers", args.topic);
     let consumed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let progress: Progress = Arc::new(tokio::sync::watch::channel(0).0);
+    let mut changes = progress.subscribe();
     let mut members = Vec::new();
     for _ in 0..args.members {
-        members.push(start_member(&args, &group, &consumed).await?);
+        members.push(start_member(&args, &group, &consumed, &progress).await?);
     }
-    while consumed.load(Ordering::Relaxed) < args.records {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(300),
-            "group stalled"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    wait_for(
+        &mut changes,
+        deadline,
+        "the group to read everything",
+        || consumed.load(Ordering::Relaxed) >= args.records,
+    )
+    .await?;
     let elapsed = started.elapsed().as_secs_f64();
     println!(
         "{} members consumed {} records in {elapsed:.2} s (join included) = {:.0} records/s, {:.1} MB/s",
@@ -164,28 +177,27 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<()> {
         }
     });
     let joined = Instant::now();
-    let newcomer = start_member(&args, &group, &consumed).await?;
-    let (mut owned_at, mut reading_at) = (None, None);
-    while reading_at.is_none() {
-        anyhow::ensure!(
-            joined.elapsed() < Duration::from_secs(60),
-            "the new member got no share"
-        );
-        let held = newcomer.held.lock().unwrap().len();
-        if owned_at.is_none() && held >= share {
-            owned_at = Some(joined.elapsed());
-        }
-        if owned_at.is_some() && newcomer.read_from.lock().unwrap().len() >= share {
-            reading_at = Some(joined.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let newcomer = start_member(&args, &group, &consumed, &progress).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    wait_for(&mut changes, deadline, "the new member's share", || {
+        newcomer.held.lock().unwrap().len() >= share
+    })
+    .await?;
+    let owned_at = joined.elapsed();
+    wait_for(
+        &mut changes,
+        deadline,
+        "the new member to read its share",
+        || newcomer.read_from.lock().unwrap().len() >= share,
+    )
+    .await?;
+    let reading_at = joined.elapsed();
     println!(
         "a member joining {} members over {} partitions: owns its {share} partitions after {:.0} ms, has read from all of them after {:.0} ms",
         args.members,
         args.partitions,
-        owned_at.unwrap_or_default().as_secs_f64() * 1e3,
-        reading_at.unwrap_or_default().as_secs_f64() * 1e3
+        owned_at.as_secs_f64() * 1e3,
+        reading_at.as_secs_f64() * 1e3
     );
     feeding.abort();
     for m in members.into_iter().chain([newcomer]) {
@@ -193,4 +205,23 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<()> {
         m.task.await??;
     }
     Ok(())
+}
+
+/// Waits until `done` holds, re-checking whenever the members report progress.
+async fn wait_for(
+    changes: &mut tokio::sync::watch::Receiver<u64>,
+    deadline: tokio::time::Instant,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    loop {
+        changes.borrow_and_update();
+        if done() {
+            return Ok(());
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            _ => anyhow::bail!("timed out waiting for {what}"),
+        }
+    }
 }
