@@ -84,7 +84,9 @@ async fn open_group<A: crate::raft::state_machine::Applier>(
         .map_err(internal)?
         .map_err(internal)?;
     let log = Arc::new(Mutex::new(log));
-    let store = RaftLogStore::open(dir, log.clone()).map_err(internal)?;
+    let store = RaftLogStore::open(dir, log.clone())
+        .map_err(internal)?
+        .persist_committed(group == METADATA_GROUP);
     let local_acks = store.local_acks();
     let entries = store.entry_reader();
     let sm = PartitionStateMachine::<A>::open(SmStorage {

@@ -34,6 +34,7 @@ pub use config::{FlushPolicy, LogConfig, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 pub use error::LogError;
 pub use partition::{Appended, Locator, PartitionLog};
 pub use reader::LogReader;
+pub use segment::SyncHandle;
 
 #[cfg(test)]
 mod tests;

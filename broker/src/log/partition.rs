@@ -11,7 +11,7 @@ use rafka_proto::batch::RecordBatch;
 
 use super::file::{parse_segment_name, sync_dir};
 use super::reader::{LogReader, Shared};
-use super::segment::{delete_files, ActiveSegment, SealedSegment};
+use super::segment::{delete_files, ActiveSegment, SealedSegment, SyncHandle};
 use super::{FlushPolicy, LogConfig, LogError};
 
 /// Where an appended batch landed.
@@ -207,6 +207,37 @@ impl PartitionLog {
                 .collect::<Result<Vec<_>, _>>()?;
             log.after_append()?;
             Ok(out)
+        })
+    }
+
+    /// Like [`append_with_epochs`](Self::append_with_epochs), but under flush `always` the
+    /// sync is left to the caller: the returned handle makes the batches durable and can
+    /// run on another thread without holding the log (a Raft leader then replicates while
+    /// its own disk syncs, and appends that arrive meanwhile share the next sync).
+    pub fn append_with_epochs_deferred(
+        &mut self,
+        batches: &[(&[u8], i32)],
+    ) -> Result<(Vec<Appended>, Option<SyncHandle>), LogError> {
+        let parsed = batches
+            .iter()
+            .map(|(b, e)| RecordBatch::parse(b).map(|b| (b, *e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write(|log| {
+            let out = parsed
+                .iter()
+                .map(|(b, epoch)| log.append_validated(b, Some(*epoch)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let handle = match log.config.flush {
+                FlushPolicy::Always => {
+                    log.last_sync = Instant::now();
+                    log.active()?.take_sync()
+                }
+                _ => {
+                    log.after_append()?;
+                    None
+                }
+            };
+            Ok((out, handle))
         })
     }
 

@@ -349,6 +349,16 @@ impl ActiveSegment {
         Ok(())
     }
 
+    /// Hands the written-but-unsynced range over to a [`SyncHandle`], to be synced by
+    /// the caller (possibly on another thread, without holding the log).
+    pub fn take_sync(&mut self) -> Option<SyncHandle> {
+        self.dirty.take().map(|range| SyncHandle {
+            map: self.map.clone(),
+            range,
+            path: self.view.path.clone(),
+        })
+    }
+
     /// Cuts the segment back to `pos` (a batch boundary) with `next_offset` after it.
     ///
     /// Readers are told first; a `Bytes` a reader already holds past `pos` may then see
@@ -538,4 +548,31 @@ fn write_index<E: super::index::Entry>(path: &Path, entries: &[E]) -> Result<(),
         fs::rename(&tmp, path)
     };
     write().map_err(LogError::io(path))
+}
+
+/// Written bytes of a segment still to be forced to disk. Holding it keeps the mapping
+/// alive, so it can be synced after the segment is sealed or the log has moved on.
+pub struct SyncHandle {
+    map: Arc<MmapRaw>,
+    range: Range<usize>,
+    path: PathBuf,
+}
+
+impl SyncHandle {
+    /// Forces the bytes to disk.
+    pub fn sync(&self) -> Result<(), LogError> {
+        self.map
+            .flush_range(self.range.start, self.range.end - self.range.start)
+            .map_err(LogError::io(&self.path))
+    }
+
+    /// Folds `later` into this handle when both cover the same segment; otherwise gives
+    /// it back.
+    pub fn merge(&mut self, later: SyncHandle) -> Option<SyncHandle> {
+        if !Arc::ptr_eq(&self.map, &later.map) {
+            return Some(later);
+        }
+        self.range = self.range.start.min(later.range.start)..self.range.end.max(later.range.end);
+        None
+    }
 }

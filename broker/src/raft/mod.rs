@@ -12,6 +12,7 @@
 //! - `entry`          Raft entries ⇄ stored batches
 //! - `state_file`     vote, committed and purged log ids, persisted per partition
 //! - `log_store`      `RaftLogStorage` over the partition log
+//! - `flusher`        syncs the log off openraft's core task, many appends per sync
 //! - `network`        the peer gRPC service carrying every group, and its clients
 //! - `state_machine`  `RaftStateMachine`: offsets only; the data stays in the log
 //!
@@ -21,6 +22,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod entry;
+pub mod flusher;
 pub mod log_store;
 pub mod network;
 pub mod state_file;

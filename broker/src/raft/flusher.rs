@@ -1,0 +1,123 @@
+//! Syncs a Raft log off openraft's core task, many appends per sync.
+//!
+//! The store writes entries into the mapping at once (readable by replication streams
+//! as soon as `append` returns) and queues the sync here; the leader's disk sync then
+//! overlaps the AppendEntries round to its followers instead of preceding it, and
+//! appends that arrive while a sync runs share the next one (group commit). openraft is
+//! told an append is durable (its `LogFlushed` callback) only after its sync, in append
+//! order; so are `acks=leader` waiters.
+
+use bytes::Bytes;
+use openraft::storage::LogFlushed;
+use tokio::sync::{mpsc, oneshot};
+
+use super::log_store::{LocalAck, LocalAcks};
+use super::types::TypeConfig;
+use crate::log::SyncHandle;
+
+/// One append to report once durable.
+pub struct Flush {
+    /// What to sync first (`None`: durable per the log's flush policy already).
+    pub sync: Option<SyncHandle>,
+    /// openraft's durability callback.
+    pub callback: LogFlushed<TypeConfig>,
+    /// `acks=leader` waiters: the proposed batch and where it landed.
+    pub acks: Vec<(Bytes, LocalAck)>,
+}
+
+enum Job {
+    Flush(Flush),
+    /// Answered once every earlier job is done.
+    Barrier(oneshot::Sender<()>),
+}
+
+/// The queue of a store's pending syncs; its task starts with the first job.
+#[derive(Clone, Default)]
+pub struct Flusher {
+    tx: std::sync::Arc<std::sync::OnceLock<mpsc::UnboundedSender<Job>>>,
+    local_acks: LocalAcks,
+}
+
+impl Flusher {
+    /// A flusher completing `local_acks` waiters.
+    pub fn new(local_acks: LocalAcks) -> Self {
+        Self {
+            tx: Default::default(),
+            local_acks,
+        }
+    }
+
+    fn sender(&self) -> &mpsc::UnboundedSender<Job> {
+        self.tx.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run(rx, self.local_acks.clone()));
+            tx
+        })
+    }
+
+    /// Queues an append's sync and report.
+    pub fn submit(&self, flush: Flush) {
+        if let Err(mpsc::error::SendError(Job::Flush(f))) = self.sender().send(Job::Flush(flush)) {
+            f.callback
+                .log_io_completed(Err(std::io::Error::other("log flusher stopped")));
+        }
+    }
+
+    /// Waits until every append queued so far has been synced and reported (before a
+    /// truncation, so no report of a removed entry arrives after it).
+    pub async fn drain(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.sender().send(Job::Barrier(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn run(mut rx: mpsc::UnboundedReceiver<Job>, local_acks: LocalAcks) {
+    let mut jobs = Vec::new();
+    while rx.recv_many(&mut jobs, 1024).await > 0 {
+        let mut syncs: Vec<SyncHandle> = Vec::new();
+        for job in &mut jobs {
+            if let Job::Flush(Flush { sync, .. }) = job {
+                if let Some(mut h) = sync.take() {
+                    // Appends to the same segment share one sync of their joint range.
+                    if let Some(last) = syncs.last_mut() {
+                        match last.merge(h) {
+                            None => continue,
+                            Some(other) => h = other,
+                        }
+                    }
+                    syncs.push(h);
+                }
+            }
+        }
+        let result: Result<(), String> = if syncs.is_empty() {
+            Ok(())
+        } else {
+            match tokio::task::spawn_blocking(move || syncs.iter().try_for_each(SyncHandle::sync))
+                .await
+            {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("log sync task failed: {e}")),
+            }
+        };
+        for job in jobs.drain(..) {
+            match job {
+                Job::Flush(f) => match &result {
+                    Ok(()) => {
+                        f.callback.log_io_completed(Ok(()));
+                        for (batch, ack) in f.acks {
+                            local_acks.complete(&batch, ack);
+                        }
+                    }
+                    Err(e) => f
+                        .callback
+                        .log_io_completed(Err(std::io::Error::other(e.clone()))),
+                },
+                Job::Barrier(tx) => {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
+}
