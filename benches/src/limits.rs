@@ -3,8 +3,11 @@
 //! an fdatasync per chunk and without, memory copy, and loopback TCP.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
 
 use crate::log_bench::parse_size;
 
@@ -28,17 +31,30 @@ pub struct LimitsArgs {
     json: bool,
 }
 
-/// The machine's measured limits, in MB/s.
-#[derive(Debug, Clone, Copy)]
+/// The machine's measured limits, in MB/s (JSON: what `rafka-bench limits --json` prints).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Limits {
     /// Sequential writes, fdatasync after each chunk.
+    #[serde(rename = "fsync_write_mb_per_sec")]
     pub fsync_write: f64,
     /// Sequential writes into the page cache.
+    #[serde(rename = "buffered_write_mb_per_sec")]
     pub buffered_write: f64,
     /// Memory copy.
+    #[serde(rename = "memcpy_mb_per_sec")]
     pub memcpy: f64,
     /// One TCP connection over loopback.
+    #[serde(rename = "loopback_tcp_mb_per_sec")]
     pub loopback_tcp: f64,
+}
+
+impl Limits {
+    /// Reads the JSON object that `rafka-bench limits --json` prints.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
 }
 
 fn mb_per_sec(bytes: u64, started: Instant) -> f64 {
@@ -104,24 +120,30 @@ fn loopback(bytes: u64, chunk: usize) -> anyhow::Result<f64> {
     Ok(mb_per_sec(received, started))
 }
 
-/// Measures the limits.
-pub fn measure(args: &LimitsArgs) -> anyhow::Result<Limits> {
-    let chunk = args.chunk as usize;
+/// Measures the limits: `bytes` buffered (4x copied, 2x sent over loopback), `sync_bytes`
+/// with an fdatasync per `chunk`, files in `dir`.
+pub fn measure(dir: &Path, bytes: u64, sync_bytes: u64, chunk: u64) -> anyhow::Result<Limits> {
+    let chunk = chunk as usize;
     Ok(Limits {
-        fsync_write: file_write(&args.dir, args.sync_bytes, chunk, true)?,
-        buffered_write: file_write(&args.dir, args.bytes, chunk, false)?,
-        memcpy: memcpy(args.bytes * 4),
-        loopback_tcp: loopback(args.bytes * 2, chunk)?,
+        fsync_write: file_write(dir, sync_bytes, chunk, true)?,
+        buffered_write: file_write(dir, bytes, chunk, false)?,
+        memcpy: memcpy(bytes * 4),
+        loopback_tcp: loopback(bytes * 2, chunk)?,
     })
 }
 
+/// `rafka-bench limits`.
 pub fn run(args: LimitsArgs) -> anyhow::Result<()> {
-    let l = measure(&args)?;
+    let l = measure(&args.dir, args.bytes, args.sync_bytes, args.chunk)?;
     if args.json {
-        println!(
-            "{{\"fsync_write_mb_per_sec\":{:.1},\"buffered_write_mb_per_sec\":{:.1},\"memcpy_mb_per_sec\":{:.1},\"loopback_tcp_mb_per_sec\":{:.1}}}",
-            l.fsync_write, l.buffered_write, l.memcpy, l.loopback_tcp
-        );
+        let round = |x: f64| (x * 10.0).round() / 10.0;
+        let rounded = Limits {
+            fsync_write: round(l.fsync_write),
+            buffered_write: round(l.buffered_write),
+            memcpy: round(l.memcpy),
+            loopback_tcp: round(l.loopback_tcp),
+        };
+        println!("{}", serde_json::to_string(&rounded)?);
     } else {
         println!("machine limits ({} chunks):", args.chunk);
         println!(

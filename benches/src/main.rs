@@ -5,15 +5,18 @@
 //! - `rafka-bench produce` / `consume`: load against a running broker.
 //! - `rafka-bench group`: a consumer group's consume rate and a joining member's wait.
 //! - `rafka-bench limits`: the machine's write, copy and loopback bandwidth.
-//! - `rafka-bench run WORKLOAD`: a workload file against a cluster.
+//! - `rafka-bench run WORKLOAD`: a workload file against a rafka cluster or, with
+//!   `--system jetstream`, against NATS JetStream (`jetstream`: the peer driver).
 
 use clap::{Parser, Subcommand};
 
 mod group;
+mod jetstream;
 mod limits;
 mod load;
 mod log_bench;
 mod report;
+mod result;
 mod workload;
 
 /// rafka benchmarks.

@@ -1,22 +1,44 @@
 //! `rafka-bench run WORKLOAD`: a workload file (in the spirit of the OpenMessaging
-//! Benchmark) run against a cluster: producers at a target rate (or flat out) and a
-//! consumer group reading concurrently; reports produce and consume rates, send-to-ack
-//! and end-to-end (produce to consume) latency percentiles after a warm-up.
+//! Benchmark) run against rafka or, through the same runner, against NATS JetStream:
+//! producers at a target rate (or flat out) and a group of consumers reading concurrently;
+//! reports produce and consume rates (overall and per second), send-to-ack and end-to-end
+//! (produce to consume) latency percentiles after a warm-up, and those rates as fractions
+//! of the machine's limits.
+//!
+//! ```text
+//! Workload ──► run_with::<D: Driver> ──► D::Sender   × producers ─► produce(): pacing, timestamps,
+//!                  │  (warm-up, window,                             acks awaited in order
+//!                  │   per-second series)  D::Receiver × consumers ─► consume(): end-to-end latency
+//!                  ▼
+//!              RunResult (JSON)           drivers: RafkaDriver (here), jetstream::JetStreamDriver
+//! ```
+//!
+//! A workload with `backlog_bytes` (the `catch-up` workload) first writes that backlog
+//! flat out with no consumer running, then starts the consumers from the earliest record
+//! while the producers go on at `rate`; the window ends once the consumers have read the
+//! backlog (or after `duration_secs`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use bytes::Bytes;
+use futures::FutureExt;
 use hdrhistogram::Histogram;
 use rafka_client::{
     Acks, Admin, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
 use serde::Deserialize;
+use tokio::task::JoinHandle;
 
+use crate::jetstream::{JetStreamDriver, JetStreamOptions};
+use crate::limits::Limits;
 use crate::report::histogram;
+use crate::result::{curve, quantiles, Fractions, RunResult, SeriesPoint};
 
 /// A workload file.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,8 +70,13 @@ pub struct Workload {
     /// Seconds before measuring.
     #[serde(default = "two")]
     pub warmup_secs: u64,
-    /// Seconds measured.
+    /// Seconds measured (with a backlog: at most, the window ends when the consumers have
+    /// caught up).
     pub duration_secs: u64,
+    /// Bytes of values written before the consumers start, which then read from the
+    /// earliest record (0: none; consumers start at the end of the topic).
+    #[serde(default)]
+    pub backlog_bytes: u64,
     /// all | leader | none.
     #[serde(default = "all")]
     pub acks: String,
@@ -74,17 +101,161 @@ fn no_compression() -> String {
     "none".into()
 }
 
+impl Workload {
+    /// Reads and checks a workload file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let w: Workload =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        anyhow::ensure!(
+            w.record_size >= 8,
+            "record_size must be at least 8 (a timestamp)"
+        );
+        anyhow::ensure!(
+            w.partitions > 0 && w.producers > 0,
+            "partitions and producers must be positive"
+        );
+        Ok(w)
+    }
+
+    /// The topic's flush policy: its `flush` config, else the broker's default (`always`).
+    pub fn flush(&self) -> &str {
+        self.topic_configs
+            .get("flush")
+            .map_or("always", String::as_str)
+    }
+
+    /// Records in the backlog (`backlog_bytes` rounded up to whole records).
+    pub fn backlog_records(&self) -> u64 {
+        self.backlog_bytes.div_ceil(self.record_size as u64)
+    }
+}
+
+/// The system a run drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum System {
+    /// rafka, through `rafka-client`.
+    Rafka,
+    /// NATS JetStream, through `async-nats`.
+    Jetstream,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Rafka => "rafka",
+            Self::Jetstream => "jetstream",
+        }
+    }
+}
+
 /// Options of `rafka-bench run`.
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// The workload file (TOML).
     workload: PathBuf,
-    /// Brokers, comma-separated.
+    /// The system to run it against.
+    #[arg(long, value_enum, default_value = "rafka")]
+    system: System,
+    /// rafka brokers, comma-separated.
     #[arg(long, env = "RAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    /// NATS servers, comma-separated (with `--system jetstream`).
+    #[arg(long, default_value = "127.0.0.1:4222")]
+    nats: String,
     /// Write the JSON result here (stdout if absent).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Override the workload's measured seconds.
+    #[arg(long)]
+    duration_secs: Option<u64>,
+    /// Override the workload's warm-up seconds.
+    #[arg(long)]
+    warmup_secs: Option<u64>,
+    /// Override the workload's backlog bytes.
+    #[arg(long, value_parser = crate::log_bench::parse_size)]
+    backlog_bytes: Option<u64>,
+    /// The machine's limits (what `rafka-bench limits --json` wrote); measured before the
+    /// run (a few seconds, files in --limits-dir) if absent.
+    #[arg(long)]
+    limits: Option<PathBuf>,
+    /// Directory for the limits' file writes when they are measured.
+    #[arg(long, default_value = ".")]
+    limits_dir: PathBuf,
+    /// Neither read nor measure the limits.
+    #[arg(long, conflicts_with = "limits")]
+    no_limits: bool,
+    #[command(flatten)]
+    jetstream: JetStreamOptions,
+}
+
+/// A producer client of some system.
+pub(crate) trait RecordSender: Send + 'static {
+    /// Resolves once the record is acknowledged.
+    type Ack: Future<Output = anyhow::Result<()>> + Send + 'static;
+    /// Hands a record to the client (waiting only for buffer space); the acknowledgement
+    /// comes later.
+    fn send(
+        &mut self,
+        key: Option<Bytes>,
+        value: Bytes,
+    ) -> impl Future<Output = anyhow::Result<Self::Ack>> + Send;
+}
+
+/// A consumer client of some system, a member of the run's group.
+pub(crate) trait RecordReceiver: Send + 'static {
+    /// Appends the values of the records that arrive within `timeout` (none: nothing).
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        values: &mut Vec<Bytes>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Leaves the group.
+    fn close(self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// A system under test: creates the topic and its clients.
+pub(crate) trait Driver {
+    /// Its producer client.
+    type Sender: RecordSender;
+    /// Its consumer client.
+    type Receiver: RecordReceiver;
+    /// Creates the topic if it does not exist.
+    fn prepare(&self, w: &Workload) -> impl Future<Output = anyhow::Result<()>>;
+    /// Producer `index` of `w.producers`.
+    fn sender(
+        &self,
+        w: &Workload,
+        index: u32,
+    ) -> impl Future<Output = anyhow::Result<Self::Sender>>;
+    /// Member `index` of `w.consumers` in `group`, from the earliest record or from the end.
+    fn receiver(
+        &self,
+        w: &Workload,
+        index: u32,
+        group: &str,
+        from_earliest: bool,
+    ) -> impl Future<Output = anyhow::Result<Self::Receiver>>;
+}
+
+/// What the producers and consumers share with the runner.
+struct Shared {
+    stop: AtomicBool,
+    measuring: AtomicBool,
+    /// Records handed to a client, in all phases (producers claim backlog records here).
+    sent: AtomicU64,
+    /// Records acknowledged, in all phases.
+    acked: AtomicU64,
+    /// Records acknowledged in the window.
+    produced: AtomicU64,
+    /// Records consumed, in all phases.
+    consumed_total: AtomicU64,
+    /// Records consumed in the window.
+    consumed: AtomicU64,
+    send_lat: Mutex<Histogram<u64>>,
+    e2e_lat: Mutex<Histogram<u64>>,
+    backlog_records: u64,
 }
 
 fn now_nanos() -> u64 {
@@ -93,180 +264,463 @@ fn now_nanos() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn quantiles(h: &Histogram<u64>) -> [f64; 3] {
-    [0.5, 0.99, 0.999].map(|q| h.value_at_quantile(q) as f64 / 1e6)
+/// `rafka-bench run`.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut w = Workload::load(&args.workload)?;
+    if let Some(s) = args.duration_secs {
+        w.duration_secs = s;
+    }
+    if let Some(s) = args.warmup_secs {
+        w.warmup_secs = s;
+    }
+    if let Some(b) = args.backlog_bytes {
+        w.backlog_bytes = b;
+    }
+    let limits = if args.no_limits {
+        None
+    } else if let Some(path) = &args.limits {
+        Some(Limits::load(path)?)
+    } else {
+        eprintln!("measuring this machine's limits (--limits FILE to give them)");
+        Some(crate::limits::measure(
+            &args.limits_dir,
+            512 << 20,
+            128 << 20,
+            1 << 20,
+        )?)
+    };
+    let mut result = match args.system {
+        System::Rafka => {
+            let driver = RafkaDriver {
+                bootstrap: args.bootstrap.clone(),
+            };
+            run_with(&driver, &w, System::Rafka).await?
+        }
+        System::Jetstream => {
+            let driver = JetStreamDriver::new(&args.nats, args.jetstream.clone());
+            run_with(&driver, &w, System::Jetstream).await?
+        }
+    };
+    result.limits = limits;
+    result.fractions = limits.map(|l| Fractions::of(&result, &l));
+    let json = serde_json::to_string(&result)?;
+    match &args.out {
+        Some(path) => std::fs::write(path, json + "\n")?,
+        None => println!("{json}"),
+    }
+    print_summary(&result);
+    Ok(())
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.workload)
-        .with_context(|| format!("reading {}", args.workload.display()))?;
-    let w: Workload =
-        toml::from_str(&text).with_context(|| format!("parsing {}", args.workload.display()))?;
-    anyhow::ensure!(
-        w.record_size >= 8,
-        "record_size must be at least 8 (a timestamp)"
+fn print_summary(r: &RunResult) {
+    eprintln!(
+        "{} on {}: produced {:.0} records/s ({:.1} MB/s), consumed {:.0} records/s ({:.1} MB/s); send-to-ack p50/p99/p99.9 {:.2}/{:.2}/{:.2} ms; end-to-end {:.2}/{:.2}/{:.2} ms",
+        r.workload,
+        r.system,
+        r.produced_records_per_sec,
+        r.produced_mb_per_sec,
+        r.consumed_records_per_sec,
+        r.consumed_mb_per_sec,
+        r.send_p50_ms,
+        r.send_p99_ms,
+        r.send_p999_ms,
+        r.e2e_p50_ms,
+        r.e2e_p99_ms,
+        r.e2e_p999_ms,
     );
-    let admin = Admin::connect(&args.bootstrap).await?;
-    if admin.describe_topics(&[&w.topic]).await.is_err() {
-        admin
-            .create_topic(
-                &w.topic,
-                w.partitions,
-                w.replication_factor,
-                w.topic_configs.clone(),
-            )
-            .await?;
-    }
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let produced = Arc::new(AtomicU64::new(0));
-    let consumed = Arc::new(AtomicU64::new(0));
-    let send_lat = Arc::new(Mutex::new(histogram()));
-    let e2e_lat = Arc::new(Mutex::new(histogram()));
-
-    let mut consumers = Vec::new();
-    for _ in 0..w.consumers {
-        let mut c = Consumer::connect(
-            &args.bootstrap,
-            ConsumerConfig {
-                group_id: Some(format!("bench-{}", w.name)),
-                auto_offset_reset: OffsetReset::Latest,
-                ..Default::default()
-            },
-        )
-        .await?;
-        c.subscribe(&[&w.topic])?;
-        let (stop, measuring, consumed, e2e) = (
-            stop.clone(),
-            measuring.clone(),
-            consumed.clone(),
-            e2e_lat.clone(),
+    if r.backlog_records > 0 {
+        eprintln!(
+            "  backlog {} records written in {:.1} s; consumers caught up in {}",
+            r.backlog_records,
+            r.backlog_write_secs.unwrap_or(f64::NAN),
+            r.catch_up_secs
+                .map_or("(not within the window)".into(), |s| format!("{s:.1} s")),
         );
-        consumers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let records = c.poll(Duration::from_millis(100)).await?;
-                if !measuring.load(Ordering::Relaxed) {
-                    continue;
-                }
-                let now = now_nanos();
-                let mut h = e2e.lock().unwrap();
-                for r in &records {
-                    if let Some(v) = r.value.as_ref().filter(|v| v.len() >= 8) {
-                        let sent = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
-                        h.saturating_record(now.saturating_sub(sent));
-                    }
-                }
-                consumed.fetch_add(records.len() as u64, Ordering::Relaxed);
-            }
-            c.close().await?;
-            anyhow::Ok(())
-        }));
     }
+    if let (Some(l), Some(f)) = (&r.limits, &r.fractions) {
+        eprintln!(
+            "  produce {:.1} MB/s = {:.3} of {} write ({:.0} MB/s; x{} replicas: {:.3}); consume {:.1} MB/s = {:.3} of memcpy ({:.0} MB/s), {:.3} of loopback TCP ({:.0} MB/s)",
+            r.produced_mb_per_sec,
+            f.produce_of_write,
+            if r.flush == "always" { "fdatasync'd" } else { "buffered" },
+            f.produce_limit_mb_per_sec,
+            r.replication_factor,
+            f.produce_all_replicas_of_write,
+            r.consumed_mb_per_sec,
+            f.consume_of_memcpy,
+            l.memcpy,
+            f.consume_of_loopback_tcp,
+            l.loopback_tcp,
+        );
+    }
+}
 
-    let acks = w.acks.parse::<Acks>()?;
-    let compression = crate::load::compression(&w.compression)?;
+/// Runs `w` with `driver`'s clients: the phases, the window and the measurements.
+async fn run_with<D: Driver>(
+    driver: &D,
+    w: &Workload,
+    system: System,
+) -> anyhow::Result<RunResult> {
+    driver.prepare(w).await?;
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        measuring: AtomicBool::new(false),
+        sent: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
+        produced: AtomicU64::new(0),
+        consumed_total: AtomicU64::new(0),
+        consumed: AtomicU64::new(0),
+        send_lat: Mutex::new(histogram()),
+        e2e_lat: Mutex::new(histogram()),
+        backlog_records: w.backlog_records(),
+    });
+    // A fresh group per run: a rerun against the same cluster starts where this workload
+    // says, not at offsets an earlier run committed.
+    let group = format!("bench-{}-{:x}", w.name, now_nanos() / 1_000_000);
+    let catch_up = shared.backlog_records > 0;
+    let mut consumers = Vec::new();
+    if !catch_up {
+        for i in 0..w.consumers {
+            let r = driver.receiver(w, i, &group, false).await?;
+            consumers.push(tokio::spawn(consume(r, shared.clone())));
+        }
+    }
     let mut producers = Vec::new();
     for p in 0..w.producers {
-        let producer = Producer::connect(
-            &args.bootstrap,
-            ProducerConfig {
-                acks,
-                compression,
-                ..Default::default()
-            },
-        )
-        .await?;
-        let (stop, measuring, produced, send) = (
-            stop.clone(),
-            measuring.clone(),
-            produced.clone(),
-            send_lat.clone(),
-        );
-        let w = w.clone();
-        // Acknowledgements are awaited in order by a task of their own, so each
-        // latency is taken when its acknowledgement arrives.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(100_000);
-        let acker = tokio::spawn(async move {
-            while let Some((sent_at, delivery, measured)) = rx.recv().await {
-                delivery.await?;
-                if measured {
-                    send.lock()
-                        .unwrap()
-                        .saturating_record(sent_at.elapsed().as_nanos() as u64);
-                    produced.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            anyhow::Ok(())
-        });
-        producers.push(tokio::spawn(async move {
-            let per_producer = w.rate / w.producers as u64;
-            let started = Instant::now();
-            let mut value = vec![b'x'; w.record_size];
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                if per_producer > 0 {
-                    let due = started + Duration::from_secs_f64(i as f64 / per_producer as f64);
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                        tokio::time::sleep(wait).await;
-                    }
-                }
-                value[..8].copy_from_slice(&now_nanos().to_be_bytes());
-                let mut r = ProducerRecord::new(w.topic.as_str(), value.clone());
-                if w.keyed {
-                    r = r.key(format!("key-{}", (i * 7919 + p as u64) % 10_000));
-                }
-                let sent_at = Instant::now();
-                let delivery = producer.send(r).await?;
-                if tx
-                    .send((sent_at, delivery, measuring.load(Ordering::Relaxed)))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-                i += 1;
-            }
-            drop(tx);
-            acker.await?
-        }));
+        let s = driver.sender(w, p).await?;
+        producers.push(tokio::spawn(produce(s, w.clone(), p, shared.clone())));
+    }
+
+    let mut backlog_write_secs = None;
+    if catch_up {
+        backlog_write_secs = Some(write_backlog(w, &shared, &producers).await?);
+    }
+    let acked_before_consumers = shared.acked.load(Ordering::Relaxed);
+    let consumers_started = Instant::now();
+    if catch_up {
+        for i in 0..w.consumers {
+            let r = driver.receiver(w, i, &group, true).await?;
+            consumers.push(tokio::spawn(consume(r, shared.clone())));
+        }
     }
 
     tokio::time::sleep(Duration::from_secs(w.warmup_secs)).await;
-    measuring.store(true, Ordering::Relaxed);
+    shared.measuring.store(true, Ordering::Relaxed);
     let window = Instant::now();
-    tokio::time::sleep(Duration::from_secs(w.duration_secs)).await;
-    let elapsed = window.elapsed().as_secs_f64();
-    let (produced_n, consumed_n) = (
-        produced.load(Ordering::Relaxed),
-        consumed.load(Ordering::Relaxed),
-    );
-    stop.store(true, Ordering::Relaxed);
+    let mut series = Vec::new();
+    let mut catch_up_secs = None;
+    let (mut last_t, mut last_p, mut last_c) = (0.0, 0, 0);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (produced_n, consumed_n, elapsed) = loop {
+        tick.tick().await;
+        let t = window.elapsed().as_secs_f64();
+        let (p, c) = (
+            shared.produced.load(Ordering::Relaxed),
+            shared.consumed.load(Ordering::Relaxed),
+        );
+        if catch_up
+            && catch_up_secs.is_none()
+            && shared.consumed_total.load(Ordering::Relaxed) >= acked_before_consumers
+        {
+            catch_up_secs = Some(consumers_started.elapsed().as_secs_f64());
+        }
+        let done = t >= w.duration_secs as f64 || catch_up_secs.is_some();
+        if t - last_t >= 1.0 || (done && t - last_t > 0.05) {
+            series.push(SeriesPoint {
+                t,
+                produced_per_sec: (p - last_p) as f64 / (t - last_t),
+                consumed_per_sec: (c - last_c) as f64 / (t - last_t),
+            });
+            (last_t, last_p, last_c) = (t, p, c);
+        }
+        if done {
+            break (p, c, t);
+        }
+        // Only an error ends a client before `stop`: stop the others and report it.
+        if producers
+            .iter()
+            .chain(&consumers)
+            .any(JoinHandle::is_finished)
+        {
+            break (p, c, t);
+        }
+    };
+    shared.measuring.store(false, Ordering::Relaxed);
+    shared.stop.store(true, Ordering::Relaxed);
     for p in producers {
         p.await??;
     }
     for c in consumers {
         c.await??;
     }
-    let [s50, s99, s999] = quantiles(&send_lat.lock().unwrap());
-    let [e50, e99, e999] = quantiles(&e2e_lat.lock().unwrap());
-    let produced_rate = produced_n as f64 / elapsed;
-    let json = format!(
-        "{{\"workload\":\"{}\",\"seconds\":{elapsed:.2},\"produced_records_per_sec\":{produced_rate:.0},\"produced_mb_per_sec\":{:.2},\"consumed_records_per_sec\":{:.0},\"send_p50_ms\":{s50:.3},\"send_p99_ms\":{s99:.3},\"send_p999_ms\":{s999:.3},\"e2e_p50_ms\":{e50:.3},\"e2e_p99_ms\":{e99:.3},\"e2e_p999_ms\":{e999:.3}}}",
-        w.name,
-        produced_rate * w.record_size as f64 / 1e6,
-        consumed_n as f64 / elapsed,
-    );
-    match &args.out {
-        Some(path) => std::fs::write(path, &json)?,
-        None => println!("{json}"),
-    }
-    eprintln!(
-        "{}: produced {produced_rate:.0} records/s, consumed {:.0} records/s; send-to-ack p50/p99/p99.9 {s50:.2}/{s99:.2}/{s999:.2} ms; end-to-end {e50:.2}/{e99:.2}/{e999:.2} ms",
-        w.name,
-        consumed_n as f64 / elapsed
-    );
-    Ok(())
+
+    let send = shared.send_lat.lock().unwrap();
+    let e2e = shared.e2e_lat.lock().unwrap();
+    let [s50, s99, s999] = quantiles(&send);
+    let [e50, e99, e999] = quantiles(&e2e);
+    let mb = |records: f64| records * w.record_size as f64 / 1e6;
+    let (produced_rate, consumed_rate) = (produced_n as f64 / elapsed, consumed_n as f64 / elapsed);
+    Ok(RunResult {
+        system: system.name().into(),
+        workload: w.name.clone(),
+        seconds: (elapsed * 100.0).round() / 100.0,
+        record_size: w.record_size,
+        partitions: w.partitions,
+        replication_factor: w.replication_factor,
+        acks: w.acks.clone(),
+        flush: w.flush().into(),
+        produced_records_per_sec: produced_rate.round(),
+        produced_mb_per_sec: mb(produced_rate),
+        consumed_records_per_sec: consumed_rate.round(),
+        consumed_mb_per_sec: mb(consumed_rate),
+        send_p50_ms: s50,
+        send_p99_ms: s99,
+        send_p999_ms: s999,
+        e2e_p50_ms: e50,
+        e2e_p99_ms: e99,
+        e2e_p999_ms: e999,
+        backlog_records: shared.backlog_records,
+        backlog_write_secs,
+        catch_up_secs,
+        series,
+        send_latency_curve: curve(&send),
+        e2e_latency_curve: curve(&e2e),
+        limits: None,
+        fractions: None,
+    })
 }
 
-/// A record sent: when, its acknowledgement, and whether it is in the measured window.
-type Pending = (Instant, rafka_client::DeliveryFuture, bool);
+/// Waits until the producers have had the backlog acknowledged; returns the seconds it took.
+async fn write_backlog(
+    w: &Workload,
+    shared: &Shared,
+    producers: &[JoinHandle<anyhow::Result<()>>],
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut reported = Instant::now();
+    eprintln!(
+        "{}: writing a backlog of {} records ({:.2} GB)",
+        w.name,
+        shared.backlog_records,
+        w.backlog_bytes as f64 / 1e9
+    );
+    while shared.acked.load(Ordering::Relaxed) < shared.backlog_records {
+        anyhow::ensure!(
+            !producers.iter().any(JoinHandle::is_finished),
+            "a producer ended while writing the backlog"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if reported.elapsed() >= Duration::from_secs(10) {
+            reported = Instant::now();
+            let acked = shared.acked.load(Ordering::Relaxed);
+            eprintln!(
+                "  {acked} records acknowledged ({:.0} records/s)",
+                acked as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "  backlog written in {secs:.1} s ({:.0} records/s); starting the consumers",
+        shared.backlog_records as f64 / secs
+    );
+    Ok(secs)
+}
+
+/// A record sent: when, and its acknowledgement.
+type Pending<A> = (Instant, A);
+
+/// One producer: flat out through the backlog, then at its share of the rate (or flat out);
+/// acknowledgements are awaited in order by a task of their own, so each latency is taken
+/// when its acknowledgement arrives.
+async fn produce<S: RecordSender>(
+    mut sender: S,
+    w: Workload,
+    index: u32,
+    shared: Arc<Shared>,
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending<S::Ack>>(100_000);
+    let acker = tokio::spawn({
+        let shared = shared.clone();
+        async move {
+            while let Some((sent_at, ack)) = rx.recv().await {
+                ack.await?;
+                shared.acked.fetch_add(1, Ordering::Relaxed);
+                // Counted when acknowledged in the window, whenever sent: with deep
+                // queues an acknowledgement can take longer than the window.
+                if shared.measuring.load(Ordering::Relaxed) {
+                    shared
+                        .send_lat
+                        .lock()
+                        .unwrap()
+                        .saturating_record(sent_at.elapsed().as_nanos() as u64);
+                    shared.produced.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            anyhow::Ok(())
+        }
+    });
+    let per_producer = w.rate / u64::from(w.producers);
+    let mut paced_from: Option<(Instant, u64)> = None;
+    let mut value = vec![b'x'; w.record_size];
+    let mut i = 0u64;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let in_backlog = shared.sent.fetch_add(1, Ordering::Relaxed) < shared.backlog_records;
+        if !in_backlog && per_producer > 0 {
+            let (start, first) = *paced_from.get_or_insert((Instant::now(), i));
+            let due = start + Duration::from_secs_f64((i - first) as f64 / per_producer as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        value[..8].copy_from_slice(&now_nanos().to_be_bytes());
+        let key = w
+            .keyed
+            .then(|| Bytes::from(format!("key-{}", (i * 7919 + u64::from(index)) % 10_000)));
+        let sent_at = Instant::now();
+        let ack = sender.send(key, Bytes::copy_from_slice(&value)).await?;
+        if tx.send((sent_at, ack)).await.is_err() {
+            break;
+        }
+        i += 1;
+    }
+    drop(tx);
+    acker.await?
+}
+
+/// One consumer: counts records and takes each one's end-to-end latency from the send time
+/// its value starts with.
+async fn consume<R: RecordReceiver>(mut receiver: R, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let mut values = Vec::new();
+    while !shared.stop.load(Ordering::Relaxed) {
+        values.clear();
+        receiver
+            .poll(Duration::from_millis(100), &mut values)
+            .await?;
+        shared
+            .consumed_total
+            .fetch_add(values.len() as u64, Ordering::Relaxed);
+        if !shared.measuring.load(Ordering::Relaxed) || values.is_empty() {
+            continue;
+        }
+        let now = now_nanos();
+        let mut h = shared.e2e_lat.lock().unwrap();
+        for v in values.iter().filter(|v| v.len() >= 8) {
+            let sent = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+            h.saturating_record(now.saturating_sub(sent));
+        }
+        drop(h);
+        shared
+            .consumed
+            .fetch_add(values.len() as u64, Ordering::Relaxed);
+    }
+    receiver.close().await
+}
+
+/// rafka through `rafka-client`: a topic, producers, and members of a consumer group.
+struct RafkaDriver {
+    bootstrap: String,
+}
+
+/// A rafka producer and the topic it writes.
+struct RafkaSender {
+    producer: Producer,
+    topic: Arc<str>,
+}
+
+type Delivery = Result<rafka_client::RecordMetadata, rafka_client::ClientError>;
+type RafkaAck =
+    futures::future::Map<rafka_client::DeliveryFuture, fn(Delivery) -> anyhow::Result<()>>;
+
+fn delivered(d: Delivery) -> anyhow::Result<()> {
+    d.map(drop).map_err(anyhow::Error::from)
+}
+
+impl RecordSender for RafkaSender {
+    type Ack = RafkaAck;
+
+    async fn send(&mut self, key: Option<Bytes>, value: Bytes) -> anyhow::Result<RafkaAck> {
+        let mut record = ProducerRecord::new(self.topic.clone(), value);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        let delivery = self.producer.send(record).await?;
+        Ok(delivery.map(delivered as fn(Delivery) -> anyhow::Result<()>))
+    }
+}
+
+/// A member of a rafka consumer group.
+struct RafkaReceiver(Consumer);
+
+impl RecordReceiver for RafkaReceiver {
+    async fn poll(&mut self, timeout: Duration, values: &mut Vec<Bytes>) -> anyhow::Result<()> {
+        let records = self.0.poll(timeout).await?;
+        values.extend(records.into_iter().filter_map(|r| r.value));
+        Ok(())
+    }
+
+    async fn close(mut self) -> anyhow::Result<()> {
+        Ok(self.0.close().await?)
+    }
+}
+
+impl Driver for RafkaDriver {
+    type Sender = RafkaSender;
+    type Receiver = RafkaReceiver;
+
+    async fn prepare(&self, w: &Workload) -> anyhow::Result<()> {
+        let admin = Admin::connect(&self.bootstrap).await?;
+        if admin.describe_topics(&[&w.topic]).await.is_err() {
+            admin
+                .create_topic(
+                    &w.topic,
+                    w.partitions,
+                    w.replication_factor,
+                    w.topic_configs.clone(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn sender(&self, w: &Workload, _index: u32) -> anyhow::Result<RafkaSender> {
+        let producer = Producer::connect(
+            &self.bootstrap,
+            ProducerConfig {
+                acks: w.acks.parse::<Acks>()?,
+                compression: crate::load::compression(&w.compression)?,
+                ..Default::default()
+            },
+        )
+        .await?;
+        Ok(RafkaSender {
+            producer,
+            topic: w.topic.as_str().into(),
+        })
+    }
+
+    async fn receiver(
+        &self,
+        w: &Workload,
+        _index: u32,
+        group: &str,
+        from_earliest: bool,
+    ) -> anyhow::Result<RafkaReceiver> {
+        let mut c = Consumer::connect(
+            &self.bootstrap,
+            ConsumerConfig {
+                group_id: Some(group.into()),
+                auto_offset_reset: if from_earliest {
+                    OffsetReset::Earliest
+                } else {
+                    OffsetReset::Latest
+                },
+                ..Default::default()
+            },
+        )
+        .await?;
+        c.subscribe(&[&w.topic])?;
+        Ok(RafkaReceiver(c))
+    }
+}
