@@ -7,11 +7,12 @@
 //! - `rafka-bench limits`: the machine's write, copy and loopback bandwidth.
 //! - `rafka-bench run WORKLOAD`: a workload file against a rafka cluster or, with
 //!   `--system jetstream`, against NATS JetStream (`jetstream`: the peer driver).
-//! - `rafka-bench compare DIR`: the rafka/JetStream table from the results
-//!   `scripts/compare.sh` leaves in DIR.
+//! - `rafka-bench compare DIR` / `chart DIR`: the rafka/JetStream table and SVG charts
+//!   from the results `scripts/compare.sh` leaves in DIR.
 
 use clap::{Parser, Subcommand};
 
+mod chart;
 mod compare;
 mod group;
 mod jetstream;
@@ -46,6 +47,8 @@ enum Command {
     Run(workload::RunArgs),
     /// The rafka/JetStream table from a directory of run results.
     Compare(compare::CompareArgs),
+    /// SVG charts (throughput over time, latency percentiles) of a directory of run results.
+    Chart(chart::ChartArgs),
     /// A workload file's name, replication factor, flush policy and backlog bytes, on one line.
     Describe(compare::DescribeArgs),
 }
@@ -59,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         Command::Limits(args) => limits::run(args),
         Command::Run(args) => runtime()?.block_on(workload::run(args)),
         Command::Compare(args) => compare::run(args),
+        Command::Chart(args) => chart::run(args),
         Command::Describe(args) => compare::describe(args),
     }
 }
