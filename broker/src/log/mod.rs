@@ -25,7 +25,6 @@ mod error;
 mod file;
 mod index;
 mod partition;
-mod pretouch;
 mod reader;
 mod recovery;
 mod segment;

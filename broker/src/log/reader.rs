@@ -136,6 +136,25 @@ impl LogReader {
         Ok(seg.data().slice(pos..pos + n))
     }
 
+    /// The batch stored at `at` as a slice of the mapping, its checksum not verified: for
+    /// Raft entries this replica wrote (and verified) itself, read back for replication
+    /// (the follower verifies what it receives) and for the state machine.
+    pub fn batch_at_unverified(&self, at: super::Locator) -> Result<Bytes, LogError> {
+        let seg = self.shared.read().get(&at.segment).cloned();
+        let seg = seg.ok_or_else(|| LogError::Config(format!("no segment {}", at.segment)))?;
+        let len = seg.len();
+        let pos = at.position as usize;
+        let n = rafka_proto::batch::batch_len_at(&seg.data()[pos.min(len)..len])
+            .filter(|&n| pos + n <= len)
+            .ok_or_else(|| {
+                seg.corrupt(
+                    pos,
+                    format!("no whole batch at byte {pos} (segment holds {len})"),
+                )
+            })?;
+        Ok(seg.data().slice(pos..pos + n))
+    }
+
     /// Offset of the first record whose timestamp is at or after `timestamp`, or `None` if
     /// every record is older. For a compressed batch, its base offset.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>, LogError> {

@@ -1,4 +1,5 @@
-//! Segments: the active one, written through a mapping, and sealed, read-only ones.
+//! Segments: the active one, appended with `pwritev` and read through a mapping, and
+//! sealed, read-only ones.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -13,10 +14,10 @@ use memmap2::MmapRaw;
 use rafka_proto::batch::{BatchHeader, HEADER_LEN};
 
 use super::file::{
-    map_raw, map_read, preallocate, segment_path, sync_dir, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT,
+    map_raw, map_read, preallocate, segment_path, sync_dir, write_all_at, INDEX_EXT, LOG_EXT,
+    TIME_INDEX_EXT,
 };
 use super::index::{decode_all, IndexView, IndexWriter, OffsetEntry, TimeEntry};
-use super::pretouch;
 use super::recovery::{recover, Indexer, Scan, Stop};
 use super::{LogConfig, LogError};
 
@@ -90,7 +91,6 @@ impl SegmentView {
     }
 }
 
-const PAGE: usize = 4096;
 /// The active segment's file grows by this much at a time.
 const ALLOC_CHUNK: usize = 64 << 20;
 
@@ -114,7 +114,8 @@ fn read_or_empty(path: &Path) -> io::Result<Vec<u8>> {
     }
 }
 
-/// The segment being appended to: preallocated files written through writable mappings,
+/// The segment being appended to: preallocated files appended with `pwritev` (indexes
+/// through writable mappings),
 /// published to readers through read-only mappings of the same files.
 pub(crate) struct ActiveSegment {
     pub view: Arc<SegmentView>,
@@ -131,8 +132,6 @@ pub(crate) struct ActiveSegment {
     dirty: Option<Range<usize>>,
     /// Bytes of the file with blocks behind them; the mapping past this must not be touched.
     allocated: usize,
-    /// Bytes of the mapping already handed to the pretoucher.
-    pretouched: usize,
     created: Instant,
 }
 
@@ -227,7 +226,6 @@ impl ActiveSegment {
             interval: config.index_interval_bytes,
             dirty: None,
             allocated,
-            pretouched: scan.len & !(PAGE - 1),
             created: Instant::now(),
         })
     }
@@ -265,14 +263,17 @@ impl ActiveSegment {
         let end = start + batch.len();
         let base_offset = self.next_offset;
         self.allocate_to(end)?;
-        self.pretouch_ahead(end);
-        let dst = self.bytes_mut(start..end);
-        dst.copy_from_slice(batch);
-        dst[..8].copy_from_slice(&(base_offset as i64).to_be_bytes());
+        // One copy, by `pwritev` into the page cache the mappings share: the stamped
+        // first 16 bytes, then the rest of the batch as it came. Readers see it through
+        // the read-only mapping once it is published below.
+        let mut head = [0u8; 16];
+        head.copy_from_slice(&batch[..16]);
+        head[..8].copy_from_slice(&(base_offset as i64).to_be_bytes());
         if let Some(epoch) = leader_epoch {
             // Outside the checksum, like the base offset.
-            dst[12..16].copy_from_slice(&epoch.to_be_bytes());
+            head[12..16].copy_from_slice(&epoch.to_be_bytes());
         }
+        write_all_at(&self.log_file, &[&head, &batch[16..]], start as u64)?;
         let rel = (base_offset - self.view.base_offset) as u32;
         if let Some((o, t)) = self
             .indexer
@@ -301,20 +302,6 @@ impl ActiveSegment {
         preallocate(&self.log_file, target as u64)?;
         self.allocated = target;
         Ok(())
-    }
-
-    /// Keeps the pretoucher a window ahead of `end`, within the allocated part of the file.
-    fn pretouch_ahead(&mut self, end: usize) {
-        const CHUNK: usize = 4 << 20;
-        const AHEAD: usize = 32 << 20;
-        let target = (end + AHEAD).min(self.allocated);
-        while self.pretouched < target {
-            let len = CHUNK.min(target - self.pretouched);
-            if !pretouch::request(&self.map, self.pretouched, len) {
-                break;
-            }
-            self.pretouched += len;
-        }
     }
 
     /// The mapped bytes in `range`, for writing.
@@ -413,7 +400,7 @@ impl ActiveSegment {
             };
             self.time_index.push(end, &self.view.times);
         }
-        drop(self.map); // the pretoucher may still hold a clone; it never writes
+        drop(self.map); // a pending `SyncHandle` may still hold a clone
         self.log_file.set_len(self.position as u64).map_err(io)?;
         self.log_file.sync_all().map_err(io)?;
         let (_, offsets) = self.offset_index.seal().map_err(io)?;
