@@ -74,22 +74,6 @@ pub(crate) fn map_raw(file: &File, len: usize) -> io::Result<MmapRaw> {
     MmapOptions::new().len(len).map_raw(file)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        let p = segment_path(Path::new("/x"), 42, LOG_EXT);
-        assert_eq!(p, Path::new("/x/00000000000000000042.log"));
-        let name = p.file_name().unwrap().to_str().unwrap();
-        assert_eq!(parse_segment_name(name), Some(42));
-        assert_eq!(parse_segment_name("00000000000000000042.index"), None);
-        assert_eq!(parse_segment_name("42.log"), None);
-        assert_eq!(parse_segment_name("0000000000000000004x.log"), None);
-    }
-}
-
 /// Writes all of `parts`, one after another, at `offset` of `file` (`pwritev`, retried
 /// on short writes). Whole pages written this way skip the zero-fill a first store
 /// through a mapping costs.
@@ -138,4 +122,20 @@ pub(crate) fn write_all_at(file: &File, parts: &[&[u8]], mut offset: u64) -> io:
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let p = segment_path(Path::new("/x"), 42, LOG_EXT);
+        assert_eq!(p, Path::new("/x/00000000000000000042.log"));
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(parse_segment_name(name), Some(42));
+        assert_eq!(parse_segment_name("00000000000000000042.index"), None);
+        assert_eq!(parse_segment_name("42.log"), None);
+        assert_eq!(parse_segment_name("0000000000000000004x.log"), None);
+    }
 }
