@@ -1,7 +1,9 @@
 //! The consumer: assigned partitions, positions, long-poll fetches and record decoding.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -108,7 +110,21 @@ pub struct Consumer {
     pub(crate) buffered: VecDeque<ConsumerRecord>,
     pub(crate) group: Option<GroupOffsets>,
     pub(crate) subscription: Option<crate::subscription::Subscription>,
+    /// Fetches in flight, kept across polls: a broker's answer is not thrown away
+    /// because another broker answered first, and nothing waits a round trip to ask
+    /// again. (Behind a mutex only to keep the consumer `Sync`; `&mut self` reaches it
+    /// without locking.)
+    in_flight: Mutex<FuturesUnordered<InFlight>>,
+    /// Partitions some in-flight fetch asks for.
+    covered: BTreeSet<TopicPartition>,
 }
+
+/// An in-flight fetch: what it asked for (partition and offset) and its answer.
+type InFlight = Pin<Box<dyn Future<Output = FetchAnswer> + Send>>;
+type FetchAnswer = (
+    Vec<(TopicPartition, u64)>,
+    Result<tonic::Response<v1::FetchResponse>, tonic::Status>,
+);
 
 impl Consumer {
     /// Connects through a comma-separated bootstrap list.
@@ -126,6 +142,8 @@ impl Consumer {
             min_offsets: BTreeMap::new(),
             buffered: VecDeque::new(),
             subscription: None,
+            in_flight: Mutex::default(),
+            covered: BTreeSet::new(),
         })
     }
 
@@ -334,9 +352,14 @@ impl Consumer {
                 None => self.reset(&tp).await?,
             }
         }
-        // One request per broker: the leader, or a follower when preferred.
+        // Each partition not asked for by a fetch in flight joins one new request per
+        // broker: its leader, or a follower when preferred.
         let mut by_broker: BTreeMap<u32, Vec<v1::FetchPartition>> = BTreeMap::new();
         for (tp, pos) in &self.positions {
+            let Some(pos) = *pos else { continue };
+            if self.covered.contains(tp) {
+                continue;
+            }
             let meta = self.cluster.partition(&tp.topic, tp.partition).await;
             let follower = meta
                 .replicas
@@ -345,7 +368,7 @@ impl Consumer {
                 .filter(|r| *r != meta.leader)
                 .nth(tp.partition as usize % meta.replicas.len().max(1));
             let (target, min_offset) = match (self.config.prefer_followers, follower) {
-                (true, Some(f)) => (f, pos.unwrap_or(0)),
+                (true, Some(f)) => (f, pos),
                 _ => (meta.leader, 0),
             };
             let min_offset = min_offset.max(self.min_offsets.get(tp).copied().unwrap_or(0));
@@ -355,35 +378,43 @@ impl Consumer {
                 .push(v1::FetchPartition {
                     topic: tp.topic.clone(),
                     partition: tp.partition,
-                    offset: pos.unwrap_or(0),
+                    offset: pos,
                     max_bytes: self.config.max_partition_fetch_bytes,
                     min_offset,
                 });
         }
         let max_wait_ms = timeout.min(self.config.fetch_max_wait).as_millis() as u32;
-        let mut fetches: FuturesUnordered<_> = by_broker
-            .into_iter()
-            .map(|(broker, partitions)| {
-                let mut client = self.cluster.broker_at(broker);
-                let request = v1::FetchRequest {
-                    partitions,
-                    min_bytes: self.config.fetch_min_bytes,
-                    max_wait_ms,
-                    max_bytes: self.config.fetch_max_bytes,
-                };
-                async move { client.fetch(request).await }
-            })
-            .collect();
-        // The first answer, and any others already in; the rest are asked again next time.
+        let in_flight = self.in_flight.get_mut().unwrap_or_else(|e| e.into_inner());
+        for (broker, partitions) in by_broker {
+            let mut client = self.cluster.broker_at(broker);
+            let asked: Vec<(TopicPartition, u64)> = partitions
+                .iter()
+                .map(|p| (TopicPartition::new(p.topic.clone(), p.partition), p.offset))
+                .collect();
+            self.covered.extend(asked.iter().map(|(tp, _)| tp.clone()));
+            let request = v1::FetchRequest {
+                partitions,
+                min_bytes: self.config.fetch_min_bytes,
+                max_wait_ms,
+                max_bytes: self.config.fetch_max_bytes,
+            };
+            in_flight.push(Box::pin(
+                async move { (asked, client.fetch(request).await) },
+            ));
+        }
+        // The first answer within the timeout, and any others already in; fetches still
+        // out stay in flight for the next poll.
         let mut answers = Vec::new();
-        if let Some(first) = fetches.next().await {
+        if let Ok(Some(first)) = tokio::time::timeout(timeout, in_flight.next()).await {
             answers.push(first);
         }
-        while let Some(Some(more)) = fetches.next().now_or_never() {
+        while let Some(Some(more)) = in_flight.next().now_or_never() {
             answers.push(more);
         }
-        drop(fetches);
-        for answer in answers {
+        for (asked, answer) in answers {
+            for (tp, _) in &asked {
+                self.covered.remove(tp);
+            }
             let response = match answer {
                 Ok(r) => r.into_inner(),
                 Err(s) if s.code() == Code::OutOfRange => {
@@ -396,19 +427,24 @@ impl Consumer {
                         return Err(e);
                     }
                     // A moved leader or a lagging follower: refresh and fetch again.
-                    let topics: Vec<String> =
-                        self.positions.keys().map(|tp| tp.topic.clone()).collect();
-                    for t in topics.iter().collect::<std::collections::BTreeSet<_>>() {
+                    let topics: BTreeSet<String> =
+                        asked.iter().map(|(tp, _)| tp.topic.clone()).collect();
+                    for t in &topics {
                         self.recover(t, &e).await;
                     }
                     continue;
                 }
             };
+            let asked: BTreeMap<TopicPartition, u64> = asked.into_iter().collect();
             for data in response.partitions {
                 let tp = TopicPartition::new(data.topic.clone(), data.partition);
+                // An answer for a partition since moved (seek, reset, revoked) is stale.
                 let Some(Some(position)) = self.positions.get(&tp).copied() else {
                     continue;
                 };
+                if asked.get(&tp) != Some(&position) {
+                    continue;
+                }
                 let next = decode(&data, position, &mut self.buffered)?;
                 self.positions.insert(tp, Some(next));
             }
