@@ -186,6 +186,7 @@ start_jetstream() {
   done
 }
 
+failed=()
 echo "== machine limits"
 "$bench" limits --json --dir "$data" --bytes 1G --sync-bytes 256M | tee "$out/limits.json"
 
@@ -198,23 +199,30 @@ for file in "${workloads[@]}"; do
     sync=default
     [[ $flush == always ]] && sync=always
   fi
+  # A failed run is reported and left out of the table; the other runs go on.
   if [[ ,$systems, == *,rafka,* ]]; then
     echo "== $name: rafka, $n broker(s), flush=$flush"
     start_rafka "$n"
     "$bench" run "$file" --system rafka --bootstrap "$bootstrap" --limits "$out/limits.json" \
-      --out "$out/$name-rafka.json" "${run_args[@]}"
+      --out "$out/$name-rafka.json" "${run_args[@]}" || failed+=("$name on rafka")
     stop_servers
   fi
   if [[ ,$systems, == *,jetstream,* ]]; then
     echo "== $name: JetStream, $n server(s), sync_interval=$sync"
     start_jetstream "$n" "$sync"
     "$bench" run "$file" --system jetstream --nats "$nats_urls" --limits "$out/limits.json" \
-      --out "$out/$name-jetstream.json" "${run_args[@]}"
+      --out "$out/$name-jetstream.json" "${run_args[@]}" || failed+=("$name on JetStream")
     stop_servers
   fi
 done
 
-echo "== comparison (nats-server $nats_version)"
-"$bench" compare "$out"
-"$bench" chart "$out" >/dev/null
-echo "charts: $out/*.svg"
+if compgen -G "$out/*-rafka.json" >/dev/null || compgen -G "$out/*-jetstream.json" >/dev/null; then
+  echo "== comparison (nats-server $nats_version)"
+  "$bench" compare "$out"
+  "$bench" chart "$out" >/dev/null
+  echo "charts: $out/*.svg"
+fi
+if ((${#failed[@]})); then
+  printf 'failed: %s\n' "${failed[@]}" >&2
+  exit 1
+fi

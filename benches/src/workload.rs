@@ -83,6 +83,10 @@ pub struct Workload {
     /// none | lz4 | zstd.
     #[serde(default = "no_compression")]
     pub compression: String,
+    /// How long the producer lets a batch wait for more records (rafka's `linger`;
+    /// absent: the client's default, 5 ms).
+    #[serde(default)]
+    pub linger_ms: Option<u64>,
     /// Topic configs (e.g. `flush = "always"`).
     #[serde(default)]
     pub topic_configs: BTreeMap<String, String>,
@@ -177,12 +181,13 @@ pub struct RunArgs {
     #[arg(long, value_parser = crate::log_bench::parse_size)]
     backlog_bytes: Option<u64>,
     /// The machine's limits (what `rafka-bench limits --json` wrote); measured before the
-    /// run (a few seconds, files in --limits-dir) if absent.
+    /// run (a second or two, smaller than `rafka-bench limits` measures) if absent.
     #[arg(long)]
     limits: Option<PathBuf>,
-    /// Directory for the limits' file writes when they are measured.
-    #[arg(long, default_value = ".")]
-    limits_dir: PathBuf,
+    /// Directory for the limits' file writes when they are measured (default: the
+    /// system's temporary directory; best on the brokers' file system).
+    #[arg(long)]
+    limits_dir: Option<PathBuf>,
     /// Neither read nor measure the limits.
     #[arg(long, conflicts_with = "limits")]
     no_limits: bool,
@@ -282,12 +287,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(Limits::load(path)?)
     } else {
         eprintln!("measuring this machine's limits (--limits FILE to give them)");
-        Some(crate::limits::measure(
-            &args.limits_dir,
-            512 << 20,
-            128 << 20,
-            1 << 20,
-        )?)
+        let dir = args.limits_dir.clone().unwrap_or_else(std::env::temp_dir);
+        Some(crate::limits::measure(&dir, 256 << 20, 64 << 20, 1 << 20)?)
     };
     let mut result = match args.system {
         System::Rafka => {
@@ -690,6 +691,9 @@ impl Driver for RafkaDriver {
             ProducerConfig {
                 acks: w.acks.parse::<Acks>()?,
                 compression: crate::load::compression(&w.compression)?,
+                linger: w
+                    .linger_ms
+                    .map_or(ProducerConfig::default().linger, Duration::from_millis),
                 ..Default::default()
             },
         )
