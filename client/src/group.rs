@@ -10,8 +10,10 @@ use tonic::transport::Channel;
 use crate::cluster::Cluster;
 use crate::{ClientError, TopicPartition};
 
-/// Attempts of a coordinator request that meets a retriable error.
-const RETRIES: u32 = 30;
+/// How long a coordinator request retries retriable errors (the coordinator's broker
+/// gone, an election for its offsets partition) before it fails; Kafka's
+/// `default.api.timeout.ms` is 60 s.
+const RETRY_FOR: Duration = Duration::from_secs(30);
 /// Pause before retrying one.
 const BACKOFF: Duration = Duration::from_millis(100);
 
@@ -57,7 +59,7 @@ impl GroupOffsets {
         F: FnMut(GroupClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let mut attempt = 0;
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
         loop {
             let answer = match self.coordinator().await {
                 Ok(client) => call(client).await.map_err(ClientError::from),
@@ -65,8 +67,7 @@ impl GroupOffsets {
             };
             match answer {
                 Ok(r) => return Ok(r.into_inner()),
-                Err(e) if e.is_retriable() && attempt < RETRIES => {
-                    attempt += 1;
+                Err(e) if e.is_retriable() && tokio::time::Instant::now() < deadline => {
                     self.coordinator = None;
                     tokio::time::sleep(BACKOFF).await;
                     // The default broker may be the one that went away.

@@ -79,8 +79,13 @@ pub struct ProducerConfig {
     pub compression: Compression,
     /// Produce requests in flight at once (over all partitions).
     pub max_in_flight: usize,
-    /// Attempts after the first for a retriable error.
+    /// Attempts after the first for a retriable error (also bounded by
+    /// `delivery_timeout`).
     pub retries: u32,
+    /// How long a record may take from its first send attempt to its acknowledgement
+    /// before it fails (Kafka's `delivery.timeout.ms`): retriable errors such as a
+    /// leader election under load are retried until then.
+    pub delivery_timeout: Duration,
     /// Backoff between retries; doubles every third attempt, up to 1 s (a leader election
     /// takes about one election timeout, so waiting longer only delays the failover).
     pub retry_backoff: Duration,
@@ -96,7 +101,8 @@ impl Default for ProducerConfig {
             batch_size: 256 << 10,
             compression: Compression::None,
             max_in_flight: 16,
-            retries: 20,
+            retries: u32::MAX,
+            delivery_timeout: Duration::from_secs(120),
             retry_backoff: Duration::from_millis(100),
             buffer_memory: 64 << 20,
         }
@@ -450,6 +456,7 @@ async fn produce_routed(
 ) -> HashMap<u32, PartitionResult> {
     let mut done = HashMap::new();
     let mut attempt = 0u32;
+    let deadline = Instant::now() + inner.config.delivery_timeout;
     loop {
         let mut by_leader: BTreeMap<u32, Vec<(u32, Bytes)>> = BTreeMap::new();
         for (p, records) in pending.drain(..) {
@@ -486,7 +493,11 @@ async fn produce_routed(
                         done.insert(r.partition, Ok(r));
                     }
                 }
-                Err(e) if e.is_retriable() && attempt < inner.config.retries => {
+                Err(e)
+                    if e.is_retriable()
+                        && attempt < inner.config.retries
+                        && Instant::now() < deadline =>
+                {
                     match e {
                         // A redirect to another broker: go there at once.
                         ClientError::NotLeader {

@@ -38,9 +38,14 @@ pub const METADATA_DIR: &str = "__cluster_metadata-0";
 fn raft_config() -> Arc<openraft::Config> {
     let config = openraft::Config {
         cluster_name: "rafka".into(),
-        heartbeat_interval: 100,
-        election_timeout_min: 500,
-        election_timeout_max: 1000,
+        // Heartbeats every 150 ms (also openraft's AppendEntries timeout) and elections
+        // after 1-2 s of silence: a two-core machine running three brokers with a
+        // hundred-odd groups each delays heartbeats by hundreds of milliseconds under
+        // full load, and tighter settings (100 ms / 0.5-1 s) set off election storms
+        // there. A leader's death still moves its partitions within about 2-3 s.
+        heartbeat_interval: 150,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
         // An AppendEntries must arrive within one heartbeat interval (openraft's RPC
         // timeout): cap its entries (batches of up to a few hundred KiB) so that a
         // follower far behind catches up in many small rounds instead of timing out on
