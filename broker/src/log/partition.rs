@@ -190,28 +190,9 @@ impl PartitionLog {
         })
     }
 
-    /// Validates and appends batches, each with its leader epoch stamped (Raft entries and
-    /// their terms), with one sync for all. If any is invalid, none is appended.
-    pub fn append_with_epochs(
-        &mut self,
-        batches: &[(&[u8], i32)],
-    ) -> Result<Vec<Appended>, LogError> {
-        let parsed = batches
-            .iter()
-            .map(|(b, e)| RecordBatch::parse(b).map(|b| (b, *e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.write(|log| {
-            let out = parsed
-                .iter()
-                .map(|(b, epoch)| log.append_validated(b, Some(*epoch)))
-                .collect::<Result<Vec<_>, _>>()?;
-            log.after_append()?;
-            Ok(out)
-        })
-    }
-
-    /// Like [`append_with_epochs`](Self::append_with_epochs), but under flush `always` the
-    /// sync is left to the caller: the returned handle makes the batches durable and can
+    /// Appends Raft entries' batches, each with its leader epoch (the entry's term)
+    /// stamped; if any is invalid, none is appended. Under flush `always` the sync is
+    /// left to the caller: the returned handle makes the batches durable and can
     /// run on another thread without holding the log (a Raft leader then replicates while
     /// its own disk syncs, and appends that arrive meanwhile share the next sync).
     pub fn append_with_epochs_deferred(

@@ -153,15 +153,7 @@ pub struct RecordBatch<'a> {
 impl<'a> RecordBatch<'a> {
     /// Validates `buf` as exactly one batch.
     pub fn parse(buf: &'a [u8]) -> Result<Self, BatchError> {
-        let header = BatchHeader::parse(buf)?;
-        let actual = buf.len() - LOG_OVERHEAD;
-        if header.batch_length as i64 != actual as i64 {
-            return Err(BatchError::BadLength {
-                declared: header.batch_length as i64,
-                actual,
-            });
-        }
-        Self::check(buf, header, true)
+        Self::exactly_one(buf, true)
     }
 
     /// Validates `buf` as exactly one batch whose records were already validated where
@@ -169,6 +161,10 @@ impl<'a> RecordBatch<'a> {
     /// magic, checksum and header, without walking the record framing again; the checksum
     /// has guarded the records since.
     pub fn parse_trusted(buf: &'a [u8]) -> Result<Self, BatchError> {
+        Self::exactly_one(buf, false)
+    }
+
+    fn exactly_one(buf: &'a [u8], records: bool) -> Result<Self, BatchError> {
         let header = BatchHeader::parse(buf)?;
         let actual = buf.len() - LOG_OVERHEAD;
         if header.batch_length as i64 != actual as i64 {
@@ -177,7 +173,7 @@ impl<'a> RecordBatch<'a> {
                 actual,
             });
         }
-        Self::check(buf, header, false)
+        Self::check(buf, header, records)
     }
 
     /// Validates the batch at the start of `buf` (which may hold more after it); returns it
