@@ -261,6 +261,8 @@ struct Shared {
     send_lat: Mutex<Histogram<u64>>,
     e2e_lat: Mutex<Histogram<u64>>,
     backlog_records: u64,
+    /// Raised by the acknowledgement that completes the backlog.
+    backlog_written: tokio::sync::Notify,
 }
 
 fn now_nanos() -> u64 {
@@ -374,6 +376,7 @@ async fn run_with<D: Driver>(
         send_lat: Mutex::new(histogram()),
         e2e_lat: Mutex::new(histogram()),
         backlog_records: w.backlog_records(),
+        backlog_written: tokio::sync::Notify::new(),
     });
     // A fresh group per run: a rerun against the same cluster starts where this workload
     // says, not at offsets an earlier run committed.
@@ -499,7 +502,6 @@ async fn write_backlog(
     producers: &[JoinHandle<anyhow::Result<()>>],
 ) -> anyhow::Result<f64> {
     let started = Instant::now();
-    let mut reported = Instant::now();
     eprintln!(
         "{}: writing a backlog of {} records ({:.2} GB)",
         w.name,
@@ -511,9 +513,13 @@ async fn write_backlog(
             !producers.iter().any(JoinHandle::is_finished),
             "a producer ended while writing the backlog"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if reported.elapsed() >= Duration::from_secs(10) {
-            reported = Instant::now();
+        // Woken by the acknowledgement that completes the backlog (`notify_one` keeps a
+        // permit if it comes first); every 10 s, report progress and check the producers.
+        let done = shared.backlog_written.notified();
+        if tokio::time::timeout(Duration::from_secs(10), done)
+            .await
+            .is_err()
+        {
             let acked = shared.acked.load(Ordering::Relaxed);
             eprintln!(
                 "  {acked} records acknowledged ({:.0} records/s)",
@@ -547,7 +553,9 @@ async fn produce<S: RecordSender>(
         async move {
             while let Some((sent_at, ack)) = rx.recv().await {
                 ack.await?;
-                shared.acked.fetch_add(1, Ordering::Relaxed);
+                if shared.acked.fetch_add(1, Ordering::Relaxed) + 1 == shared.backlog_records {
+                    shared.backlog_written.notify_one();
+                }
                 // Counted when acknowledged in the window, whenever sent: with deep
                 // queues an acknowledgement can take longer than the window.
                 if shared.measuring.load(Ordering::Relaxed) {
