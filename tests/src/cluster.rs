@@ -75,6 +75,7 @@ impl TestCluster {
 
     /// Starts `n` brokers with `tweak` applied to each one's config.
     pub async fn start_with(n: u32, tweak: Tweak) -> Self {
+        crate::init_tracing();
         let addrs = free_addresses(n as usize);
         let peers = peer_list(&addrs);
         let mut brokers = Vec::new();

@@ -44,6 +44,17 @@ where
     }
 }
 
+/// Sends the brokers' warnings (or what `RUST_LOG` asks for) to the test's captured
+/// output, so a failing test prints what its brokers logged; idempotent.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        ))
+        .with_test_writer()
+        .try_init();
+}
+
 /// Environment variable that tells a test it runs as a child.
 pub const CHILD_ENV: &str = "RAFKA_TEST_CHILD";
 
@@ -115,6 +126,7 @@ impl TestBroker {
         dir: std::sync::Arc<tempfile::TempDir>,
         tweak: impl FnOnce(&mut rafka_broker::config::BrokerConfig),
     ) -> Self {
+        init_tracing();
         let mut config = rafka_broker::config::BrokerConfig {
             data_dir: dir.path().to_path_buf(),
             ..Default::default()

@@ -27,7 +27,7 @@ fn batch(i: u64) -> Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_hold_identical_logs_and_survive_losing_the_leader() {
-    tracing_subscriber_init();
+    rafka_tests::init_tracing();
     let mut nodes: Vec<Node<Offsets>> = start_group(3, GROUP).await;
 
     // Every acknowledged batch, by offset.
@@ -110,13 +110,4 @@ async fn replicas_hold_identical_logs_and_survive_losing_the_leader() {
             n.kill().await;
         }
     }
-}
-
-fn tracing_subscriber_init() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        ))
-        .with_test_writer()
-        .try_init();
 }

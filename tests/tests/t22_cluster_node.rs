@@ -1,6 +1,7 @@
 //! Brokers follow the cluster metadata: creating a topic through the metadata group makes
 //! every replica start the partition's Raft group; writes on each partition's leader reach
-//! every replica; deleting the topic stops the groups and removes their data.
+//! every replica; deleting the topic stops the groups and removes their data; a replica
+//! that cannot start blocks no other and is retried until it starts.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -80,6 +81,21 @@ async fn propose(brokers: &[Broker], cmd: Command) -> Result<(), BrokerError> {
         .expect("set when the wait ended")
 }
 
+/// Registers every broker in the metadata, so topics can be placed on them.
+async fn register(brokers: &[Broker]) {
+    for id in 1..=brokers.len() as u32 {
+        propose(
+            brokers,
+            Command::RegisterBroker {
+                id,
+                address: format!("broker-{id}"),
+            },
+        )
+        .await
+        .unwrap();
+    }
+}
+
 fn batch(i: u64) -> ValidatedBatch {
     let mut b = BatchBuilder::new();
     for r in 0..5u64 {
@@ -103,17 +119,7 @@ async fn committed(b: &Broker, topic: &str, p: u32) -> Bytes {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_follow_the_metadata() {
     let brokers = start_cluster(3).await;
-    for id in 1..=3 {
-        propose(
-            &brokers,
-            Command::RegisterBroker {
-                id,
-                address: format!("broker-{id}"),
-            },
-        )
-        .await
-        .unwrap();
-    }
+    register(&brokers).await;
     let create = Command::CreateTopic {
         name: "t".into(),
         partitions: 3,
@@ -205,6 +211,81 @@ async fn partitions_follow_the_metadata() {
             }
         }
         true
+    })
+    .await;
+    for b in brokers {
+        b.node.shutdown().await;
+        let _ = b.stop.send(());
+    }
+}
+
+/// A replica that cannot start (here its data directory's path is taken by a file, as a
+/// full disk or a damaged log would stop it) keeps no other partition from starting, and
+/// starts by itself once the obstacle is gone, with no change to the metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_cannot_start_blocks_no_other_and_is_retried() {
+    let brokers = start_cluster(3).await;
+    register(&brokers).await;
+    let blocker = brokers[1].dir.path().join("u-1");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    propose(
+        &brokers,
+        Command::CreateTopic {
+            name: "u".into(),
+            partitions: 3,
+            replication_factor: 3,
+            configs: BTreeMap::new(),
+        },
+    )
+    .await
+    .unwrap();
+
+    eventually("every other replica started", DEADLINE, || async {
+        for (i, b) in brokers.iter().enumerate() {
+            for p in 0..3 {
+                let running = b.node.partition("u", p).await.is_some();
+                if running != (i != 1 || p != 1) {
+                    return false;
+                }
+            }
+        }
+        true
+    })
+    .await;
+
+    std::fs::remove_file(&blocker).unwrap();
+    eventually(
+        "the blocked replica started on a retry",
+        DEADLINE,
+        || async {
+            match brokers[1].node.partition("u", 1).await {
+                Some(part) => part.leader().is_some(),
+                None => false,
+            }
+        },
+    )
+    .await;
+    let leader = brokers[1]
+        .node
+        .partition("u", 1)
+        .await
+        .unwrap()
+        .leader()
+        .unwrap();
+    let on_leader = brokers[leader as usize - 1]
+        .node
+        .partition("u", 1)
+        .await
+        .unwrap();
+    let written = on_leader.append(batch(1)).await.unwrap().next_offset;
+    eventually("the late replica has the write", DEADLINE, || async {
+        brokers[1]
+            .node
+            .partition("u", 1)
+            .await
+            .unwrap()
+            .high_watermark()
+            == written
     })
     .await;
     for b in brokers {

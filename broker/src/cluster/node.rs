@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
@@ -31,7 +32,11 @@ use crate::raft::types::{AppendResult, BatchData, TypeConfig};
 /// Raft group of the cluster metadata.
 pub const METADATA_GROUP: u64 = 0;
 /// Longest a produce waits for a majority to commit its batches.
-pub const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// First wait before a failed reconciliation is retried; it doubles up to the maximum.
+const RECONCILE_RETRY_MIN: Duration = Duration::from_millis(500);
+/// Longest wait between retries of a failed reconciliation.
+const RECONCILE_RETRY_MAX: Duration = Duration::from_secs(10);
 /// Directory of the metadata log.
 pub const METADATA_DIR: &str = "__cluster_metadata-0";
 
@@ -568,17 +573,32 @@ impl ClusterNode {
         let mut applied = node.metadata_sm.watch_high_watermark();
         let mut metrics = node.metadata.metrics();
         let mut stop = node.stop.subscribe();
+        // After a failed reconciliation (a full disk, say) it is retried on a timer as
+        // well, since the metadata may not change again for a long time.
+        let mut retry = None;
         loop {
-            if let Err(e) = node.reconcile().await {
-                tracing::warn!(broker = node.id, "reconciling partitions: {e}");
-            }
+            retry = match node.reconcile().await {
+                Ok(()) => None,
+                Err(e) => {
+                    let after = retry.map_or(RECONCILE_RETRY_MIN, |d: Duration| {
+                        (d * 2).min(RECONCILE_RETRY_MAX)
+                    });
+                    tracing::warn!(
+                        broker = node.id,
+                        "reconciling partitions (retry in {after:?}): {e}"
+                    );
+                    Some(after)
+                }
+            };
             if node.metadata_leader() == Some(node.id) {
                 node.register_brokers().await;
             }
+            let timer = tokio::time::sleep(retry.unwrap_or_default());
             tokio::select! {
                 changed = applied.changed() => if changed.is_err() { return },
                 changed = metrics.changed() => if changed.is_err() { return },
                 _ = stop.changed() => return,
+                _ = timer, if retry.is_some() => {}
             }
         }
     }
@@ -634,47 +654,83 @@ impl ClusterNode {
             self.groups.remove(p.group);
             let _ = p.raft.shutdown().await;
             let dir = p.dir.clone();
-            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
+            let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
                 .await
-                .map_err(internal)?
-                .map_err(internal)?;
+                .map_err(internal)
+                .and_then(|r| r.map_err(internal));
+            if let Err(e) = removed {
+                tracing::warn!(topic = %p.topic, partition = p.partition, "removing the data of a deleted replica: {e}");
+            }
         }
+        // One partition that cannot start (a full disk, a damaged log) must not keep
+        // the others from starting: each is tried, and the failures reported together.
+        let mut failed = Vec::new();
         for ((topic, partition), entry) in wanted {
             let configs = &state.topics[&topic].configs;
-            let config = apply_topic_configs(&self.defaults, configs)
-                .map_err(BrokerError::InvalidRequest)?;
             let existing = self.running().get(&(topic.clone(), partition)).cloned();
-            if let Some(p) = existing {
-                p.update_config(configs, config);
-                continue;
+            let started = match apply_topic_configs(&self.defaults, configs) {
+                Err(e) => Err(BrokerError::InvalidRequest(e)),
+                Ok(config) => match existing {
+                    Some(p) => {
+                        p.update_config(configs, config);
+                        Ok(())
+                    }
+                    None => {
+                        self.start_replica(&topic, partition, entry, configs, config)
+                            .await
+                    }
+                },
+            };
+            if let Err(e) = started {
+                failed.push(format!("{topic}-{partition}: {e}"));
             }
-            let dir = self.data_dir.join(format!("{topic}-{partition}"));
-            let segment_bytes = config.segment_bytes;
-            let (raft, log, sm, local_acks, entries) =
-                open_group(self.id as u64, entry.group, &dir, config, &self.channels).await?;
-            self.groups.insert(entry.group, raft.clone());
-            if entry.replicas.first() == Some(&self.id) {
-                let replicas = entry.replicas.iter().copied();
-                initialize(&raft, members(&self.peers, replicas)).await;
-            }
-            let reader = log.lock().unwrap_or_else(|e| e.into_inner()).reader();
-            let replica = Arc::new(ReplicatedPartition {
-                topic: topic.clone(),
-                partition,
-                group: entry.group,
-                node: self.id as u64,
-                raft,
-                log,
-                reader,
-                sm,
-                dir,
-                configs: Mutex::new(configs.clone()),
-                segment_bytes: segment_bytes.into(),
-                local_acks,
-                entries,
-            });
-            self.running_mut().insert((topic, partition), replica);
         }
+        match failed.len() {
+            0 => Ok(()),
+            n => Err(BrokerError::Unavailable(format!(
+                "{n} partition(s) could not start: {}",
+                failed.join("; ")
+            ))),
+        }
+    }
+
+    /// Opens this broker's replica of `topic`-`partition` and adds it to the running ones;
+    /// the first replica in the list initializes the group.
+    async fn start_replica(
+        &self,
+        topic: &str,
+        partition: u32,
+        entry: &PartitionEntry,
+        configs: &BTreeMap<String, String>,
+        config: LogConfig,
+    ) -> Result<(), BrokerError> {
+        let dir = self.data_dir.join(format!("{topic}-{partition}"));
+        let segment_bytes = config.segment_bytes;
+        let (raft, log, sm, local_acks, entries) =
+            open_group(self.id as u64, entry.group, &dir, config, &self.channels).await?;
+        self.groups.insert(entry.group, raft.clone());
+        if entry.replicas.first() == Some(&self.id) {
+            let replicas = entry.replicas.iter().copied();
+            initialize(&raft, members(&self.peers, replicas)).await;
+        }
+        let reader = log.lock().unwrap_or_else(|e| e.into_inner()).reader();
+        let replica = Arc::new(ReplicatedPartition {
+            topic: topic.to_string(),
+            partition,
+            group: entry.group,
+            node: self.id as u64,
+            raft,
+            log,
+            reader,
+            sm,
+            dir,
+            configs: Mutex::new(configs.clone()),
+            segment_bytes: segment_bytes.into(),
+            local_acks,
+            entries,
+        });
+        self.running_mut()
+            .insert((topic.to_string(), partition), replica);
         Ok(())
     }
 }

@@ -39,8 +39,42 @@ pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
     }
     let err = io::Error::last_os_error();
     match err.raw_os_error() {
-        // File systems without fallocate: fall back to a sparse file.
-        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.set_len(len),
+        // File systems without fallocate: fall back to a sparse file (never shrinking it).
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => grow_sparse(file, len),
+        _ => Err(err),
+    }
+}
+
+/// Grows `file` to `len` bytes without giving it blocks; never shrinks it.
+pub(crate) fn grow_sparse(file: &File, len: u64) -> io::Result<()> {
+    if file.metadata()?.len() < len {
+        file.set_len(len)?;
+    }
+    Ok(())
+}
+
+/// Zeroes `len` bytes of `file` from `offset` by releasing their blocks (the size stays);
+/// `Ok(false)` where the file system cannot, and nothing changed.
+pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<bool> {
+    if len == 0 {
+        return Ok(true);
+    }
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: plain syscall on an open descriptor we own; no memory is passed.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            mode,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(false),
         _ => Err(err),
     }
 }

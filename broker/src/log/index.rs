@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use memmap2::MmapMut;
 
-use super::file::{map_read, map_write, preallocate};
+use super::file::{grow_sparse, map_read, map_write, preallocate, punch_hole};
 
 /// A fixed-width index entry.
 pub(crate) trait Entry: Copy {
@@ -133,19 +133,26 @@ impl<E: Entry> IndexView<E> {
     }
 }
 
-/// The write side of an index file preallocated to `capacity` entries.
+/// Entries an index file gets blocks for at first; it doubles from there as it fills.
+const FIRST_ENTRIES: usize = 512;
+
+/// The write side of an index file mapped for `capacity` entries. The file is as long
+/// as the mapping but has blocks only for the first `allocated` entries (they double as
+/// it fills), so an idle partition does not hold megabytes of disk per index, and a full
+/// disk is an error when the index grows rather than SIGBUS on a write to the mapping.
 pub(crate) struct IndexWriter<E> {
     file: File,
     map: MmapMut,
     count: usize,
     capacity: usize,
+    allocated: usize,
     _entry: PhantomData<E>,
 }
 
 impl<E: Entry> IndexWriter<E> {
-    /// Preallocates `file` to `capacity` entries, maps it and writes `entries` at its start;
-    /// returns the writer and the matching read view. Stale entries after them are zeroed.
-    /// The file is never shrunk, so older read mappings of it stay valid.
+    /// Maps `file` for `capacity` entries and writes `entries` at its start; returns the
+    /// writer and the matching read view. Stale entries after them are zeroed. The file
+    /// is never shrunk, so older read mappings of it stay valid.
     pub(crate) fn open(
         file: File,
         capacity: usize,
@@ -154,14 +161,22 @@ impl<E: Entry> IndexWriter<E> {
         let old_len = file.metadata()?.len() as usize;
         let capacity = capacity.max(entries.len() + 1).max(old_len / E::SIZE);
         let bytes = capacity * E::SIZE;
-        preallocate(&file, bytes as u64)?;
+        let written = entries.len() * E::SIZE;
+        let stale = written..old_len.min(bytes).max(written);
+        // Stale entries (from before a crash or a truncation) are dropped with their
+        // blocks where the file system can; otherwise zeroed in place below.
+        let punched =
+            stale.is_empty() || punch_hole(&file, stale.start as u64, stale.len() as u64)?;
+        let blocks = if punched { written } else { stale.end };
+        let allocated = (blocks / E::SIZE + 1).min(capacity);
+        preallocate(&file, (allocated * E::SIZE) as u64)?;
+        grow_sparse(&file, bytes as u64)?;
         let mut map = map_write(&file, bytes)?;
         for (i, e) in entries.iter().enumerate() {
             e.encode(&mut map[i * E::SIZE..(i + 1) * E::SIZE]);
         }
-        let written = entries.len() * E::SIZE;
-        if old_len > written {
-            map[written..old_len.min(bytes)].fill(0);
+        if !punched {
+            map[stale].fill(0);
         }
         let view = IndexView::new(map_read(&file, bytes)?, entries.len());
         let writer = Self {
@@ -169,6 +184,7 @@ impl<E: Entry> IndexWriter<E> {
             map,
             count: entries.len(),
             capacity,
+            allocated,
             _entry: PhantomData,
         };
         Ok((writer, view))
@@ -178,10 +194,23 @@ impl<E: Entry> IndexWriter<E> {
         self.count
     }
 
+    /// Gives the file blocks for the next entry (doubling what it has), unless it has
+    /// them or the capacity is reached; fails where the disk is full.
+    pub(crate) fn make_room(&mut self) -> io::Result<()> {
+        if self.count < self.allocated || self.count >= self.capacity {
+            return Ok(());
+        }
+        let to = (self.allocated * 2).max(FIRST_ENTRIES).min(self.capacity);
+        preallocate(&self.file, (to * E::SIZE) as u64)?;
+        self.allocated = to;
+        Ok(())
+    }
+
     /// Appends an entry and publishes it to `view`. The capacity is sized so this cannot
-    /// overflow; if it would, the entry is skipped (the index is sparse anyway).
+    /// overflow; if it would, or the file has no room for it (see `make_room`), the entry
+    /// is skipped: the index is sparse anyway, and reads scan from an earlier entry.
     pub(crate) fn push(&mut self, e: E, view: &IndexView<E>) {
-        if self.count >= self.capacity {
+        if self.count >= self.capacity || self.make_room().is_err() {
             return;
         }
         let at = self.count * E::SIZE;

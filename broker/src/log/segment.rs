@@ -91,8 +91,18 @@ impl SegmentView {
     }
 }
 
-/// The active segment's file grows by this much at a time.
+/// Blocks a new segment's file starts with: an idle partition costs this much disk, not
+/// a whole chunk (a topic of a thousand partitions must not need 64 GiB up front).
+const FIRST_ALLOC: usize = 1 << 20;
+/// The most the active segment's file grows by at a time; until then each growth doubles
+/// what it has, so a busy segment reaches whole chunks after a few calls.
 const ALLOC_CHUNK: usize = 64 << 20;
+
+/// Where a file of `allocated` bytes grows to so that `end` fits, within `capacity`.
+fn next_allocation(allocated: usize, end: usize, capacity: usize) -> usize {
+    let step = allocated.clamp(FIRST_ALLOC, ALLOC_CHUNK);
+    (allocated + step).max(end).min(capacity)
+}
 
 fn paths(dir: &Path, base: u64) -> [PathBuf; 3] {
     [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT].map(|ext| segment_path(dir, base, ext))
@@ -193,7 +203,7 @@ impl ActiveSegment {
         let old_len = log_file.metadata().map_err(LogError::io(&log))?.len();
         let capacity = config.segment_bytes.max(old_len) as usize;
         // The mapping spans the whole segment; the file gets blocks a chunk at a time.
-        let allocated = (old_len as usize).max(ALLOC_CHUNK.min(capacity));
+        let allocated = (old_len as usize).max(FIRST_ALLOC.min(capacity));
         preallocate(&log_file, allocated as u64).map_err(LogError::io(&log))?;
         let map = Arc::new(map_raw(&log_file, capacity).map_err(LogError::io(&log))?);
         let data = map_read(&log_file, capacity).map_err(io)?;
@@ -279,8 +289,19 @@ impl ActiveSegment {
             .indexer
             .on_batch(start, rel, batch.len(), header.max_timestamp)
         {
-            self.offset_index.push(o, &self.view.offsets);
-            self.time_index.push(t, &self.view.times);
+            // Entry i of both indexes is for the same batch: both get room, or neither
+            // gets the entry (a full disk; the next batch past the interval tries again).
+            match self
+                .offset_index
+                .make_room()
+                .and_then(|()| self.time_index.make_room())
+            {
+                Ok(()) => {
+                    self.offset_index.push(o, &self.view.offsets);
+                    self.time_index.push(t, &self.view.times);
+                }
+                Err(e) => tracing::warn!("index entry skipped, the index cannot grow: {e}"),
+            }
         }
         self.position = end;
         self.next_offset = base_offset + (header.last_offset_delta as i64 + 1) as u64;
@@ -292,13 +313,13 @@ impl ActiveSegment {
         Ok((base_offset, self.next_offset))
     }
 
-    /// Gives the file real blocks up to at least `end` (a chunk at a time), so that a full
+    /// Gives the file real blocks up to at least `end` (see `next_allocation`), so that a full
     /// disk is an error here rather than SIGBUS on a write through the mapping.
     fn allocate_to(&mut self, end: usize) -> io::Result<()> {
         if end <= self.allocated {
             return Ok(());
         }
-        let target = (self.allocated + ALLOC_CHUNK).max(end).min(self.map.len());
+        let target = next_allocation(self.allocated, end, self.map.len());
         preallocate(&self.log_file, target as u64)?;
         self.allocated = target;
         Ok(())

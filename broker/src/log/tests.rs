@@ -71,6 +71,57 @@ fn segment_files(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
     v
 }
 
+/// Bytes of disk the file at `path` has blocks for.
+fn disk_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn a_new_segment_takes_little_disk_and_grows_as_it_fills() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        flush: FlushPolicy::Os,
+        ..LogConfig::default()
+    };
+    assert_eq!(config.segment_bytes, 1 << 30);
+    let mut log = PartitionLog::open(dir.path(), config).unwrap();
+    let file = dir.path().join(format!("{:020}.log", 0));
+    let idle: u64 = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| disk_bytes(&e.unwrap().path()))
+        .sum();
+    assert!(
+        idle <= 2 << 20,
+        "an empty partition holds {idle} bytes of disk"
+    );
+
+    // 8 MiB of batches: the file grows past them, by steps that double.
+    let b = batch(4, 1000, 1, 7); // one index entry per batch: 2,000-odd entries
+    let (mut next, mut written) = (0, 0);
+    while written < 8 << 20 {
+        next = log.append(&b).unwrap().next_offset;
+        written += b.len() as u64;
+    }
+    let grown = disk_bytes(&file);
+    assert!(
+        grown >= written,
+        "{grown} bytes of disk for {written} of data"
+    );
+    assert!(grown <= 32 << 20, "{grown} bytes of disk for 8 MiB of data");
+    let read = read_all(&log.reader(), 0);
+    assert_eq!(read.last().unwrap().next_offset() as u64, next);
+    // The indexes grew with it: a lookup in the middle lands on its batch.
+    let mid = next / 2;
+    let h = &headers(&log.read(mid, 1).unwrap())[0];
+    assert!(h.base_offset as u64 <= mid && mid < h.next_offset() as u64);
+    // Reopened, the log keeps every batch and goes on where it ended.
+    drop(log);
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(read_all(&log.reader(), 0).len(), read.len());
+    assert_eq!(log.append(&b).unwrap().base_offset, next);
+}
+
 #[test]
 fn append_assigns_offsets_and_reads_whole_batches() {
     let dir = tempfile::tempdir().unwrap();
