@@ -25,7 +25,8 @@ pub(crate) struct PartitionMeta {
 #[derive(Default)]
 struct Meta {
     brokers: HashMap<u32, String>,
-    topics: HashMap<String, Vec<PartitionMeta>>,
+    /// Looked up on every `send`: a fast hash, not SipHash (names come from our own caller).
+    topics: foldhash::HashMap<String, Vec<PartitionMeta>>,
 }
 
 /// A connection to the cluster and what it has told us.

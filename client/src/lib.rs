@@ -35,6 +35,7 @@ mod admin;
 mod cluster;
 pub mod compression;
 mod consumer;
+mod delivery;
 mod error;
 mod group;
 pub mod partitioner;
@@ -44,8 +45,9 @@ mod subscription;
 
 pub use admin::{Admin, TopicDescription};
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
+pub use delivery::DeliveryFuture;
 pub use error::ClientError;
-pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig};
+pub use producer::{Acks, Producer, ProducerConfig};
 pub use rafka_proto::batch;
 pub use rafka_proto::batch::Compression;
 pub use record::{ConsumerRecord, Header, ProducerRecord, RecordMetadata, TopicPartition};

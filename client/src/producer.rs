@@ -13,20 +13,18 @@
 //! batches sealed meanwhile ride together in its next request.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rafka_proto::batch::{self, BatchBuilder, Compression};
 use rafka_proto::v1;
-use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::cluster::Cluster;
 use crate::compression::compress;
+use crate::delivery::{BatchResult, Completion, DeliveryFuture, Reservation};
 use crate::partitioner::partition_for_key;
 use crate::{ClientError, ProducerRecord, RecordMetadata};
 
@@ -109,25 +107,20 @@ impl Default for ProducerConfig {
     }
 }
 
-type Delivery = Result<RecordMetadata, ClientError>;
-
-struct Waiter {
-    tx: oneshot::Sender<Delivery>,
-    delta: i32,
-    timestamp: i64,
-}
-
 struct OpenBatch {
     builder: BatchBuilder,
-    waiters: Vec<Waiter>,
+    /// Records appended; each holds a future of `completion`.
+    records: usize,
+    completion: Completion,
     first_at: Instant,
-    permits: Vec<OwnedSemaphorePermit>,
+    reserved: Reservation,
 }
 
 struct SealedBatch {
     bytes: Bytes,
-    waiters: Vec<Waiter>,
-    _permits: Vec<OwnedSemaphorePermit>,
+    records: usize,
+    completion: Completion,
+    _reserved: Reservation,
 }
 
 #[derive(Default)]
@@ -139,9 +132,9 @@ struct PartitionQueue {
 
 #[derive(Default)]
 struct State {
-    /// Per topic, per partition number.
-    queues: HashMap<String, Vec<PartitionQueue>>,
-    sticky: HashMap<String, u32>,
+    /// Per topic, per partition number (looked up on every `send`: a fast hash).
+    queues: foldhash::HashMap<String, Vec<PartitionQueue>>,
+    sticky: foldhash::HashMap<String, u32>,
     /// Records handed to `send` and not yet acknowledged or failed.
     pending: usize,
     /// A `flush` is waiting: seal open batches without lingering.
@@ -162,18 +155,6 @@ struct Inner {
 /// Sends records to rafka. Cheap to share behind an `Arc`; `send` takes `&self`.
 pub struct Producer {
     inner: Arc<Inner>,
-}
-
-/// Resolves when the record is acknowledged (or fails).
-pub struct DeliveryFuture(oneshot::Receiver<Delivery>);
-
-impl Future for DeliveryFuture {
-    type Output = Delivery;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Delivery> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
-    }
 }
 
 fn now_ms() -> i64 {
@@ -225,13 +206,8 @@ impl Producer {
             headers: &headers,
         };
         let size = BatchBuilder::max_record_size(&rec);
-        let permit = inner
-            .memory
-            .clone()
-            .acquire_many_owned(size.min(inner.config.buffer_memory) as u32)
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        let (tx, rx) = oneshot::channel();
+        let reserved =
+            Reservation::acquire(&inner.memory, size.min(inner.config.buffer_memory)).await?;
         let mut st = inner.lock();
         if st.closed {
             return Err(ClientError::Closed);
@@ -277,18 +253,16 @@ impl Producer {
             wake = true;
             OpenBatch {
                 builder: BatchBuilder::with_capacity(batch_size.min(4 << 20) + 1024),
-                waiters: Vec::new(),
+                records: 0,
+                completion: Completion::new(),
                 first_at: Instant::now(),
-                permits: Vec::new(),
+                reserved: Reservation::empty(&inner.memory),
             }
         });
         let delta = open.builder.append(&rec);
-        open.waiters.push(Waiter {
-            tx,
-            delta,
-            timestamp,
-        });
-        open.permits.push(permit);
+        open.records += 1;
+        open.reserved.absorb(reserved);
+        let delivery = open.completion.record(partition, delta, timestamp);
         let full = open.builder.len() >= batch_size;
         if full {
             seal(queue, codec);
@@ -305,7 +279,7 @@ impl Producer {
         if wake {
             inner.wake.notify_one();
         }
-        Ok(DeliveryFuture(rx))
+        Ok(delivery)
     }
 
     /// Sends everything buffered now and waits until every record sent so far is
@@ -363,8 +337,9 @@ fn seal(queue: &mut PartitionQueue, codec: Compression) {
             .seal_compressed(codec, |records| compress(codec, records));
         queue.ready.push_back(SealedBatch {
             bytes,
-            waiters: open.waiters,
-            _permits: open.permits,
+            records: open.records,
+            completion: open.completion,
+            _reserved: open.reserved,
         });
     }
 }
@@ -550,12 +525,16 @@ async fn send_request(inner: &Inner, out: Outgoing) {
     let parts = out
         .partitions
         .iter()
-        .map(|(p, batches)| {
-            let mut records = Vec::with_capacity(batches.iter().map(|b| b.bytes.len()).sum());
-            for b in batches {
-                records.extend_from_slice(&b.bytes);
+        .map(|(p, batches)| match &batches[..] {
+            // The common case under load: one batch, sent as it is.
+            [one] => (*p, one.bytes.clone()),
+            _ => {
+                let mut records = Vec::with_capacity(batches.iter().map(|b| b.bytes.len()).sum());
+                for b in batches {
+                    records.extend_from_slice(&b.bytes);
+                }
+                (*p, Bytes::from(records))
             }
-            (*p, Bytes::from(records))
         })
         .collect();
     let results = produce_routed(inner, &out.topic, parts).await;
@@ -566,28 +545,20 @@ async fn send_request(inner: &Inner, out: Outgoing) {
             .and_then(|r| r.as_ref().ok())
             .map(|r| &r.base_offsets);
         for (i, b) in batches.into_iter().enumerate() {
-            finished += b.waiters.len();
+            finished += b.records;
             let base = bases.and_then(|v| v.get(i)).copied();
-            for w in b.waiters {
-                let delivery = match (result.unwrap_or(&Err(ClientError::Closed)), base) {
-                    (Err(e), _) => Err(e.clone()),
-                    (Ok(_), Some(base)) => Ok(RecordMetadata {
-                        partition,
-                        offset: base + w.delta as u64,
-                        timestamp: w.timestamp,
-                    }),
-                    // acks=none: the broker does not report offsets.
-                    (Ok(_), None) if inner.config.acks == Acks::None => Ok(RecordMetadata {
-                        partition,
-                        offset: RecordMetadata::UNKNOWN_OFFSET,
-                        timestamp: w.timestamp,
-                    }),
-                    (Ok(_), None) => Err(ClientError::InvalidArgument(format!(
-                        "broker returned no offset for partition {partition}"
-                    ))),
-                };
-                let _ = w.tx.send(delivery);
-            }
+            let outcome: BatchResult = match (result.unwrap_or(&Err(ClientError::Closed)), base) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(_), Some(base)) => Ok(base),
+                // acks=none: the broker does not report offsets.
+                (Ok(_), None) if inner.config.acks == Acks::None => {
+                    Ok(RecordMetadata::UNKNOWN_OFFSET)
+                }
+                (Ok(_), None) => Err(ClientError::InvalidArgument(format!(
+                    "broker returned no offset for partition {partition}"
+                ))),
+            };
+            b.completion.complete(outcome);
         }
         let mut st = inner.lock();
         if let Some(q) = st
