@@ -10,6 +10,11 @@
 //! - `rafka-bench compare DIR` / `chart DIR`: the rafka/JetStream table and SVG charts
 //!   from the results `scripts/compare.sh` leaves in DIR.
 
+/// mimalloc: the system allocator hands large buffers (fetch and produce payloads) back
+/// to the kernel and faults fresh zeroed pages in for the next one; mimalloc reuses them.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 mod chart;
