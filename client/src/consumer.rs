@@ -1,6 +1,6 @@
 //! The consumer: assigned partitions, positions, long-poll fetches and record decoding.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -107,7 +107,7 @@ pub struct Consumer {
     /// Read-your-writes floors: a fetch of the partition is answered only by a replica
     /// whose high watermark has reached this offset.
     min_offsets: BTreeMap<TopicPartition, u64>,
-    pub(crate) buffered: VecDeque<ConsumerRecord>,
+    pub(crate) buffered: Vec<ConsumerRecord>,
     pub(crate) group: Option<GroupOffsets>,
     pub(crate) subscription: Option<crate::subscription::Subscription>,
     /// Fetches in flight, kept across polls: a broker's answer is not thrown away
@@ -140,7 +140,7 @@ impl Consumer {
             config,
             positions: BTreeMap::new(),
             min_offsets: BTreeMap::new(),
-            buffered: VecDeque::new(),
+            buffered: Vec::new(),
             subscription: None,
             in_flight: Mutex::default(),
             covered: BTreeSet::new(),
@@ -321,7 +321,8 @@ impl Consumer {
         if self.buffered.is_empty() {
             self.fetch(timeout).await?;
         }
-        Ok(self.buffered.drain(..).collect())
+        // Handed over whole: no copy of the records.
+        Ok(std::mem::take(&mut self.buffered))
     }
 
     /// The records as a stream (polling in a loop); ends at the first error.
@@ -480,15 +481,19 @@ impl Consumer {
 fn async_stream_records(
     consumer: Consumer,
 ) -> impl Stream<Item = Result<ConsumerRecord, ClientError>> {
-    futures::stream::unfold(Some(consumer), |state| async move {
-        let mut c = state?;
+    let ready = Vec::new().into_iter();
+    futures::stream::unfold(Some((consumer, ready)), |state| async move {
+        let (mut c, mut ready) = state?;
         loop {
-            if let Some(r) = c.buffered.pop_front() {
-                return Some((Ok(r), Some(c)));
+            if let Some(r) = ready.next() {
+                return Some((Ok(r), Some((c, ready))));
             }
-            if let Err(e) = c.fetch(Duration::from_secs(1)).await {
-                return Some((Err(e), None));
+            if c.buffered.is_empty() {
+                if let Err(e) = c.fetch(Duration::from_secs(1)).await {
+                    return Some((Err(e), None));
+                }
             }
+            ready = std::mem::take(&mut c.buffered).into_iter();
         }
     })
 }
@@ -498,7 +503,7 @@ fn async_stream_records(
 fn decode(
     data: &v1::PartitionData,
     position: u64,
-    out: &mut VecDeque<ConsumerRecord>,
+    out: &mut Vec<ConsumerRecord>,
 ) -> Result<u64, ClientError> {
     let mut next = position;
     let mut pos = 0;
@@ -543,16 +548,17 @@ fn push_records(
     h: &BatchHeader,
     section: &Bytes,
     position: u64,
-    out: &mut VecDeque<ConsumerRecord>,
+    out: &mut Vec<ConsumerRecord>,
 ) -> Result<(), String> {
     let share = |s: Option<&[u8]>| s.map(|s| section.slice_ref(s));
+    out.reserve(h.record_count as usize);
     for r in Records::new(section, h.record_count as usize) {
         let r = r.map_err(|e| e.to_string())?;
         let offset = h.base_offset as u64 + r.offset_delta as u64;
         if offset < position {
             continue;
         }
-        out.push_back(ConsumerRecord {
+        out.push(ConsumerRecord {
             topic: topic.clone(),
             partition,
             offset,
