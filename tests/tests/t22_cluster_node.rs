@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rafka_broker::cluster::node::ClusterNode;
+use rafka_broker::cluster::node::{ClusterNode, ReplicatedPartition};
 use rafka_broker::cluster::Command;
 use rafka_broker::error::BrokerError;
 use rafka_broker::log::LogConfig;
@@ -109,6 +109,28 @@ fn batch(i: u64) -> ValidatedBatch {
     ValidatedBatch::parse(b.seal()).unwrap()
 }
 
+/// The leader `asking` knows of for `topic`-`p`, and the leader's replica of it.
+async fn leader_replica(
+    asking: &Broker,
+    brokers: &[Broker],
+    topic: &str,
+    p: u32,
+) -> (u64, Arc<ReplicatedPartition>) {
+    let leader = asking
+        .node
+        .partition(topic, p)
+        .await
+        .unwrap()
+        .leader()
+        .unwrap();
+    let replica = brokers[leader as usize - 1]
+        .node
+        .partition(topic, p)
+        .await
+        .unwrap();
+    (leader, replica)
+}
+
 async fn committed(b: &Broker, topic: &str, p: u32) -> Bytes {
     let part = b.node.partition(topic, p).await.unwrap();
     part.reader()
@@ -147,18 +169,7 @@ async fn partitions_follow_the_metadata() {
     .await;
 
     for p in 0..3 {
-        let leader = brokers[0]
-            .node
-            .partition("t", p)
-            .await
-            .unwrap()
-            .leader()
-            .unwrap();
-        let on_leader = brokers[leader as usize - 1]
-            .node
-            .partition("t", p)
-            .await
-            .unwrap();
+        let (leader, on_leader) = leader_replica(&brokers[0], &brokers, "t", p).await;
         let mut next = 0;
         for i in 0..20 {
             let r = on_leader.append(batch(i)).await.unwrap();
@@ -265,18 +276,7 @@ async fn a_replica_that_cannot_start_blocks_no_other_and_is_retried() {
         },
     )
     .await;
-    let leader = brokers[1]
-        .node
-        .partition("u", 1)
-        .await
-        .unwrap()
-        .leader()
-        .unwrap();
-    let on_leader = brokers[leader as usize - 1]
-        .node
-        .partition("u", 1)
-        .await
-        .unwrap();
+    let (_, on_leader) = leader_replica(&brokers[1], &brokers, "u", 1).await;
     let written = on_leader.append(batch(1)).await.unwrap().next_offset;
     eventually("the late replica has the write", DEADLINE, || async {
         brokers[1]
