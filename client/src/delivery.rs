@@ -118,18 +118,23 @@ impl Future for DeliveryFuture {
     }
 }
 
-/// Bytes of the producer's buffer memory held until dropped.
+/// Bytes of the producer's buffer memory held until dropped (a batch's records).
 pub(crate) struct Reservation {
     memory: Arc<Semaphore>,
     bytes: usize,
 }
 
+/// One record's bytes of buffer memory, held until absorbed into its batch's
+/// [`Reservation`] or dropped (the record was refused); borrows the semaphore, so taking
+/// it costs no reference count.
+pub(crate) struct Held<'a> {
+    memory: &'a Semaphore,
+    bytes: usize,
+}
+
 impl Reservation {
     /// Holds `bytes` of `memory`, waiting while it is full.
-    pub(crate) async fn acquire(
-        memory: &Arc<Semaphore>,
-        bytes: usize,
-    ) -> Result<Self, ClientError> {
+    pub(crate) async fn acquire(memory: &Semaphore, bytes: usize) -> Result<Held<'_>, ClientError> {
         let n = bytes as u32;
         let permit = match memory.try_acquire_many(n) {
             Ok(p) => p,
@@ -139,10 +144,7 @@ impl Reservation {
                 .map_err(|_| ClientError::Closed)?,
         };
         permit.forget();
-        Ok(Self {
-            memory: memory.clone(),
-            bytes,
-        })
+        Ok(Held { memory, bytes })
     }
 
     /// An empty reservation of `memory`.
@@ -153,13 +155,21 @@ impl Reservation {
         }
     }
 
-    /// Takes over what `other` holds.
-    pub(crate) fn absorb(&mut self, mut other: Reservation) {
-        self.bytes += std::mem::take(&mut other.bytes);
+    /// Takes over what `held` holds.
+    pub(crate) fn absorb(&mut self, mut held: Held<'_>) {
+        self.bytes += std::mem::take(&mut held.bytes);
     }
 }
 
 impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.memory.add_permits(self.bytes);
+        }
+    }
+}
+
+impl Drop for Held<'_> {
     fn drop(&mut self) {
         if self.bytes > 0 {
             self.memory.add_permits(self.bytes);
@@ -214,7 +224,7 @@ mod tests {
         assert_eq!(memory.available_permits(), 0);
         let more = tokio::spawn({
             let memory = memory.clone();
-            async move { Reservation::acquire(&memory, 3).await.map(|r| r.bytes) }
+            async move { Reservation::acquire(&memory, 3).await.map(|h| h.bytes) }
         });
         tokio::task::yield_now().await;
         assert!(!more.is_finished());
