@@ -109,8 +109,7 @@ impl Default for ProducerConfig {
 
 struct OpenBatch {
     builder: BatchBuilder,
-    /// Records appended; each holds a future of `completion`.
-    records: usize,
+    /// Every appended record holds a future of it.
     completion: Completion,
     first_at: Instant,
     reserved: Reservation,
@@ -118,6 +117,7 @@ struct OpenBatch {
 
 struct SealedBatch {
     bytes: Bytes,
+    /// Records in the batch (each holds a future of `completion`).
     records: usize,
     completion: Completion,
     _reserved: Reservation,
@@ -253,14 +253,12 @@ impl Producer {
             wake = true;
             OpenBatch {
                 builder: BatchBuilder::with_capacity(batch_size.min(4 << 20) + 1024),
-                records: 0,
                 completion: Completion::new(),
                 first_at: Instant::now(),
                 reserved: Reservation::empty(&inner.memory),
             }
         });
         let delta = open.builder.append(&rec);
-        open.records += 1;
         open.reserved.absorb(reserved);
         let delivery = open.completion.record(partition, delta, timestamp);
         let full = open.builder.len() >= batch_size;
@@ -332,12 +330,13 @@ impl Inner {
 /// Moves the open batch, sealed (and compressed), to the ready queue.
 fn seal(queue: &mut PartitionQueue, codec: Compression) {
     if let Some(open) = queue.open.take() {
+        let records = open.builder.record_count();
         let bytes = open
             .builder
             .seal_compressed(codec, |records| compress(codec, records));
         queue.ready.push_back(SealedBatch {
             bytes,
-            records: open.records,
+            records,
             completion: open.completion,
             _reserved: open.reserved,
         });
