@@ -29,37 +29,8 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Grows `file` to `len` bytes with real blocks behind them, so that a full disk shows up
-/// here as `ENOSPC` rather than as SIGBUS on a later write through the mapping.
-pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
-    // SAFETY: plain syscall on an open descriptor we own; no memory is passed.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len as libc::off_t) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        // File systems without fallocate: fall back to a sparse file (never shrinking it).
-        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => grow_sparse(file, len),
-        _ => Err(err),
-    }
-}
-
-/// Grows `file` to `len` bytes without giving it blocks; never shrinks it.
-pub(crate) fn grow_sparse(file: &File, len: u64) -> io::Result<()> {
-    if file.metadata()?.len() < len {
-        file.set_len(len)?;
-    }
-    Ok(())
-}
-
-/// Zeroes `len` bytes of `file` from `offset` by releasing their blocks (the size stays);
-/// `Ok(false)` where the file system cannot, and nothing changed.
-pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<bool> {
-    if len == 0 {
-        return Ok(true);
-    }
-    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+/// `fallocate(2)` on `file`; `Ok(false)` where the file system does not support it.
+fn fallocate(file: &File, mode: libc::c_int, offset: u64, len: u64) -> io::Result<bool> {
     // SAFETY: plain syscall on an open descriptor we own; no memory is passed.
     let rc = unsafe {
         libc::fallocate(
@@ -77,6 +48,34 @@ pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<bool>
         Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(false),
         _ => Err(err),
     }
+}
+
+/// Grows `file` to `len` bytes with real blocks behind them, so that a full disk shows up
+/// here as `ENOSPC` rather than as SIGBUS on a later write through the mapping.
+pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    if !fallocate(file, 0, 0, len)? {
+        // File systems without fallocate: fall back to a sparse file (never shrinking it).
+        grow_sparse(file, len)?;
+    }
+    Ok(())
+}
+
+/// Grows `file` to `len` bytes without giving it blocks; never shrinks it.
+pub(crate) fn grow_sparse(file: &File, len: u64) -> io::Result<()> {
+    if file.metadata()?.len() < len {
+        file.set_len(len)?;
+    }
+    Ok(())
+}
+
+/// Zeroes `len` bytes of `file` from `offset` by releasing their blocks (the size stays);
+/// `Ok(false)` where the file system cannot, and nothing changed.
+pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<bool> {
+    if len == 0 {
+        return Ok(true);
+    }
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    fallocate(file, mode, offset, len)
 }
 
 /// Makes a directory's entries (created, renamed or removed files) durable.
