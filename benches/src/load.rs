@@ -134,12 +134,7 @@ fn progress(total: u64, json: bool) -> ProgressBar {
 }
 
 pub fn compression(s: &str) -> anyhow::Result<Compression> {
-    Ok(match s {
-        "none" => Compression::None,
-        "lz4" => Compression::Lz4,
-        "zstd" => Compression::Zstd,
-        _ => bail!("compression must be none, lz4 or zstd"),
-    })
+    s.parse().map_err(anyhow::Error::msg)
 }
 
 async fn ensure_topic(

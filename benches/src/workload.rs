@@ -80,7 +80,7 @@ pub struct Workload {
     /// all | leader | none.
     #[serde(default = "all")]
     pub acks: String,
-    /// none | lz4 | zstd.
+    /// none | gzip | snappy | lz4 | zstd.
     #[serde(default = "no_compression")]
     pub compression: String,
     /// How long the producer lets a batch wait for more records (rafka's `linger`;

@@ -9,12 +9,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Stream, StreamExt};
-use rafka_proto::batch::{verify_stored, BatchHeader, Compression, Records, HEADER_LEN};
+use rafka_proto::batch::compression::decompress;
+use rafka_proto::batch::{
+    verify_stored, BatchHeader, Compression, Records, HEADER_LEN, MAX_DECOMPRESSED_LEN,
+};
 use rafka_proto::v1::{self, list_offsets_request::Spec};
 use tonic::Code;
 
 use crate::cluster::Cluster;
-use crate::compression::decompress;
 use crate::group::GroupOffsets;
 use crate::{ClientError, ConsumerRecord, Header, TopicPartition};
 
@@ -531,8 +533,8 @@ fn decode(
             batch.slice(HEADER_LEN..)
         } else {
             Bytes::from(
-                decompress(codec, &batch[HEADER_LEN..])
-                    .map_err(|e| bad(h.base_offset as u64, e))?,
+                decompress(codec, &batch[HEADER_LEN..], MAX_DECOMPRESSED_LEN)
+                    .map_err(|e| bad(h.base_offset as u64, e.to_string()))?,
             )
         };
         push_records(&topic, data.partition, &h, &section, position, out)

@@ -2,12 +2,12 @@
 //!
 //! ```text
 //! producer     per-partition accumulators (linger, batch_size), murmur2 / sticky
-//!              partitioning, lz4 / zstd, ordered pipelined sends, retries with backoff
+//!              partitioning, gzip / snappy / lz4 / zstd, ordered pipelined sends,
+//!              retries with backoff
 //! consumer     assign, seek, poll and a Stream of records; long-poll fetches; decompression
 //! admin        topics, configs, cluster metadata
 //! cluster      connections and metadata shared by the three
 //! partitioner  Kafka's murmur2 key hash
-//! compression  record section codecs
 //! ```
 //!
 //! ```no_run
@@ -33,7 +33,6 @@
 
 mod admin;
 mod cluster;
-pub mod compression;
 mod consumer;
 mod delivery;
 mod error;
@@ -49,6 +48,7 @@ pub use delivery::DeliveryFuture;
 pub use error::ClientError;
 pub use producer::{Acks, Producer, ProducerConfig};
 pub use rafka_proto::batch;
+pub use rafka_proto::batch::compression;
 pub use rafka_proto::batch::Compression;
 pub use record::{ConsumerRecord, Header, ProducerRecord, RecordMetadata, TopicPartition};
 pub use subscription::RebalanceListener;

@@ -23,7 +23,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::cluster::Cluster;
-use crate::compression::compress;
+use rafka_proto::batch::compression::compress;
 use crate::delivery::{BatchResult, Completion, DeliveryFuture, Reservation};
 use crate::partitioner::partition_for_key;
 use crate::{ClientError, ProducerRecord, RecordMetadata};
@@ -333,7 +333,7 @@ fn seal(queue: &mut PartitionQueue, codec: Compression) {
         let records = open.builder.record_count();
         let bytes = open
             .builder
-            .seal_compressed(codec, |records| compress(codec, records));
+            .seal_compressed(codec, |records| compress(codec, records).ok());
         queue.ready.push_back(SealedBatch {
             bytes,
             records,

@@ -71,7 +71,7 @@ pub struct ProduceArgs {
     /// all, leader or none.
     #[arg(long, default_value = "all")]
     acks: String,
-    /// none, lz4 or zstd.
+    /// none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none")]
     compression: String,
 }
@@ -112,12 +112,7 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 fn parse_compression(s: &str) -> anyhow::Result<Compression> {
-    Ok(match s {
-        "none" => Compression::None,
-        "lz4" => Compression::Lz4,
-        "zstd" => Compression::Zstd,
-        _ => bail!("compression must be none, lz4 or zstd, not `{s}`"),
-    })
+    s.parse().map_err(anyhow::Error::msg)
 }
 
 pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<()> {

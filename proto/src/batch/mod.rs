@@ -25,6 +25,7 @@
 //! stamp them without touching the rest. See `docs/format.md` for the record layout.
 
 mod builder;
+pub mod compression;
 pub mod varint;
 mod view;
 
@@ -40,6 +41,9 @@ pub const HEADER_LEN: usize = 61;
 pub const LOG_OVERHEAD: usize = 12;
 /// The only batch format version rafka reads and writes.
 pub const MAGIC: u8 = 2;
+/// Most bytes a compressed records section may expand to. The broker refuses a batch
+/// that expands further, and readers stop there instead of allocating without bound.
+pub const MAX_DECOMPRESSED_LEN: usize = 64 << 20;
 
 /// Byte positions of the header fields.
 pub mod field {
@@ -89,9 +93,9 @@ pub enum Compression {
     /// Records stored as they are.
     #[default]
     None,
-    /// gzip (read only; rafka clients do not write it).
+    /// gzip.
     Gzip,
-    /// snappy (read only; rafka clients do not write it).
+    /// Snappy (xerial framing, as Kafka's Java client; raw snappy is read too).
     Snappy,
     /// LZ4 frame format.
     Lz4,
@@ -112,6 +116,17 @@ impl Compression {
         })
     }
 
+    /// The codec's name as configs and flags spell it (Kafka's `compression.type`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Snappy => "snappy",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+        }
+    }
+
     /// The attribute bits for this codec.
     pub fn bits(self) -> i16 {
         match self {
@@ -121,6 +136,20 @@ impl Compression {
             Self::Lz4 => 3,
             Self::Zstd => 4,
         }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    /// Parses a codec name: `none`, `gzip`, `snappy`, `lz4` or `zstd`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::None, Self::Gzip, Self::Snappy, Self::Lz4, Self::Zstd]
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| {
+                format!("compression must be none, gzip, snappy, lz4 or zstd, not `{s}`")
+            })
     }
 }
 
@@ -168,6 +197,9 @@ pub enum BatchError {
         /// "truncated" or "too long".
         kind: &'static str,
     },
+    /// A compressed records section does not decompress, or expands too far.
+    #[error("{0}")]
+    Compression(#[from] compression::CompressionError),
     /// A record's fields do not fit its declared length, or the records do not fill the batch.
     #[error("bad record framing in record {record}: {what}")]
     BadRecord {
@@ -178,5 +210,7 @@ pub enum BatchError {
     },
 }
 
+#[cfg(test)]
+mod framing_tests;
 #[cfg(test)]
 mod tests;

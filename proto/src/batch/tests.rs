@@ -1,3 +1,4 @@
+use super::compression::{self, CompressionError};
 use super::*;
 use proptest::prelude::*;
 
@@ -206,7 +207,7 @@ fn compressed_section_is_kept_and_flagged() {
         ..Default::default()
     });
     let sealed = b.seal_compressed(Compression::Lz4, |s| {
-        Some(s.iter().rev().copied().collect())
+        compression::compress(Compression::Lz4, s).ok()
     });
     let batch = RecordBatch::parse(&sealed).unwrap();
     assert_eq!(batch.header().compression(), Some(Compression::Lz4));
@@ -216,6 +217,93 @@ fn compressed_section_is_kept_and_flagged() {
     assert_eq!(
         RecordBatch::parse(&unknown).unwrap_err(),
         BatchError::UnknownCompression(7)
+    );
+}
+
+/// A one-record batch whose records section is `section`, flagged with `codec`.
+fn batch_with_section(codec: Compression, count: i32, section: &[u8]) -> Vec<u8> {
+    let mut b = BatchBuilder::new();
+    b.append(&Record {
+        timestamp: 5,
+        value: Some(b"v"),
+        ..Default::default()
+    });
+    let mut buf = b.seal().to_vec();
+    buf.truncate(HEADER_LEN);
+    buf.extend_from_slice(section);
+    let len = (buf.len() - LOG_OVERHEAD) as i32;
+    buf[field::BATCH_LENGTH..field::BATCH_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
+    buf[field::ATTRIBUTES..field::ATTRIBUTES + 2].copy_from_slice(&codec.bits().to_be_bytes());
+    buf[field::LAST_OFFSET_DELTA..field::LAST_OFFSET_DELTA + 4]
+        .copy_from_slice(&(count - 1).to_be_bytes());
+    buf[field::RECORD_COUNT..field::RECORD_COUNT + 4].copy_from_slice(&count.to_be_bytes());
+    refresh_crc(&mut buf);
+    buf
+}
+
+#[test]
+fn compressed_batches_are_decompressed_and_their_records_checked_on_append() {
+    let records = &sample()[HEADER_LEN..];
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let packed = compression::compress(codec, records).unwrap();
+        let good = batch_with_section(codec, 3, &packed);
+        RecordBatch::parse(&good).unwrap_or_else(|e| panic!("{codec:?}: {e}"));
+        // Bytes that are not the codec's stream.
+        let garbage = batch_with_section(codec, 3, b"not a compressed stream at all");
+        assert!(
+            matches!(
+                RecordBatch::parse(&garbage),
+                Err(BatchError::Compression(CompressionError::Corrupt { .. }))
+            ),
+            "{codec:?}"
+        );
+        // A valid stream of records that do not match the header's count.
+        let short = batch_with_section(codec, 4, &packed);
+        assert!(
+            matches!(
+                RecordBatch::parse(&short),
+                Err(BatchError::BadRecord { record: 3, .. } | BatchError::BadVarint { record: 3, .. })
+            ),
+            "{codec:?}: {:?}",
+            RecordBatch::parse(&short)
+        );
+        // A valid stream of bytes that are not records.
+        let junk = compression::compress(codec, &[0xff; 64]).unwrap();
+        assert!(
+            RecordBatch::parse(&batch_with_section(codec, 1, &junk)).is_err(),
+            "{codec:?}"
+        );
+        // A Raft follower trusts what its leader validated.
+        assert!(RecordBatch::parse_trusted(&garbage).is_ok());
+    }
+}
+
+#[test]
+fn a_compressed_batch_may_not_expand_past_the_limit() {
+    let mut b = BatchBuilder::new();
+    let value = vec![0u8; 1 << 20];
+    for _ in 0..65 {
+        b.append(&Record {
+            timestamp: 5,
+            value: Some(&value),
+            ..Default::default()
+        });
+    }
+    let sealed = b.seal_compressed(Compression::Zstd, |s| {
+        compression::compress(Compression::Zstd, s).ok()
+    });
+    assert!(sealed.len() < 1 << 20, "{} bytes", sealed.len());
+    assert_eq!(
+        RecordBatch::parse(&sealed).unwrap_err(),
+        BatchError::Compression(CompressionError::TooLarge {
+            codec: Compression::Zstd,
+            limit: MAX_DECOMPRESSED_LEN
+        })
     );
 }
 

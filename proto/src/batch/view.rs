@@ -1,7 +1,10 @@
 //! Reading and validating record batches in place, without copying.
 
+use super::compression::decompress;
 use super::varint::{self, VarintError};
-use super::{attr, field, BatchError, Compression, HEADER_LEN, LOG_OVERHEAD, MAGIC};
+use super::{
+    attr, field, BatchError, Compression, HEADER_LEN, LOG_OVERHEAD, MAGIC, MAX_DECOMPRESSED_LEN,
+};
 
 #[inline]
 fn be_i16(b: &[u8], at: usize) -> i16 {
@@ -142,8 +145,8 @@ impl BatchHeader {
     }
 }
 
-/// A batch whose length, magic, checksum, header and (if uncompressed) record framing were
-/// checked. It borrows its bytes.
+/// A batch whose length, magic, checksum, header and record framing (after decompressing,
+/// for a compressed batch) were checked. It borrows its bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordBatch<'a> {
     buf: &'a [u8],
@@ -217,8 +220,13 @@ impl<'a> RecordBatch<'a> {
             if records {
                 validate_records(batch.records_section(), header.record_count as usize)?;
             }
-        } else if header.record_count > 0 && batch.records_section().is_empty() {
+        } else if batch.records_section().is_empty() {
             return Err(BatchError::BadHeader("compressed records section is empty"));
+        } else if records {
+            // As Kafka does: a compressed batch is decompressed and its records checked
+            // once, where it enters, so no reader meets a section it cannot decode.
+            let section = decompress(codec, batch.records_section(), MAX_DECOMPRESSED_LEN)?;
+            validate_records(&section, header.record_count as usize)?;
         }
         Ok(batch)
     }
@@ -326,13 +334,16 @@ pub(crate) fn validate_records(section: &[u8], count: usize) -> Result<(), Batch
     })
 }
 
-/// Decodes a zig-zag varint of at most 10 bytes at `*pos`, advancing it. Varints of up to
-/// three bytes (every length and offset delta below 1 MiB) take the inline path.
+/// Decodes a zig-zag varint at `*pos`, advancing it: a varlong (at most 10 bytes) when
+/// `LONG`, else a varint (at most 5 bytes, within `i32`). These are the limits of
+/// [`varint::get_i64`] and [`varint::get_i32`], which the record parser uses: what the
+/// validator accepts, every reader decodes. Varints of up to three bytes (every length
+/// and offset delta below 1 MiB) take the inline path.
 #[inline(always)]
-fn fast_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
+fn fast_varint<const LONG: bool>(buf: &[u8], pos: &mut usize) -> Option<i64> {
     let p = *pos;
     let Some(&[b0, b1, b2]) = buf.get(p..p + 3) else {
-        return slow_varint(buf, pos);
+        return slow_varint::<LONG>(buf, pos);
     };
     let (z, n) = if b0 < 0x80 {
         (b0 as u64, 1)
@@ -344,23 +355,34 @@ fn fast_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
             3,
         )
     } else {
-        return slow_varint(buf, pos);
+        return slow_varint::<LONG>(buf, pos);
     };
     *pos = p + n;
     Some(((z >> 1) as i64) ^ -((z & 1) as i64))
 }
 
 #[inline(never)]
-fn slow_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
-    let (v, n) = varint::get_i64(buf.get(*pos..)?).ok()?;
+fn slow_varint<const LONG: bool>(buf: &[u8], pos: &mut usize) -> Option<i64> {
+    let rest = buf.get(*pos..)?;
+    let (v, n) = if LONG {
+        varint::get_i64(rest).ok()?
+    } else {
+        varint::get_i32(rest).map(|(v, n)| (v as i64, n)).ok()?
+    };
     *pos += n;
     Some(v)
+}
+
+/// A varint field (record length, offset delta, lengths, header count).
+#[inline(always)]
+fn varint32(buf: &[u8], pos: &mut usize) -> Option<i64> {
+    fast_varint::<false>(buf, pos)
 }
 
 /// Skips a length-prefixed byte string (-1 is null) ending at or before `end`.
 #[inline(always)]
 fn skip_bytes(buf: &[u8], pos: &mut usize, end: usize, nullable: bool) -> Option<()> {
-    let len = fast_varint(buf, pos)?;
+    let len = varint32(buf, pos)?;
     if *pos > end {
         return None;
     }
@@ -395,7 +417,7 @@ fn frame_ok(section: &[u8], count: usize) -> bool {
 /// too) and checked against the record's end afterwards.
 #[inline(always)]
 fn record_ok(section: &[u8], pos: &mut usize, delta: i64) -> bool {
-    let Some(len) = fast_varint(section, pos) else {
+    let Some(len) = varint32(section, pos) else {
         return false;
     };
     if len < 1 || len as u64 > (section.len() - *pos) as u64 {
@@ -403,17 +425,17 @@ fn record_ok(section: &[u8], pos: &mut usize, delta: i64) -> bool {
     }
     let end = *pos + len as usize;
     *pos += 1; // attributes
-    let ok = fast_varint(section, pos).is_some() // timestamp delta
-        && fast_varint(section, pos) == Some(delta)
+    let ok = fast_varint::<true>(section, pos).is_some() // timestamp delta
+        && varint32(section, pos) == Some(delta)
         && skip_bytes(section, pos, end, true).is_some() // key
         && skip_bytes(section, pos, end, true).is_some(); // value
     if !ok || *pos > end {
         return false;
     }
-    let Some(headers) = fast_varint(section, pos) else {
+    let Some(headers) = varint32(section, pos) else {
         return false;
     };
-    if !(0..=i32::MAX as i64).contains(&headers) || *pos > end {
+    if headers < 0 || *pos > end {
         return false;
     }
     for _ in 0..headers {
