@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/peer.proto");
     tonic_prost_build::configure()
         .bytes(".")
+        .codec_path("crate::codec::ProtoCodec")
         .compile_protos(&["proto/rafka.proto", "proto/peer.proto"], &["proto"])?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::error::shown;
 use crate::log::{FlushPolicy, LogConfig};
 
 /// Settings of one broker.
@@ -119,7 +120,7 @@ pub fn apply_topic_configs(
             value
                 .trim()
                 .parse::<i64>()
-                .map_err(|_| format!("{key} must be an integer, not `{value}`"))
+                .map_err(|_| format!("{key} must be an integer, not `{}`", shown(value)))
         };
         let optional_ms = |v: i64| -> Result<Option<Duration>, String> {
             match v {
@@ -149,7 +150,8 @@ pub fn apply_topic_configs(
             "flush" => c.flush = value.parse::<FlushPolicy>().map_err(|e| e.to_string())?,
             other => {
                 return Err(format!(
-                    "unknown topic config `{other}`; known: {}",
+                    "unknown topic config `{}`; known: {}",
+                    shown(other),
                     TOPIC_CONFIG_NAMES.join(", ")
                 ))
             }

@@ -7,6 +7,47 @@ use tonic::{Code, Status};
 
 use crate::log::LogError;
 
+/// Longest piece of a request (a name, an id, a value) quoted whole in an error message.
+pub const MAX_QUOTED: usize = 200;
+/// Longest error message sent to a client: gRPC clients refuse status trailers over
+/// 16 KiB (after percent-encoding), which would hide the real answer.
+pub const MAX_MESSAGE: usize = 2048;
+
+/// A client-supplied string as error messages quote it: whole when short, else its
+/// first [`MAX_QUOTED`] characters and its length.
+pub fn shown(s: &str) -> Shown<'_> {
+    Shown(s)
+}
+
+/// See [`shown`].
+pub struct Shown<'a>(&'a str);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.char_indices().nth(MAX_QUOTED) {
+            None => f.write_str(self.0),
+            Some((cut, _)) => write!(f, "{}… ({} bytes)", &self.0[..cut], self.0.len()),
+        }
+    }
+}
+
+/// `message` cut to [`MAX_MESSAGE`] bytes at a character boundary.
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str("… (message cut)");
+    }
+    message
+}
+
+/// Status metadata key naming, in Kafka's words, why a group request was refused
+/// (`UNKNOWN_MEMBER_ID`, `FENCED_MEMBER_EPOCH`, ...), so clients need not read messages.
+pub const ERROR_HEADER: &str = "rafka-error";
+
 /// Status metadata key of every not-leader answer: the leader's broker id, or
 /// `unknown` while an election is on.
 pub const LEADER_HEADER: &str = "rafka-leader";
@@ -15,13 +56,13 @@ pub const LEADER_HEADER: &str = "rafka-leader";
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     /// No such topic.
-    #[error("unknown topic `{0}`")]
+    #[error("unknown topic `{}`", shown(.0))]
     UnknownTopic(String),
     /// The topic exists already.
-    #[error("topic `{0}` already exists")]
+    #[error("topic `{}` already exists", shown(.0))]
     TopicExists(String),
     /// The partition number is out of range.
-    #[error("topic `{topic}` has {count} partitions; there is no partition {partition}")]
+    #[error("topic `{}` has {count} partitions; there is no partition {partition}", shown(.topic))]
     UnknownPartition {
         /// Topic name.
         topic: String,
@@ -30,11 +71,22 @@ pub enum BrokerError {
         /// Partitions the topic has.
         count: u32,
     },
+    /// A client asked to change an internal topic (names starting with `__`).
+    #[error(
+        "topic `{}` is internal to the broker (names starting with `__` are reserved): clients cannot {action} it",
+        shown(.topic)
+    )]
+    InternalTopic {
+        /// Topic name.
+        topic: String,
+        /// What was refused: "create", "delete", "alter the config of", "produce to".
+        action: &'static str,
+    },
     /// A malformed request.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     /// A record batch failed validation.
-    #[error("{topic}-{partition}: batch {index} of the request is invalid: {source}")]
+    #[error("{}-{partition}: batch {index} of the request is invalid: {source}", shown(.topic))]
     InvalidBatch {
         /// Topic name.
         topic: String,
@@ -54,7 +106,7 @@ pub enum BrokerError {
         max: usize,
     },
     /// The partition log failed.
-    #[error("{topic}-{partition}: {source}")]
+    #[error("{}-{partition}: {source}", shown(.topic))]
     Log {
         /// Topic name.
         topic: String,
@@ -64,7 +116,7 @@ pub enum BrokerError {
         source: Arc<LogError>,
     },
     /// This broker does not lead the partition (or the metadata); retry on the leader.
-    #[error("{what}: not the leader here; the leader is {}", leader.map_or("unknown (election in progress)".to_string(), |l| format!("broker {l}")))]
+    #[error("{}: not the leader here; the leader is {}", shown(.what), leader.map_or("unknown (election in progress)".to_string(), |l| format!("broker {l}")))]
     NotLeader {
         /// The partition or group concerned.
         what: String,
@@ -79,14 +131,20 @@ pub enum BrokerError {
     #[error("unavailable: {0}")]
     Unavailable(String),
     /// No such consumer group.
-    #[error("unknown group `{0}`")]
+    #[error("unknown group `{}`", shown(.0))]
     UnknownGroup(String),
-    /// A consumer group member that was removed, or commits what it does not own.
-    #[error("fenced: {0}")]
-    Fenced(String),
-    /// A request forwarded to another broker (the metadata leader) failed there.
-    #[error("{}", .0.message())]
-    Forwarded(tonic::Status),
+    /// A group request refused for the state of the member or group: a member that was
+    /// removed or is unknown, a stale epoch, a commit of what it does not own, a change
+    /// only allowed while the group is empty. `code` (Kafka's error name) goes to the
+    /// client in the [`ERROR_HEADER`] metadata.
+    #[error("fenced: {message}")]
+    Fenced {
+        /// `UNKNOWN_MEMBER_ID`, `FENCED_MEMBER_EPOCH`, `NOT_PARTITION_OWNER` or
+        /// `NON_EMPTY_GROUP`.
+        code: &'static str,
+        /// What was refused, and why.
+        message: String,
+    },
     /// Anything else on the broker's side (I/O on metadata files, a failed task).
     #[error("{0}")]
     Internal(String),
@@ -94,12 +152,10 @@ pub enum BrokerError {
 
 impl From<BrokerError> for Status {
     fn from(e: BrokerError) -> Self {
-        if let BrokerError::Forwarded(status) = e {
-            return status;
-        }
         let code = match &e {
             BrokerError::UnknownTopic(_) | BrokerError::UnknownGroup(_) => Code::NotFound,
             BrokerError::TopicExists(_) => Code::AlreadyExists,
+            BrokerError::InternalTopic { .. } => Code::PermissionDenied,
             BrokerError::UnknownPartition { .. }
             | BrokerError::InvalidRequest(_)
             | BrokerError::InvalidBatch { .. } => Code::InvalidArgument,
@@ -115,12 +171,16 @@ impl From<BrokerError> for Status {
             },
             // Retriable: the client follows the `rafka-leader` header or refreshes metadata.
             BrokerError::NotLeader { .. } => Code::Unavailable,
-            BrokerError::Fenced(_) => Code::FailedPrecondition,
+            BrokerError::Fenced { .. } => Code::FailedPrecondition,
             BrokerError::ShuttingDown | BrokerError::Unavailable(_) => Code::Unavailable,
             BrokerError::Internal(_) => Code::Internal,
-            BrokerError::Forwarded(s) => s.code(),
         };
-        let mut status = Status::new(code, e.to_string());
+        let mut status = Status::new(code, bounded(e.to_string()));
+        if let BrokerError::Fenced { code, .. } = &e {
+            status
+                .metadata_mut()
+                .insert(ERROR_HEADER, tonic::metadata::MetadataValue::from_static(code));
+        }
         if let BrokerError::NotLeader { leader, .. } = &e {
             // Machine-readable redirect: the leader's id, or `unknown` mid-election.
             let value = leader.map_or_else(|| "unknown".to_string(), |id| id.to_string());

@@ -7,9 +7,30 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{apply_topic_configs, topic_config_map};
-use crate::error::BrokerError;
+use crate::error::{shown, BrokerError};
 use crate::log::LogConfig;
 use crate::partition::Partition;
+
+/// Names starting with this are reserved for the broker's internal topics
+/// (`__consumer_offsets`): clients may read them, but not create, delete, alter or
+/// produce to them.
+pub const INTERNAL_PREFIX: &str = "__";
+
+/// True for an internal topic's name (see [`INTERNAL_PREFIX`]).
+pub fn is_internal(name: &str) -> bool {
+    name.starts_with(INTERNAL_PREFIX)
+}
+
+/// Refuses a client's `action` on an internal topic.
+pub fn check_not_internal(name: &str, action: &'static str) -> Result<(), BrokerError> {
+    if is_internal(name) {
+        return Err(BrokerError::InternalTopic {
+            topic: name.to_string(),
+            action,
+        });
+    }
+    Ok(())
+}
 
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
@@ -85,7 +106,8 @@ pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
         Ok(())
     } else {
         Err(BrokerError::InvalidRequest(format!(
-            "invalid topic name `{name}`: use 1 to 249 of [a-zA-Z0-9._-], not `.` or `..`"
+            "invalid topic name `{}`: use 1 to 249 of [a-zA-Z0-9._-], not `.` or `..`",
+            shown(name)
         )))
     }
 }

@@ -5,7 +5,9 @@
 //!   varint     zig-zag LEB128 integers used inside records
 //!   builder    BatchBuilder: append records, seal a checksummed batch
 //!   view       RecordBatch: zero-copy validation and record iteration
-//! v1           the gRPC API generated from proto/rafka.proto (services Broker, Admin)
+//!   compression  gzip, snappy, lz4 and zstd records sections, bounded decompression
+//! codec        the protobuf codec of the generated code (undecodable = INVALID_ARGUMENT)
+//! v1           the gRPC API generated from proto/rafka.proto (services Broker, Group, Admin)
 //! peer         broker-to-broker Raft traffic, from proto/peer.proto (service RaftPeer)
 //! ```
 //!
@@ -13,6 +15,7 @@
 //! writes its bytes into the partition log, replicates them and serves them to consumers.
 
 pub mod batch;
+pub mod codec;
 
 /// The gRPC API, generated from `proto/rafka.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -3,11 +3,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use rafka_client::batch::verify_stored;
 use rafka_client::partitioner::partition_for_key;
 use rafka_client::{
-    Admin, Consumer, ConsumerConfig, ConsumerRecord, Producer, ProducerConfig, ProducerRecord,
+    Admin, Compression, Consumer, ConsumerConfig, ConsumerRecord, Producer, ProducerConfig, ProducerRecord,
     SeekTo, TopicPartition,
 };
+use rafka_proto::v1::{self, broker_client::BrokerClient};
 use rafka_tests::TestBroker;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -111,10 +113,13 @@ async fn compressed_and_keyless_records_round_trip() {
         .create_topic("c", 3, 1, BTreeMap::new())
         .await
         .unwrap();
-    for codec in [
-        rafka_client::Compression::Lz4,
-        rafka_client::Compression::Zstd,
-    ] {
+    let codecs = [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+    for codec in codecs {
         let producer = Producer::connect(
             &broker.addr,
             ProducerConfig {
@@ -135,14 +140,50 @@ async fn compressed_and_keyless_records_round_trip() {
             a.await.unwrap();
         }
     }
-    let records = consume_all(&broker.addr, "c", 3, 6000).await;
+    let records = consume_all(&broker.addr, "c", 3, 12_000).await;
     let mut seen: Vec<String> = records
         .iter()
         .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
         .collect();
     seen.sort();
     seen.dedup();
-    assert_eq!(seen.len(), 6000);
+    assert_eq!(seen.len(), 12_000);
+    // The log holds each codec's batches as the producer compressed them.
+    let mut client = BrokerClient::connect(format!("http://{}", broker.addr))
+        .await
+        .unwrap();
+    let mut stored = std::collections::BTreeSet::new();
+    for partition in 0..3 {
+        let mut offset = 0;
+        loop {
+            let resp = client
+                .fetch(v1::FetchRequest {
+                    partitions: vec![v1::FetchPartition {
+                        topic: "c".into(),
+                        partition,
+                        offset,
+                        max_bytes: 1 << 20,
+                        min_offset: 0,
+                    }],
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let data = &resp.partitions[0];
+            let mut rest = &data.records[..];
+            while let Ok((h, n)) = verify_stored(rest) {
+                stored.insert(h.compression().unwrap().name());
+                offset = h.next_offset() as u64;
+                rest = &rest[n..];
+            }
+            if offset >= data.high_watermark {
+                break;
+            }
+        }
+    }
+    let names: std::collections::BTreeSet<_> = codecs.iter().map(|c| c.name()).collect();
+    assert_eq!(stored, names);
     assert!(records
         .iter()
         .all(|r| r.headers.len() == 1 && r.headers[0].key == "n"));

@@ -54,13 +54,13 @@ pub enum Command {
 }
 
 /// Why a command cannot be applied. Applying it then changes nothing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum MetadataError {
     /// No such topic.
-    #[error("unknown topic `{0}`")]
+    #[error("unknown topic `{}`", crate::error::shown(.0))]
     UnknownTopic(String),
     /// The topic exists already.
-    #[error("topic `{0}` already exists")]
+    #[error("topic `{}` already exists", crate::error::shown(.0))]
     TopicExists(String),
     /// Not enough brokers, or other impossible placements.
     #[error("{0}")]
@@ -209,17 +209,13 @@ fn check_configs(configs: &BTreeMap<String, String>) -> Result<(), MetadataError
 }
 
 impl crate::raft::state_machine::Applier for ClusterState {
-    fn apply_batch(&mut self, batch: &[u8]) -> Option<String> {
+    fn apply_batch(&mut self, batch: &[u8]) -> Option<MetadataError> {
         let commands = match Command::from_batch(batch) {
             Ok(c) => c,
-            Err(e) => return Some(e.to_string()),
+            Err(e) => return Some(e),
         };
         // Commands apply one by one; a refused one changes nothing and is reported.
-        commands
-            .iter()
-            .map(|c| self.apply(c))
-            .find_map(Result::err)
-            .map(|e| e.to_string())
+        commands.iter().map(|c| self.apply(c)).find_map(Result::err)
     }
 }
 

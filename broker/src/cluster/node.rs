@@ -20,7 +20,7 @@ use rafka_proto::batch::ValidatedBatch;
 use rafka_proto::v1::Acks;
 use tokio::sync::watch;
 
-use super::{ClusterState, Command, MetadataStateMachine, PartitionEntry};
+use super::{ClusterState, Command, MetadataError, MetadataStateMachine, PartitionEntry};
 use crate::config::apply_topic_configs;
 use crate::error::BrokerError;
 use crate::log::{LogConfig, LogReader, PartitionLog};
@@ -29,8 +29,7 @@ use crate::raft::network::{GroupNetwork, PeerChannels, PeerService, RaftGroups};
 use crate::raft::state_machine::{PartitionStateMachine, SmStorage};
 use crate::raft::types::{AppendResult, BatchData, TypeConfig};
 
-/// Raft group of the cluster metadata.
-pub const METADATA_GROUP: u64 = 0;
+pub use crate::raft::METADATA_GROUP;
 /// Longest a produce waits for a majority to commit its batches.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// First wait before a failed reconciliation is retried; it doubles up to the maximum.
@@ -516,35 +515,52 @@ impl ClusterNode {
         self.channels.set_cut(cut);
     }
 
-    /// Proposes a metadata change; only the metadata leader accepts it.
+    /// Proposes a metadata change and waits until it is committed and applied on the
+    /// metadata leader; a broker that does not lead the metadata sends it on to the
+    /// leader over the peer service.
     pub async fn propose(&self, cmd: &Command) -> Result<(), BrokerError> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        let topic = match cmd {
-            Command::CreateTopic { name, .. }
-            | Command::DeleteTopic { name }
-            | Command::AlterTopicConfig { name, .. } => name.clone(),
-            Command::RegisterBroker { .. } => String::new(),
-        };
-        match self
+        let batch = cmd.to_batch(now);
+        let mut result = self
             .metadata
-            .client_write(BatchData(cmd.to_batch(now)))
+            .client_write(BatchData(batch.clone()))
             .await
-        {
-            Ok(r) => match r.data.error {
-                None => Ok(()),
-                Some(e) if e.contains("already exists") => Err(BrokerError::TopicExists(topic)),
-                Some(e) if e.contains("unknown topic") => Err(BrokerError::UnknownTopic(topic)),
-                Some(e) => Err(BrokerError::InvalidRequest(e)),
-            },
+            .map(|r| r.data);
+        if let Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) = &result {
+            if let Some(leader) = f.leader_id.filter(|&l| l != self.id as u64) {
+                let address = self.peer_address(leader as u32).ok_or_else(|| {
+                    BrokerError::Unavailable(format!("metadata leader {leader} has no address"))
+                })?;
+                result = self
+                    .channels
+                    .propose_metadata(address, batch)
+                    .await
+                    .map_err(|e| {
+                        BrokerError::Unavailable(format!("metadata leader {leader}: {e}"))
+                    })?;
+            }
+        }
+        match result {
+            Ok(AppendResult { error: None, .. }) => Ok(()),
+            Ok(AppendResult { error: Some(e), .. }) => Err(match e {
+                MetadataError::TopicExists(name) => BrokerError::TopicExists(name),
+                MetadataError::UnknownTopic(name) => BrokerError::UnknownTopic(name),
+                other => BrokerError::InvalidRequest(other.to_string()),
+            }),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(BrokerError::NotLeader {
-                    what: "cluster metadata".into(),
-                    leader: f.leader_id,
+                Err(match f.leader_id {
+                    None => BrokerError::Unavailable(
+                        "the cluster metadata has no leader (election in progress)".into(),
+                    ),
+                    leader => BrokerError::NotLeader {
+                        what: "cluster metadata".into(),
+                        leader,
+                    },
                 })
             }
-            Err(e) => Err(internal(format!("metadata: {e}"))),
+            Err(e) => Err(BrokerError::Unavailable(format!("metadata: {e}"))),
         }
     }
 

@@ -29,7 +29,8 @@ impl Assignor {
             "range" => Ok(Self::Range),
             "round-robin" | "roundrobin" => Ok(Self::RoundRobin),
             other => Err(format!(
-                "unknown assignor `{other}`: use range, round-robin or cooperative-sticky"
+                "unknown assignor `{}`: use range, round-robin or cooperative-sticky",
+                crate::error::shown(other)
             )),
         }
     }

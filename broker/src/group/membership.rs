@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::assign::{Assignment, Assignor, Tp};
+use crate::error::shown;
 
 /// `member_epoch` of a member leaving the group.
 pub const LEAVE: i32 = -1;
@@ -36,6 +37,9 @@ pub struct Member {
     pub last_seen: Instant,
     /// Removed when silent this long.
     pub session: Duration,
+    /// The epoch its last answer carried, and the one before: a heartbeat carries one of
+    /// them (the previous one when the last answer was lost).
+    pub epochs: [i32; 2],
 }
 
 /// A heartbeat as the coordinator takes it.
@@ -74,14 +78,47 @@ pub struct Answer {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MembershipError {
     /// The member was removed (session timeout): it must rejoin with a new id.
-    #[error("member `{0}` was removed from the group (session timed out); rejoin")]
+    #[error("member `{}` was removed from the group (session timed out); rejoin", shown(.0))]
     Fenced(String),
+    /// A heartbeat with an epoch for a member id the coordinator does not know (invented,
+    /// or from before a coordinator change): rejoin with epoch 0 (Kafka's
+    /// UNKNOWN_MEMBER_ID).
+    #[error("unknown member id `{}` in group `{}`: join with member epoch 0", shown(.member), shown(.group))]
+    UnknownMember {
+        /// The member id.
+        member: String,
+        /// The group.
+        group: String,
+    },
+    /// A known member's heartbeat carries an epoch it was never given (Kafka's
+    /// FENCED_MEMBER_EPOCH): it must rejoin with epoch 0.
+    #[error("member `{}` sent epoch {sent}, but its epoch is {current}; rejoin with member epoch 0", shown(.member))]
+    FencedEpoch {
+        /// The member id.
+        member: String,
+        /// The epoch the heartbeat carried.
+        sent: i32,
+        /// The epoch the member was last given.
+        current: i32,
+    },
     /// The member does not own what it commits.
     #[error("{0}")]
     NotOwner(String),
     /// A malformed request.
     #[error("{0}")]
     Invalid(String),
+}
+
+impl MembershipError {
+    /// Kafka's name for the refusal (`None` for a malformed request).
+    pub fn code(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::Fenced(_) | Self::UnknownMember { .. } => "UNKNOWN_MEMBER_ID",
+            Self::FencedEpoch { .. } => "FENCED_MEMBER_EPOCH",
+            Self::NotOwner(_) => "NOT_PARTITION_OWNER",
+            Self::Invalid(_) => return None,
+        })
+    }
 }
 
 /// One group on its coordinator.
@@ -107,6 +144,7 @@ impl GroupState {
     /// subscribed topics.
     pub fn heartbeat(
         &mut self,
+        group: &str,
         hb: Heartbeat,
         partitions: &BTreeMap<String, u32>,
         now: Instant,
@@ -122,6 +160,26 @@ impl GroupState {
                 "session timeout {:?} is outside {MIN_SESSION:?} to {MAX_SESSION:?}",
                 hb.session
             )));
+        }
+        if hb.epoch > 0 {
+            // Only a member this coordinator admitted heartbeats with an epoch, and only
+            // with one it was given.
+            if self.fenced.contains(&hb.member_id) {
+                return Err(MembershipError::Fenced(hb.member_id));
+            }
+            let Some(m) = self.members.get(&hb.member_id) else {
+                return Err(MembershipError::UnknownMember {
+                    member: hb.member_id,
+                    group: group.to_string(),
+                });
+            };
+            if !m.epochs.contains(&hb.epoch) {
+                return Err(MembershipError::FencedEpoch {
+                    member: hb.member_id,
+                    sent: hb.epoch,
+                    current: m.epochs[0],
+                });
+            }
         }
         // The member heartbeating is alive, whatever the gap since its last heartbeat.
         if let Some(m) = self.members.get_mut(&hb.member_id) {
@@ -163,7 +221,7 @@ impl GroupState {
             (id, _) => id.to_string(),
         };
         let member = self.members.entry(id.clone()).or_insert_with(|| {
-            changed = true; // a new member, or one from before a coordinator change
+            changed = true; // a new member
             Member {
                 instance_id: hb.instance_id.clone(),
                 topics: BTreeSet::new(),
@@ -171,6 +229,7 @@ impl GroupState {
                 assigned: BTreeSet::new(),
                 last_seen: now,
                 session,
+                epochs: [0, 0],
             }
         });
         if member.topics != hb.topics {
@@ -185,8 +244,12 @@ impl GroupState {
         }
         let now_allowed = self.allowed(&id);
         let pending = self.target.get(&id).is_some_and(|t| *t != now_allowed);
+        let epoch = self.epoch;
         let member = self.members.get_mut(&id).expect("inserted above");
         member.assigned = now_allowed.clone();
+        if member.epochs[0] != epoch {
+            member.epochs = [epoch, member.epochs[0]];
+        }
         let mut answer = self.answer(&id, now_allowed, session);
         if pending {
             // Partitions are on their way to this member: ask again soon.
@@ -224,13 +287,15 @@ impl GroupState {
             return Err(MembershipError::Fenced(member.to_string()));
         }
         let m = self.members.get(member).ok_or_else(|| {
-            MembershipError::NotOwner(format!("`{member}` is not a member of the group"))
+            MembershipError::NotOwner(format!("`{}` is not a member of the group", shown(member)))
         })?;
         for tp in partitions {
             if !m.owned.contains(tp) && !m.assigned.contains(tp) {
                 return Err(MembershipError::NotOwner(format!(
-                    "member `{member}` does not own {}-{}",
-                    tp.0, tp.1
+                    "member `{}` does not own {}-{}",
+                    shown(member),
+                    shown(&tp.0),
+                    tp.1
                 )));
             }
         }
@@ -287,14 +352,25 @@ impl GroupState {
 mod tests {
     use super::*;
 
-    fn hb(id: &str, owned: &BTreeSet<Tp>) -> Heartbeat {
+    /// A heartbeat of member `id` with the epoch its last answer carried.
+    fn hb_at(id: &str, epoch: i32, owned: &BTreeSet<Tp>) -> Heartbeat {
         Heartbeat {
             member_id: id.into(),
-            epoch: 1,
+            epoch,
             topics: BTreeSet::from(["t".to_string()]),
             owned: owned.clone(),
             ..Default::default()
         }
+    }
+
+    /// A heartbeat of member `id` with the epoch the coordinator last gave it.
+    fn hb(g: &GroupState, id: &str, owned: &BTreeSet<Tp>) -> Heartbeat {
+        let epoch = g.members.get(id).map_or(0, |m| m.epochs[0]);
+        hb_at(id, epoch, owned)
+    }
+
+    fn join() -> Heartbeat {
+        hb_at("", 0, &BTreeSet::new())
     }
 
     /// Heartbeats every member until the assignment settles; returns what each owns.
@@ -303,7 +379,7 @@ mod tests {
         for _ in 0..4 {
             let ids: Vec<String> = owned.keys().cloned().collect();
             for id in ids {
-                let a = g.heartbeat(hb(&id, &owned[&id]), &parts, now).unwrap();
+                let a = g.heartbeat("g", hb(g, &id, &owned[&id]), &parts, now).unwrap();
                 owned.insert(id, a.assignment);
             }
         }
@@ -316,9 +392,7 @@ mod tests {
         let mut g = GroupState::default();
         let mut owned = BTreeMap::new();
         for _ in 0..3 {
-            let mut join = hb("", &BTreeSet::new());
-            join.epoch = 0;
-            let a = g.heartbeat(join, &parts, now).unwrap();
+            let a = g.heartbeat("g", join(), &parts, now).unwrap();
             owned.insert(a.member_id, a.assignment);
         }
         settle(&mut g, &mut owned, now);
@@ -326,9 +400,7 @@ mod tests {
         let before = owned.clone();
 
         // A fourth member joins: at first it gets nothing anyone still holds.
-        let mut join = hb("", &BTreeSet::new());
-        join.epoch = 0;
-        let d = g.heartbeat(join, &parts, now).unwrap();
+        let d = g.heartbeat("g", join(), &parts, now).unwrap();
         assert!(d.assignment.is_empty(), "nothing released yet");
         owned.insert(d.member_id.clone(), d.assignment);
         settle(&mut g, &mut owned, now);
@@ -345,24 +417,23 @@ mod tests {
         let parts = BTreeMap::from([("t".to_string(), 4)]);
         let t0 = Instant::now();
         let mut g = GroupState::default();
-        let mut join = hb("", &BTreeSet::new());
-        join.epoch = 0;
+        let mut join = join();
         join.session = Duration::from_millis(100);
-        let a = g.heartbeat(join.clone(), &parts, t0).unwrap();
-        let b = g.heartbeat(join, &parts, t0).unwrap();
+        let a = g.heartbeat("g", join.clone(), &parts, t0).unwrap();
+        let b = g.heartbeat("g", join, &parts, t0).unwrap();
         assert!(g.may_commit(&a.member_id, &a.assignment).is_ok());
         // b keeps heartbeating, a falls silent.
         let later = t0 + Duration::from_millis(300);
-        let mut again = hb(&b.member_id, &b.assignment);
+        let mut again = hb(&g, &b.member_id, &b.assignment);
         again.session = Duration::from_millis(100);
-        g.heartbeat(again, &parts, later).unwrap();
+        g.heartbeat("g", again, &parts, later).unwrap();
         assert!(!g.members.contains_key(&a.member_id));
         assert_eq!(
             g.may_commit(&a.member_id, &a.assignment),
             Err(MembershipError::Fenced(a.member_id.clone()))
         );
         assert!(matches!(
-            g.heartbeat(hb(&a.member_id, &a.assignment), &parts, later),
+            g.heartbeat("g", hb_at(&a.member_id, a.epoch, &a.assignment), &parts, later),
             Err(MembershipError::Fenced(_))
         ));
         assert!(matches!(
@@ -370,12 +441,11 @@ mod tests {
             Err(MembershipError::NotOwner(_))
         ));
         for (epoch, session) in [(-3, 0), (0, 10), (0, 3_600_000)] {
-            let mut bad = hb("", &BTreeSet::new());
-            bad.epoch = epoch;
+            let mut bad = hb_at("", epoch, &BTreeSet::new());
             bad.session = Duration::from_millis(session);
             assert!(
                 matches!(
-                    g.heartbeat(bad, &parts, later),
+                    g.heartbeat("g", bad, &parts, later),
                     Err(MembershipError::Invalid(_))
                 ),
                 "epoch {epoch}, session {session} ms"
@@ -388,17 +458,69 @@ mod tests {
         let parts = BTreeMap::from([("t".to_string(), 4)]);
         let now = Instant::now();
         let mut g = GroupState::default();
-        let mut join = hb("", &BTreeSet::new());
-        join.epoch = 0;
+        let mut join = join();
         join.instance_id = Some("host-1".into());
-        let a = g.heartbeat(join.clone(), &parts, now).unwrap();
+        let a = g.heartbeat("g", join.clone(), &parts, now).unwrap();
         let epoch = g.epoch;
-        let mut leave = hb(&a.member_id, &a.assignment);
-        leave.epoch = LEAVE_STATIC;
-        g.heartbeat(leave, &parts, now).unwrap();
-        let back = g.heartbeat(join, &parts, now).unwrap();
+        let leave = hb_at(&a.member_id, LEAVE_STATIC, &a.assignment);
+        g.heartbeat("g", leave, &parts, now).unwrap();
+        let back = g.heartbeat("g", join, &parts, now).unwrap();
         assert_eq!(back.member_id, a.member_id);
         assert_eq!(back.assignment, a.assignment);
         assert_eq!(g.epoch, epoch, "no rebalance");
+    }
+
+    #[test]
+    fn invented_members_and_epochs_are_refused() {
+        let parts = BTreeMap::from([("t".to_string(), 4)]);
+        let now = Instant::now();
+        let mut g = GroupState::default();
+        let a = g.heartbeat("g", join(), &parts, now).unwrap();
+        assert_eq!(a.assignment.len(), 4);
+        // An id the coordinator never gave, with an epoch: refused, and nothing moves.
+        let invented = hb_at("intruder", 99, &BTreeSet::new());
+        let err = g.heartbeat("g", invented, &parts, now).unwrap_err();
+        assert_eq!(
+            err,
+            MembershipError::UnknownMember {
+                member: "intruder".into(),
+                group: "g".into()
+            }
+        );
+        assert_eq!(err.code(), Some("UNKNOWN_MEMBER_ID"));
+        assert!(!g.members.contains_key("intruder"));
+        // A real member with an epoch it was never given.
+        let err = g
+            .heartbeat("g", hb_at(&a.member_id, 99, &a.assignment), &parts, now)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            MembershipError::FencedEpoch {
+                member: a.member_id.clone(),
+                sent: 99,
+                current: a.epoch
+            }
+        );
+        assert_eq!(err.code(), Some("FENCED_MEMBER_EPOCH"));
+        let still = g
+            .heartbeat("g", hb_at(&a.member_id, a.epoch, &a.assignment), &parts, now)
+            .unwrap();
+        assert_eq!(still.assignment, a.assignment, "the real member keeps all");
+        // A second member joins: the first is answered a new epoch, and may still use
+        // the one before (its last answer may have been lost).
+        let b = g.heartbeat("g", join(), &parts, now).unwrap();
+        let first = g
+            .heartbeat("g", hb_at(&a.member_id, a.epoch, &a.assignment), &parts, now)
+            .unwrap();
+        assert!(first.epoch > a.epoch);
+        g.heartbeat("g", hb_at(&a.member_id, a.epoch, &first.assignment), &parts, now)
+            .unwrap();
+        g.heartbeat("g", hb_at(&b.member_id, b.epoch, &b.assignment), &parts, now)
+            .unwrap();
+        // Joining with epoch 0 and an id of the client's choosing is a join.
+        let c = g
+            .heartbeat("g", hb_at("chosen-id", 0, &BTreeSet::new()), &parts, now)
+            .unwrap();
+        assert_eq!(c.member_id, "chosen-id");
     }
 }

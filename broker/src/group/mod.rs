@@ -36,7 +36,8 @@ pub fn offsets_partition(group: &str) -> u32 {
 pub fn validate_group(group: &str) -> Result<(), String> {
     if group.is_empty() || group.len() > MAX_GROUP_LEN || group.chars().any(char::is_control) {
         return Err(format!(
-            "invalid group id `{group}`: use 1 to {MAX_GROUP_LEN} characters, no control characters"
+            "invalid group id `{}`: use 1 to {MAX_GROUP_LEN} characters, no control characters",
+            crate::error::shown(group)
         ));
     }
     Ok(())

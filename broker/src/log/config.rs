@@ -36,7 +36,8 @@ impl FromStr for FlushPolicy {
                 .map(|ms| Self::Interval(Duration::from_millis(ms)))
                 .ok_or_else(|| {
                     LogError::Config(format!(
-                        "flush must be `always`, `os` or `interval:<ms>` with ms > 0, not `{s}`"
+                        "flush must be `always`, `os` or `interval:<ms>` with ms > 0, not `{}`",
+                        s.chars().take(200).collect::<String>()
                     ))
                 }),
         }

@@ -21,6 +21,9 @@
 // openraft's `StorageError` is large, and its traits make it the error of this module.
 #![allow(clippy::result_large_err)]
 
+/// Raft group of the cluster metadata; partition groups are numbered from 1.
+pub const METADATA_GROUP: u64 = 0;
+
 pub mod entry;
 pub mod flusher;
 pub mod log_store;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    ClientWriteError, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
     Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -27,7 +27,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use super::entry::{decode_with, encode};
-use super::types::{typ, TypeConfig};
+use super::types::{typ, AppendResult, BatchData, TypeConfig};
+use super::METADATA_GROUP;
 
 /// An AppendEntries request without its entries.
 #[derive(Serialize, Deserialize)]
@@ -59,6 +60,27 @@ impl PeerChannels {
             .contains(addr)
     }
 
+    /// Proposes a metadata change (a command batch) on the metadata leader at `addr`
+    /// and returns its client-write result.
+    pub async fn propose_metadata(
+        &self,
+        addr: &str,
+        batch: Bytes,
+    ) -> Result<MetadataWriteResult, String> {
+        if self.is_cut(addr) {
+            return Err(format!("link to {addr} is cut"));
+        }
+        let mut client = RaftPeerClient::new(self.channel(addr)?);
+        let mut request = Request::new(pb::ProposeRequest { batch });
+        request.set_timeout(PROPOSE_TIMEOUT);
+        let reply = client
+            .propose_metadata(request)
+            .await
+            .map_err(|s| format!("{addr}: {}", s.message()))?;
+        serde_json::from_slice(&reply.into_inner().json)
+            .map_err(|e| format!("{addr}: bad proposal reply: {e}"))
+    }
+
     fn channel(&self, addr: &str) -> Result<Channel, String> {
         let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = map.get(addr) {
@@ -80,6 +102,14 @@ impl PeerChannels {
         Ok(channel)
     }
 }
+
+/// How long a metadata proposal sent on to the leader may take.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a metadata leader answers a proposal with: the applied entry's result, or why
+/// it was not written (not the leader any more, no quorum, shutting down).
+pub type MetadataWriteResult =
+    Result<AppendResult, RaftError<u64, ClientWriteError<u64, BasicNode>>>;
 
 /// The network of one Raft group.
 #[derive(Clone)]
@@ -365,5 +395,19 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<pb::RaftReply>, Status> {
         let (raft, rpc) = self.json_rpc::<InstallSnapshotRequest<TypeConfig>>(request)?;
         json_reply(&raft.install_snapshot(rpc).await)
+    }
+
+    async fn propose_metadata(
+        &self,
+        request: Request<pb::ProposeRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
+        let batch = request.into_inner().batch;
+        rafka_proto::batch::RecordBatch::parse(&batch).map_err(bad_request)?;
+        let raft = self.groups.get(METADATA_GROUP)?;
+        let result: MetadataWriteResult = raft
+            .client_write(BatchData(batch))
+            .await
+            .map(|r| r.data);
+        json_reply(&result)
     }
 }

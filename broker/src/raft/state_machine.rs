@@ -23,6 +23,7 @@ use super::entry::term_of;
 use super::log_store::{EntryReader, RaftStateHandle};
 use super::state_file::write_atomic;
 use super::types::{typ, AppendResult, BatchData, TypeConfig};
+use crate::cluster::MetadataError;
 use crate::log::PartitionLog;
 
 /// State built from a group's committed record batches, beyond offsets.
@@ -33,7 +34,7 @@ pub trait Applier: Default + Clone + Serialize + DeserializeOwned + Send + Sync 
 
     /// Folds in one committed data batch; returns why it was refused, if it was (it then
     /// changes nothing).
-    fn apply_batch(&mut self, batch: &[u8]) -> Option<String>;
+    fn apply_batch(&mut self, batch: &[u8]) -> Option<MetadataError>;
 }
 
 /// No state beyond offsets: an ordinary partition.
@@ -43,7 +44,7 @@ pub struct Offsets;
 impl Applier for Offsets {
     const OFFSETS_ONLY: bool = true;
 
-    fn apply_batch(&mut self, _batch: &[u8]) -> Option<String> {
+    fn apply_batch(&mut self, _batch: &[u8]) -> Option<MetadataError> {
         None
     }
 }

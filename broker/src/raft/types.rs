@@ -24,7 +24,7 @@ pub struct AppendResult {
     /// Offset after the entry: the high watermark once it is applied.
     pub next_offset: u64,
     /// Why a metadata command was refused (it then changed nothing).
-    pub error: Option<String>,
+    pub error: Option<crate::cluster::MetadataError>,
 }
 
 openraft::declare_raft_types!(

@@ -6,6 +6,7 @@ use rafka_proto::v1::{self, admin_server};
 use tonic::{Request, Response, Status};
 
 use super::Shared;
+use crate::topics::check_not_internal;
 
 pub(crate) struct AdminService {
     shared: Arc<Shared>,
@@ -24,6 +25,7 @@ impl admin_server::Admin for AdminService {
         request: Request<v1::CreateTopicRequest>,
     ) -> Result<Response<v1::CreateTopicResponse>, Status> {
         let req = request.into_inner();
+        check_not_internal(&req.name, "create")?;
         let name = req.name.clone();
         let topic = self
             .shared
@@ -41,6 +43,7 @@ impl admin_server::Admin for AdminService {
         request: Request<v1::DeleteTopicRequest>,
     ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
         let name = request.into_inner().name;
+        check_not_internal(&name, "delete")?;
         self.shared.backend.delete_topic(name.clone()).await?;
         tracing::info!(topic = %name, "deleted topic");
         Ok(Response::new(v1::DeleteTopicResponse {}))
@@ -51,6 +54,7 @@ impl admin_server::Admin for AdminService {
         request: Request<v1::AlterTopicConfigRequest>,
     ) -> Result<Response<v1::AlterTopicConfigResponse>, Status> {
         let req = request.into_inner();
+        check_not_internal(&req.name, "alter the config of")?;
         let topic = self
             .shared
             .backend

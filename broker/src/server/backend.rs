@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rafka_proto::batch::ValidatedBatch;
-use rafka_proto::v1::{self, admin_client::AdminClient};
+use rafka_proto::v1;
 use tokio::sync::watch;
 
 use crate::cluster::node::{ClusterNode, ReplicatedPartition};
@@ -319,17 +319,9 @@ impl Backend {
                     name: req.name.clone(),
                     partitions,
                     replication_factor,
-                    configs: req.configs.clone().into_iter().collect(),
+                    configs: req.configs.into_iter().collect(),
                 };
-                let forwarded = v1::CreateTopicRequest {
-                    partitions,
-                    replication_factor,
-                    ..req.clone()
-                };
-                propose_or_forward(node, &cmd, |mut c| async move {
-                    c.create_topic(forwarded).await.map(|_| ())
-                })
-                .await?;
+                node.propose(&cmd).await?;
                 let name = req.name;
                 wait_state(node, |s| s.topics.contains_key(&name)).await;
                 wait_for_leaders(node, &name).await;
@@ -345,12 +337,8 @@ impl Backend {
         match self {
             Self::Single(registry, _) => registry.delete(&name).await,
             Self::Cluster(node) => {
-                let cmd = Command::DeleteTopic { name: name.clone() };
-                let req = v1::DeleteTopicRequest { name: name.clone() };
-                propose_or_forward(node, &cmd, |mut c| async move {
-                    c.delete_topic(req).await.map(|_| ())
-                })
-                .await?;
+                node.propose(&Command::DeleteTopic { name: name.clone() })
+                    .await?;
                 wait_state(node, |s| !s.topics.contains_key(&name)).await;
                 Ok(())
             }
@@ -369,16 +357,9 @@ impl Backend {
                 Ok(super::broker_service::topic_info(&topic, *node_id))
             }
             Self::Cluster(node) => {
-                let cmd = Command::AlterTopicConfig {
+                node.propose(&Command::AlterTopicConfig {
                     name: name.clone(),
                     configs: configs.clone(),
-                };
-                let req = v1::AlterTopicConfigRequest {
-                    name: name.clone(),
-                    configs: configs.clone().into_iter().collect(),
-                };
-                propose_or_forward(node, &cmd, |mut c| async move {
-                    c.alter_topic_config(req).await.map(|_| ())
                 })
                 .await?;
                 wait_state(node, |s| {
@@ -446,48 +427,6 @@ async fn cluster_topic_info(node: &ClusterNode, name: &str, entry: &TopicEntry) 
         partitions,
         configs: entry.configs.clone().into_iter().collect(),
     }
-}
-
-/// Proposes `cmd` here if this broker leads the metadata, else sends the client's
-/// request to the leader with `forward`.
-async fn propose_or_forward<F, Fut>(
-    node: &ClusterNode,
-    cmd: &Command,
-    forward: F,
-) -> Result<(), BrokerError>
-where
-    F: FnOnce(AdminClient<tonic::transport::Channel>) -> Fut,
-    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
-{
-    match node.propose(cmd).await {
-        Err(BrokerError::NotLeader {
-            leader: Some(leader),
-            ..
-        }) if leader as u32 != node.id() => {
-            let address = node.peer_address(leader as u32).ok_or_else(|| {
-                BrokerError::Unavailable(format!("metadata leader {leader} has no address"))
-            })?;
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-                .map_err(|e| BrokerError::Internal(e.to_string()))?
-                .connect()
-                .await
-                .map_err(|e| {
-                    BrokerError::Unavailable(format!("metadata leader {leader} ({address}): {e}"))
-                })?;
-            forward(AdminClient::new(channel))
-                .await
-                .map_err(status_to_error)
-        }
-        Err(BrokerError::NotLeader { leader: None, .. }) => Err(BrokerError::Unavailable(
-            "the cluster metadata has no leader (election in progress)".into(),
-        )),
-        other => other,
-    }
-}
-
-/// A forwarded request's error, passed on with its code.
-fn status_to_error(s: tonic::Status) -> BrokerError {
-    BrokerError::Forwarded(s)
 }
 
 /// Waits (bounded) until this broker's applied metadata satisfies `cond`.

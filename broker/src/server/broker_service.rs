@@ -116,6 +116,8 @@ async fn validate_produce(
         ));
     }
     let topic = &req.topic;
+    // The broker writes its internal topics itself (commits through the Group service).
+    crate::topics::check_not_internal(topic, "produce to")?;
     let mut seen = HashSet::new();
     let mut work = Vec::with_capacity(req.partitions.len());
     for p in &req.partitions {

@@ -10,12 +10,12 @@ use tonic::{Request, Response, Status};
 
 use super::backend::Served;
 use super::Shared;
-use crate::error::BrokerError;
+use crate::error::{shown, BrokerError};
 use crate::group::assign::Tp;
 use crate::group::membership::{GroupState, Heartbeat, MembershipError};
 use crate::group::{
-    commit_batch, delete_batch, offsets_partition, validate_group, OffsetsCache, MAX_METADATA_LEN,
-    OFFSETS_PARTITIONS, OFFSETS_TOPIC,
+    commit_batch, delete_batch, offsets_partition, validate_group, OffsetsCache, MAX_GROUP_LEN,
+    MAX_METADATA_LEN, OFFSETS_PARTITIONS, OFFSETS_TOPIC,
 };
 
 /// Most bytes read from an offsets partition per step while catching up.
@@ -61,7 +61,6 @@ impl GroupService {
                     .await
                 {
                     Ok(_) | Err(BrokerError::TopicExists(_)) => {}
-                    Err(BrokerError::Forwarded(s)) if s.code() == tonic::Code::AlreadyExists => {}
                     Err(e) => return Err(e),
                 }
                 Ok((p, backend.partition(OFFSETS_TOPIC, p).await?))
@@ -102,10 +101,14 @@ impl GroupService {
         if let Some(g) = groups.get_mut(group) {
             g.expire(Instant::now());
             if !g.members.is_empty() {
-                return Err(BrokerError::Fenced(format!(
-                    "group `{group}` has {} active member(s): {what} only while it has none",
-                    g.members.len()
-                )));
+                return Err(BrokerError::Fenced {
+                    code: "NON_EMPTY_GROUP",
+                    message: format!(
+                        "group `{}` has {} active member(s): {what} only while it has none",
+                        shown(group),
+                        g.members.len()
+                    ),
+                });
             }
         }
         Ok(())
@@ -117,8 +120,9 @@ fn catch_up(cache: &mut OffsetsCache, served: &Served) -> Result<(), BrokerError
     loop {
         let hw = served.high_watermark();
         let start = served.reader().log_start_offset();
-        if cache.next < start {
-            // Retention dropped what was not read yet: start over from what is left.
+        if cache.next < start || cache.next > hw {
+            // Retention dropped what was not read yet, or the log is not the one the
+            // cache was read from (it is shorter): start over from what is there.
             *cache = OffsetsCache::starting_at(start);
         }
         if cache.next >= hw {
@@ -137,9 +141,12 @@ fn catch_up(cache: &mut OffsetsCache, served: &Served) -> Result<(), BrokerError
 }
 
 fn membership_error(e: MembershipError) -> BrokerError {
-    match e {
-        MembershipError::Invalid(m) => BrokerError::InvalidRequest(m),
-        fenced => BrokerError::Fenced(fenced.to_string()),
+    match e.code() {
+        Some(code) => BrokerError::Fenced {
+            code,
+            message: e.to_string(),
+        },
+        None => BrokerError::InvalidRequest(e.to_string()),
     }
 }
 
@@ -147,6 +154,34 @@ fn tp_set(refs: &[v1::TopicPartitionRef]) -> BTreeSet<Tp> {
     refs.iter()
         .map(|r| (r.topic.clone(), r.partition))
         .collect()
+}
+
+/// Most topics one member may subscribe to, and most partitions it may report owning.
+const MAX_SUBSCRIBED: usize = 10_000;
+const MAX_OWNED: usize = 100_000;
+
+/// Bounds what a heartbeat carries: ids no longer than a group id, valid topic names.
+fn check_heartbeat(req: &v1::GroupHeartbeatRequest) -> Result<(), BrokerError> {
+    for (what, id) in [("member id", &req.member_id), ("instance id", &req.instance_id)] {
+        if id.len() > MAX_GROUP_LEN || id.chars().any(char::is_control) {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{what} `{}` must be at most {MAX_GROUP_LEN} bytes without control characters",
+                shown(id)
+            )));
+        }
+    }
+    if req.topics.len() > MAX_SUBSCRIBED || req.owned.len() > MAX_OWNED {
+        return Err(BrokerError::InvalidRequest(format!(
+            "a heartbeat subscribes to at most {MAX_SUBSCRIBED} topics and owns at most \
+             {MAX_OWNED} partitions, not {} and {}",
+            req.topics.len(),
+            req.owned.len()
+        )));
+    }
+    for t in req.topics.iter().chain(req.owned.iter().map(|o| &o.topic)) {
+        crate::topics::validate_topic_name(t)?;
+    }
+    Ok(())
 }
 
 fn check_offsets(offsets: &[v1::CommittedOffset]) -> Result<(), BrokerError> {
@@ -187,7 +222,8 @@ impl group_server::Group for GroupService {
                 Some(l) => l as u32,
                 None => {
                     return Err(BrokerError::Unavailable(format!(
-                        "group `{group}`: its coordinator is being elected"
+                        "group `{}`: its coordinator is being elected",
+                        shown(&group)
                     ))
                     .into())
                 }
@@ -219,6 +255,23 @@ impl group_server::Group for GroupService {
     ) -> Result<Response<v1::CommitOffsetsResponse>, Status> {
         let req = request.into_inner();
         check_offsets(&req.offsets)?;
+        // Kafka answers UNKNOWN_TOPIC_OR_PARTITION for these; an offset past the log end
+        // is stored as given (Kafka does the same; the consumer's reset policy applies
+        // when it reads from there).
+        for o in &req.offsets {
+            match self.shared.backend.partition_count(&o.topic).await {
+                None => return Err(BrokerError::UnknownTopic(o.topic.clone()).into()),
+                Some(count) if o.partition >= count => {
+                    return Err(BrokerError::UnknownPartition {
+                        topic: o.topic.clone(),
+                        partition: o.partition,
+                        count,
+                    }
+                    .into())
+                }
+                Some(_) => {}
+            }
+        }
         if req.member_id.is_empty() {
             self.check_no_members(&req.group, "offsets are committed without a member id")?;
         } else {
@@ -233,10 +286,14 @@ impl group_server::Group for GroupService {
                     .may_commit(&req.member_id, &tps)
                     .map_err(membership_error)?,
                 None => {
-                    return Err(BrokerError::Fenced(format!(
-                        "`{}` is not a member of group `{}`",
-                        req.member_id, req.group
-                    ))
+                    return Err(BrokerError::Fenced {
+                        code: "UNKNOWN_MEMBER_ID",
+                        message: format!(
+                            "`{}` is not a member of group `{}`",
+                            shown(&req.member_id),
+                            shown(&req.group)
+                        ),
+                    }
                     .into())
                 }
             }
@@ -260,6 +317,7 @@ impl group_server::Group for GroupService {
         request: Request<v1::GroupHeartbeatRequest>,
     ) -> Result<Response<v1::GroupHeartbeatResponse>, Status> {
         let req = request.into_inner();
+        check_heartbeat(&req)?;
         let (_, served) = self.offsets_partition(&req.group).await?;
         served.check_writable().await?;
         let mut partitions = BTreeMap::new();
@@ -289,7 +347,7 @@ impl group_server::Group for GroupService {
                 }
             }
             group
-                .heartbeat(hb, &partitions, Instant::now())
+                .heartbeat(&req.group, hb, &partitions, Instant::now())
                 .map_err(membership_error)?
         };
         Ok(Response::new(v1::GroupHeartbeatResponse {
