@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rafka_broker::cluster::{ClusterState, Command};
+use rafka_broker::cluster::{ClusterState, Command, MetadataError};
 use rafka_broker::raft::types::BatchData;
 use rafka_tests::raft_group::{leader_of, start_group, Node, WAIT};
 
@@ -25,7 +25,7 @@ fn create(name: &str, partitions: u32, rf: u32) -> Command {
     }
 }
 
-async fn propose(nodes: &[Node<ClusterState>], cmd: &Command) -> (u64, Option<String>) {
+async fn propose(nodes: &[Node<ClusterState>], cmd: &Command) -> (u64, Option<MetadataError>) {
     let leader = leader_of(nodes).await;
     let r = nodes[leader]
         .raft
@@ -44,9 +44,9 @@ async fn topic_commands_converge_on_every_node() {
     assert_eq!(propose(&nodes, &create("orders", 6, 3)).await.1, None);
     assert_eq!(propose(&nodes, &create("audit", 3, 2)).await.1, None);
     let (_, refused) = propose(&nodes, &create("orders", 1, 1)).await;
-    assert!(refused.unwrap().contains("already exists"));
+    assert_eq!(refused, Some(MetadataError::TopicExists("orders".into())));
     let (_, refused) = propose(&nodes, &create("wide", 1, 5)).await;
-    assert!(refused.unwrap().contains("replication factor 5"));
+    assert!(refused.unwrap().to_string().contains("replication factor 5"));
     let (last, _) = propose(
         &nodes,
         &Command::DeleteTopic {
