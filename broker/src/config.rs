@@ -29,6 +29,12 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// Partitions of a topic created without a count.
     pub default_partitions: u32,
+    /// Most partitions one topic may be created with (a guard against a typo taking
+    /// the disk: every partition replica holds at least 1 MiB).
+    pub max_partitions_per_topic: u32,
+    /// Most partitions the cluster (or single broker) holds in all, internal topics
+    /// included; a create that would pass it is refused.
+    pub max_partitions: u32,
     /// The cluster's brokers as `id=host:port,...` (this broker included); each address
     /// serves clients and peers. Empty: a single broker without replication.
     pub peers: String,
@@ -46,6 +52,8 @@ impl Default for BrokerConfig {
             max_request_bytes: 64 << 20,
             retention_check_interval_ms: 5 * 60 * 1000,
             default_partitions: 1,
+            max_partitions_per_topic: 10_000,
+            max_partitions: 20_000,
             peers: String::new(),
             log: BTreeMap::new(),
         }
@@ -68,6 +76,30 @@ impl BrokerConfig {
     /// The peers by broker id (empty for a single broker).
     pub fn peer_map(&self) -> Result<BTreeMap<u32, String>, String> {
         parse_peers(&self.peers)
+    }
+
+    /// The partition count of a topic created with `requested` partitions (0: the
+    /// default), checked against the limits given the `existing` partitions.
+    pub fn partitions_for(&self, requested: u32, existing: u64) -> Result<u32, String> {
+        let partitions = match requested {
+            0 => self.default_partitions,
+            n => n,
+        };
+        let per_topic = self.max_partitions_per_topic.min(crate::topics::MAX_PARTITIONS);
+        if !(1..=per_topic).contains(&partitions) {
+            return Err(format!(
+                "a topic has 1 to {per_topic} partitions (max_partitions_per_topic), not {partitions}"
+            ));
+        }
+        if existing + partitions as u64 > self.max_partitions as u64 {
+            return Err(format!(
+                "{partitions} more partitions would make {} in the cluster, over its limit of {} \
+                 (max_partitions)",
+                existing + partitions as u64,
+                self.max_partitions
+            ));
+        }
+        Ok(partitions)
     }
 
     /// How often retention runs.

@@ -32,8 +32,10 @@ pub fn check_not_internal(name: &str, action: &'static str) -> Result<(), Broker
     Ok(())
 }
 
-/// Most partitions one topic may have.
-pub const MAX_PARTITIONS: u32 = 10_000;
+/// Most partitions one topic may ever have, whatever the config says: a sanity bound on
+/// one metadata command. The configured limits (`max_partitions_per_topic`,
+/// `max_partitions`) are checked where a request enters.
+pub const MAX_PARTITIONS: u32 = 1_000_000;
 
 /// A topic and its partitions.
 pub struct Topic {

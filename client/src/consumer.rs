@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
@@ -22,8 +22,20 @@ use crate::{ClientError, ConsumerRecord, Header, TopicPartition};
 
 /// Attempts of a metadata-dependent request before its error is returned.
 const RETRIES: u32 = 20;
-/// Pause before retrying after a retriable error.
+/// Pause before retrying after a retriable error (Kafka's `retry.backoff.ms`); a
+/// partition that keeps failing waits twice as long each time, up to the maximum.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between tries of a partition that keeps failing (Kafka's
+/// `retry.backoff.max.ms`).
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A partition that failed with a retriable error (no leader, leader unreachable):
+/// left out of fetches until `until`.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    until: Instant,
+    delay: Duration,
+}
 
 /// Where to start when a partition has no valid position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -119,6 +131,8 @@ pub struct Consumer {
     in_flight: Mutex<FuturesUnordered<InFlight>>,
     /// Partitions some in-flight fetch asks for.
     covered: BTreeSet<TopicPartition>,
+    /// Partitions waiting out a retriable failure; the others are read meanwhile.
+    backoff: BTreeMap<TopicPartition, Backoff>,
 }
 
 /// An in-flight fetch: what it asked for (partition and offset) and its answer.
@@ -146,6 +160,7 @@ impl Consumer {
             subscription: None,
             in_flight: Mutex::default(),
             covered: BTreeSet::new(),
+            backoff: BTreeMap::new(),
         })
     }
 
@@ -157,6 +172,7 @@ impl Consumer {
             next.insert(tp, pos);
         }
         self.positions = next;
+        self.forget_unassigned();
         self.buffered.retain(|r| {
             self.positions
                 .contains_key(&TopicPartition::new(&*r.topic, r.partition))
@@ -239,7 +255,10 @@ impl Consumer {
         Ok((0..n).map(|p| TopicPartition::new(topic, p)).collect())
     }
 
-    /// Moves an assigned partition's position.
+    /// Moves an assigned partition's position. `Earliest`, `Latest` and `Timestamp` ask
+    /// the partition's leader now (retrying for a few seconds); a consumer that should
+    /// wait out a partition without a leader leaves the position to
+    /// `auto_offset_reset`, which `poll` resolves per partition as leaders allow.
     pub async fn seek(&mut self, tp: &TopicPartition, to: SeekTo) -> Result<(), ClientError> {
         if !self.positions.contains_key(tp) {
             return Err(ClientError::InvalidArgument(format!(
@@ -248,9 +267,13 @@ impl Consumer {
         }
         let offset = match to {
             SeekTo::Offset(o) => o,
-            SeekTo::Earliest => self.list_offset(tp, Spec::Earliest(true)).await?.0,
-            SeekTo::Latest => self.list_offset(tp, Spec::Latest(true)).await?.0,
-            SeekTo::Timestamp(ts) => self.list_offset(tp, Spec::Timestamp(ts)).await?.0,
+            SeekTo::Earliest => self.list_offset(tp, Spec::Earliest(true), RETRIES).await?.0,
+            SeekTo::Latest => self.list_offset(tp, Spec::Latest(true), RETRIES).await?.0,
+            SeekTo::Timestamp(ts) => {
+                self.list_offset(tp, Spec::Timestamp(ts), RETRIES)
+                    .await?
+                    .0
+            }
         };
         self.positions.insert(tp.clone(), Some(offset));
         let key = tp.clone();
@@ -265,10 +288,12 @@ impl Consumer {
     }
 
     /// Resolves an offset; for a timestamp past every record, the high watermark.
+    /// Retriable failures are retried `retries` times (with a pause and fresh metadata).
     async fn list_offset(
         &self,
         tp: &TopicPartition,
         spec: Spec,
+        retries: u32,
     ) -> Result<(u64, u64, u64), ClientError> {
         let request = v1::ListOffsetsRequest {
             topic: tp.topic.clone(),
@@ -287,7 +312,7 @@ impl Consumer {
                 Ok(r) => break r.into_inner(),
                 Err(s) => {
                     let e = ClientError::from(s);
-                    if !e.is_retriable() || attempt >= RETRIES {
+                    if !e.is_retriable() || attempt >= retries {
                         return Err(e);
                     }
                     attempt += 1;
@@ -302,6 +327,7 @@ impl Consumer {
         ))
     }
 
+    /// Gives `tp` its starting position per `auto_offset_reset`, asking its leader once.
     async fn reset(&mut self, tp: &TopicPartition) -> Result<(), ClientError> {
         let spec = match self.config.auto_offset_reset {
             OffsetReset::Earliest => Spec::Earliest(true),
@@ -312,9 +338,46 @@ impl Consumer {
                 )))
             }
         };
-        let (offset, ..) = self.list_offset(tp, spec).await?;
+        let (offset, ..) = self.list_offset(tp, spec, 0).await?;
         self.positions.insert(tp.clone(), Some(offset));
         Ok(())
+    }
+
+    /// Drops the backoff state of partitions no longer assigned.
+    pub(crate) fn forget_unassigned(&mut self) {
+        let positions = &self.positions;
+        self.backoff.retain(|tp, _| positions.contains_key(tp));
+    }
+
+    /// True while `tp` waits out a retriable failure.
+    fn backing_off(&self, tp: &TopicPartition, now: Instant) -> bool {
+        self.backoff.get(tp).is_some_and(|b| b.until > now)
+    }
+
+    /// Leaves `partitions` out of fetches for a while after a retriable failure (their
+    /// leader is down or being elected), longer each time in a row, and asks for fresh
+    /// metadata for their topics once.
+    async fn back_off(&mut self, partitions: &[TopicPartition], e: &ClientError) {
+        let now = Instant::now();
+        let mut topics = BTreeSet::new();
+        for tp in partitions {
+            let delay = self
+                .backoff
+                .get(tp)
+                .map_or(RETRY_BACKOFF, |b| (b.delay * 2).min(RETRY_BACKOFF_MAX));
+            self.backoff.insert(
+                tp.clone(),
+                Backoff {
+                    until: now + delay,
+                    delay,
+                },
+            );
+            topics.insert(tp.topic.clone());
+        }
+        for topic in topics {
+            tracing::debug!(topic, "consumer request failed, backing off: {e}");
+            let _ = self.cluster.refresh(&topic).await;
+        }
     }
 
     /// Waits up to `timeout` for records and returns those available (possibly none).
@@ -337,30 +400,14 @@ impl Consumer {
             tokio::time::sleep(timeout).await;
             return Ok(());
         }
-        let unknown: Vec<TopicPartition> = self
-            .positions
-            .iter()
-            .filter(|(_, p)| p.is_none())
-            .map(|(tp, _)| tp.clone())
-            .collect();
-        let committed = match (&mut self.group, unknown.is_empty()) {
-            (Some(g), false) => g.fetch(&unknown).await?,
-            _ => BTreeMap::new(),
-        };
-        for tp in unknown {
-            match committed.get(&tp) {
-                Some(&offset) => {
-                    self.positions.insert(tp, Some(offset));
-                }
-                None => self.reset(&tp).await?,
-            }
-        }
+        let started = Instant::now();
+        self.resolve_positions(started).await?;
         // Each partition not asked for by a fetch in flight joins one new request per
         // broker: its leader, or a follower when preferred.
         let mut by_broker: BTreeMap<u32, Vec<v1::FetchPartition>> = BTreeMap::new();
         for (tp, pos) in &self.positions {
             let Some(pos) = *pos else { continue };
-            if self.covered.contains(tp) {
+            if self.covered.contains(tp) || self.backing_off(tp, started) {
                 continue;
             }
             let meta = self.cluster.partition(&tp.topic, tp.partition).await;
@@ -406,9 +453,14 @@ impl Consumer {
             ));
         }
         // The first answer within the timeout, and any others already in; fetches still
-        // out stay in flight for the next poll.
+        // out stay in flight for the next poll. With none out (every partition waits out
+        // a failure), wait until the first may be tried again.
         let mut answers = Vec::new();
-        if let Ok(Some(first)) = tokio::time::timeout(timeout, in_flight.next()).await {
+        if in_flight.is_empty() {
+            let retry = self.backoff.values().map(|b| b.until).min();
+            let until = retry.map_or(started + timeout, |r| r.min(started + timeout));
+            tokio::time::sleep_until(until.into()).await;
+        } else if let Ok(Some(first)) = tokio::time::timeout(timeout, in_flight.next()).await {
             answers.push(first);
         }
         while let Some(Some(more)) = in_flight.next().now_or_never() {
@@ -421,7 +473,9 @@ impl Consumer {
             let response = match answer {
                 Ok(r) => r.into_inner(),
                 Err(s) if s.code() == Code::OutOfRange => {
-                    self.reset_out_of_range().await?;
+                    let partitions: Vec<TopicPartition> =
+                        asked.into_iter().map(|(tp, _)| tp).collect();
+                    self.reset_out_of_range(&partitions).await?;
                     continue;
                 }
                 Err(s) => {
@@ -429,18 +483,18 @@ impl Consumer {
                     if !e.is_retriable() {
                         return Err(e);
                     }
-                    // A moved leader or a lagging follower: refresh and fetch again.
-                    let topics: BTreeSet<String> =
-                        asked.iter().map(|(tp, _)| tp.topic.clone()).collect();
-                    for t in &topics {
-                        self.recover(t, &e).await;
-                    }
+                    // A moved or dead leader, an election, a lagging follower: these
+                    // partitions wait and are fetched again after fresh metadata.
+                    let partitions: Vec<TopicPartition> =
+                        asked.into_iter().map(|(tp, _)| tp).collect();
+                    self.back_off(&partitions, &e).await;
                     continue;
                 }
             };
             let asked: BTreeMap<TopicPartition, u64> = asked.into_iter().collect();
             for data in response.partitions {
                 let tp = TopicPartition::new(data.topic.clone(), data.partition);
+                self.backoff.remove(&tp);
                 // An answer for a partition since moved (seek, reset, revoked) is stale.
                 let Some(Some(position)) = self.positions.get(&tp).copied() else {
                     continue;
@@ -455,6 +509,45 @@ impl Consumer {
         Ok(())
     }
 
+    /// Gives partitions without a position one: the group's committed offset, else per
+    /// `auto_offset_reset`. A partition whose leader cannot answer now backs off; the
+    /// others go on.
+    async fn resolve_positions(&mut self, now: Instant) -> Result<(), ClientError> {
+        let unknown: Vec<TopicPartition> = self
+            .positions
+            .iter()
+            .filter(|(tp, p)| p.is_none() && !self.backing_off(tp, now))
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let committed = match &mut self.group {
+            Some(g) => match g.fetch(&unknown).await {
+                Ok(c) => c,
+                Err(e) if e.is_retriable() => {
+                    self.back_off(&unknown, &e).await;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            },
+            None => BTreeMap::new(),
+        };
+        for tp in unknown {
+            match committed.get(&tp) {
+                Some(&offset) => {
+                    self.positions.insert(tp, Some(offset));
+                }
+                None => match self.reset(&tp).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_retriable() => self.back_off(&[tp], &e).await,
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        Ok(())
+    }
+
     /// After a retriable error: a short pause, then fresh metadata for `topic`.
     async fn recover(&self, topic: &str, e: &ClientError) {
         tracing::debug!(topic, "consumer request failed, refreshing metadata: {e}");
@@ -462,18 +555,26 @@ impl Consumer {
         let _ = self.cluster.refresh(topic).await;
     }
 
-    /// After an out-of-range answer: resets every partition whose position is outside
-    /// its log, per `auto_offset_reset`.
-    async fn reset_out_of_range(&mut self) -> Result<(), ClientError> {
-        let assigned: Vec<(TopicPartition, Option<u64>)> = self
-            .positions
-            .iter()
-            .map(|(t, p)| (t.clone(), *p))
-            .collect();
-        for (tp, pos) in assigned {
-            let (_, start, end) = self.list_offset(&tp, Spec::Earliest(true)).await?;
-            if pos.is_none_or(|p| p < start || p > end) {
-                self.reset(&tp).await?;
+    /// After an out-of-range answer to a fetch of `partitions`: resets each whose
+    /// position is outside its log, per `auto_offset_reset`.
+    async fn reset_out_of_range(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<(), ClientError> {
+        for tp in partitions {
+            let Some(&pos) = self.positions.get(tp) else {
+                continue; // no longer assigned
+            };
+            match self.list_offset(tp, Spec::Earliest(true), 0).await {
+                Ok((_, start, end)) if pos.is_none_or(|p| p < start || p > end) => {
+                    match self.reset(tp).await {
+                        Err(e) if e.is_retriable() => self.back_off(&[tp.clone()], &e).await,
+                        other => other?,
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if e.is_retriable() => self.back_off(&[tp.clone()], &e).await,
+                Err(e) => return Err(e),
             }
         }
         Ok(())

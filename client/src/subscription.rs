@@ -213,6 +213,7 @@ impl Consumer {
         for tp in partitions {
             self.positions.remove(tp);
         }
+        self.forget_unassigned();
         self.buffered.retain(|r| {
             !partitions
                 .iter()

@@ -18,7 +18,8 @@ pub enum TopicCommand {
     Create {
         /// Topic name.
         name: String,
-        /// Number of partitions.
+        /// Number of partitions (0: the broker's `default_partitions`; at most its
+        /// `max_partitions_per_topic`, 10,000 unless configured).
         #[arg(long, default_value_t = 1)]
         partitions: u32,
         /// Replicas of each partition (0: the cluster's default, up to 3).
@@ -330,18 +331,14 @@ pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<()> {
             None => consumer.partitions_of(&args.topic).await?,
         };
         consumer.assign(partitions.clone());
-        let start = match (args.offset, args.from_beginning) {
-            (Some(o), _) => SeekTo::Offset(o),
-            (None, true) => SeekTo::Earliest,
-            (None, false) => SeekTo::Latest,
-        };
-        let committed = match (&args.group, args.offset) {
-            (Some(_), None) => consumer.committed(&partitions).await?,
-            _ => Default::default(),
-        };
-        for tp in &partitions {
-            let to = committed.get(tp).map_or(start, |&o| SeekTo::Offset(o));
-            consumer.seek(tp, to).await?;
+        // Without an offset, each partition starts at the group's commit or, failing
+        // that, per --from-beginning, resolved as the consumer first reads it: a
+        // partition whose leader is down is picked up once it has one, and the others
+        // are read meanwhile.
+        if let Some(o) = args.offset {
+            for tp in &partitions {
+                consumer.seek(tp, SeekTo::Offset(o)).await?;
+            }
         }
     }
     let stdout = std::io::stdout();

@@ -30,7 +30,7 @@ impl admin_server::Admin for AdminService {
         let topic = self
             .shared
             .backend
-            .create_topic(req, self.shared.config.default_partitions)
+            .create_topic(req, &self.shared.config)
             .await?;
         tracing::info!(topic = %name, partitions = topic.partitions.len(), "created topic");
         Ok(Response::new(v1::CreateTopicResponse {

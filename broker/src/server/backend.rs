@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::cluster::node::{ClusterNode, ReplicatedPartition};
 use crate::cluster::{Command, TopicEntry};
+use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::log::{LogError, LogReader};
 use crate::partition::Partition;
@@ -286,12 +287,24 @@ impl Backend {
     pub async fn create_topic(
         &self,
         req: v1::CreateTopicRequest,
-        default_partitions: u32,
+        config: &BrokerConfig,
     ) -> Result<v1::TopicInfo, BrokerError> {
-        let partitions = match req.partitions {
-            0 => default_partitions,
-            n => n,
+        let existing: u64 = match self {
+            Self::Single(registry, _) => registry
+                .list()
+                .iter()
+                .map(|t| t.partitions().len() as u64)
+                .sum(),
+            Self::Cluster(node) => node
+                .state()
+                .topics
+                .values()
+                .map(|t| t.partitions.len() as u64)
+                .sum(),
         };
+        let partitions = config
+            .partitions_for(req.partitions, existing)
+            .map_err(BrokerError::InvalidRequest)?;
         match self {
             Self::Single(registry, node_id) => {
                 if req.replication_factor > 1 {

@@ -57,7 +57,7 @@ impl GroupService {
                     ]),
                 };
                 match backend
-                    .create_topic(request, self.shared.config.default_partitions)
+                    .create_topic(request, &self.shared.config)
                     .await
                 {
                     Ok(_) | Err(BrokerError::TopicExists(_)) => {}
