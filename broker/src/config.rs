@@ -85,7 +85,9 @@ impl BrokerConfig {
             0 => self.default_partitions,
             n => n,
         };
-        let per_topic = self.max_partitions_per_topic.min(crate::topics::MAX_PARTITIONS);
+        let per_topic = self
+            .max_partitions_per_topic
+            .min(crate::topics::MAX_PARTITIONS);
         if !(1..=per_topic).contains(&partitions) {
             return Err(format!(
                 "a topic has 1 to {per_topic} partitions (max_partitions_per_topic), not {partitions}"

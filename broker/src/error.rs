@@ -177,9 +177,10 @@ impl From<BrokerError> for Status {
         };
         let mut status = Status::new(code, bounded(e.to_string()));
         if let BrokerError::Fenced { code, .. } = &e {
-            status
-                .metadata_mut()
-                .insert(ERROR_HEADER, tonic::metadata::MetadataValue::from_static(code));
+            status.metadata_mut().insert(
+                ERROR_HEADER,
+                tonic::metadata::MetadataValue::from_static(code),
+            );
         }
         if let BrokerError::NotLeader { leader, .. } = &e {
             // Machine-readable redirect: the leader's id, or `unknown` mid-election.

@@ -95,7 +95,10 @@ async fn leader_seen_by(admin: &Admin, id: u32, topic: &str, partition: u32) -> 
                 return leader;
             }
         }
-        assert!(start.elapsed() < DEADLINE, "no leader for {topic}-{partition}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no leader for {topic}-{partition}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -269,11 +269,7 @@ impl Consumer {
             SeekTo::Offset(o) => o,
             SeekTo::Earliest => self.list_offset(tp, Spec::Earliest(true), RETRIES).await?.0,
             SeekTo::Latest => self.list_offset(tp, Spec::Latest(true), RETRIES).await?.0,
-            SeekTo::Timestamp(ts) => {
-                self.list_offset(tp, Spec::Timestamp(ts), RETRIES)
-                    .await?
-                    .0
-            }
+            SeekTo::Timestamp(ts) => self.list_offset(tp, Spec::Timestamp(ts), RETRIES).await?.0,
         };
         self.positions.insert(tp.clone(), Some(offset));
         let key = tp.clone();
@@ -568,12 +564,12 @@ impl Consumer {
             match self.list_offset(tp, Spec::Earliest(true), 0).await {
                 Ok((_, start, end)) if pos.is_none_or(|p| p < start || p > end) => {
                     match self.reset(tp).await {
-                        Err(e) if e.is_retriable() => self.back_off(&[tp.clone()], &e).await,
+                        Err(e) if e.is_retriable() => self.back_off(std::slice::from_ref(tp), &e).await,
                         other => other?,
                     }
                 }
                 Ok(_) => {}
-                Err(e) if e.is_retriable() => self.back_off(&[tp.clone()], &e).await,
+                Err(e) if e.is_retriable() => self.back_off(std::slice::from_ref(tp), &e).await,
                 Err(e) => return Err(e),
             }
         }

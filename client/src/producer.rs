@@ -23,10 +23,10 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::cluster::Cluster;
-use rafka_proto::batch::compression::compress;
 use crate::delivery::{BatchResult, Completion, DeliveryFuture, Reservation};
 use crate::partitioner::partition_for_key;
 use crate::{ClientError, ProducerRecord, RecordMetadata};
+use rafka_proto::batch::compression::compress;
 
 /// How many replicas must have a record before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -6,8 +6,8 @@ use std::time::Duration;
 use rafka_client::batch::verify_stored;
 use rafka_client::partitioner::partition_for_key;
 use rafka_client::{
-    Admin, Compression, Consumer, ConsumerConfig, ConsumerRecord, Producer, ProducerConfig, ProducerRecord,
-    SeekTo, TopicPartition,
+    Admin, Compression, Consumer, ConsumerConfig, ConsumerRecord, Producer, ProducerConfig,
+    ProducerRecord, SeekTo, TopicPartition,
 };
 use rafka_proto::v1::{self, broker_client::BrokerClient};
 use rafka_tests::TestBroker;

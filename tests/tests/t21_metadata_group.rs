@@ -46,7 +46,10 @@ async fn topic_commands_converge_on_every_node() {
     let (_, refused) = propose(&nodes, &create("orders", 1, 1)).await;
     assert_eq!(refused, Some(MetadataError::TopicExists("orders".into())));
     let (_, refused) = propose(&nodes, &create("wide", 1, 5)).await;
-    assert!(refused.unwrap().to_string().contains("replication factor 5"));
+    assert!(refused
+        .unwrap()
+        .to_string()
+        .contains("replication factor 5"));
     let (last, _) = propose(
         &nodes,
         &Command::DeleteTopic {

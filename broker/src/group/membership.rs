@@ -379,7 +379,9 @@ mod tests {
         for _ in 0..4 {
             let ids: Vec<String> = owned.keys().cloned().collect();
             for id in ids {
-                let a = g.heartbeat("g", hb(g, &id, &owned[&id]), &parts, now).unwrap();
+                let a = g
+                    .heartbeat("g", hb(g, &id, &owned[&id]), &parts, now)
+                    .unwrap();
                 owned.insert(id, a.assignment);
             }
         }
@@ -433,7 +435,12 @@ mod tests {
             Err(MembershipError::Fenced(a.member_id.clone()))
         );
         assert!(matches!(
-            g.heartbeat("g", hb_at(&a.member_id, a.epoch, &a.assignment), &parts, later),
+            g.heartbeat(
+                "g",
+                hb_at(&a.member_id, a.epoch, &a.assignment),
+                &parts,
+                later
+            ),
             Err(MembershipError::Fenced(_))
         ));
         assert!(matches!(
@@ -503,20 +510,40 @@ mod tests {
         );
         assert_eq!(err.code(), Some("FENCED_MEMBER_EPOCH"));
         let still = g
-            .heartbeat("g", hb_at(&a.member_id, a.epoch, &a.assignment), &parts, now)
+            .heartbeat(
+                "g",
+                hb_at(&a.member_id, a.epoch, &a.assignment),
+                &parts,
+                now,
+            )
             .unwrap();
         assert_eq!(still.assignment, a.assignment, "the real member keeps all");
         // A second member joins: the first is answered a new epoch, and may still use
         // the one before (its last answer may have been lost).
         let b = g.heartbeat("g", join(), &parts, now).unwrap();
         let first = g
-            .heartbeat("g", hb_at(&a.member_id, a.epoch, &a.assignment), &parts, now)
+            .heartbeat(
+                "g",
+                hb_at(&a.member_id, a.epoch, &a.assignment),
+                &parts,
+                now,
+            )
             .unwrap();
         assert!(first.epoch > a.epoch);
-        g.heartbeat("g", hb_at(&a.member_id, a.epoch, &first.assignment), &parts, now)
-            .unwrap();
-        g.heartbeat("g", hb_at(&b.member_id, b.epoch, &b.assignment), &parts, now)
-            .unwrap();
+        g.heartbeat(
+            "g",
+            hb_at(&a.member_id, a.epoch, &first.assignment),
+            &parts,
+            now,
+        )
+        .unwrap();
+        g.heartbeat(
+            "g",
+            hb_at(&b.member_id, b.epoch, &b.assignment),
+            &parts,
+            now,
+        )
+        .unwrap();
         // Joining with epoch 0 and an id of the client's choosing is a join.
         let c = g
             .heartbeat("g", hb_at("chosen-id", 0, &BTreeSet::new()), &parts, now)

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::error::{
-    ClientWriteError, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
-    Unreachable,
+    ClientWriteError, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError,
+    RemoteError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -404,10 +404,7 @@ impl RaftPeer for PeerService {
         let batch = request.into_inner().batch;
         rafka_proto::batch::RecordBatch::parse(&batch).map_err(bad_request)?;
         let raft = self.groups.get(METADATA_GROUP)?;
-        let result: MetadataWriteResult = raft
-            .client_write(BatchData(batch))
-            .await
-            .map(|r| r.data);
+        let result: MetadataWriteResult = raft.client_write(BatchData(batch)).await.map(|r| r.data);
         json_reply(&result)
     }
 }

@@ -56,10 +56,7 @@ impl GroupService {
                         ("segment.bytes".to_string(), (16u64 << 20).to_string()),
                     ]),
                 };
-                match backend
-                    .create_topic(request, &self.shared.config)
-                    .await
-                {
+                match backend.create_topic(request, &self.shared.config).await {
                     Ok(_) | Err(BrokerError::TopicExists(_)) => {}
                     Err(e) => return Err(e),
                 }
@@ -162,7 +159,10 @@ const MAX_OWNED: usize = 100_000;
 
 /// Bounds what a heartbeat carries: ids no longer than a group id, valid topic names.
 fn check_heartbeat(req: &v1::GroupHeartbeatRequest) -> Result<(), BrokerError> {
-    for (what, id) in [("member id", &req.member_id), ("instance id", &req.instance_id)] {
+    for (what, id) in [
+        ("member id", &req.member_id),
+        ("instance id", &req.instance_id),
+    ] {
         if id.len() > MAX_GROUP_LEN || id.chars().any(char::is_control) {
             return Err(BrokerError::InvalidRequest(format!(
                 "{what} `{}` must be at most {MAX_GROUP_LEN} bytes without control characters",

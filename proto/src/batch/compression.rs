@@ -205,8 +205,15 @@ mod tests {
             if codec != Compression::None {
                 assert!(packed.len() < data.len() / 2, "{codec:?}: {}", packed.len());
             }
-            assert_eq!(decompress(codec, &packed, data.len()).unwrap(), data, "{codec:?}");
-            assert_eq!(compress(codec, b"").map(|p| decompress(codec, &p, 0)), Ok(Ok(vec![])));
+            assert_eq!(
+                decompress(codec, &packed, data.len()).unwrap(),
+                data,
+                "{codec:?}"
+            );
+            assert_eq!(
+                compress(codec, b"").map(|p| decompress(codec, &p, 0)),
+                Ok(Ok(vec![]))
+            );
         }
     }
 

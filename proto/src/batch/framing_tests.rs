@@ -25,19 +25,22 @@ fn put_padded(out: &mut Vec<u8>, v: i64, extra: usize) {
     }
 }
 
+/// A byte string (`None`: null) and the padding of its length varint.
+type Padded = (Option<Vec<u8>>, usize);
+
 /// One record to encode, every varint with its own padding.
 #[derive(Debug, Clone)]
 struct Spec {
     length_pad: usize,
     timestamp_delta: (i64, usize),
     offset_delta: (i64, usize),
-    key: (Option<Vec<u8>>, usize),
-    value: (Option<Vec<u8>>, usize),
+    key: Padded,
+    value: Padded,
     header_count_pad: usize,
-    headers: Vec<((Vec<u8>, usize), (Option<Vec<u8>>, usize))>,
+    headers: Vec<((Vec<u8>, usize), Padded)>,
 }
 
-fn put_bytes(out: &mut Vec<u8>, (b, pad): &(Option<Vec<u8>>, usize)) {
+fn put_bytes(out: &mut Vec<u8>, (b, pad): &Padded) {
     match b {
         None => put_padded(out, -1, *pad),
         Some(b) => {
@@ -71,7 +74,7 @@ fn pad() -> impl Strategy<Value = usize> {
     prop_oneof![6 => Just(0usize), 1 => 1usize..=3, 2 => 3usize..=6, 1 => 7usize..=10]
 }
 
-fn bytes(max: usize) -> impl Strategy<Value = (Option<Vec<u8>>, usize)> {
+fn bytes(max: usize) -> impl Strategy<Value = Padded> {
     (
         proptest::option::weighted(0.9, proptest::collection::vec(any::<u8>(), 0..max)),
         pad(),
@@ -81,10 +84,7 @@ fn bytes(max: usize) -> impl Strategy<Value = (Option<Vec<u8>>, usize)> {
 fn spec(index: i64) -> impl Strategy<Value = Spec> {
     (
         pad(),
-        (
-            prop_oneof![Just(0i64), -1000i64..1000, any::<i64>()],
-            pad(),
-        ),
+        (prop_oneof![Just(0i64), -1000i64..1000, any::<i64>()], pad()),
         (
             // Mostly the right delta; sometimes a wrong one or one outside i32.
             prop_oneof![8 => Just(index), 1 => 0i64..4, 1 => Just(i32::MAX as i64 + 1 + index)],
@@ -233,7 +233,10 @@ fn varint_widths_are_those_of_the_format() {
     assert!(validate_records(&record(4, 0), 1).is_ok());
     assert!(validate_records(&record(5, 0), 1).is_err(), "6-byte varint");
     assert!(validate_records(&record(0, 9), 1).is_ok());
-    assert!(validate_records(&record(0, 10), 1).is_err(), "11-byte varlong");
+    assert!(
+        validate_records(&record(0, 10), 1).is_err(),
+        "11-byte varlong"
+    );
     for pad in 0..12 {
         assert_eq!(
             validate_records(&record(pad, 0), 1).is_ok(),

@@ -267,7 +267,8 @@ fn compressed_batches_are_decompressed_and_their_records_checked_on_append() {
         assert!(
             matches!(
                 RecordBatch::parse(&short),
-                Err(BatchError::BadRecord { record: 3, .. } | BatchError::BadVarint { record: 3, .. })
+                Err(BatchError::BadRecord { record: 3, .. }
+                    | BatchError::BadVarint { record: 3, .. })
             ),
             "{codec:?}: {:?}",
             RecordBatch::parse(&short)
