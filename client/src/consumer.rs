@@ -564,7 +564,9 @@ impl Consumer {
             match self.list_offset(tp, Spec::Earliest(true), 0).await {
                 Ok((_, start, end)) if pos.is_none_or(|p| p < start || p > end) => {
                     match self.reset(tp).await {
-                        Err(e) if e.is_retriable() => self.back_off(std::slice::from_ref(tp), &e).await,
+                        Err(e) if e.is_retriable() => {
+                            self.back_off(std::slice::from_ref(tp), &e).await
+                        }
                         other => other?,
                     }
                 }
