@@ -3,7 +3,8 @@
 //! `cargo bench -p rafka-bench --bench hot_paths`
 //!
 //! - producer: building a batch of 100-byte records and sealing it (CRC included);
-//! - broker edge: full validation of a produced batch (CRC and record framing);
+//! - broker edge: full validation of a produced batch (CRC and record framing), and of a
+//!   compressed one (decompressed first) for each codec;
 //! - stored batches: the checksum-only check of a batch read back or replicated;
 //! - partition log: appending a validated batch (one copy into the page cache, flush=os);
 //! - fetch: reading 1 MiB of batches as a slice of the mapping;
@@ -14,7 +15,10 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rafka_broker::log::{FlushPolicy, LogConfig, PartitionLog};
-use rafka_proto::batch::{verify_stored, BatchBuilder, Record, RecordBatch, Records, HEADER_LEN};
+use rafka_proto::batch::compression::compress;
+use rafka_proto::batch::{
+    verify_stored, BatchBuilder, Compression, Record, RecordBatch, Records, HEADER_LEN,
+};
 
 const RECORDS: usize = 1_000;
 const VALUE: [u8; 100] = [b'x'; 100];
@@ -53,7 +57,34 @@ fn produce_side(c: &mut Criterion) {
             black_box(n)
         })
     });
+    // A compressed batch is decompressed and its records checked on append.
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let packed = compressed_batch(codec);
+        g.bench_function(format!("validate {} (edge) 1000x100B", codec.name()), |b| {
+            b.iter(|| RecordBatch::parse(black_box(&packed)).expect("valid"))
+        });
+    }
     g.finish();
+}
+
+/// [`batch`]'s records, compressed with `codec`, values varied enough not to vanish.
+fn compressed_batch(codec: Compression) -> Bytes {
+    let mut b = BatchBuilder::with_capacity(RECORDS * 120);
+    for i in 0..RECORDS {
+        let value = format!("{i:08}-{}", "payload ".repeat(11));
+        b.append(&Record {
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: None,
+            value: Some(value.as_bytes()),
+            headers: &[],
+        });
+    }
+    b.seal_compressed(codec, |s| compress(codec, s).ok())
 }
 
 fn log_side(c: &mut Criterion) {

@@ -285,4 +285,28 @@ mod tests {
             assert!(err.contains(says), "{bad}: {err}");
         }
     }
+
+    #[test]
+    fn partition_limits_are_checked_per_topic_and_in_all() {
+        let config = BrokerConfig {
+            default_partitions: 3,
+            max_partitions_per_topic: 8,
+            max_partitions: 10,
+            ..Default::default()
+        };
+        assert_eq!(config.partitions_for(0, 0), Ok(3), "0 is the default");
+        assert_eq!(config.partitions_for(8, 2), Ok(8));
+        let per_topic = config.partitions_for(9, 0).unwrap_err();
+        assert!(
+            per_topic.contains("max_partitions_per_topic"),
+            "{per_topic}"
+        );
+        let in_all = config.partitions_for(8, 3).unwrap_err();
+        assert!(in_all.contains("11 in the cluster"), "{in_all}");
+        assert!(in_all.contains("max_partitions"), "{in_all}");
+        let defaults = BrokerConfig::default();
+        assert_eq!(defaults.partitions_for(10_000, 0), Ok(10_000));
+        assert!(defaults.partitions_for(10_001, 0).is_err());
+        assert!(defaults.partitions_for(10_000, 10_001).is_err());
+    }
 }

@@ -192,3 +192,45 @@ impl From<BrokerError> for Status {
         status
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_input_and_messages_are_bounded() {
+        assert_eq!(shown("orders").to_string(), "orders");
+        let exact = "é".repeat(MAX_QUOTED);
+        assert_eq!(
+            shown(&exact).to_string(),
+            exact,
+            "200 characters are shown whole"
+        );
+        let long = "é".repeat(1 << 19);
+        let quoted = shown(&long).to_string();
+        assert_eq!(
+            quoted,
+            format!("{}… (1048576 bytes)", "é".repeat(MAX_QUOTED))
+        );
+        let status = Status::from(BrokerError::UnknownTopic(long.clone()));
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(status.message().len() < 500, "{}", status.message().len());
+        // Whatever builds a message, the status stays small.
+        let status = Status::from(BrokerError::Internal(long));
+        assert!(status.message().len() <= MAX_MESSAGE + 32);
+        assert!(status.message().ends_with("(message cut)"));
+    }
+
+    #[test]
+    fn group_refusals_carry_their_kafka_name() {
+        let status = Status::from(BrokerError::Fenced {
+            code: "FENCED_MEMBER_EPOCH",
+            message: "member m sent epoch 9".into(),
+        });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(
+            status.metadata().get(ERROR_HEADER).unwrap(),
+            "FENCED_MEMBER_EPOCH"
+        );
+    }
+}

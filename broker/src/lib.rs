@@ -4,16 +4,15 @@
 //! log/        storage engine: segments on memory-mapped files, indexes, recovery, retention
 //! partition   a served partition: group-commit writer, high watermark
 //! cluster/    cluster metadata: brokers, topics, replica placement (group 0's state)
-//! raft/       openraft glue: the partition log as the Raft log, offsets-only state machine
-//! topics      the topic registry: partitions on disk, per-topic configs
-//! server/     tonic services (Broker, Admin), validation, data-dir lock, shutdown
-//! config      broker settings (TOML, flags, env) and Kafka-named topic configs
-//! error       BrokerError and its gRPC status codes
+//! raft/       openraft glue: the partition log as the Raft log, offsets-only state machine,
+//!             the peer service (Raft RPCs, metadata proposals sent on to the leader)
+//! group/      consumer groups: offsets in `__consumer_offsets`, membership, assignors
+//! topics      the topic registry: partitions on disk, per-topic configs, internal names
+//! server/     tonic services (Broker, Group, Admin), validation, data-dir lock, shutdown
+//! config      broker settings (TOML, flags, env), partition limits, Kafka-named topic configs
+//! error       BrokerError, its gRPC status codes, bounded quoting of client input
 //! cli/        the `rafka` command
 //! ```
-//!
-//! Raft replication, cluster metadata and consumer groups build on these and arrive as
-//! their own modules.
 
 pub mod cli;
 pub mod cluster;

@@ -307,3 +307,22 @@ impl TopicRegistry {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_names_are_refused_to_clients() {
+        assert!(is_internal("__consumer_offsets"));
+        assert!(is_internal("__anything"));
+        assert!(!is_internal("_schemas") && !is_internal("orders"));
+        let err = check_not_internal("__consumer_offsets", "delete").unwrap_err();
+        assert!(matches!(err, BrokerError::InternalTopic { .. }));
+        assert!(
+            err.to_string().contains("clients cannot delete it"),
+            "{err}"
+        );
+        assert!(check_not_internal("orders", "delete").is_ok());
+    }
+}

@@ -55,7 +55,8 @@ async fn start_cluster(n: u32) -> Vec<Broker> {
     brokers
 }
 
-/// Proposes `cmd` on whichever broker leads the metadata, once one does.
+/// Proposes `cmd` through the first broker (each sends it on to the metadata leader),
+/// once the metadata has a leader.
 async fn propose(brokers: &[Broker], cmd: Command) -> Result<(), BrokerError> {
     let outcome = std::sync::Mutex::new(None);
     eventually(
@@ -64,7 +65,7 @@ async fn propose(brokers: &[Broker], cmd: Command) -> Result<(), BrokerError> {
         || async {
             for b in brokers {
                 match b.node.propose(&cmd).await {
-                    Err(BrokerError::NotLeader { .. }) => continue,
+                    Err(BrokerError::NotLeader { .. } | BrokerError::Unavailable(_)) => continue,
                     other => {
                         *outcome.lock().unwrap() = Some(other);
                         return true;

@@ -314,7 +314,7 @@ mod tests {
         assert_eq!(s, before, "a failed command changes nothing");
         for bad in [
             create("../escape", 1, 1),
-            create("ok", 20_000, 1),
+            create("ok", crate::topics::MAX_PARTITIONS + 1, 1),
             Command::CreateTopic {
                 name: "cfg".into(),
                 partitions: 1,

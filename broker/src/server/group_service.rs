@@ -254,6 +254,7 @@ impl group_server::Group for GroupService {
         request: Request<v1::CommitOffsetsRequest>,
     ) -> Result<Response<v1::CommitOffsetsResponse>, Status> {
         let req = request.into_inner();
+        validate_group(&req.group).map_err(BrokerError::InvalidRequest)?;
         check_offsets(&req.offsets)?;
         // Kafka answers UNKNOWN_TOPIC_OR_PARTITION for these; an offset past the log end
         // is stored as given (Kafka does the same; the consumer's reset policy applies
