@@ -59,6 +59,17 @@ fn batch_with_offset_delta(varint: &[u8]) -> Vec<u8> {
     buf
 }
 
+/// A one-record batch flagged with `codec` whose records section is `section`.
+fn one_record_with_section(codec: Compression, section: Vec<u8>) -> Bytes {
+    let mut b = BatchBuilder::new();
+    b.append(&Record {
+        timestamp: 1_000,
+        value: Some(b"v"),
+        ..Default::default()
+    });
+    b.seal_compressed(codec, |_| Some(section))
+}
+
 async fn broker_client(addr: &str) -> BrokerClient<Channel> {
     BrokerClient::connect(format!("http://{addr}"))
         .await
@@ -99,14 +110,8 @@ async fn what_the_broker_accepts_every_reader_decodes() {
         err.message()
     );
 
-    // An lz4 batch whose section is not lz4, and one whose records do not frame.
-    let mut b = BatchBuilder::new();
-    b.append(&Record {
-        timestamp: 1_000,
-        value: Some(b"v"),
-        ..Default::default()
-    });
-    let sealed = b.seal_compressed(Compression::Lz4, |_| Some(b"not lz4 at all".to_vec()));
+    // An lz4 batch whose section is not lz4, and a zstd one whose records do not frame.
+    let sealed = one_record_with_section(Compression::Lz4, b"not lz4 at all".to_vec());
     let err = c
         .produce(produce("t", 0, sealed.to_vec()))
         .await
@@ -117,14 +122,8 @@ async fn what_the_broker_accepts_every_reader_decodes() {
         "{}",
         err.message()
     );
-    let mut b = BatchBuilder::new();
-    b.append(&Record {
-        timestamp: 1_000,
-        value: Some(b"v"),
-        ..Default::default()
-    });
     let junk = rafka_proto::batch::compression::compress(Compression::Zstd, &[0xff; 32]).unwrap();
-    let sealed = b.seal_compressed(Compression::Zstd, |_| Some(junk));
+    let sealed = one_record_with_section(Compression::Zstd, junk);
     let err = c
         .produce(produce("t", 0, sealed.to_vec()))
         .await
