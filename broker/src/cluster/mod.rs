@@ -8,9 +8,11 @@
 //!
 //! - `placement`  spreading replicas and preferred leaders evenly over brokers
 //! - `node`       a broker's part: runs group 0, starts/stops partition groups per metadata
+//! - `replica`    one partition replica: log + Raft group, produce per acks, retention
 
 pub mod node;
 pub mod placement;
+pub mod replica;
 
 use std::collections::BTreeMap;
 

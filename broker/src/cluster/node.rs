@@ -16,22 +16,18 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
-use rafka_proto::batch::ValidatedBatch;
-use rafka_proto::v1::Acks;
 use tokio::sync::watch;
 
 use super::{ClusterState, Command, MetadataError, MetadataStateMachine, PartitionEntry};
 use crate::config::apply_topic_configs;
 use crate::error::BrokerError;
-use crate::log::{LogConfig, LogReader, PartitionLog};
-use crate::raft::log_store::{EntryReader, LocalAcks, RaftLogStore};
-use crate::raft::network::{GroupNetwork, PeerChannels, PeerService, RaftGroups};
-use crate::raft::state_machine::{PartitionStateMachine, SmStorage};
+use crate::log::LogConfig;
+use crate::raft::group::{initialize, open_group, OpenedGroup};
+use crate::raft::network::{PeerChannels, PeerService, RaftGroups};
 use crate::raft::types::{AppendResult, BatchData, TypeConfig};
 
+pub use super::replica::{Landed, ReplicatedPartition, COMMIT_TIMEOUT};
 pub use crate::raft::METADATA_GROUP;
-/// Longest a produce waits for a majority to commit its batches.
-pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// First wait before a failed reconciliation is retried; it doubles up to the maximum.
 const RECONCILE_RETRY_MIN: Duration = Duration::from_millis(500);
 /// Longest wait between retries of a failed reconciliation.
@@ -39,342 +35,8 @@ const RECONCILE_RETRY_MAX: Duration = Duration::from_secs(10);
 /// Directory of the metadata log.
 pub const METADATA_DIR: &str = "__cluster_metadata-0";
 
-fn raft_config() -> Arc<openraft::Config> {
-    let config = openraft::Config {
-        cluster_name: "rafka".into(),
-        // Heartbeats every 150 ms (also openraft's AppendEntries timeout) and elections
-        // after 1-2 s of silence: a two-core machine running three brokers with a
-        // hundred-odd groups each delays heartbeats by hundreds of milliseconds under
-        // full load, and tighter settings (100 ms / 0.5-1 s) set off election storms
-        // there. A leader's death still moves its partitions within about 2-3 s.
-        heartbeat_interval: 150,
-        election_timeout_min: 1000,
-        election_timeout_max: 2000,
-        // An AppendEntries must arrive within one heartbeat interval (openraft's RPC
-        // timeout): cap its entries (batches of up to a few hundred KiB) so that a
-        // follower far behind catches up in many small rounds instead of timing out on
-        // one huge request again and again.
-        max_payload_entries: 32,
-        // Snapshots hold offsets, not data, and are cheap: take one every 10,000 entries
-        // so a restart replays little. Entries are purged only when retention deletes
-        // their data (see `ReplicatedPartition::apply_retention`), so a lagging replica
-        // catches up from the log whenever the leader still has it.
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
-        max_in_snapshot_log_to_keep: u64::MAX,
-        ..Default::default()
-    };
-    Arc::new(config.validate().expect("static Raft config is valid"))
-}
-
 fn internal(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::Internal(e.to_string())
-}
-
-/// Opens a partition log and its Raft group.
-async fn open_group<A: crate::raft::state_machine::Applier>(
-    node: u64,
-    group: u64,
-    dir: &Path,
-    config: LogConfig,
-    channels: &PeerChannels,
-) -> Result<
-    (
-        Raft<TypeConfig>,
-        Arc<Mutex<PartitionLog>>,
-        PartitionStateMachine<A>,
-        LocalAcks,
-        EntryReader,
-    ),
-    BrokerError,
-> {
-    let open_dir = dir.to_path_buf();
-    let log = tokio::task::spawn_blocking(move || PartitionLog::open(open_dir, config))
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
-    let log = Arc::new(Mutex::new(log));
-    let store = RaftLogStore::open(dir, log.clone())
-        .map_err(internal)?
-        .persist_committed(group == METADATA_GROUP);
-    let local_acks = store.local_acks();
-    let entries = store.entry_reader();
-    let sm = PartitionStateMachine::<A>::open(SmStorage {
-        dir: dir.to_path_buf(),
-        log: log.clone(),
-        reset_pending: store.reset_flag(),
-        entries: entries.clone(),
-        raft_state: store.state_handle(),
-        snapshot_at: Arc::new(std::sync::atomic::AtomicU64::new(
-            crate::raft::state_machine::NO_TARGET,
-        )),
-    })
-    .map_err(internal)?;
-    let network = GroupNetwork::new(group, channels.clone());
-    let raft = Raft::new(node, raft_config(), network, store, sm.clone())
-        .await
-        .map_err(internal)?;
-    Ok((raft, log, sm, local_acks, entries))
-}
-
-/// Initializes a group unless it already is.
-async fn initialize(raft: &Raft<TypeConfig>, members: BTreeMap<u64, BasicNode>) {
-    if raft.is_initialized().await.unwrap_or(true) {
-        return;
-    }
-    if let Err(e) = raft.initialize(members).await {
-        tracing::debug!("group already initialized: {e}");
-    }
-}
-
-/// One replica of a partition on this broker.
-pub struct ReplicatedPartition {
-    /// Topic name.
-    pub topic: String,
-    /// Partition number.
-    pub partition: u32,
-    /// The partition's Raft group id.
-    pub group: u64,
-    node: u64,
-    raft: Raft<TypeConfig>,
-    log: Arc<Mutex<PartitionLog>>,
-    reader: LogReader,
-    sm: PartitionStateMachine,
-    dir: PathBuf,
-    /// The topic's config overrides this replica's log runs with.
-    configs: Mutex<BTreeMap<String, String>>,
-    segment_bytes: std::sync::atomic::AtomicU64,
-    local_acks: LocalAcks,
-    entries: EntryReader,
-}
-
-impl ReplicatedPartition {
-    /// Appends a batch through Raft; returns once a majority committed it. Without a
-    /// quorum for [`COMMIT_TIMEOUT`] it answers `Unavailable` (the batch may still
-    /// commit later, as with Kafka's request timeout).
-    pub async fn append(&self, batch: ValidatedBatch) -> Result<AppendResult, BrokerError> {
-        let write = self.raft.client_write(BatchData(batch.bytes().clone()));
-        let Ok(written) = tokio::time::timeout(COMMIT_TIMEOUT, write).await else {
-            return Err(BrokerError::Unavailable(format!(
-                "{}-{}: not committed within {COMMIT_TIMEOUT:?} (no quorum reachable?)",
-                self.topic, self.partition
-            )));
-        };
-        match written {
-            Ok(r) => Ok(r.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(self.not_leader(f.leader_id))
-            }
-            Err(e) => Err(BrokerError::Unavailable(format!(
-                "{}-{}: {e}",
-                self.topic, self.partition
-            ))),
-        }
-    }
-
-    /// Appends batches in order and answers per `acks`: `All` once a majority committed
-    /// each, `Leader` once each is in this leader's log (durable per its `flush`), `None`
-    /// once Raft has taken them (no offsets). Off the leader nothing is appended and the
-    /// answer names the leader.
-    pub async fn append_all(
-        &self,
-        batches: Vec<ValidatedBatch>,
-        acks: Acks,
-    ) -> Result<Option<Vec<AppendResult>>, BrokerError> {
-        if !self.is_leader() {
-            return Err(self.not_leader(self.leader()));
-        }
-        // Futures are first polled in order, so the batches enter the log in order.
-        let results: Vec<Result<AppendResult, BrokerError>> = match acks {
-            Acks::None => {
-                for b in batches {
-                    self.raft
-                        .client_write_ff(BatchData(b.bytes().clone()))
-                        .await
-                        .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-                }
-                return Ok(None);
-            }
-            Acks::All => {
-                futures::future::join_all(batches.into_iter().map(|b| self.append(b))).await
-            }
-            Acks::Leader => {
-                futures::future::join_all(batches.into_iter().map(|b| self.append_local(b))).await
-            }
-        };
-        results.into_iter().collect::<Result<Vec<_>, _>>().map(Some)
-    }
-
-    /// Proposes a batch and returns once it is in this leader's log (or committed, or
-    /// refused, whichever comes first).
-    async fn append_local(&self, batch: ValidatedBatch) -> Result<AppendResult, BrokerError> {
-        let bytes = batch.bytes().clone();
-        let local = self.local_acks.register(&bytes);
-        let committed = match self.raft.client_write_ff(BatchData(bytes.clone())).await {
-            Ok(rx) => rx,
-            Err(e) => {
-                self.local_acks.forget(&bytes);
-                return Err(BrokerError::Unavailable(e.to_string()));
-            }
-        };
-        let mut committed = Box::pin(committed);
-        let outcome = tokio::time::timeout(COMMIT_TIMEOUT, async {
-            tokio::select! {
-                Ok((base_offset, next_offset)) = local => (true, Ok(AppendResult {
-                    base_offset,
-                    next_offset,
-                    error: None,
-                })),
-                answer = &mut committed => (false, match answer {
-                    Ok(Ok(r)) => Ok(r.data),
-                    Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(self.not_leader(f.leader_id)),
-                    Ok(Err(e)) => Err(BrokerError::Unavailable(e.to_string())),
-                    Err(_) => Err(BrokerError::Unavailable("the Raft group stopped".into())),
-                }),
-            }
-        })
-        .await;
-        self.local_acks.forget(&bytes);
-        if let Ok((true, _)) = outcome {
-            // Keep listening for the commit: Raft answers it whether or not we wait.
-            tokio::spawn(async move {
-                let _ = committed.await;
-            });
-        }
-        outcome.map(|(_, r)| r).unwrap_or_else(|_| {
-            Err(BrokerError::Unavailable(format!(
-                "{}-{}: not appended within {COMMIT_TIMEOUT:?}",
-                self.topic, self.partition
-            )))
-        })
-    }
-
-    /// True while this replica leads its group.
-    pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        m.current_leader == Some(self.node) && m.state == openraft::ServerState::Leader
-    }
-
-    /// The redirect to answer off the leader (never to this broker itself: one that
-    /// names itself but does not lead is between terms, so the leader is unknown).
-    pub fn not_leader(&self, leader: Option<u64>) -> BrokerError {
-        BrokerError::NotLeader {
-            what: format!("{}-{}", self.topic, self.partition),
-            leader: leader.filter(|&l| l != self.node),
-        }
-    }
-
-    /// The leader, if another broker leads (not this one, and not unknown).
-    pub fn leader_elsewhere(&self) -> Option<u64> {
-        self.leader().filter(|&l| l != self.node)
-    }
-
-    /// Records below this are committed.
-    pub fn high_watermark(&self) -> u64 {
-        self.sm.high_watermark()
-    }
-
-    /// Notified whenever the high watermark moves.
-    pub fn watch_high_watermark(&self) -> watch::Receiver<u64> {
-        self.sm.watch_high_watermark()
-    }
-
-    /// Largest batch the log takes (the topic's `segment.bytes`).
-    pub fn segment_bytes(&self) -> u64 {
-        self.segment_bytes
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// On the leader: how many entries each follower is behind its log.
-    pub fn replica_lags(&self) -> Vec<(u32, u64)> {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        let Some(replication) = &m.replication else {
-            return Vec::new();
-        };
-        let end = m.last_log_index.map_or(0, |i| i + 1);
-        replication
-            .iter()
-            .filter(|(id, _)| **id != self.node)
-            .map(|(id, matched)| {
-                let have = matched.map_or(0, |l| l.index + 1);
-                (*id as u32, end.saturating_sub(have))
-            })
-            .collect()
-    }
-
-    /// Applies changed topic configs to the running log.
-    fn update_config(&self, configs: &BTreeMap<String, String>, config: LogConfig) {
-        let mut current = self.configs.lock().unwrap_or_else(|e| e.into_inner());
-        if *current == *configs {
-            return;
-        }
-        self.segment_bytes
-            .store(config.segment_bytes, std::sync::atomic::Ordering::Relaxed);
-        if let Err(e) = self.with_log(|log| log.set_config(config)) {
-            tracing::warn!(topic = %self.topic, partition = self.partition, "config change: {e}");
-        }
-        *current = configs.clone();
-    }
-
-    /// Retention on a replica: when `retention.ms` / `retention.bytes` would delete
-    /// segments, snapshot the state (offsets only) past their last entry and purge the
-    /// Raft log up to it; the purge deletes the segments. Each replica does this on its
-    /// own, as Kafka replicas do; a follower that later needs purged entries gets the
-    /// snapshot and restarts its log at the leader's log start. Returns whether a purge
-    /// was requested.
-    pub async fn apply_retention(&self) -> Result<bool, BrokerError> {
-        let cut = self.with_log(|log| log.retention_cut(std::time::SystemTime::now()));
-        let Some(index) = cut.and_then(|c| self.entries.last_index_below(c)) else {
-            return Ok(false);
-        };
-        let (applied, snapshot) = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            (m.last_applied.map(|l| l.index), m.snapshot.map(|l| l.index))
-        };
-        if applied.is_none_or(|a| a < index) {
-            return Ok(false); // not applied here yet: a later round purges it
-        }
-        if snapshot.is_none_or(|s| s < index) {
-            self.sm.snapshot_at(index);
-            self.raft.trigger().snapshot().await.map_err(internal)?;
-            self.raft
-                .wait(Some(COMMIT_TIMEOUT))
-                .metrics(
-                    |m| m.snapshot.is_some_and(|s| s.index >= index),
-                    "snapshot past the retention cut",
-                )
-                .await
-                .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-        }
-        self.raft
-            .trigger()
-            .purge_log(index)
-            .await
-            .map_err(internal)?;
-        Ok(true)
-    }
-
-    /// Runs `f` on the replica's log (flushes, config changes).
-    pub fn with_log<T>(&self, f: impl FnOnce(&mut PartitionLog) -> T) -> T {
-        f(&mut self.log.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Concurrent reads of the replica's log.
-    pub fn reader(&self) -> &LogReader {
-        &self.reader
-    }
-
-    /// The current leader, as this replica knows it.
-    pub fn leader(&self) -> Option<u64> {
-        self.raft.metrics().borrow().current_leader
-    }
-
-    /// The Raft handle (tests and metrics).
-    pub fn raft(&self) -> &Raft<TypeConfig> {
-        &self.raft
-    }
 }
 
 /// This broker's membership in the cluster.
@@ -412,14 +74,16 @@ impl ClusterNode {
         }
         let channels = PeerChannels::default();
         let groups = RaftGroups::default();
-        let (metadata, _, metadata_sm, _, _) = open_group(
+        let opened = open_group::<ClusterState>(
             id as u64,
             METADATA_GROUP,
             &data_dir.join(METADATA_DIR),
             defaults.clone(),
             &channels,
         )
-        .await?;
+        .await
+        .map_err(internal)?;
+        let (metadata, metadata_sm) = (opened.raft, opened.sm);
         groups.insert(METADATA_GROUP, metadata.clone());
         if peers.keys().next() == Some(&id) {
             initialize(&metadata, members(&peers, peers.keys().copied())).await;
@@ -722,8 +386,15 @@ impl ClusterNode {
     ) -> Result<(), BrokerError> {
         let dir = self.data_dir.join(format!("{topic}-{partition}"));
         let segment_bytes = config.segment_bytes;
-        let (raft, log, sm, local_acks, entries) =
-            open_group(self.id as u64, entry.group, &dir, config, &self.channels).await?;
+        let OpenedGroup {
+            raft,
+            log,
+            sm,
+            local_acks,
+            entries,
+        } = open_group(self.id as u64, entry.group, &dir, config, &self.channels)
+            .await
+            .map_err(internal)?;
         self.groups.insert(entry.group, raft.clone());
         if entry.replicas.first() == Some(&self.id) {
             let replicas = entry.replicas.iter().copied();

@@ -13,6 +13,7 @@
 //! - `state_file`     vote, committed and purged log ids, persisted per partition
 //! - `log_store`      `RaftLogStorage` over the partition log
 //! - `flusher`        syncs the log off openraft's core task, many appends per sync
+//! - `group`          opening a group: log, store, state machine, network, Raft settings
 //! - `network`        the peer gRPC service carrying every group, and its clients
 //! - `state_machine`  `RaftStateMachine`: offsets only; the data stays in the log
 //!
@@ -26,6 +27,7 @@ pub const METADATA_GROUP: u64 = 0;
 
 pub mod entry;
 pub mod flusher;
+pub mod group;
 pub mod log_store;
 pub mod network;
 pub mod state_file;
