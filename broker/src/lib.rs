@@ -2,12 +2,12 @@
 //!
 //! ```text
 //! log/        storage engine: segments on memory-mapped files, indexes, recovery, retention
-//! partition   a served partition: group-commit writer, high watermark
 //! cluster/    cluster metadata: brokers, topics, replica placement (group 0's state)
 //! raft/       openraft glue: the partition log as the Raft log, offsets-only state machine,
 //!             the peer service (Raft RPCs, metadata proposals sent on to the leader)
 //! group/      consumer groups: offsets in `__consumer_offsets`, membership, assignors
-//! topics      the topic registry: partitions on disk, per-topic configs, internal names
+//! topics      topic names: validation, the reserved names of internal topics
+//! migrate     data directories of earlier releases
 //! server/     tonic services (Broker, Group, Admin), validation, data-dir lock, shutdown
 //! config      broker settings (TOML, flags, env), partition limits, Kafka-named topic configs
 //! error       BrokerError, its gRPC status codes, bounded quoting of client input
@@ -20,7 +20,7 @@ pub mod config;
 pub mod error;
 pub mod group;
 pub mod log;
-pub mod partition;
+pub mod migrate;
 pub mod raft;
 pub mod server;
 pub mod topics;

@@ -59,7 +59,7 @@ async fn launch(
     };
     tweak(&mut config);
     let server = Server::open(config).await.expect("open broker");
-    let node = server.cluster().expect("a cluster member").clone();
+    let node = server.cluster().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.serve(listener, async {
         let _ = stopped.await;

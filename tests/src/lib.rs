@@ -131,11 +131,12 @@ impl TestBroker {
             data_dir: dir.path().to_path_buf(),
             ..Default::default()
         };
-        tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a free port");
-        let addr = listener.local_addr().expect("local addr").to_string();
+        config.listen = listener.local_addr().expect("local addr");
+        tweak(&mut config);
+        let addr = config.listen.to_string();
         let server = rafka_broker::server::Server::open(config)
             .await
             .expect("open broker");

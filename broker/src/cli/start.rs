@@ -133,6 +133,8 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let bound = listener.local_addr()?;
+    // The address the broker registers for itself is the one it got (`--listen :0`).
+    config.listen = bound;
     let server = Server::open(config).await?;
     // Scripts and tests read this line to learn the port.
     println!("rafka broker listening on {bound}");

@@ -141,6 +141,15 @@ impl ClusterNode {
         &self.peers
     }
 
+    /// Broker `id`'s address as registered in the metadata (else as configured).
+    pub fn broker_address(&self, id: u32) -> Option<String> {
+        self.state()
+            .brokers
+            .get(&id)
+            .map(|b| b.address.clone())
+            .or_else(|| self.peer_address(id).map(str::to_string))
+    }
+
     /// A configured peer's address.
     pub fn peer_address(&self, id: u32) -> Option<&str> {
         self.peers.get(&id).map(String::as_str)

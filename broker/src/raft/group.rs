@@ -105,9 +105,17 @@ pub async fn open_group<A: Applier>(
     })
 }
 
-/// Initializes a group unless it already is.
+/// Initializes a group with `members` unless it already is. A group whose only member is
+/// this node, already initialized (a restart), elects itself at once instead of waiting
+/// out an election timeout.
 pub async fn initialize(raft: &Raft<TypeConfig>, members: BTreeMap<u64, BasicNode>) {
     if raft.is_initialized().await.unwrap_or(true) {
+        let me = raft.metrics().borrow().id;
+        if members.len() == 1 && members.contains_key(&me) {
+            if let Err(e) = raft.trigger().elect().await {
+                tracing::debug!("electing a group of one: {e}");
+            }
+        }
         return;
     }
     if let Err(e) = raft.initialize(members).await {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rafka_proto::v1::{self, admin_server};
 use tonic::{Request, Response, Status};
 
-use super::Shared;
+use super::{catalog, Shared};
 use crate::topics::check_not_internal;
 
 pub(crate) struct AdminService {
@@ -27,11 +27,7 @@ impl admin_server::Admin for AdminService {
         let req = request.into_inner();
         check_not_internal(&req.name, "create")?;
         let name = req.name.clone();
-        let topic = self
-            .shared
-            .backend
-            .create_topic(req, &self.shared.config)
-            .await?;
+        let topic = catalog::create_topic(&self.shared.node, req, &self.shared.config).await?;
         tracing::info!(topic = %name, partitions = topic.partitions.len(), "created topic");
         Ok(Response::new(v1::CreateTopicResponse {
             topic: Some(topic),
@@ -44,7 +40,7 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
         let name = request.into_inner().name;
         check_not_internal(&name, "delete")?;
-        self.shared.backend.delete_topic(name.clone()).await?;
+        catalog::delete_topic(&self.shared.node, name.clone()).await?;
         tracing::info!(topic = %name, "deleted topic");
         Ok(Response::new(v1::DeleteTopicResponse {}))
     }
@@ -55,11 +51,12 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<v1::AlterTopicConfigResponse>, Status> {
         let req = request.into_inner();
         check_not_internal(&req.name, "alter the config of")?;
-        let topic = self
-            .shared
-            .backend
-            .alter_topic(req.name, req.configs.into_iter().collect())
-            .await?;
+        let topic = catalog::alter_topic(
+            &self.shared.node,
+            req.name,
+            req.configs.into_iter().collect(),
+        )
+        .await?;
         Ok(Response::new(v1::AlterTopicConfigResponse {
             topic: Some(topic),
         }))

@@ -12,11 +12,13 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::backend::Served;
-use super::Shared;
+use super::{catalog, Shared};
+use crate::cluster::node::ReplicatedPartition;
 use crate::error::BrokerError;
 use crate::log::LogError;
-use crate::topics::Topic;
+
+/// A partition served here.
+type Served = Arc<ReplicatedPartition>;
 
 /// Longest a fetch may wait for data.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -35,7 +37,7 @@ impl BrokerService {
     }
 
     async fn partition(&self, topic: &str, partition: u32) -> Result<Served, BrokerError> {
-        self.shared.backend.partition(topic, partition).await
+        catalog::partition(&self.shared.node, topic, partition).await
     }
 }
 
@@ -63,8 +65,8 @@ fn read_partition(
     let log_start = reader.log_start_offset();
     if offset > high_watermark && p.may_lag(offset) {
         return Ok(v1::PartitionData {
-            topic: p.topic().to_string(),
-            partition: p.id(),
+            topic: p.topic.clone(),
+            partition: p.partition,
             records: Bytes::new(),
             high_watermark,
             log_start_offset: log_start,
@@ -85,8 +87,8 @@ fn read_partition(
             .map_err(|e| p.log_error(e))?
     };
     Ok(v1::PartitionData {
-        topic: p.topic().to_string(),
-        partition: p.id(),
+        topic: p.topic.clone(),
+        partition: p.partition,
         records,
         high_watermark,
         log_start_offset: log_start,
@@ -121,7 +123,7 @@ async fn validate_produce(
     let mut seen = HashSet::new();
     let mut work = Vec::with_capacity(req.partitions.len());
     for p in &req.partitions {
-        let partition = shared.backend.partition(topic, p.partition).await?;
+        let partition = catalog::partition(&shared.node, topic, p.partition).await?;
         if !seen.insert(p.partition) {
             return Err(BrokerError::InvalidRequest(format!(
                 "partition {} appears twice in one produce request",
@@ -149,7 +151,7 @@ async fn validate_produce(
                     p.partition
                 )));
             }
-            let max = partition.max_batch_bytes();
+            let max = partition.segment_bytes();
             if b.bytes().len() as u64 > max {
                 return Err(partition.log_error(LogError::BatchTooLarge {
                     size: b.bytes().len(),
@@ -178,9 +180,9 @@ impl broker_server::Broker for BrokerService {
         // Everything is validated before anything is appended.
         let work = validate_produce(&self.shared, &req).await?;
         let appends = work.into_iter().map(|(partition, batches)| async move {
-            let landed = partition.append(batches, acks).await?;
+            let landed = partition.produce(batches, acks).await?;
             Ok::<_, BrokerError>(v1::ProducePartitionResult {
-                partition: partition.id(),
+                partition: partition.partition,
                 base_offsets: landed.base_offsets,
                 log_end_offset: landed.log_end_offset,
             })
@@ -232,8 +234,8 @@ impl broker_server::Broker for BrokerService {
                 if Instant::now() >= deadline {
                     return Err(BrokerError::Unavailable(format!(
                         "{}-{}: this replica's high watermark {} has not reached min_offset {min}",
-                        p.topic(),
-                        p.id(),
+                        p.topic,
+                        p.partition,
                         p.high_watermark()
                     ))
                     .into());
@@ -361,33 +363,8 @@ impl broker_server::Broker for BrokerService {
         request: Request<v1::MetadataRequest>,
     ) -> Result<Response<v1::MetadataResponse>, Status> {
         let req = request.into_inner();
-        let own = v1::BrokerInfo {
-            node_id: self.shared.config.node_id,
-            address: self.shared.address.clone(),
-        };
         Ok(Response::new(
-            self.shared.backend.metadata(&req.topics, &own).await?,
+            catalog::metadata(&self.shared.node, &req.topics).await?,
         ))
-    }
-}
-
-/// A topic as clients see it.
-pub(crate) fn topic_info(t: &Topic, node_id: u32) -> v1::TopicInfo {
-    v1::TopicInfo {
-        name: t.name().to_string(),
-        partitions: t
-            .partitions()
-            .iter()
-            .map(|p| v1::PartitionInfo {
-                partition: p.id(),
-                leader: node_id,
-                replicas: vec![node_id],
-                log_start_offset: p.reader().log_start_offset(),
-                high_watermark: p.high_watermark(),
-                size_bytes: p.reader().size_bytes(),
-                replica_progress: Vec::new(),
-            })
-            .collect(),
-        configs: t.config_map().into_iter().collect(),
     }
 }

@@ -8,8 +8,8 @@ use rafka_proto::batch::ValidatedBatch;
 use rafka_proto::v1::{self, group_server};
 use tonic::{Request, Response, Status};
 
-use super::backend::Served;
-use super::Shared;
+use super::{catalog, Shared};
+use crate::cluster::node::ReplicatedPartition;
 use crate::error::{shown, BrokerError};
 use crate::group::assign::Tp;
 use crate::group::membership::{GroupState, Heartbeat, MembershipError};
@@ -40,11 +40,14 @@ impl GroupService {
     }
 
     /// The offsets partition of `group`, creating the offsets topic on first use.
-    async fn offsets_partition(&self, group: &str) -> Result<(u32, Served), BrokerError> {
+    async fn offsets_partition(
+        &self,
+        group: &str,
+    ) -> Result<(u32, Arc<ReplicatedPartition>), BrokerError> {
         validate_group(group).map_err(BrokerError::InvalidRequest)?;
         let p = offsets_partition(group);
-        let backend = &self.shared.backend;
-        match backend.partition(OFFSETS_TOPIC, p).await {
+        let node = &self.shared.node;
+        match catalog::partition(node, OFFSETS_TOPIC, p).await {
             Err(BrokerError::UnknownTopic(_)) => {
                 let request = v1::CreateTopicRequest {
                     name: OFFSETS_TOPIC.into(),
@@ -56,11 +59,11 @@ impl GroupService {
                         ("segment.bytes".to_string(), (16u64 << 20).to_string()),
                     ]),
                 };
-                match backend.create_topic(request, &self.shared.config).await {
+                match catalog::create_topic(node, request, &self.shared.config).await {
                     Ok(_) | Err(BrokerError::TopicExists(_)) => {}
                     Err(e) => return Err(e),
                 }
-                Ok((p, backend.partition(OFFSETS_TOPIC, p).await?))
+                Ok((p, catalog::partition(node, OFFSETS_TOPIC, p).await?))
             }
             other => Ok((p, other?)),
         }
@@ -88,7 +91,7 @@ impl GroupService {
         served.check_writable().await?;
         let batches = ValidatedBatch::parse_all(&batch)
             .map_err(|(_, e)| BrokerError::Internal(format!("offsets batch: {e}")))?;
-        served.append(batches, v1::Acks::All).await?;
+        served.produce(batches, v1::Acks::All).await?;
         Ok(())
     }
 
@@ -113,7 +116,10 @@ impl GroupService {
 }
 
 /// Reads the offsets partition from where `cache` stopped up to its high watermark.
-fn catch_up(cache: &mut OffsetsCache, served: &Served) -> Result<(), BrokerError> {
+fn catch_up(
+    cache: &mut OffsetsCache,
+    served: &Arc<ReplicatedPartition>,
+) -> Result<(), BrokerError> {
     loop {
         let hw = served.high_watermark();
         let start = served.reader().log_start_offset();
@@ -217,8 +223,7 @@ impl group_server::Group for GroupService {
     ) -> Result<Response<v1::FindCoordinatorResponse>, Status> {
         let group = request.into_inner().group;
         let leader = match self.offsets_partition(&group).await {
-            Ok((_, Served::Local(..))) => self.shared.config.node_id,
-            Ok((_, Served::Replica(r))) => match r.leader() {
+            Ok((_, r)) => match r.leader() {
                 Some(l) => l as u32,
                 None => {
                     return Err(BrokerError::Unavailable(format!(
@@ -237,7 +242,7 @@ impl group_server::Group for GroupService {
         let address = if leader == self.shared.config.node_id {
             self.shared.address.clone()
         } else {
-            self.shared.backend.broker_address(leader).ok_or_else(|| {
+            self.shared.node.broker_address(leader).ok_or_else(|| {
                 Status::from(BrokerError::Unavailable(format!(
                     "coordinator {leader} has no known address"
                 )))
@@ -260,7 +265,7 @@ impl group_server::Group for GroupService {
         // is stored as given (Kafka does the same; the consumer's reset policy applies
         // when it reads from there).
         for o in &req.offsets {
-            match self.shared.backend.partition_count(&o.topic).await {
+            match catalog::partition_count(&self.shared.node, &o.topic) {
                 None => return Err(BrokerError::UnknownTopic(o.topic.clone()).into()),
                 Some(count) if o.partition >= count => {
                     return Err(BrokerError::UnknownPartition {
@@ -323,7 +328,7 @@ impl group_server::Group for GroupService {
         served.check_writable().await?;
         let mut partitions = BTreeMap::new();
         for t in &req.topics {
-            if let Some(n) = self.shared.backend.partition_count(t).await {
+            if let Some(n) = catalog::partition_count(&self.shared.node, t) {
                 partitions.insert(t.clone(), n);
             }
         }
@@ -369,15 +374,13 @@ impl group_server::Group for GroupService {
     ) -> Result<Response<v1::ListGroupsResponse>, Status> {
         let mut names = BTreeSet::new();
         for p in 0..OFFSETS_PARTITIONS {
-            let served = match self.shared.backend.partition(OFFSETS_TOPIC, p).await {
+            let served = match catalog::partition(&self.shared.node, OFFSETS_TOPIC, p).await {
                 Ok(s) => s,
                 Err(BrokerError::UnknownTopic(_)) => break,
                 Err(_) => continue,
             };
-            if let Served::Replica(r) = &served {
-                if !r.is_leader() {
-                    continue;
-                }
+            if !served.is_leader() {
+                continue;
             }
             let mut caches = self.caches.lock().await;
             let cache = caches.entry(p).or_default();
