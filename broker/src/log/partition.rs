@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use rafka_proto::batch::RecordBatch;
 
-use super::file::{parse_segment_name, sync_dir};
+use super::file::{self, parse_segment_name, sync_dir};
 use super::reader::{LogReader, Shared};
 use super::segment::{delete_files, ActiveSegment, SealedSegment, SyncHandle};
 use super::{FlushPolicy, LogConfig, LogError};
@@ -508,6 +508,37 @@ impl PartitionLog {
             }
         }
         Ok(out)
+    }
+
+    /// Sets the leader epoch of every batch to `epoch`, in place (the field lies outside
+    /// the checksum), and syncs: a log written without Raft adopted as the entries of one
+    /// Raft term. Returns how many batches were stamped.
+    pub fn stamp_leader_epochs(&mut self, epoch: i32) -> Result<usize, LogError> {
+        use std::os::unix::fs::FileExt;
+        let batches = self.batches()?;
+        let mut files: BTreeMap<u64, fs::File> = BTreeMap::new();
+        for (at, _) in &batches {
+            let path = file::segment_path(&self.dir, at.segment, file::LOG_EXT);
+            if !files.contains_key(&at.segment) {
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(LogError::io(&path))?;
+                files.insert(at.segment, f);
+            }
+            let position = at.position as u64 + rafka_proto::batch::field::LEADER_EPOCH as u64;
+            files[&at.segment]
+                .write_all_at(&epoch.to_be_bytes(), position)
+                .map_err(LogError::io(&path))?;
+        }
+        for (base, f) in &files {
+            f.sync_data().map_err(LogError::io(file::segment_path(
+                &self.dir,
+                *base,
+                file::LOG_EXT,
+            )))?;
+        }
+        Ok(batches.len())
     }
 
     /// Cuts the log at byte `pos` of segment `base` (a batch boundary), where the offset

@@ -9,6 +9,7 @@
 //! ```
 //!
 //! - `types`          the type config and aliases
+//! - `adopt`          a log written without Raft taken over as a one-voter group's log
 //! - `entry`          Raft entries ⇄ stored batches
 //! - `state_file`     vote, committed and purged log ids, persisted per partition
 //! - `log_store`      `RaftLogStorage` over the partition log
@@ -25,6 +26,7 @@
 /// Raft group of the cluster metadata; partition groups are numbered from 1.
 pub const METADATA_GROUP: u64 = 0;
 
+pub mod adopt;
 pub mod entry;
 pub mod flusher;
 pub mod group;

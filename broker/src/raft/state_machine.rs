@@ -99,6 +99,26 @@ pub struct SmStorage {
     pub raft_state: RaftStateHandle,
 }
 
+/// Writes the snapshot file of an ordinary partition whose state as of `meta` is
+/// `high_watermark` (adopting a log written without Raft, see `raft::adopt`).
+pub fn write_snapshot_file(
+    dir: &std::path::Path,
+    meta: &typ::SnapshotMeta,
+    high_watermark: u64,
+) -> std::io::Result<()> {
+    let file = SnapshotFile::<Offsets> {
+        meta: meta.clone(),
+        data: SmData {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            high_watermark,
+            app: Offsets,
+        },
+    };
+    let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
+    write_atomic(dir, SNAPSHOT_FILE, &bytes)
+}
+
 /// `SmStorage::snapshot_at` when no index was asked for.
 pub const NO_TARGET: u64 = u64::MAX;
 

@@ -34,6 +34,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::cluster::node::ClusterNode;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::migrate;
 
 /// State shared by the services.
 pub(crate) struct Shared {
@@ -63,7 +64,6 @@ impl Server {
             ))
         })?;
         let lock = lock::DirLock::acquire(&config.data_dir)?;
-        crate::migrate::check_data_dir(&config.data_dir)?;
         let defaults = config
             .topic_defaults()
             .map_err(|e| BrokerError::InvalidRequest(format!("broker config [log]: {e}")))?;
@@ -72,10 +72,26 @@ impl Server {
             .advertised_address
             .clone()
             .unwrap_or_else(|| config.listen.to_string());
+        let legacy = migrate::legacy_topics(&config.data_dir)?;
+        if let Some(topics) = &legacy {
+            if !peers.is_empty() {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "{} holds the topics of a single broker of an earlier release: start it \
+                     once without --peers (`rafka start --data-dir {0}`) to migrate it, then \
+                     grow the cluster from there",
+                    config.data_dir.display()
+                )));
+            }
+            migrate::adopt_partitions(&config.data_dir, topics, &defaults, config.node_id, &own)?;
+        }
         if peers.is_empty() {
             peers = BTreeMap::from([(config.node_id, own.clone())]);
         }
         let node = ClusterNode::start(config.node_id, &config.data_dir, peers, defaults).await?;
+        if let Some(topics) = legacy {
+            register_legacy_topics(&node, topics, &config).await?;
+            migrate::finish(&config.data_dir)?;
+        }
         let address = match &config.advertised_address {
             Some(a) => a.clone(),
             None => node
@@ -150,6 +166,36 @@ impl Server {
         shared.node.shutdown().await;
         result.map_err(|e| BrokerError::Internal(format!("server: {e}")))
     }
+}
+
+/// Migration step 2: creates the topics of an earlier release's single broker in the
+/// metadata group (one replica each, over the adopted logs) and waits for their leaders.
+async fn register_legacy_topics(
+    node: &ClusterNode,
+    topics: Vec<migrate::LegacyTopic>,
+    config: &BrokerConfig,
+) -> Result<(), BrokerError> {
+    // Whatever the limits now, the topics that exist are kept.
+    let unlimited = BrokerConfig {
+        max_partitions_per_topic: crate::topics::MAX_PARTITIONS,
+        max_partitions: u32::MAX,
+        ..config.clone()
+    };
+    for t in topics {
+        let request = rafka_proto::v1::CreateTopicRequest {
+            name: t.name.clone(),
+            partitions: t.partitions,
+            replication_factor: 1,
+            configs: t.configs.into_iter().collect(),
+        };
+        match catalog::create_topic(node, request, &unlimited).await {
+            Ok(_) | Err(BrokerError::TopicExists(_)) => {
+                tracing::info!(topic = %t.name, partitions = t.partitions, "migrated topic");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Retention and interval flushes until told to stop. Each replica applies retention
