@@ -519,16 +519,17 @@ impl PartitionLog {
         let mut files: BTreeMap<u64, fs::File> = BTreeMap::new();
         for (at, _) in &batches {
             let path = file::segment_path(&self.dir, at.segment, file::LOG_EXT);
-            if !files.contains_key(&at.segment) {
-                let f = fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(LogError::io(&path))?;
-                files.insert(at.segment, f);
-            }
+            let f = match files.entry(at.segment) {
+                std::collections::btree_map::Entry::Occupied(f) => f.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => v.insert(
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(LogError::io(&path))?,
+                ),
+            };
             let position = at.position as u64 + rafka_proto::batch::field::LEADER_EPOCH as u64;
-            files[&at.segment]
-                .write_all_at(&epoch.to_be_bytes(), position)
+            f.write_all_at(&epoch.to_be_bytes(), position)
                 .map_err(LogError::io(&path))?;
         }
         for (base, f) in &files {
