@@ -64,7 +64,7 @@ pub struct ProduceArgs {
     /// Producer linger in milliseconds.
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
-    /// none, lz4 or zstd.
+    /// none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none")]
     compression: String,
     /// Target records/s over all producers (0: as fast as possible).

@@ -144,12 +144,9 @@ impl ReplicatedPartition {
         })
         .await;
         self.local_acks.forget(&bytes);
-        if let Ok((true, _)) = outcome {
-            // Keep listening for the commit: Raft answers it whether or not we wait.
-            tokio::spawn(async move {
-                let _ = committed.await;
-            });
-        }
+        // The commit's answer, if not awaited, goes nowhere: Raft's send to a dropped
+        // receiver is a no-op.
+        drop(committed);
         outcome.map(|(_, r)| r).unwrap_or_else(|_| {
             Err(BrokerError::Unavailable(format!(
                 "{}-{}: not appended within {COMMIT_TIMEOUT:?}",

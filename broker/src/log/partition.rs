@@ -199,10 +199,11 @@ impl PartitionLog {
         &mut self,
         batches: &[(&[u8], i32)],
     ) -> Result<(Vec<Appended>, Option<SyncHandle>), LogError> {
-        // Raft entries were fully validated by the leader that accepted them.
+        // Raft entries were validated by the leader that accepted them, and their
+        // checksums verified where they reached this replica.
         let parsed = batches
             .iter()
-            .map(|(b, e)| RecordBatch::parse_trusted(b).map(|b| (b, *e)))
+            .map(|(b, e)| RecordBatch::framed(b).map(|b| (b, *e)))
             .collect::<Result<Vec<_>, _>>()?;
         self.write(|log| {
             let out = parsed

@@ -94,12 +94,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Job>, local_acks: LocalAcks) {
         let result: Result<(), String> = if syncs.is_empty() {
             Ok(())
         } else {
-            match tokio::task::spawn_blocking(move || syncs.iter().try_for_each(SyncHandle::sync))
-                .await
-            {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(e) => Err(format!("log sync task failed: {e}")),
-            }
+            sync_all(syncs).await
         };
         for job in jobs.drain(..) {
             match job {
@@ -118,6 +113,30 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Job>, local_acks: LocalAcks) {
                     let _ = tx.send(());
                 }
             }
+        }
+    }
+}
+
+/// Runs the syncs without holding up other tasks: on this worker thread (handing its
+/// other tasks to the rest of the runtime) where the runtime allows it, which spares a
+/// hop to the blocking pool and back per sync; else on the blocking pool.
+async fn sync_all(syncs: Vec<SyncHandle>) -> Result<(), String> {
+    let run = move || {
+        syncs
+            .iter()
+            .try_for_each(SyncHandle::sync)
+            .map_err(|e| e.to_string())
+    };
+    let multi_thread = matches!(
+        tokio::runtime::Handle::current().runtime_flavor(),
+        tokio::runtime::RuntimeFlavor::MultiThread
+    );
+    if multi_thread {
+        tokio::task::block_in_place(run)
+    } else {
+        match tokio::task::spawn_blocking(run).await {
+            Ok(r) => r,
+            Err(e) => Err(format!("log sync task failed: {e}")),
         }
     }
 }

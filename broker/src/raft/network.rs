@@ -365,6 +365,10 @@ impl RaftPeer for PeerService {
             .entries
             .into_iter()
             .map(|e| {
+                // The one check of the entry's bytes on this replica: its checksum (the
+                // leader validated its records; the log store trusts what passes here).
+                rafka_proto::batch::RecordBatch::parse_trusted(&e.batch)
+                    .map_err(|err| format!("entry {}: {err}", e.index))?;
                 decode_with(
                     e.batch,
                     LogId::new(CommittedLeaderId::new(e.term, 0), e.index),

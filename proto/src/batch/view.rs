@@ -167,6 +167,25 @@ impl<'a> RecordBatch<'a> {
         Self::exactly_one(buf, false)
     }
 
+    /// Takes `buf` as exactly one batch of this format version, checking only its length
+    /// field and magic: for bytes already checked in this process (a Raft leader's own
+    /// proposal, validated at the edge; a follower's entry, whose checksum the peer
+    /// service verified on arrival).
+    pub fn framed(buf: &'a [u8]) -> Result<Self, BatchError> {
+        let header = BatchHeader::parse(buf)?;
+        let actual = buf.len() - LOG_OVERHEAD;
+        if header.batch_length as i64 != actual as i64 {
+            return Err(BatchError::BadLength {
+                declared: header.batch_length as i64,
+                actual,
+            });
+        }
+        if header.magic != MAGIC {
+            return Err(BatchError::BadMagic(header.magic));
+        }
+        Ok(Self { buf, header })
+    }
+
     fn exactly_one(buf: &'a [u8], records: bool) -> Result<Self, BatchError> {
         let header = BatchHeader::parse(buf)?;
         let actual = buf.len() - LOG_OVERHEAD;
