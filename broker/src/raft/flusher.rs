@@ -1,11 +1,14 @@
-//! Syncs a Raft log off openraft's core task, many appends per sync.
+//! Syncs a Raft log and reports the appends durable, in append order, to openraft (its
+//! `LogFlushed` callback) and to `acks=leader` waiters.
 //!
 //! The store writes entries into the mapping at once (readable by replication streams
-//! as soon as `append` returns) and queues the sync here; the leader's disk sync then
-//! overlaps the AppendEntries round to its followers instead of preceding it, and
-//! appends that arrive while a sync runs share the next one (group commit). openraft is
-//! told an append is durable (its `LogFlushed` callback) only after its sync, in append
-//! order; so are `acks=leader` waiters.
+//! as soon as `append` returns) and queues the sync here. openraft 0.9 waits for each
+//! append's report before it runs its next command (`RaftCore::append_to_log`), so a
+//! group's appends are synced one `append` call at a time: a produce request's batches
+//! cost one sync each, and group commit happens only where openraft hands the store
+//! several entries at once (a follower's AppendEntries). The sync runs on the flusher's
+//! worker thread where the runtime allows it (measured: ~10% more single-node produce
+//! throughput than a hop to the blocking pool and back per sync).
 
 use bytes::Bytes;
 use openraft::storage::LogFlushed;
