@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
 use tokio::sync::watch;
@@ -32,6 +33,8 @@ pub use crate::raft::METADATA_GROUP;
 const RECONCILE_RETRY_MIN: Duration = Duration::from_millis(500);
 /// Longest wait between retries of a failed reconciliation.
 const RECONCILE_RETRY_MAX: Duration = Duration::from_secs(10);
+/// Replicas opened at once while reconciling.
+const PARALLEL_STARTS: usize = 16;
 /// Directory of the metadata log.
 pub const METADATA_DIR: &str = "__cluster_metadata-0";
 
@@ -88,6 +91,7 @@ impl ClusterNode {
         if peers.keys().next() == Some(&id) {
             initialize(&metadata, members(&peers, peers.keys().copied())).await;
         }
+        quiet_if_alone(&metadata, &peers.keys().copied().collect::<Vec<_>>(), id);
         let (stop, _) = watch::channel(false);
         let node = Arc::new(Self {
             id,
@@ -353,27 +357,20 @@ impl ClusterNode {
         }
         // One partition that cannot start (a full disk, a damaged log) must not keep
         // the others from starting: each is tried, and the failures reported together.
-        let mut failed = Vec::new();
-        for ((topic, partition), entry) in wanted {
-            let configs = &state.topics[&topic].configs;
-            let existing = self.running().get(&(topic.clone(), partition)).cloned();
-            let started = match apply_topic_configs(&self.defaults, configs) {
-                Err(e) => Err(BrokerError::InvalidRequest(e)),
-                Ok(config) => match existing {
-                    Some(p) => {
-                        p.update_config(configs, config);
-                        Ok(())
-                    }
-                    None => {
-                        self.start_replica(&topic, partition, entry, configs, config)
-                            .await
-                    }
-                },
-            };
-            if let Err(e) = started {
-                failed.push(format!("{topic}-{partition}: {e}"));
-            }
-        }
+        // Replicas open a few at a time (each opens a log and starts a Raft group: I/O
+        // and a little CPU), so thousands of partitions start in seconds.
+        let starts: Vec<(String, u32, PartitionEntry)> = wanted
+            .into_iter()
+            .map(|((t, p), e)| (t, p, e.clone()))
+            .collect();
+        let starts = starts
+            .into_iter()
+            .map(|(topic, partition, entry)| self.start_or_update(&state, topic, partition, entry));
+        let failed: Vec<String> = futures::stream::iter(starts)
+            .buffer_unordered(PARALLEL_STARTS)
+            .filter_map(|f| async move { f })
+            .collect()
+            .await;
         match failed.len() {
             0 => Ok(()),
             n => Err(BrokerError::Unavailable(format!(
@@ -381,6 +378,33 @@ impl ClusterNode {
                 failed.join("; ")
             ))),
         }
+    }
+
+    /// Applies the topic's configs to a running replica, or starts it; returns why it
+    /// could not, if it could not.
+    async fn start_or_update(
+        &self,
+        state: &ClusterState,
+        topic: String,
+        partition: u32,
+        entry: PartitionEntry,
+    ) -> Option<String> {
+        let configs = &state.topics[&topic].configs;
+        let existing = self.running().get(&(topic.clone(), partition)).cloned();
+        let started = match apply_topic_configs(&self.defaults, configs) {
+            Err(e) => Err(BrokerError::InvalidRequest(e)),
+            Ok(config) => match existing {
+                Some(p) => {
+                    p.update_config(configs, config);
+                    Ok(())
+                }
+                None => {
+                    self.start_replica(&topic, partition, &entry, configs, config)
+                        .await
+                }
+            },
+        };
+        started.err().map(|e| format!("{topic}-{partition}: {e}"))
     }
 
     /// Opens this broker's replica of `topic`-`partition` and adds it to the running ones;
@@ -409,6 +433,7 @@ impl ClusterNode {
             let replicas = entry.replicas.iter().copied();
             initialize(&raft, members(&self.peers, replicas)).await;
         }
+        quiet_if_alone(&raft, &entry.replicas, self.id);
         let reader = log.lock().unwrap_or_else(|e| e.into_inner()).reader();
         let replica = Arc::new(ReplicatedPartition {
             topic: topic.to_string(),
@@ -428,6 +453,15 @@ impl ClusterNode {
         self.running_mut()
             .insert((topic.to_string(), partition), replica);
         Ok(())
+    }
+}
+
+/// A group whose only replica is this broker has nobody to send heartbeats to and no
+/// election to time out (it elects itself when it starts): its ticks are switched off,
+/// so an idle partition of a single broker costs no timer work.
+fn quiet_if_alone(raft: &Raft<TypeConfig>, replicas: &[u32], me: u32) {
+    if replicas == [me] {
+        raft.runtime_config().tick(false);
     }
 }
 

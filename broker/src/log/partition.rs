@@ -56,7 +56,9 @@ pub struct PartitionLog {
     sealed: BTreeMap<u64, SealedSegment>,
     /// `None` only after a failure left no usable active segment (the log is poisoned).
     active: Option<ActiveSegment>,
-    poisoned: Option<String>,
+    /// Set by the first failed write or sync (also a deferred [`SyncHandle`]'s, wherever
+    /// it ran): the log then refuses writes until reopened.
+    poisoned: Arc<std::sync::OnceLock<String>>,
     last_sync: Instant,
 }
 
@@ -108,7 +110,7 @@ impl PartitionLog {
             shared,
             sealed,
             active: Some(active),
-            poisoned: None,
+            poisoned: Arc::default(),
             last_sync: Instant::now(),
         })
     }
@@ -213,7 +215,8 @@ impl PartitionLog {
             let handle = match log.config.flush {
                 FlushPolicy::Always => {
                     log.last_sync = Instant::now();
-                    log.active()?.take_sync()
+                    let poison = log.poisoned.clone();
+                    log.active()?.take_sync().map(|h| h.poisoning(poison))
                 }
                 _ => {
                     log.after_append()?;
@@ -331,7 +334,7 @@ impl PartitionLog {
         &mut self,
         op: impl FnOnce(&mut Self) -> Result<T, LogError>,
     ) -> Result<T, LogError> {
-        if let Some(cause) = &self.poisoned {
+        if let Some(cause) = self.poisoned.get() {
             return Err(LogError::Poisoned {
                 dir: self.dir.clone(),
                 cause: cause.clone(),
@@ -340,7 +343,7 @@ impl PartitionLog {
         let result = op(self);
         if let Err(e @ (LogError::Io { .. } | LogError::Corrupt { .. })) = &result {
             tracing::error!(dir = %self.dir.display(), "partition log poisoned: {e}");
-            self.poisoned = Some(e.to_string());
+            let _ = self.poisoned.set(e.to_string());
         }
         result
     }

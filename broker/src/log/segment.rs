@@ -364,6 +364,7 @@ impl ActiveSegment {
             map: self.map.clone(),
             range,
             path: self.view.path.clone(),
+            poison: None,
         })
     }
 
@@ -564,14 +565,36 @@ pub struct SyncHandle {
     map: Arc<MmapRaw>,
     range: Range<usize>,
     path: PathBuf,
+    /// The log a failed sync poisons.
+    poison: Option<Arc<std::sync::OnceLock<String>>>,
 }
 
 impl SyncHandle {
-    /// Forces the bytes to disk.
+    /// Makes a failed sync poison the log that `poison` belongs to.
+    pub(crate) fn poisoning(mut self, poison: Arc<std::sync::OnceLock<String>>) -> Self {
+        self.poison = Some(poison);
+        self
+    }
+
+    /// Forces the bytes to disk. A failure poisons the log the bytes belong to: after an
+    /// fsync error the page cache may have dropped the dirty pages, so what the log would
+    /// read back is unknown until it is reopened and recovered.
     pub fn sync(&self) -> Result<(), LogError> {
-        self.map
+        let result = self
+            .map
             .flush_range(self.range.start, self.range.end - self.range.start)
-            .map_err(LogError::io(&self.path))
+            .map_err(LogError::io(&self.path));
+        if let (Err(e), Some(poison)) = (&result, &self.poison) {
+            tracing::error!(path = %self.path.display(), "deferred sync failed; the log is poisoned: {e}");
+            let _ = poison.set(e.to_string());
+        }
+        result
+    }
+
+    /// Points the handle past the end of its mapping, so that its sync fails.
+    #[cfg(test)]
+    pub(crate) fn break_for_tests(&mut self) {
+        self.range = self.range.start..self.range.start + (1 << 40);
     }
 
     /// Folds `later` into this handle when both cover the same segment; otherwise gives

@@ -461,6 +461,36 @@ fn failed_write_poisons_the_log() {
 }
 
 #[test]
+fn a_failed_deferred_sync_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        flush: FlushPolicy::Always,
+        ..small(1 << 20)
+    };
+    let mut log = PartitionLog::open(dir.path().join("p0"), config).unwrap();
+    let first = batch(1, 100, 0, 1);
+    let (_, sync) = log.append_with_epochs_deferred(&[(&first, 1)]).unwrap();
+    let mut sync = sync.expect("flush=always leaves the sync to the caller");
+    sync.break_for_tests();
+    // The sync runs elsewhere (the Raft flusher's thread) and fails there.
+    assert!(std::thread::spawn(move || sync.sync())
+        .join()
+        .unwrap()
+        .is_err());
+    let second = batch(1, 100, 0, 2);
+    let err = log
+        .append_with_epochs_deferred(&[(&second, 1)])
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err, LogError::Poisoned { .. }), "{err}");
+    assert!(matches!(log.flush(), Err(LogError::Poisoned { .. })));
+    // Reopening recovers it.
+    drop(log);
+    let mut log = PartitionLog::open(dir.path().join("p0"), small(1 << 20)).unwrap();
+    log.append(&second).unwrap();
+}
+
+#[test]
 fn concurrent_readers_see_only_complete_batches() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(dir.path(), small(64 * 1024)).unwrap();

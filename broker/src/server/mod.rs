@@ -214,12 +214,17 @@ async fn run_background(shared: Arc<Shared>, mut stop: tokio::sync::watch::Recei
                 }
             }
             _ = flush.tick() => {
-                for p in shared.node.partitions().await {
-                    let flushed = tokio::task::spawn_blocking(move || p.with_log(|log| log.flush_if_due())).await;
-                    if let Ok(Err(e)) = flushed {
-                        tracing::warn!("flush: {e}");
+                // One blocking task per round, not one per partition: a broker with
+                // thousands of idle partitions must not pay a thread hand-off for each.
+                let partitions = shared.node.partitions().await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    for p in partitions {
+                        if let Err(e) = p.with_log(|log| log.flush_if_due()) {
+                            tracing::warn!(topic = %p.topic, partition = p.partition, "flush: {e}");
+                        }
                     }
-                }
+                })
+                .await;
             }
         }
     }
