@@ -11,6 +11,7 @@
 //! server/     tonic services (Broker, Group, Admin), validation, data-dir lock, shutdown
 //! config      broker settings (TOML, flags, env), partition limits, Kafka-named topic configs
 //! error       BrokerError, its gRPC status codes, bounded quoting of client input
+//! tasks       the broker's cancellation token and task tracker
 //! cli/        the `rafka` command
 //! ```
 
@@ -23,4 +24,5 @@ pub mod log;
 pub mod migrate;
 pub mod raft;
 pub mod server;
+pub mod tasks;
 pub mod topics;

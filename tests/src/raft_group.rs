@@ -44,7 +44,12 @@ impl<A: Applier> Node<A> {
             ..LogConfig::default()
         };
         let log = Arc::new(Mutex::new(PartitionLog::open(dir.path(), config).unwrap()));
-        let store = RaftLogStore::open(dir.path(), log.clone()).unwrap();
+        let store = RaftLogStore::open(
+            dir.path(),
+            log.clone(),
+            &rafka_broker::tasks::Tasks::default(),
+        )
+        .unwrap();
         let sm = PartitionStateMachine::<A>::new();
         let raft_config = openraft::Config {
             heartbeat_interval: 100,

@@ -130,3 +130,33 @@ async fn subscribe_streams_appends_in_order() {
     }
     assert_eq!(next, 50);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_subscribe_streams() {
+    let (broker, producer, mut client) = setup().await;
+    producer
+        .send(ProducerRecord::new("p", "before"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut stream = client
+        .subscribe(SubscribeRequest {
+            topic: "p".into(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.next().await.unwrap().is_ok(), "the first batch");
+    // The stream is open and idle; a graceful shutdown must not wait for its client.
+    tokio::time::timeout(Duration::from_secs(30), broker.stop())
+        .await
+        .expect("the broker shut down with a stream open");
+    let end = tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("the stream ended");
+    assert!(!matches!(end, Some(Ok(_))), "{end:?}");
+}

@@ -36,9 +36,15 @@ async fn start_cluster(n: u32) -> Vec<Broker> {
     for (i, listener) in listeners.into_iter().enumerate() {
         let dir = tempfile::tempdir().unwrap();
         let id = i as u32 + 1;
-        let node = ClusterNode::start(id, dir.path(), peers.clone(), LogConfig::default())
-            .await
-            .unwrap();
+        let node = ClusterNode::start(
+            id,
+            dir.path(),
+            peers.clone(),
+            LogConfig::default(),
+            rafka_broker::tasks::Tasks::default(),
+        )
+        .await
+        .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(
             tonic::transport::Server::builder()

@@ -26,6 +26,7 @@ use crate::log::LogConfig;
 use crate::raft::group::{initialize, open_group, OpenedGroup};
 use crate::raft::network::{PeerChannels, PeerService, RaftGroups};
 use crate::raft::types::{AppendResult, BatchData, TypeConfig};
+use crate::tasks::Tasks;
 
 pub use super::replica::{Landed, ReplicatedPartition, COMMIT_TIMEOUT};
 pub use crate::raft::METADATA_GROUP;
@@ -58,17 +59,20 @@ pub struct ClusterNode {
     reconciling: tokio::sync::Mutex<()>,
     /// Bumped after every reconciliation.
     reconciled: watch::Sender<u64>,
-    stop: watch::Sender<bool>,
+    /// The broker's token and tracker: the follower loop, flushers.
+    tasks: Tasks,
 }
 
 impl ClusterNode {
     /// Starts the metadata group over `peers` (broker id → peer address, this broker
     /// included) and follows it. The lowest id initializes the group on first start.
+    /// What the node spawns belongs to `tasks`.
     pub async fn start(
         id: u32,
         data_dir: &Path,
         peers: BTreeMap<u32, String>,
         defaults: LogConfig,
+        tasks: Tasks,
     ) -> Result<Arc<Self>, BrokerError> {
         if !peers.contains_key(&id) {
             return Err(BrokerError::InvalidRequest(format!(
@@ -83,6 +87,7 @@ impl ClusterNode {
             &data_dir.join(METADATA_DIR),
             defaults.clone(),
             &channels,
+            &tasks,
         )
         .await
         .map_err(internal)?;
@@ -92,7 +97,6 @@ impl ClusterNode {
             initialize(&metadata, members(&peers, peers.keys().copied())).await;
         }
         quiet_if_alone(&metadata, &peers.keys().copied().collect::<Vec<_>>(), id);
-        let (stop, _) = watch::channel(false);
         let node = Arc::new(Self {
             id,
             data_dir: data_dir.to_path_buf(),
@@ -105,9 +109,9 @@ impl ClusterNode {
             partitions: std::sync::RwLock::default(),
             reconciling: tokio::sync::Mutex::new(()),
             reconciled: watch::channel(0).0,
-            stop,
+            tasks,
         });
-        tokio::spawn(Self::follow(node.clone()));
+        node.tasks.spawn(Self::follow(node.clone()));
         Ok(node)
     }
 
@@ -246,9 +250,14 @@ impl ClusterNode {
         self.running().get(&(topic.to_string(), partition)).cloned()
     }
 
+    /// The broker's token and tracker.
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
+
     /// Stops every group this broker runs and syncs their logs.
     pub async fn shutdown(&self) {
-        let _ = self.stop.send(true);
+        self.tasks.stop();
         let _reconciling = self.reconciling.lock().await;
         let stopping: Vec<_> = self.running_mut().drain().collect();
         for (_, p) in stopping {
@@ -265,7 +274,6 @@ impl ClusterNode {
     async fn follow(node: Arc<Self>) {
         let mut applied = node.metadata_sm.watch_high_watermark();
         let mut metrics = node.metadata.metrics();
-        let mut stop = node.stop.subscribe();
         // After a failed reconciliation (a full disk, say) it is retried on a timer as
         // well, since the metadata may not change again for a long time.
         let mut retry = None;
@@ -290,7 +298,9 @@ impl ClusterNode {
             tokio::select! {
                 changed = applied.changed() => if changed.is_err() { return },
                 changed = metrics.changed() => if changed.is_err() { return },
-                _ = stop.changed() => return,
+                // Checked here, not mid-reconciliation: a group being opened is either
+                // left running and listed (shutdown stops it) or not opened at all.
+                _ = node.tasks.stopped() => return,
                 _ = timer, if retry.is_some() => {}
             }
         }
@@ -317,7 +327,7 @@ impl ClusterNode {
 
     async fn reconcile(&self) -> Result<(), BrokerError> {
         let _reconciling = self.reconciling.lock().await;
-        if *self.stop.borrow() {
+        if self.tasks.is_stopped() {
             return Ok(());
         }
         let result = self.reconcile_now().await;
@@ -425,9 +435,16 @@ impl ClusterNode {
             sm,
             local_acks,
             entries,
-        } = open_group(self.id as u64, entry.group, &dir, config, &self.channels)
-            .await
-            .map_err(internal)?;
+        } = open_group(
+            self.id as u64,
+            entry.group,
+            &dir,
+            config,
+            &self.channels,
+            &self.tasks,
+        )
+        .await
+        .map_err(internal)?;
         self.groups.insert(entry.group, raft.clone());
         if entry.replicas.first() == Some(&self.id) {
             let replicas = entry.replicas.iter().copied();

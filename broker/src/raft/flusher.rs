@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::log_store::{LocalAck, LocalAcks};
 use super::types::TypeConfig;
 use crate::log::SyncHandle;
+use crate::tasks::Tasks;
 
 /// One append to report once durable.
 pub struct Flush {
@@ -35,25 +36,28 @@ enum Job {
 }
 
 /// The queue of a store's pending syncs; its task starts with the first job.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Flusher {
     tx: std::sync::Arc<std::sync::OnceLock<mpsc::UnboundedSender<Job>>>,
     local_acks: LocalAcks,
+    tasks: Tasks,
 }
 
 impl Flusher {
-    /// A flusher completing `local_acks` waiters.
-    pub fn new(local_acks: LocalAcks) -> Self {
+    /// A flusher completing `local_acks` waiters; its task is one of `tasks` (it ends
+    /// when the store that feeds it is dropped, after reporting every queued append).
+    pub fn new(local_acks: LocalAcks, tasks: Tasks) -> Self {
         Self {
             tx: Default::default(),
             local_acks,
+            tasks,
         }
     }
 
     fn sender(&self) -> &mpsc::UnboundedSender<Job> {
         self.tx.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run(rx, self.local_acks.clone()));
+            self.tasks.spawn(run(rx, self.local_acks.clone()));
             tx
         })
     }

@@ -13,6 +13,7 @@ use super::state_machine::{Applier, PartitionStateMachine, SmStorage};
 use super::types::TypeConfig;
 use super::METADATA_GROUP;
 use crate::log::{LogConfig, PartitionLog};
+use crate::tasks::Tasks;
 
 /// Why a group could not be opened (its log, its Raft state or openraft itself).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -69,6 +70,7 @@ pub async fn open_group<A: Applier>(
     dir: &Path,
     config: LogConfig,
     channels: &PeerChannels,
+    tasks: &Tasks,
 ) -> Result<OpenedGroup<A>, GroupError> {
     let open_dir = dir.to_path_buf();
     let log = tokio::task::spawn_blocking(move || PartitionLog::open(open_dir, config))
@@ -76,7 +78,7 @@ pub async fn open_group<A: Applier>(
         .map_err(|e| GroupError(format!("opening {}: {e}", dir.display())))?
         .map_err(|e| GroupError(e.to_string()))?;
     let log = Arc::new(Mutex::new(log));
-    let store = RaftLogStore::open(dir, log.clone())
+    let store = RaftLogStore::open(dir, log.clone(), tasks)
         .map_err(|e| GroupError(e.to_string()))?
         .persist_committed(group == METADATA_GROUP);
     let local_acks = store.local_acks();

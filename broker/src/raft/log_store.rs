@@ -21,6 +21,7 @@ use super::flusher::{Flush, Flusher};
 use super::state_file::RaftState;
 use super::types::{typ, TypeConfig};
 use crate::log::{Locator, LogReader, PartitionLog};
+use crate::tasks::Tasks;
 
 /// Where each un-purged entry is stored.
 #[derive(Debug, Default)]
@@ -199,8 +200,13 @@ pub struct RaftLogStore {
 }
 
 impl RaftLogStore {
-    /// Builds the store over an open partition log whose files live in `dir`.
-    pub fn open(dir: &Path, log: Arc<Mutex<PartitionLog>>) -> Result<Self, typ::StorageError> {
+    /// Builds the store over an open partition log whose files live in `dir`; its flusher
+    /// runs as one of `tasks`.
+    pub fn open(
+        dir: &Path,
+        log: Arc<Mutex<PartitionLog>>,
+        tasks: &Tasks,
+    ) -> Result<Self, typ::StorageError> {
         let state = RaftState::load(dir).map_err(read_err)?;
         let (batches, reader) = {
             let log = log.lock().unwrap_or_else(|e| e.into_inner());
@@ -241,7 +247,7 @@ impl RaftLogStore {
                 reader,
             },
             local_acks: local_acks.clone(),
-            flusher: Flusher::new(local_acks),
+            flusher: Flusher::new(local_acks, tasks.clone()),
             reset_pending: Arc::default(),
             persist_committed: false,
         })

@@ -8,6 +8,7 @@ use super::log_store::RaftLogStore;
 use super::state_machine::PartitionStateMachine;
 use super::types::{typ, TypeConfig};
 use crate::log::{FlushPolicy, LogConfig, PartitionLog};
+use crate::tasks::Tasks;
 
 struct Builder;
 
@@ -22,7 +23,7 @@ impl StoreBuilder<TypeConfig, RaftLogStore, PartitionStateMachine, tempfile::Tem
             ..LogConfig::default()
         };
         let log = PartitionLog::open(dir.path(), config).expect("open log");
-        let store = RaftLogStore::open(dir.path(), Arc::new(Mutex::new(log)))?;
+        let store = RaftLogStore::open(dir.path(), Arc::new(Mutex::new(log)), &Tasks::default())?;
         Ok((dir, store, PartitionStateMachine::new()))
     }
 }
@@ -56,7 +57,7 @@ async fn purge_deletes_segments_and_reopening_keeps_the_numbering() {
     let log = Arc::new(Mutex::new(
         PartitionLog::open(dir.path(), config.clone()).expect("open log"),
     ));
-    let store = RaftLogStore::open(dir.path(), log.clone()).unwrap();
+    let store = RaftLogStore::open(dir.path(), log.clone(), &Tasks::default()).unwrap();
     let storage = SmStorage {
         dir: dir.path().to_path_buf(),
         log: log.clone(),
@@ -137,7 +138,7 @@ async fn purge_deletes_segments_and_reopening_keeps_the_numbering() {
             }
         }
         let log = PartitionLog::open(dir.path(), config.clone()).expect("reopen log");
-        RaftLogStore::open(dir.path(), Arc::new(Mutex::new(log))).unwrap()
+        RaftLogStore::open(dir.path(), Arc::new(Mutex::new(log)), &Tasks::default()).unwrap()
     };
     for restore in [false, true] {
         let store = reopen(restore);

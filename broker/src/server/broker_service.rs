@@ -299,7 +299,8 @@ impl broker_server::Broker for BrokerService {
         // Fail fast on a bad starting offset.
         read_partition(&partition, req.offset, 1)?;
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
+        // The stream ends when the client goes, on an error, or at broker shutdown.
+        self.shared.node.tasks().spawn_until_stopped(async move {
             let mut offset = req.offset;
             let mut watch = partition.watch_high_watermark();
             loop {

@@ -35,6 +35,7 @@ use crate::cluster::node::ClusterNode;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::migrate;
+use crate::tasks::Tasks;
 
 /// State shared by the services.
 pub(crate) struct Shared {
@@ -87,7 +88,14 @@ impl Server {
         if peers.is_empty() {
             peers = BTreeMap::from([(config.node_id, own.clone())]);
         }
-        let node = ClusterNode::start(config.node_id, &config.data_dir, peers, defaults).await?;
+        let node = ClusterNode::start(
+            config.node_id,
+            &config.data_dir,
+            peers,
+            defaults,
+            Tasks::default(),
+        )
+        .await?;
         if let Some(topics) = legacy {
             register_legacy_topics(&node, topics, &config).await?;
             migrate::finish(&config.data_dir)?;
@@ -132,8 +140,8 @@ impl Server {
         let peer = RaftPeerServer::new(shared.node.peer_service())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let background = tokio::spawn(run_background(shared.clone(), stop_rx));
+        let tasks = shared.node.tasks().clone();
+        tasks.spawn_until_stopped(run_background(shared.clone()));
         let incoming = TcpListenerStream::new(listener).map(|conn| {
             if let Ok(c) = &conn {
                 let _ = c.set_nodelay(true);
@@ -158,12 +166,21 @@ impl Server {
                 group_service::GroupService::new(shared.clone()),
             ))
             .add_service(peer)
-            .serve_with_incoming_shutdown(incoming, shutdown)
+            .serve_with_incoming_shutdown(incoming, async {
+                shutdown.await;
+                // Streams and background loops end now; requests in flight finish.
+                tasks.stop();
+            })
             .await;
-        let _ = stop_tx.send(true);
-        let _ = background.await;
         tracing::info!("rafka broker stopping: syncing logs");
         shared.node.shutdown().await;
+        let left = tasks.shut_down(SHUTDOWN_WAIT).await;
+        if left > 0 {
+            tracing::warn!(
+                tasks = left,
+                "tasks still running at shutdown after {SHUTDOWN_WAIT:?}"
+            );
+        }
         result.map_err(|e| BrokerError::Internal(format!("server: {e}")))
     }
 }
@@ -198,14 +215,16 @@ async fn register_legacy_topics(
     Ok(())
 }
 
-/// Retention and interval flushes until told to stop. Each replica applies retention
-/// through its Raft group (snapshot, then purge).
-async fn run_background(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// Longest shutdown waits for the broker's tasks once its groups are stopped.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
+/// Retention and interval flushes, until the broker's token is cancelled. Each replica
+/// applies retention through its Raft group (snapshot, then purge).
+async fn run_background(shared: Arc<Shared>) {
     let mut retention = tokio::time::interval(shared.config.retention_check_interval());
     let mut flush = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
             _ = retention.tick() => {
                 for p in shared.node.partitions().await {
                     if let Err(e) = p.apply_retention().await {
