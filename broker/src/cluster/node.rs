@@ -15,8 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, Raft};
 use tokio::sync::watch;
 
 use super::{ClusterState, Command, MetadataError, MetadataStateMachine, PartitionEntry};
@@ -25,7 +23,7 @@ use crate::error::BrokerError;
 use crate::log::LogConfig;
 use crate::raft::group::{initialize, open_group, OpenedGroup};
 use crate::raft::network::{PeerChannels, PeerService, RaftGroups};
-use crate::raft::types::{AppendResult, BatchData, TypeConfig};
+use crate::raft::types::{typ, AppendResult, BatchData};
 use crate::tasks::Tasks;
 
 pub use super::replica::{Landed, ReplicatedPartition, COMMIT_TIMEOUT};
@@ -51,7 +49,7 @@ pub struct ClusterNode {
     defaults: LogConfig,
     groups: RaftGroups,
     channels: PeerChannels,
-    metadata: Raft<TypeConfig>,
+    metadata: typ::Raft,
     metadata_sm: MetadataStateMachine,
     /// Running replicas; read on every request, so never held across an await.
     partitions: std::sync::RwLock<HashMap<(String, u32), Arc<ReplicatedPartition>>>,
@@ -209,7 +207,7 @@ impl ClusterNode {
             .client_write(BatchData(batch.clone()))
             .await
             .map(|r| r.data);
-        if let Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) = &result {
+        if let Err(typ::RaftError::APIError(typ::ClientWriteError::ForwardToLeader(f))) = &result {
             if let Some(leader) = f.leader_id.filter(|&l| l != self.id as u64) {
                 let address = self.peer_address(leader as u32).ok_or_else(|| {
                     BrokerError::Unavailable(format!("metadata leader {leader} has no address"))
@@ -230,7 +228,7 @@ impl ClusterNode {
                 MetadataError::UnknownTopic(name) => BrokerError::UnknownTopic(name),
                 other => BrokerError::InvalidRequest(other.to_string()),
             }),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(typ::RaftError::APIError(typ::ClientWriteError::ForwardToLeader(f))) => {
                 Err(match f.leader_id {
                     None => BrokerError::Unavailable(
                         "the cluster metadata has no leader (election in progress)".into(),
@@ -476,7 +474,7 @@ impl ClusterNode {
 /// A group whose only replica is this broker has nobody to send heartbeats to and no
 /// election to time out (it elects itself when it starts): its ticks are switched off,
 /// so an idle partition of a single broker costs no timer work.
-fn quiet_if_alone(raft: &Raft<TypeConfig>, replicas: &[u32], me: u32) {
+fn quiet_if_alone(raft: &typ::Raft, replicas: &[u32], me: u32) {
     if replicas == [me] {
         raft.runtime_config().tick(false);
     }
@@ -485,11 +483,11 @@ fn quiet_if_alone(raft: &Raft<TypeConfig>, replicas: &[u32], me: u32) {
 fn members(
     peers: &BTreeMap<u32, String>,
     ids: impl Iterator<Item = u32>,
-) -> BTreeMap<u64, BasicNode> {
+) -> BTreeMap<u64, typ::Node> {
     ids.filter_map(|id| {
         peers
             .get(&id)
-            .map(|a| (id as u64, BasicNode::new(a.clone())))
+            .map(|a| (id as u64, typ::Node::new(a.clone())))
     })
     .collect()
 }

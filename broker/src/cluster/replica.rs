@@ -6,8 +6,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::Raft;
 use rafka_proto::batch::ValidatedBatch;
 use rafka_proto::v1::Acks;
 use tokio::sync::watch;
@@ -16,7 +14,7 @@ use crate::error::BrokerError;
 use crate::log::{LogConfig, LogError, LogReader, PartitionLog};
 use crate::raft::log_store::{EntryReader, LocalAcks};
 use crate::raft::state_machine::PartitionStateMachine;
-use crate::raft::types::{AppendResult, BatchData, TypeConfig};
+use crate::raft::types::{typ, AppendResult, BatchData};
 
 /// Longest a produce waits for a majority to commit its batches.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,7 +35,7 @@ pub struct ReplicatedPartition {
     /// The partition's Raft group id.
     pub group: u64,
     pub(super) node: u64,
-    pub(super) raft: Raft<TypeConfig>,
+    pub(super) raft: typ::Raft,
     pub(super) log: Arc<Mutex<PartitionLog>>,
     pub(super) reader: LogReader,
     pub(super) sm: PartitionStateMachine,
@@ -71,7 +69,7 @@ impl ReplicatedPartition {
         };
         match written {
             Ok(r) => Ok(r.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(typ::RaftError::APIError(typ::ClientWriteError::ForwardToLeader(f))) => {
                 Err(self.not_leader(f.leader_id))
             }
             Err(e) => Err(BrokerError::Unavailable(format!(
@@ -136,7 +134,7 @@ impl ReplicatedPartition {
                 })),
                 answer = &mut committed => (false, match answer {
                     Ok(Ok(r)) => Ok(r.data),
-                    Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(self.not_leader(f.leader_id)),
+                    Ok(Err(typ::ClientWriteError::ForwardToLeader(f))) => Err(self.not_leader(f.leader_id)),
                     Ok(Err(e)) => Err(BrokerError::Unavailable(e.to_string())),
                     Err(_) => Err(BrokerError::Unavailable("the Raft group stopped".into())),
                 }),
@@ -159,7 +157,7 @@ impl ReplicatedPartition {
     pub fn is_leader(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();
-        m.current_leader == Some(self.node) && m.state == openraft::ServerState::Leader
+        m.current_leader == Some(self.node) && m.state == typ::ServerState::Leader
     }
 
     /// The redirect to answer off the leader (never to this broker itself: one that
@@ -338,7 +336,7 @@ impl ReplicatedPartition {
     }
 
     /// The Raft handle (tests and metrics).
-    pub fn raft(&self) -> &Raft<TypeConfig> {
+    pub fn raft(&self) -> &typ::Raft {
         &self.raft
     }
 }

@@ -59,4 +59,14 @@ pub mod typ {
     pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
     /// A snapshot.
     pub type Snapshot = openraft::Snapshot<TypeConfig>;
+    /// A Raft group handle.
+    pub type Raft = openraft::Raft<TypeConfig>;
+    /// A node's address in a membership.
+    pub type Node = openraft::BasicNode;
+    /// Why a client write was refused (not the leader, membership change in progress).
+    pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, Node>;
+    /// A Raft API error.
+    pub type RaftError<E> = openraft::error::RaftError<NodeId, E>;
+    /// Leader, follower, candidate or learner.
+    pub type ServerState = openraft::ServerState;
 }
