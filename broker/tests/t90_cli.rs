@@ -244,6 +244,14 @@ fn create_produce_consume_through_the_binary() {
     let describe = ok(&broker.rafka(&["topic", "describe", "cli"], None));
     assert!(describe.contains("retention.ms = 3600000"), "{describe}");
 
+    // More partitions for a running topic; its records stay.
+    ok(&broker.rafka(&["topic", "alter", "cli", "--partitions", "4"], None));
+    let describe = ok(&broker.rafka(&["topic", "describe", "cli"], None));
+    assert!(describe.contains("partitions 4"), "{describe}");
+    let out = broker.rafka(&["topic", "alter", "cli", "--partitions", "2"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be larger"));
+
     // Errors: one line, non-zero exit.
     let out = broker.rafka(&["topic", "describe", "missing"], None);
     assert!(!out.status.success());

@@ -115,6 +115,27 @@ impl Admin {
             .ok_or_else(|| ClientError::InvalidArgument("broker returned no topic".into()))
     }
 
+    /// Raises `name`'s partition count to `partitions` (Kafka's CreatePartitions): keys
+    /// are routed over the new count from then on.
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        partitions: u32,
+    ) -> Result<TopicDescription, ClientError> {
+        let request = v1::CreatePartitionsRequest {
+            name: name.to_string(),
+            partitions,
+        };
+        let resp = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.create_partitions(r).await }
+            })
+            .await?;
+        resp.topic
+            .ok_or_else(|| ClientError::InvalidArgument("broker returned no topic".into()))
+    }
+
     /// Every topic (or those named), with partitions and configs.
     pub async fn describe_topics(
         &self,

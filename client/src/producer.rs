@@ -89,6 +89,9 @@ pub struct ProducerConfig {
     pub retry_backoff: Duration,
     /// Bytes of records buffered but not yet acknowledged; `send` waits beyond this.
     pub buffer_memory: usize,
+    /// Metadata of the topics written to is asked for again this often, so partitions
+    /// added to a topic get records (Kafka's `metadata.max.age.ms`, 5 minutes).
+    pub metadata_max_age: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -103,6 +106,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             retry_backoff: Duration::from_millis(100),
             buffer_memory: 64 << 20,
+            metadata_max_age: Duration::from_secs(300),
         }
     }
 }
@@ -350,7 +354,20 @@ struct Outgoing {
 }
 
 async fn run_sender(inner: Arc<Inner>) {
+    let mut refresh_at = Instant::now() + inner.config.metadata_max_age;
     loop {
+        if Instant::now() >= refresh_at {
+            refresh_at = Instant::now() + inner.config.metadata_max_age;
+            let topics: Vec<String> = inner.lock().queues.keys().cloned().collect();
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                for t in topics {
+                    if let Err(e) = inner.cluster.refresh(&t).await {
+                        tracing::debug!(topic = %t, "metadata refresh: {e}");
+                    }
+                }
+            });
+        }
         let (outgoing, next_deadline, done) = collect(&inner);
         for out in outgoing {
             let Ok(permit) = inner.in_flight.clone().acquire_owned().await else {
@@ -367,14 +384,10 @@ async fn run_sender(inner: Arc<Inner>) {
             return;
         }
         let wake = inner.wake.notified();
-        match next_deadline {
-            Some(at) => {
-                tokio::select! {
-                    _ = wake => {}
-                    _ = tokio::time::sleep_until(at) => {}
-                }
-            }
-            None => wake.await,
+        let at = next_deadline.map_or(refresh_at, |d| d.min(refresh_at));
+        tokio::select! {
+            _ = wake => {}
+            _ = tokio::time::sleep_until(at) => {}
         }
     }
 }

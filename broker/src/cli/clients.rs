@@ -36,13 +36,17 @@ pub enum TopicCommand {
         /// Topic name.
         name: String,
     },
-    /// Change topic configs.
+    /// Change topic configs, or raise the partition count.
     Alter {
         /// Topic name.
         name: String,
         /// Topic config `key=value` (repeatable).
-        #[arg(long = "config", value_parser = parse_kv, required = true)]
+        #[arg(long = "config", value_parser = parse_kv)]
         configs: Vec<(String, String)>,
+        /// Raise the partition count to this many (keys are routed over the new count
+        /// from then on; records written stay where they are).
+        #[arg(long)]
+        partitions: Option<u32>,
     },
     /// Delete a topic and its data.
     Delete {
@@ -163,10 +167,22 @@ pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        TopicCommand::Alter { name, configs } => {
-            admin
-                .alter_topic_config(&name, configs.into_iter().collect())
-                .await?;
+        TopicCommand::Alter {
+            name,
+            configs,
+            partitions,
+        } => {
+            if configs.is_empty() && partitions.is_none() {
+                bail!("give --config key=value and/or --partitions N");
+            }
+            if !configs.is_empty() {
+                admin
+                    .alter_topic_config(&name, configs.into_iter().collect())
+                    .await?;
+            }
+            if let Some(n) = partitions {
+                admin.create_partitions(&name, n).await?;
+            }
             println!("altered topic {name}");
         }
         TopicCommand::Delete { name } => {

@@ -53,6 +53,14 @@ pub enum Command {
         /// Overrides to set.
         configs: BTreeMap<String, String>,
     },
+    /// Raises a topic's partition count (Kafka's CreatePartitions); the new partitions
+    /// get as many replicas as the topic's first partition has.
+    AddPartitions {
+        /// Topic name.
+        name: String,
+        /// The new total (larger than the current count).
+        partitions: u32,
+    },
 }
 
 /// Why a command cannot be applied. Applying it then changes nothing.
@@ -142,25 +150,7 @@ impl ClusterState {
                 if self.topics.contains_key(name) {
                     return Err(MetadataError::TopicExists(name.clone()));
                 }
-                let brokers: Vec<u32> = self.brokers.keys().copied().collect();
-                // Start where the previous topic's leaders left off, so leaders spread
-                // over brokers across topics too.
-                let start = self
-                    .topics
-                    .values()
-                    .map(|t| t.partitions.len())
-                    .sum::<usize>();
-                let placed = placement::place(&brokers, *partitions, *replication_factor, start)?;
-                let first_group = self.next_group.max(1);
-                let partitions = placed
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, replicas)| PartitionEntry {
-                        group: first_group + i as u64,
-                        replicas,
-                    })
-                    .collect::<Vec<_>>();
-                self.next_group = first_group + partitions.len() as u64;
+                let partitions = self.place(*partitions, *replication_factor)?;
                 self.topics.insert(
                     name.clone(),
                     TopicEntry {
@@ -174,6 +164,28 @@ impl ClusterState {
                     .remove(name)
                     .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
             }
+            Command::AddPartitions { name, partitions } => {
+                let topic = self
+                    .topics
+                    .get(name)
+                    .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
+                let current = topic.partitions.len() as u32;
+                if *partitions <= current || *partitions > crate::topics::MAX_PARTITIONS {
+                    return Err(MetadataError::Invalid(format!(
+                        "topic `{}` has {current} partitions: the new count must be larger, \
+                         and at most {}, not {partitions}",
+                        crate::error::shown(name),
+                        crate::topics::MAX_PARTITIONS
+                    )));
+                }
+                let rf = topic
+                    .partitions
+                    .first()
+                    .map_or(1, |p| p.replicas.len() as u32);
+                let added = self.place(partitions - current, rf)?;
+                let topic = self.topics.get_mut(name).expect("looked up above");
+                topic.partitions.extend(added);
+            }
             Command::AlterTopicConfig { name, configs } => {
                 let topic = self
                     .topics
@@ -186,6 +198,34 @@ impl ClusterState {
             }
         }
         Ok(())
+    }
+
+    /// Places `count` new partitions with `replication_factor` replicas over the
+    /// registered brokers and hands them fresh group ids. Placement starts where the
+    /// partitions placed so far leave off, so leaders spread over brokers across topics.
+    fn place(
+        &mut self,
+        count: u32,
+        replication_factor: u32,
+    ) -> Result<Vec<PartitionEntry>, MetadataError> {
+        let brokers: Vec<u32> = self.brokers.keys().copied().collect();
+        let start = self
+            .topics
+            .values()
+            .map(|t| t.partitions.len())
+            .sum::<usize>();
+        let placed = placement::place(&brokers, count, replication_factor, start)?;
+        let first_group = self.next_group.max(1);
+        let partitions: Vec<PartitionEntry> = placed
+            .into_iter()
+            .enumerate()
+            .map(|(i, replicas)| PartitionEntry {
+                group: first_group + i as u64,
+                replicas,
+            })
+            .collect();
+        self.next_group = first_group + partitions.len() as u64;
+        Ok(partitions)
     }
 
     /// The partitions (topic, number, entry) that `broker` replicates.
@@ -338,6 +378,47 @@ mod tests {
         s.apply(&Command::DeleteTopic { name: "b".into() }).unwrap();
         s.apply(&create("c", 1, 1)).unwrap();
         assert!(s.topics["c"].partitions[0].group > *groups.iter().max().unwrap());
+    }
+
+    #[test]
+    fn added_partitions_keep_the_topics_replication_and_get_new_groups() {
+        let mut s = cluster(3);
+        s.apply(&create("a", 2, 3)).unwrap();
+        let before = s.clone();
+        for bad in [
+            Command::AddPartitions {
+                name: "a".into(),
+                partitions: 2,
+            },
+            Command::AddPartitions {
+                name: "missing".into(),
+                partitions: 9,
+            },
+            Command::AddPartitions {
+                name: "a".into(),
+                partitions: crate::topics::MAX_PARTITIONS + 1,
+            },
+        ] {
+            assert!(s.apply(&bad).is_err(), "{bad:?}");
+            assert_eq!(s, before, "{bad:?} changed the state");
+        }
+        s.apply(&Command::AddPartitions {
+            name: "a".into(),
+            partitions: 5,
+        })
+        .unwrap();
+        let t = &s.topics["a"];
+        assert_eq!(
+            t.partitions[..2],
+            before.topics["a"].partitions[..],
+            "old ones kept"
+        );
+        assert_eq!(t.partitions.len(), 5);
+        assert!(t.partitions.iter().all(|p| p.replicas.len() == 3));
+        let mut groups: Vec<u64> = t.partitions.iter().map(|p| p.group).collect();
+        groups.dedup();
+        assert_eq!(groups.len(), 5);
+        assert!(groups[2] >= before.next_group);
     }
 
     #[test]

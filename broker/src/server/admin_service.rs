@@ -45,6 +45,25 @@ impl admin_server::Admin for AdminService {
         Ok(Response::new(v1::DeleteTopicResponse {}))
     }
 
+    async fn create_partitions(
+        &self,
+        request: Request<v1::CreatePartitionsRequest>,
+    ) -> Result<Response<v1::CreatePartitionsResponse>, Status> {
+        let req = request.into_inner();
+        check_not_internal(&req.name, "add partitions to")?;
+        let topic = catalog::add_partitions(
+            &self.shared.node,
+            req.name,
+            req.partitions,
+            &self.shared.config,
+        )
+        .await?;
+        tracing::info!(topic = %topic.name, partitions = topic.partitions.len(), "added partitions");
+        Ok(Response::new(v1::CreatePartitionsResponse {
+            topic: Some(topic),
+        }))
+    }
+
     async fn alter_topic_config(
         &self,
         request: Request<v1::AlterTopicConfigRequest>,

@@ -10,7 +10,7 @@ use rafka_proto::v1;
 use crate::cluster::node::{ClusterNode, ReplicatedPartition};
 use crate::cluster::{Command, TopicEntry};
 use crate::config::BrokerConfig;
-use crate::error::BrokerError;
+use crate::error::{shown, BrokerError};
 
 /// How long an admin request waits for a new topic's partitions to elect leaders.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
@@ -124,6 +124,52 @@ pub(crate) async fn delete_topic(node: &ClusterNode, name: String) -> Result<(),
         .await?;
     wait_state(node, |s| !s.topics.contains_key(&name)).await;
     Ok(())
+}
+
+/// Raises a topic's partition count to `partitions` and waits until the new ones have
+/// leaders.
+pub(crate) async fn add_partitions(
+    node: &ClusterNode,
+    name: String,
+    partitions: u32,
+    config: &BrokerConfig,
+) -> Result<v1::TopicInfo, BrokerError> {
+    let state = node.state();
+    let current = state
+        .topics
+        .get(&name)
+        .ok_or_else(|| BrokerError::UnknownTopic(name.clone()))?
+        .partitions
+        .len() as u32;
+    if partitions <= current {
+        return Err(BrokerError::InvalidRequest(format!(
+            "topic `{}` has {current} partitions: the new count must be larger, not {partitions}",
+            shown(&name)
+        )));
+    }
+    let existing: u64 = state
+        .topics
+        .values()
+        .map(|t| t.partitions.len() as u64)
+        .sum();
+    config
+        .partitions_for(partitions, existing - current as u64)
+        .map_err(BrokerError::InvalidRequest)?;
+    node.propose(&Command::AddPartitions {
+        name: name.clone(),
+        partitions,
+    })
+    .await?;
+    wait_state(node, |s| {
+        s.topics
+            .get(&name)
+            .is_some_and(|t| t.partitions.len() as u32 >= partitions)
+    })
+    .await;
+    wait_for_leaders(node, &name).await;
+    let entry = node.state().topics.get(&name).cloned();
+    let entry = entry.ok_or_else(|| BrokerError::UnknownTopic(name.clone()))?;
+    Ok(topic_info(node, &name, &entry).await)
 }
 
 /// Merges config overrides into a topic's.
