@@ -320,5 +320,38 @@ fn a_dev_cluster_replicates_and_reports_its_status() {
         3,
         "{describe}"
     );
+
+    // Move partition 0 to two of the brokers, waiting until it is done; its records stay.
+    let out = ok(&cluster.rafka(
+        &[
+            "topic",
+            "reassign",
+            "replicated",
+            "--partition",
+            "0",
+            "--replicas",
+            "2,3",
+        ],
+        None,
+    ));
+    assert!(out.contains("replicated-0 runs on [2, 3]"), "{out}");
+    let describe = ok(&cluster.rafka(&["topic", "describe", "replicated"], None));
+    let row = describe
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("0"))
+        .unwrap_or_else(|| panic!("{describe}"));
+    assert!(row.contains(" 2,3 "), "{row}");
+    assert!(!row.contains("moving"), "{row}");
+    let out = ok(&cluster.rafka(
+        &[
+            "consume",
+            "replicated",
+            "--from-beginning",
+            "--max-messages",
+            "30",
+        ],
+        None,
+    ));
+    assert_eq!(out.lines().count(), 30);
     assert!(cluster.stop().success(), "graceful shutdown on SIGTERM");
 }

@@ -136,6 +136,30 @@ impl Admin {
             .ok_or_else(|| ClientError::InvalidArgument("broker returned no topic".into()))
     }
 
+    /// Starts moving `topic`/`partition` to the brokers `replicas` (the first is the
+    /// preferred leader); the answer shows the partition's `moving_to` until the move
+    /// completes.
+    pub async fn reassign_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        replicas: &[u32],
+    ) -> Result<TopicDescription, ClientError> {
+        let request = v1::ReassignPartitionRequest {
+            topic: topic.to_string(),
+            partition,
+            replicas: replicas.to_vec(),
+        };
+        let resp = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.reassign_partition(r).await }
+            })
+            .await?;
+        resp.topic
+            .ok_or_else(|| ClientError::InvalidArgument("broker returned no topic".into()))
+    }
+
     /// Every topic (or those named), with partitions and configs.
     pub async fn describe_topics(
         &self,

@@ -48,6 +48,21 @@ pub enum TopicCommand {
         #[arg(long)]
         partitions: Option<u32>,
     },
+    /// Move a partition to other brokers while it takes writes (learners catch up, then
+    /// become the voters; the brokers left out delete their copy).
+    Reassign {
+        /// Topic name.
+        name: String,
+        /// Partition number.
+        #[arg(long)]
+        partition: u32,
+        /// The new replica set, broker ids `1,2,4` (the first is the preferred leader).
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<u32>,
+        /// Return once the move is recorded instead of waiting until it completes.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Delete a topic and its data.
     Delete {
         /// Topic name.
@@ -154,12 +169,18 @@ pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<()> {
                     "partition", "leader", "replicas", "log start", "high watermark", "size"
                 );
                 for p in &t.partitions {
-                    let replicas: Vec<String> = p.replicas.iter().map(u32::to_string).collect();
+                    let list = |ids: &[u32]| -> String {
+                        ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+                    };
+                    let moving = match p.moving_to.as_slice() {
+                        [] => String::new(),
+                        to => format!("  moving to {}", list(to)),
+                    };
                     println!(
-                        "  {:>9} {:>6} {:>10} {:>14} {:>14} {:>12}",
+                        "  {:>9} {:>6} {:>10} {:>14} {:>14} {:>12}{moving}",
                         p.partition,
                         p.leader,
-                        replicas.join(","),
+                        list(&p.replicas),
                         p.log_start_offset,
                         p.high_watermark,
                         p.size_bytes
@@ -184,6 +205,31 @@ pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<()> {
                 admin.create_partitions(&name, n).await?;
             }
             println!("altered topic {name}");
+        }
+        TopicCommand::Reassign {
+            name,
+            partition,
+            replicas,
+            no_wait,
+        } => {
+            admin
+                .reassign_partition(&name, partition, &replicas)
+                .await?;
+            println!("moving {name}-{partition} to {replicas:?}");
+            if !no_wait {
+                loop {
+                    let t = admin.describe_topics(&[&name]).await?;
+                    let p = t
+                        .first()
+                        .and_then(|t| t.partitions.get(partition as usize))
+                        .context("the topic disappeared during the move")?;
+                    if p.moving_to.is_empty() {
+                        println!("{name}-{partition} runs on {:?}", p.replicas);
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
         }
         TopicCommand::Delete { name } => {
             admin.delete_topic(&name).await?;

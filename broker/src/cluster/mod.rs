@@ -9,7 +9,9 @@
 //! - `placement`  spreading replicas and preferred leaders evenly over brokers
 //! - `node`       a broker's part: runs group 0, starts/stops partition groups per metadata
 //! - `replica`    one partition replica: log + Raft group, produce per acks, retention
+//! - `moves`      moving a partition to a new replica set (learners, then voters)
 
+mod moves;
 pub mod node;
 pub mod placement;
 pub mod replica;
@@ -52,6 +54,26 @@ pub enum Command {
         name: String,
         /// Overrides to set.
         configs: BTreeMap<String, String>,
+    },
+    /// Starts moving a partition to a new replica set: its group gains the new brokers as
+    /// learners, then the new set becomes its voters (openraft membership changes, driven
+    /// by the partition's leader), then [`Command::CompleteReassignment`] records it.
+    ReassignPartition {
+        /// Topic name.
+        topic: String,
+        /// Partition number.
+        partition: u32,
+        /// The new replica set; the first is the preferred leader.
+        replicas: Vec<u32>,
+    },
+    /// A move's last step: the partition's group runs on `replicas` as its voters.
+    CompleteReassignment {
+        /// Topic name.
+        topic: String,
+        /// Partition number.
+        partition: u32,
+        /// The set the move was to (it must match the partition's target).
+        replicas: Vec<u32>,
     },
     /// Raises a topic's partition count (Kafka's CreatePartitions); the new partitions
     /// get as many replicas as the topic's first partition has.
@@ -97,6 +119,23 @@ pub struct PartitionEntry {
     pub group: u64,
     /// Replica broker ids; the first is the preferred leader.
     pub replicas: Vec<u32>,
+    /// While the partition moves: the replica set it moves to. Brokers of either set run
+    /// the partition's group until the move completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Vec<u32>>,
+}
+
+impl PartitionEntry {
+    /// Every broker that runs the partition's group now: its replicas and, during a
+    /// move, the brokers it moves to.
+    pub fn running_on(&self) -> impl Iterator<Item = u32> + '_ {
+        let extra = self
+            .target
+            .iter()
+            .flatten()
+            .filter(|b| !self.replicas.contains(b));
+        self.replicas.iter().chain(extra).copied()
+    }
 }
 
 /// A topic's metadata.
@@ -186,6 +225,42 @@ impl ClusterState {
                 let topic = self.topics.get_mut(name).expect("looked up above");
                 topic.partitions.extend(added);
             }
+            Command::ReassignPartition {
+                topic,
+                partition,
+                replicas,
+            } => {
+                self.check_replica_set(replicas)?;
+                let entry = self.partition_mut(topic, *partition)?;
+                if let Some(moving) = &entry.target {
+                    return Err(MetadataError::Invalid(format!(
+                        "{}-{partition} is already moving to {moving:?}; wait until it completes",
+                        crate::error::shown(topic)
+                    )));
+                }
+                if entry.replicas == *replicas {
+                    return Err(MetadataError::Invalid(format!(
+                        "{}-{partition} already runs on {replicas:?}",
+                        crate::error::shown(topic)
+                    )));
+                }
+                entry.target = Some(replicas.clone());
+            }
+            Command::CompleteReassignment {
+                topic,
+                partition,
+                replicas,
+            } => {
+                let entry = self.partition_mut(topic, *partition)?;
+                if entry.target.as_ref() != Some(replicas) {
+                    return Err(MetadataError::Invalid(format!(
+                        "{}-{partition} is not moving to {replicas:?}",
+                        crate::error::shown(topic)
+                    )));
+                }
+                entry.replicas = replicas.clone();
+                entry.target = None;
+            }
             Command::AlterTopicConfig { name, configs } => {
                 let topic = self
                     .topics
@@ -222,10 +297,53 @@ impl ClusterState {
             .map(|(i, replicas)| PartitionEntry {
                 group: first_group + i as u64,
                 replicas,
+                target: None,
             })
             .collect();
         self.next_group = first_group + partitions.len() as u64;
         Ok(partitions)
+    }
+
+    /// A replica set must be registered brokers, at least one, none twice.
+    fn check_replica_set(&self, replicas: &[u32]) -> Result<(), MetadataError> {
+        if replicas.is_empty() {
+            return Err(MetadataError::Invalid(
+                "a partition needs at least one replica".into(),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for b in replicas {
+            if !self.brokers.contains_key(b) {
+                return Err(MetadataError::Invalid(format!(
+                    "broker {b} is not in the cluster (brokers: {:?})",
+                    self.brokers.keys().collect::<Vec<_>>()
+                )));
+            }
+            if !seen.insert(b) {
+                return Err(MetadataError::Invalid(format!(
+                    "broker {b} appears twice in {replicas:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn partition_mut(
+        &mut self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<&mut PartitionEntry, MetadataError> {
+        let t = self
+            .topics
+            .get_mut(topic)
+            .ok_or_else(|| MetadataError::UnknownTopic(topic.to_string()))?;
+        let count = t.partitions.len();
+        t.partitions.get_mut(partition as usize).ok_or_else(|| {
+            MetadataError::Invalid(format!(
+                "topic `{}` has {count} partitions; there is no partition {partition}",
+                crate::error::shown(topic)
+            ))
+        })
     }
 
     /// The partitions (topic, number, entry) that `broker` replicates.
@@ -236,7 +354,7 @@ impl ClusterState {
                 t.partitions
                     .iter()
                     .enumerate()
-                    .filter(move |(_, p)| p.replicas.contains(&broker))
+                    .filter(move |(_, p)| p.running_on().any(|b| b == broker))
                     .map(move |(i, p)| (name.as_str(), i as u32, p))
             })
             .collect()
@@ -419,6 +537,47 @@ mod tests {
         groups.dedup();
         assert_eq!(groups.len(), 5);
         assert!(groups[2] >= before.next_group);
+    }
+
+    #[test]
+    fn a_move_runs_on_both_sets_until_completed_with_its_target() {
+        let mut s = cluster(4);
+        s.apply(&create("m", 1, 2)).unwrap();
+        let from = s.topics["m"].partitions[0].replicas.clone();
+        let to: Vec<u32> = (1..=4).filter(|b| !from.contains(b)).collect();
+        let reassign = |replicas: Vec<u32>| Command::ReassignPartition {
+            topic: "m".into(),
+            partition: 0,
+            replicas,
+        };
+        s.apply(&reassign(to.clone())).unwrap();
+        for b in 1..=4 {
+            assert_eq!(
+                s.replicas_on(b).len(),
+                1,
+                "broker {b} runs the moving group"
+            );
+        }
+        let moving = s.clone();
+        assert!(s.apply(&reassign(from.clone())).is_err(), "already moving");
+        let wrong = Command::CompleteReassignment {
+            topic: "m".into(),
+            partition: 0,
+            replicas: from.clone(),
+        };
+        assert!(s.apply(&wrong).is_err(), "not the target");
+        assert_eq!(s, moving);
+        s.apply(&Command::CompleteReassignment {
+            topic: "m".into(),
+            partition: 0,
+            replicas: to.clone(),
+        })
+        .unwrap();
+        let p = &s.topics["m"].partitions[0];
+        assert_eq!((p.replicas.clone(), p.target.clone()), (to.clone(), None));
+        for b in from {
+            assert!(s.replicas_on(b).is_empty(), "broker {b} left");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!                        ReplicatedPartition: partition log + Raft group + high watermark
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,6 +32,8 @@ pub use crate::raft::METADATA_GROUP;
 const RECONCILE_RETRY_MIN: Duration = Duration::from_millis(500);
 /// Longest wait between retries of a failed reconciliation.
 const RECONCILE_RETRY_MAX: Duration = Duration::from_secs(10);
+/// How often a broker running a moving partition checks whether it should drive it.
+const MOVE_RECHECK: Duration = Duration::from_millis(500);
 /// Replicas opened at once while reconciling.
 const PARALLEL_STARTS: usize = 16;
 /// Directory of the metadata log.
@@ -59,6 +61,8 @@ pub struct ClusterNode {
     reconciled: watch::Sender<u64>,
     /// The broker's token and tracker: the follower loop, flushers.
     tasks: Tasks,
+    /// Partitions this broker is moving (as their leader) now.
+    moving: Mutex<HashSet<(String, u32)>>,
 }
 
 impl ClusterNode {
@@ -94,7 +98,9 @@ impl ClusterNode {
         if peers.keys().next() == Some(&id) {
             initialize(&metadata, members(&peers, peers.keys().copied())).await;
         }
-        quiet_if_alone(&metadata, &peers.keys().copied().collect::<Vec<_>>(), id);
+        if peers.len() == 1 {
+            metadata.runtime_config().tick(false);
+        }
         let node = Arc::new(Self {
             id,
             data_dir: data_dir.to_path_buf(),
@@ -108,6 +114,7 @@ impl ClusterNode {
             reconciling: tokio::sync::Mutex::new(()),
             reconciled: watch::channel(0).0,
             tasks,
+            moving: Mutex::default(),
         });
         node.tasks.spawn(Self::follow(node.clone()));
         Ok(node)
@@ -248,6 +255,27 @@ impl ClusterNode {
         self.running().get(&(topic.to_string(), partition)).cloned()
     }
 
+    /// This broker's replica of a partition, if it runs.
+    pub(super) fn running_replica(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Option<Arc<ReplicatedPartition>> {
+        self.running().get(&(topic.to_string(), partition)).cloned()
+    }
+
+    /// Marks a partition as being moved by this broker; false if it already is.
+    pub(super) fn begin_move(&self, topic: &str, partition: u32) -> bool {
+        let mut moving = self.moving.lock().unwrap_or_else(|e| e.into_inner());
+        moving.insert((topic.to_string(), partition))
+    }
+
+    /// Clears [`begin_move`](Self::begin_move)'s mark.
+    pub(super) fn end_move(&self, topic: &str, partition: u32) {
+        let mut moving = self.moving.lock().unwrap_or_else(|e| e.into_inner());
+        moving.remove(&(topic.to_string(), partition));
+    }
+
     /// The broker's token and tracker.
     pub fn tasks(&self) -> &Tasks {
         &self.tasks
@@ -291,6 +319,11 @@ impl ClusterNode {
             };
             if node.metadata_leader() == Some(node.id) {
                 node.register_brokers().await;
+            }
+            // A move in progress is looked at again soon: its partition's leadership may
+            // come here, or a mover may have stopped before finishing.
+            if node.drive_moves() {
+                retry = Some(retry.map_or(MOVE_RECHECK, |r| r.min(MOVE_RECHECK)));
             }
             let timer = tokio::time::sleep(retry.unwrap_or_default());
             tokio::select! {
@@ -404,6 +437,7 @@ impl ClusterNode {
             Ok(config) => match existing {
                 Some(p) => {
                     p.update_config(configs, config);
+                    quiet_if_alone(&p.raft, &entry, self.id);
                     Ok(())
                 }
                 None => {
@@ -448,7 +482,7 @@ impl ClusterNode {
             let replicas = entry.replicas.iter().copied();
             initialize(&raft, members(&self.peers, replicas)).await;
         }
-        quiet_if_alone(&raft, &entry.replicas, self.id);
+        quiet_if_alone(&raft, entry, self.id);
         let reader = log.lock().unwrap_or_else(|e| e.into_inner()).reader();
         let replica = Arc::new(ReplicatedPartition {
             topic: topic.to_string(),
@@ -474,10 +508,9 @@ impl ClusterNode {
 /// A group whose only replica is this broker has nobody to send heartbeats to and no
 /// election to time out (it elects itself when it starts): its ticks are switched off,
 /// so an idle partition of a single broker costs no timer work.
-fn quiet_if_alone(raft: &typ::Raft, replicas: &[u32], me: u32) {
-    if replicas == [me] {
-        raft.runtime_config().tick(false);
-    }
+fn quiet_if_alone(raft: &typ::Raft, entry: &PartitionEntry, me: u32) {
+    let alone = entry.replicas == [me] && entry.target.is_none();
+    raft.runtime_config().tick(!alone);
 }
 
 fn members(

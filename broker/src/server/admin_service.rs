@@ -64,6 +64,24 @@ impl admin_server::Admin for AdminService {
         }))
     }
 
+    async fn reassign_partition(
+        &self,
+        request: Request<v1::ReassignPartitionRequest>,
+    ) -> Result<Response<v1::ReassignPartitionResponse>, Status> {
+        let req = request.into_inner();
+        let topic = catalog::reassign_partition(
+            &self.shared.node,
+            req.topic,
+            req.partition,
+            req.replicas.clone(),
+        )
+        .await?;
+        tracing::info!(topic = %topic.name, partition = req.partition, "moving to {:?}", req.replicas);
+        Ok(Response::new(v1::ReassignPartitionResponse {
+            topic: Some(topic),
+        }))
+    }
+
     async fn alter_topic_config(
         &self,
         request: Request<v1::AlterTopicConfigRequest>,

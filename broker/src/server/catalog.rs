@@ -172,6 +172,32 @@ pub(crate) async fn add_partitions(
     Ok(topic_info(node, &name, &entry).await)
 }
 
+/// Starts moving `topic`/`partition` to `replicas` (the partition's leader drives the
+/// move); answers once the metadata records it.
+pub(crate) async fn reassign_partition(
+    node: &ClusterNode,
+    topic: String,
+    partition: u32,
+    replicas: Vec<u32>,
+) -> Result<v1::TopicInfo, BrokerError> {
+    node.propose(&Command::ReassignPartition {
+        topic: topic.clone(),
+        partition,
+        replicas: replicas.clone(),
+    })
+    .await?;
+    wait_state(node, |s| {
+        s.topics
+            .get(&topic)
+            .and_then(|t| t.partitions.get(partition as usize))
+            .is_some_and(|p| p.target.is_some() || p.replicas == replicas)
+    })
+    .await;
+    let entry = node.state().topics.get(&topic).cloned();
+    let entry = entry.ok_or_else(|| BrokerError::UnknownTopic(topic.clone()))?;
+    Ok(topic_info(node, &topic, &entry).await)
+}
+
 /// Merges config overrides into a topic's.
 pub(crate) async fn alter_topic(
     node: &ClusterNode,
@@ -220,6 +246,7 @@ async fn topic_info(node: &ClusterNode, name: &str, entry: &TopicEntry) -> v1::T
             partition: i as u32,
             leader: p.replicas.first().copied().unwrap_or(0),
             replicas: p.replicas.clone(),
+            moving_to: p.target.clone().unwrap_or_default(),
             ..Default::default()
         };
         if let Some(r) = node.partition(name, i as u32).await {
