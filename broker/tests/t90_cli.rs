@@ -353,5 +353,20 @@ fn a_dev_cluster_replicates_and_reports_its_status() {
         None,
     ));
     assert_eq!(out.lines().count(), 30);
+
+    // Replication factor 2 for the whole topic; the command waits for the moves.
+    ok(&cluster.rafka(
+        &["topic", "alter", "replicated", "--replication-factor", "2"],
+        None,
+    ));
+    let describe = ok(&cluster.rafka(&["topic", "describe", "replicated"], None));
+    for p in ["0", "1", "2"] {
+        let row = describe
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(p))
+            .unwrap_or_else(|| panic!("{describe}"));
+        let replicas = row.split_whitespace().nth(2).unwrap();
+        assert_eq!(replicas.split(',').count(), 2, "{row}");
+    }
     assert!(cluster.stop().success(), "graceful shutdown on SIGTERM");
 }

@@ -160,6 +160,42 @@ impl Admin {
             .ok_or_else(|| ClientError::InvalidArgument("broker returned no topic".into()))
     }
 
+    /// Starts changing `name`'s replication factor (each partition with another count
+    /// moves); partitions show `moving_to` until done.
+    pub async fn alter_replication_factor(
+        &self,
+        name: &str,
+        replication_factor: u32,
+    ) -> Result<TopicDescription, ClientError> {
+        let request = v1::AlterReplicationFactorRequest {
+            name: name.to_string(),
+            replication_factor,
+        };
+        let resp = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.alter_replication_factor(r).await }
+            })
+            .await?;
+        resp.topic
+            .ok_or_else(|| ClientError::InvalidArgument("broker returned no topic".into()))
+    }
+
+    /// Waits until no partition of `topic` is moving; returns the topic then.
+    pub async fn wait_for_moves(&self, topic: &str) -> Result<TopicDescription, ClientError> {
+        loop {
+            let t = self.describe_topics(&[topic]).await?;
+            let t = t.into_iter().next().ok_or_else(|| ClientError::Broker {
+                code: tonic::Code::NotFound,
+                message: format!("unknown topic `{topic}`"),
+            })?;
+            if t.partitions.iter().all(|p| p.moving_to.is_empty()) {
+                return Ok(t);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     /// Every topic (or those named), with partitions and configs.
     pub async fn describe_topics(
         &self,

@@ -213,3 +213,68 @@ async fn bad_reassignments_are_refused_and_change_nothing() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replication_factor_changes_under_load() {
+    let cluster = TestCluster::start(3).await;
+    let bootstrap = cluster.bootstrap();
+    let admin = Admin::connect(&bootstrap).await.unwrap();
+    admin
+        .create_topic("rf", 4, 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let producer = Arc::new(
+        Producer::connect(&bootstrap, ProducerConfig::default())
+            .await
+            .unwrap(),
+    );
+    let writing = {
+        let producer = producer.clone();
+        tokio::spawn(async move { produce_acked(&producer, "rf", "r", 4_000, 20).await })
+    };
+    eventually("records before the change", WAIT, || async {
+        let mut written = 0;
+        for id in cluster.running() {
+            for p in 0..4 {
+                if let Some(r) = cluster.node(id).partition("rf", p).await {
+                    written += r.high_watermark();
+                }
+            }
+        }
+        written > 400
+    })
+    .await;
+
+    admin.alter_replication_factor("rf", 3).await.unwrap();
+    let t = admin.wait_for_moves("rf").await.unwrap();
+    for p in &t.partitions {
+        let mut r = p.replicas.clone();
+        r.sort();
+        assert_eq!(r, [1, 2, 3], "partition {}", p.partition);
+    }
+    let (acked, failed) = writing.await.unwrap();
+    assert_eq!(failed, 0, "every record acknowledged");
+    assert_acked_readable(&bootstrap, "rf", &acked).await;
+    for p in 0..4 {
+        let written = acked.iter().filter(|a| a.partition == p).count() as u64;
+        // Every broker holds the partition now, byte for byte the same.
+        cluster.converged("rf", p, written).await;
+    }
+
+    // Back down to two: each partition keeps its first two replicas.
+    let before = admin.describe_topics(&["rf"]).await.unwrap();
+    admin.alter_replication_factor("rf", 2).await.unwrap();
+    let after = admin.wait_for_moves("rf").await.unwrap();
+    for (b, a) in before[0].partitions.iter().zip(&after.partitions) {
+        assert_eq!(a.replicas, b.replicas[..2], "partition {}", a.partition);
+    }
+    for (topic, rf, says) in [
+        ("rf", 0, "not between 1 and the 3"),
+        ("rf", 4, "not between 1 and the 3"),
+        ("rf", 2, "already has replication factor 2"),
+        ("nope", 2, "unknown topic"),
+    ] {
+        let err = admin.alter_replication_factor(topic, rf).await.unwrap_err();
+        assert!(err.to_string().contains(says), "{topic} rf {rf}: {err}");
+    }
+}

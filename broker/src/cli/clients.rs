@@ -47,6 +47,10 @@ pub enum TopicCommand {
         /// from then on; records written stay where they are).
         #[arg(long)]
         partitions: Option<u32>,
+        /// Change the replication factor (partitions move while they take writes; the
+        /// command waits until they are done).
+        #[arg(long)]
+        replication_factor: Option<u32>,
     },
     /// Move a partition to other brokers while it takes writes (learners catch up, then
     /// become the voters; the brokers left out delete their copy).
@@ -192,9 +196,10 @@ pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<()> {
             name,
             configs,
             partitions,
+            replication_factor,
         } => {
-            if configs.is_empty() && partitions.is_none() {
-                bail!("give --config key=value and/or --partitions N");
+            if configs.is_empty() && partitions.is_none() && replication_factor.is_none() {
+                bail!("give --config key=value, --partitions N and/or --replication-factor N");
             }
             if !configs.is_empty() {
                 admin
@@ -203,6 +208,10 @@ pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<()> {
             }
             if let Some(n) = partitions {
                 admin.create_partitions(&name, n).await?;
+            }
+            if let Some(rf) = replication_factor {
+                admin.alter_replication_factor(&name, rf).await?;
+                admin.wait_for_moves(&name).await?;
             }
             println!("altered topic {name}");
         }
@@ -217,18 +226,12 @@ pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<()> {
                 .await?;
             println!("moving {name}-{partition} to {replicas:?}");
             if !no_wait {
-                loop {
-                    let t = admin.describe_topics(&[&name]).await?;
-                    let p = t
-                        .first()
-                        .and_then(|t| t.partitions.get(partition as usize))
-                        .context("the topic disappeared during the move")?;
-                    if p.moving_to.is_empty() {
-                        println!("{name}-{partition} runs on {:?}", p.replicas);
-                        break;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
+                let t = admin.wait_for_moves(&name).await?;
+                let p = t
+                    .partitions
+                    .get(partition as usize)
+                    .context("the partition disappeared during the move")?;
+                println!("{name}-{partition} runs on {:?}", p.replicas);
             }
         }
         TopicCommand::Delete { name } => {

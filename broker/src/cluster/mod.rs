@@ -66,6 +66,15 @@ pub enum Command {
         /// The new replica set; the first is the preferred leader.
         replicas: Vec<u32>,
     },
+    /// Changes a topic's replication factor: every partition with another count moves
+    /// (as by [`Command::ReassignPartition`]) to its replicas cut down to the first
+    /// `replication_factor`, or grown by the brokers holding the fewest replicas.
+    AlterReplicationFactor {
+        /// Topic name.
+        name: String,
+        /// Replicas per partition.
+        replication_factor: u32,
+    },
     /// A move's last step: the partition's group runs on `replicas` as its voters.
     CompleteReassignment {
         /// Topic name.
@@ -246,6 +255,29 @@ impl ClusterState {
                 }
                 entry.target = Some(replicas.clone());
             }
+            Command::AlterReplicationFactor {
+                name,
+                replication_factor,
+            } => {
+                let rf = *replication_factor as usize;
+                if rf == 0 || rf > self.brokers.len() {
+                    return Err(MetadataError::Invalid(format!(
+                        "replication factor {rf} is not between 1 and the {} broker(s)",
+                        self.brokers.len()
+                    )));
+                }
+                let targets = self.grown_or_cut(name, rf)?;
+                if targets.is_empty() {
+                    return Err(MetadataError::Invalid(format!(
+                        "topic `{}` already has replication factor {rf}",
+                        crate::error::shown(name)
+                    )));
+                }
+                let topic = self.topics.get_mut(name).expect("checked by grown_or_cut");
+                for (i, target) in targets {
+                    topic.partitions[i].target = Some(target);
+                }
+            }
             Command::CompleteReassignment {
                 topic,
                 partition,
@@ -302,6 +334,64 @@ impl ClusterState {
             .collect();
         self.next_group = first_group + partitions.len() as u64;
         Ok(partitions)
+    }
+
+    /// The new replica set of each partition of `name` whose count is not `rf`: the
+    /// first `rf` of its replicas, or its replicas and then the brokers holding the fewest
+    /// replicas (of every topic) so far. Refused while a partition of the topic moves.
+    fn grown_or_cut(&self, name: &str, rf: usize) -> Result<Vec<(usize, Vec<u32>)>, MetadataError> {
+        let topic = self
+            .topics
+            .get(name)
+            .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
+        if let Some(i) = topic.partitions.iter().position(|p| p.target.is_some()) {
+            return Err(MetadataError::Invalid(format!(
+                "{}-{i} is moving; wait until it completes",
+                crate::error::shown(name)
+            )));
+        }
+        let mut load: BTreeMap<u32, usize> = self.brokers.keys().map(|&b| (b, 0)).collect();
+        for t in self.topics.values() {
+            for p in &t.partitions {
+                for b in p.running_on() {
+                    *load.entry(b).or_default() += 1;
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (i, p) in topic.partitions.iter().enumerate() {
+            let mut target = p.replicas.clone();
+            if target.len() == rf {
+                continue;
+            }
+            if target.len() > rf {
+                for b in target.drain(rf..) {
+                    *load.entry(b).or_default() -= 1;
+                }
+            }
+            // Ties go to the broker nearest after the last replica on the ring of broker
+            // ids, as placement does, so followers spread instead of piling on the lowest.
+            let ids: Vec<u32> = load.keys().copied().collect();
+            while target.len() < rf {
+                let last = target
+                    .last()
+                    .map_or(0, |l| ids.iter().position(|b| b == l).unwrap_or(0));
+                let after = |b: u32| {
+                    let at = ids.iter().position(|&x| x == b).unwrap_or(0);
+                    (at + ids.len() - last) % ids.len()
+                };
+                let b = load
+                    .iter()
+                    .filter(|(b, _)| !target.contains(b))
+                    .min_by_key(|(b, n)| (**n, after(**b)))
+                    .map(|(b, _)| *b)
+                    .expect("rf <= brokers");
+                *load.entry(b).or_default() += 1;
+                target.push(b);
+            }
+            out.push((i, target));
+        }
+        Ok(out)
     }
 
     /// A replica set must be registered brokers, at least one, none twice.
@@ -578,6 +668,32 @@ mod tests {
         for b in from {
             assert!(s.replicas_on(b).is_empty(), "broker {b} left");
         }
+    }
+
+    #[test]
+    fn a_replication_factor_change_moves_partitions_to_the_least_loaded_brokers() {
+        let mut s = cluster(3);
+        s.apply(&create("r", 3, 1)).unwrap();
+        let alter = |rf| Command::AlterReplicationFactor {
+            name: "r".into(),
+            replication_factor: rf,
+        };
+        for bad in [alter(0), alter(4), alter(1)] {
+            assert!(s.apply(&bad).is_err(), "{bad:?}");
+        }
+        s.apply(&alter(2)).unwrap();
+        let mut load = BTreeMap::new();
+        for p in &s.topics["r"].partitions {
+            let target = p.target.clone().expect("every partition moves");
+            assert_eq!(target[0], p.replicas[0], "the preferred leader stays first");
+            assert_eq!(target.len(), 2);
+            assert_ne!(target[0], target[1]);
+            for b in target {
+                *load.entry(b).or_insert(0) += 1;
+            }
+        }
+        assert!(load.values().all(|&n| n == 2), "{load:?}");
+        assert!(s.apply(&alter(3)).is_err(), "refused while partitions move");
     }
 
     #[test]

@@ -82,6 +82,21 @@ impl admin_server::Admin for AdminService {
         }))
     }
 
+    async fn alter_replication_factor(
+        &self,
+        request: Request<v1::AlterReplicationFactorRequest>,
+    ) -> Result<Response<v1::AlterReplicationFactorResponse>, Status> {
+        let req = request.into_inner();
+        check_not_internal(&req.name, "change the replication factor of")?;
+        let topic =
+            catalog::alter_replication_factor(&self.shared.node, req.name, req.replication_factor)
+                .await?;
+        tracing::info!(topic = %topic.name, rf = req.replication_factor, "changing the replication factor");
+        Ok(Response::new(v1::AlterReplicationFactorResponse {
+            topic: Some(topic),
+        }))
+    }
+
     async fn alter_topic_config(
         &self,
         request: Request<v1::AlterTopicConfigRequest>,

@@ -198,6 +198,25 @@ pub(crate) async fn reassign_partition(
     Ok(topic_info(node, &topic, &entry).await)
 }
 
+/// Starts moving every partition of `name` to `replication_factor` replicas; answers
+/// once the metadata records the moves.
+pub(crate) async fn alter_replication_factor(
+    node: &ClusterNode,
+    name: String,
+    replication_factor: u32,
+) -> Result<v1::TopicInfo, BrokerError> {
+    let before = node.state().topics.get(&name).cloned();
+    node.propose(&Command::AlterReplicationFactor {
+        name: name.clone(),
+        replication_factor,
+    })
+    .await?;
+    wait_state(node, |s| s.topics.get(&name) != before.as_ref()).await;
+    let entry = node.state().topics.get(&name).cloned();
+    let entry = entry.ok_or_else(|| BrokerError::UnknownTopic(name.clone()))?;
+    Ok(topic_info(node, &name, &entry).await)
+}
+
 /// Merges config overrides into a topic's.
 pub(crate) async fn alter_topic(
     node: &ClusterNode,
