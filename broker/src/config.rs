@@ -38,6 +38,10 @@ pub struct BrokerConfig {
     /// The cluster's brokers as `id=host:port,...` (this broker included); each address
     /// serves clients and peers. Empty: a single broker without replication.
     pub peers: String,
+    /// Brokers of a running cluster to join through, `host:port,...` (any of them; the
+    /// broker then learns the others from the metadata). Used on the first start only:
+    /// a broker that joined remembers its cluster.
+    pub join: String,
     /// Defaults for topic configs, by Kafka name (`retention.ms`, `flush`, ...).
     pub log: BTreeMap<String, String>,
 }
@@ -55,6 +59,7 @@ impl Default for BrokerConfig {
             max_partitions_per_topic: 10_000,
             max_partitions: 20_000,
             peers: String::new(),
+            join: String::new(),
             log: BTreeMap::new(),
         }
     }

@@ -42,6 +42,7 @@ async fn start_cluster(n: u32) -> Vec<Broker> {
             peers.clone(),
             LogConfig::default(),
             rafka_broker::tasks::Tasks::default(),
+            rafka_broker::cluster::node::Founding::Peer,
         )
         .await
         .unwrap();
@@ -88,18 +89,19 @@ async fn propose(brokers: &[Broker], cmd: Command) -> Result<(), BrokerError> {
         .expect("set when the wait ended")
 }
 
-/// Registers every broker in the metadata, so topics can be placed on them.
+/// Registers every broker in the metadata at its peer address, so topics can be placed
+/// on them (partition groups reach their members at the registered address).
 async fn register(brokers: &[Broker]) {
-    for id in 1..=brokers.len() as u32 {
-        propose(
-            brokers,
-            Command::RegisterBroker {
-                id,
-                address: format!("broker-{id}"),
-            },
-        )
-        .await
-        .unwrap();
+    for b in brokers {
+        let id = b.node.id();
+        let address = b
+            .node
+            .peer_address(id)
+            .expect("a configured peer")
+            .to_string();
+        propose(brokers, Command::RegisterBroker { id, address })
+            .await
+            .unwrap();
     }
 }
 

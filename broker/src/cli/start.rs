@@ -28,6 +28,10 @@ pub struct StartArgs {
     /// whose partitions replicate through Raft. Without it: a single broker.
     #[arg(long, env = "RAFKA_PEERS")]
     peers: Option<String>,
+    /// Join a running cluster through these brokers, `host:port,...` (give this broker
+    /// an id the cluster does not use); restarts need it no more.
+    #[arg(long, env = "RAFKA_JOIN", conflicts_with = "peers")]
+    join: Option<String>,
 }
 
 /// Options of `rafka dev-cluster`.
@@ -128,6 +132,9 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     }
     if let Some(peers) = args.peers {
         config.peers = peers;
+    }
+    if let Some(join) = args.join {
+        config.join = join;
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

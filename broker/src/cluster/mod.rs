@@ -10,7 +10,9 @@
 //! - `node`       a broker's part: runs group 0, starts/stops partition groups per metadata
 //! - `replica`    one partition replica: log + Raft group, produce per acks, retention
 //! - `moves`      moving a partition to a new replica set (learners, then voters)
+//! - `join`       brokers joining a running cluster; the metadata group's voters
 
+mod join;
 mod moves;
 pub mod node;
 pub mod placement;

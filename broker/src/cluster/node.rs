@@ -65,16 +65,27 @@ pub struct ClusterNode {
     moving: Mutex<HashSet<(String, u32)>>,
 }
 
+/// How a broker comes to its cluster's metadata group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Founding {
+    /// One of the configured peers that form the metadata group (the lowest id
+    /// initializes it on first start); without other peers, a cluster of one.
+    Peer,
+    /// A broker that joined (or is joining) a running cluster: it follows the metadata
+    /// group as a learner and never initializes one of its own.
+    Joiner,
+}
+
 impl ClusterNode {
     /// Starts the metadata group over `peers` (broker id → peer address, this broker
-    /// included) and follows it. The lowest id initializes the group on first start.
-    /// What the node spawns belongs to `tasks`.
+    /// included) and follows it. What the node spawns belongs to `tasks`.
     pub async fn start(
         id: u32,
         data_dir: &Path,
         peers: BTreeMap<u32, String>,
         defaults: LogConfig,
         tasks: Tasks,
+        founding: Founding,
     ) -> Result<Arc<Self>, BrokerError> {
         if !peers.contains_key(&id) {
             return Err(BrokerError::InvalidRequest(format!(
@@ -95,12 +106,10 @@ impl ClusterNode {
         .map_err(internal)?;
         let (metadata, metadata_sm) = (opened.raft, opened.sm);
         groups.insert(METADATA_GROUP, metadata.clone());
-        if peers.keys().next() == Some(&id) {
+        if founding == Founding::Peer && peers.keys().next() == Some(&id) {
             initialize(&metadata, members(&peers, peers.keys().copied())).await;
         }
-        if peers.len() == 1 {
-            metadata.runtime_config().tick(false);
-        }
+
         let node = Arc::new(Self {
             id,
             data_dir: data_dir.to_path_buf(),
@@ -125,9 +134,29 @@ impl ClusterNode {
         self.id
     }
 
-    /// The peer-facing gRPC service for every group on this broker.
-    pub fn peer_service(&self) -> PeerService {
-        PeerService::new(self.groups.clone())
+    /// The peer-facing gRPC service for every group on this broker; it also takes join
+    /// requests of new brokers.
+    pub fn peer_service(self: &Arc<Self>) -> PeerService {
+        let node = Arc::downgrade(self);
+        PeerService::new(self.groups.clone()).with_joins(Arc::new(move |id, address| {
+            let node = node.clone();
+            Box::pin(async move {
+                match node.upgrade() {
+                    Some(n) => n.handle_join(id, address).await.map_err(Into::into),
+                    None => Err(tonic::Status::unavailable("the broker is stopping")),
+                }
+            })
+        }))
+    }
+
+    /// The metadata group's handle.
+    pub(super) fn metadata_raft(&self) -> &typ::Raft {
+        &self.metadata
+    }
+
+    /// The channels to other brokers.
+    pub(super) fn channels(&self) -> &PeerChannels {
+        &self.channels
     }
 
     /// The metadata as applied here.
@@ -138,6 +167,13 @@ impl ClusterNode {
     /// Notified whenever this broker applies a metadata change.
     pub fn watch_state(&self) -> watch::Receiver<u64> {
         self.metadata_sm.watch_high_watermark()
+    }
+
+    /// The brokers voting in the metadata group, as known here.
+    pub fn metadata_voters(&self) -> Vec<u32> {
+        let m = self.metadata.metrics();
+        let m = m.borrow();
+        m.membership_config.voter_ids().map(|v| v as u32).collect()
     }
 
     /// The broker leading the metadata group, as known here.
@@ -319,7 +355,9 @@ impl ClusterNode {
             };
             if node.metadata_leader() == Some(node.id) {
                 node.register_brokers().await;
+                node.balance_metadata_voters();
             }
+            node.quiet_metadata_if_alone();
             // A move in progress is looked at again soon: its partition's leadership may
             // come here, or a mover may have stopped before finishing.
             if node.drive_moves() {
@@ -480,7 +518,10 @@ impl ClusterNode {
         self.groups.insert(entry.group, raft.clone());
         if entry.replicas.first() == Some(&self.id) {
             let replicas = entry.replicas.iter().copied();
-            initialize(&raft, members(&self.peers, replicas)).await;
+            let members = replicas
+                .filter_map(|b| Some((b as u64, typ::Node::new(self.broker_address(b)?))))
+                .collect();
+            initialize(&raft, members).await;
         }
         quiet_if_alone(&raft, entry, self.id);
         let reader = log.lock().unwrap_or_else(|e| e.into_inner()).reader();

@@ -81,6 +81,17 @@ impl PeerChannels {
             .map_err(|e| format!("{addr}: bad proposal reply: {e}"))
     }
 
+    /// Asks the broker at `addr` to let broker `id` at `address` join the cluster.
+    pub async fn join(&self, addr: &str, id: u32, address: &str) -> Result<(), Status> {
+        let channel = self.channel(addr).map_err(Status::invalid_argument)?;
+        let mut request = Request::new(pb::JoinRequest {
+            id,
+            address: address.to_string(),
+        });
+        request.set_timeout(PROPOSE_TIMEOUT);
+        RaftPeerClient::new(channel).join(request).await.map(|_| ())
+    }
+
     fn channel(&self, addr: &str) -> Result<Channel, String> {
         let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = map.get(addr) {
@@ -316,15 +327,30 @@ impl RaftGroups {
     }
 }
 
+/// What a broker does with a join request (see [`PeerService::with_joins`]).
+pub type JoinHandler = Arc<
+    dyn Fn(u32, String) -> futures::future::BoxFuture<'static, Result<(), Status>> + Send + Sync,
+>;
+
 /// The peer-facing service.
 pub struct PeerService {
     groups: RaftGroups,
+    joins: Option<JoinHandler>,
 }
 
 impl PeerService {
     /// Serves the given groups.
     pub fn new(groups: RaftGroups) -> Self {
-        Self { groups }
+        Self {
+            groups,
+            joins: None,
+        }
+    }
+
+    /// Answers join requests with `handler` (without one, they are refused).
+    pub fn with_joins(mut self, handler: JoinHandler) -> Self {
+        self.joins = Some(handler);
+        self
     }
 }
 
@@ -399,6 +425,19 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<pb::RaftReply>, Status> {
         let (raft, rpc) = self.json_rpc::<InstallSnapshotRequest<TypeConfig>>(request)?;
         json_reply(&raft.install_snapshot(rpc).await)
+    }
+
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinReply>, Status> {
+        let req = request.into_inner();
+        let handler = self
+            .joins
+            .as_ref()
+            .ok_or_else(|| Status::unimplemented("this broker takes no join requests"))?;
+        handler(req.id, req.address).await?;
+        Ok(Response::new(pb::JoinReply {}))
     }
 
     async fn propose_metadata(

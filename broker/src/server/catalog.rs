@@ -75,6 +75,7 @@ pub(crate) async fn metadata(
             .collect(),
         topics,
         controller_id: node.metadata_leader().unwrap_or(0),
+        metadata_voters: node.metadata_voters(),
     })
 }
 

@@ -31,7 +31,7 @@ use rafka_proto::v1::group_server;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::cluster::node::ClusterNode;
+use crate::cluster::node::{ClusterNode, Founding};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::migrate;
@@ -85,15 +85,44 @@ impl Server {
             }
             migrate::adopt_partitions(&config.data_dir, topics, &defaults, config.node_id, &own)?;
         }
+        let joined_marker = config.data_dir.join(JOINED_FILE);
+        let seeds: Vec<String> = config
+            .join
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        let joiner = !seeds.is_empty() || joined_marker.exists();
+        if joiner && !peers.is_empty() {
+            return Err(BrokerError::InvalidRequest(
+                "give either peers (a cluster formed by its configured brokers) or join \
+                 (a running cluster to join), not both"
+                    .into(),
+            ));
+        }
+        if joiner && legacy.is_some() {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{} holds the topics of a single broker of an earlier release: start it once \
+                 alone to migrate it before it joins a cluster",
+                config.data_dir.display()
+            )));
+        }
         if peers.is_empty() {
             peers = BTreeMap::from([(config.node_id, own.clone())]);
         }
+        let founding = if joiner {
+            Founding::Joiner
+        } else {
+            Founding::Peer
+        };
         let node = ClusterNode::start(
             config.node_id,
             &config.data_dir,
             peers,
             defaults,
             Tasks::default(),
+            founding,
         )
         .await?;
         if let Some(topics) = legacy {
@@ -107,6 +136,31 @@ impl Server {
                 .unwrap_or(&own)
                 .to_string(),
         };
+        if !seeds.is_empty() && !joined_marker.exists() {
+            // A refusal (an id in use) fails the start; the metadata then reaches this
+            // broker once it serves.
+            if let Err(e) = node.request_join(&seeds).await {
+                node.shutdown().await;
+                return Err(e);
+            }
+            let joining = node.clone();
+            let marker = joined_marker.clone();
+            node.tasks().spawn_until_stopped(async move {
+                match joining.await_joined().await {
+                    Ok(()) => {
+                        if let Err(e) = crate::raft::state_file::write_atomic(
+                            marker.parent().expect("in the data dir"),
+                            JOINED_FILE,
+                            b"joined\n",
+                        ) {
+                            tracing::error!("recording the join: {e}");
+                        }
+                        tracing::info!("joined the cluster");
+                    }
+                    Err(e) => tracing::error!("joining the cluster: {e}"),
+                }
+            });
+        }
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
@@ -214,6 +268,9 @@ async fn register_legacy_topics(
     }
     Ok(())
 }
+
+/// Written once a broker joined a cluster: its restarts follow the cluster's metadata.
+const JOINED_FILE: &str = "joined";
 
 /// Longest shutdown waits for the broker's tasks once its groups are stopped.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
