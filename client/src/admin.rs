@@ -196,6 +196,95 @@ impl Admin {
         }
     }
 
+    /// Starts draining broker `id` (its partitions move to the other brokers; then it
+    /// leaves the cluster, stops and deletes its data); returns the moves recorded.
+    pub async fn decommission_broker(
+        &self,
+        id: u32,
+    ) -> Result<Vec<v1::PartitionMove>, ClientError> {
+        let resp = self
+            .call(|mut c| async move {
+                c.decommission_broker(v1::DecommissionBrokerRequest { id })
+                    .await
+            })
+            .await?;
+        Ok(resp.moves)
+    }
+
+    /// Waits until broker `id` is no longer listed in the cluster's metadata.
+    pub async fn wait_for_decommission(&self, id: u32) -> Result<(), ClientError> {
+        while self
+            .metadata(&[])
+            .await?
+            .brokers
+            .iter()
+            .any(|b| b.node_id == id)
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+
+    /// Plans moves that even out replicas and preferred leaders per broker, and starts
+    /// them unless `dry_run`; returns the plan.
+    pub async fn rebalance(&self, dry_run: bool) -> Result<Vec<v1::PartitionMove>, ClientError> {
+        let resp = self
+            .call(|mut c| async move { c.rebalance(v1::RebalanceRequest { dry_run }).await })
+            .await?;
+        Ok(resp.moves)
+    }
+
+    /// Waits until no partition of any topic is moving.
+    pub async fn wait_for_all_moves(&self) -> Result<(), ClientError> {
+        loop {
+            let meta = self.metadata(&[]).await?;
+            let moving = meta
+                .topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .any(|p| !p.moving_to.is_empty());
+            if !moving {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Preferred-leader election: asks every broker that is some partition's preferred
+    /// replica to take those leaderships. Returns the partitions elected ("topic-p") and
+    /// why others were not.
+    pub async fn elect_preferred_leaders(&self) -> Result<(Vec<String>, Vec<String>), ClientError> {
+        let meta = self.metadata(&[]).await?;
+        let preferred: std::collections::BTreeSet<u32> = meta
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .filter_map(|p| p.replicas.first().copied())
+            .collect();
+        let (mut elected, mut failed) = (Vec::new(), Vec::new());
+        for id in preferred {
+            let request = v1::ElectPreferredLeadersRequest::default();
+            match self
+                .cluster
+                .admin_at(id)
+                .elect_preferred_leaders(request)
+                .await
+            {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    elected.extend(
+                        r.elected
+                            .iter()
+                            .map(|e| format!("{}-{}", e.topic, e.partition)),
+                    );
+                    failed.extend(r.failed);
+                }
+                Err(s) => failed.push(format!("broker {id}: {}", s.message())),
+            }
+        }
+        Ok((elected, failed))
+    }
+
     /// Every topic (or those named), with partitions and configs.
     pub async fn describe_topics(
         &self,

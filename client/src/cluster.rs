@@ -162,6 +162,16 @@ impl Cluster {
         AdminClient::new(channel)
     }
 
+    /// A client of the Admin service on broker `id`, or on the default broker when its
+    /// address is unknown.
+    pub fn admin_at(&self, id: u32) -> AdminClient<Channel> {
+        let addr = self.read().brokers.get(&id).cloned();
+        match addr.map(|a| self.channel(&a)) {
+            Some(Ok(channel)) => AdminClient::new(channel),
+            _ => self.admin(),
+        }
+    }
+
     /// Number of partitions of `topic`, from cached metadata or the cluster.
     pub async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
         if let Some(p) = self.read().topics.get(topic) {

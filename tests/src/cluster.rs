@@ -417,3 +417,38 @@ pub async fn assert_acked_readable(bootstrap: &str, topic: &str, acked: &[Acked]
         );
     }
 }
+
+/// Sends keyless records `{prefix}-{i}` (acks=all) one every `every` until `stop` is set,
+/// then waits for every acknowledgement: each send must be acknowledged.
+pub fn produce_at_rate(
+    producer: Arc<rafka_client::Producer>,
+    topic: &str,
+    prefix: &str,
+    every: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Acked>> {
+    let (topic, prefix): (Arc<str>, String) = (topic.into(), prefix.to_string());
+    tokio::spawn(async move {
+        let mut sent = Vec::new();
+        let mut tick = tokio::time::interval(every);
+        let mut i = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            tick.tick().await;
+            let value = format!("{prefix}-{i}");
+            let record =
+                rafka_client::ProducerRecord::new(topic.clone(), value.clone().into_bytes());
+            sent.push((value, producer.send(record).await.expect("send")));
+            i += 1;
+        }
+        let mut out = Vec::new();
+        for (value, ack) in sent {
+            let m = ack.await.expect("acknowledged while the cluster changed");
+            out.push(Acked {
+                partition: m.partition,
+                offset: m.offset,
+                value,
+            });
+        }
+        out
+    })
+}

@@ -8,6 +8,7 @@
 //!   test, so a test can SIGKILL a real process in the middle of its work.
 
 pub mod cluster;
+pub mod procs;
 pub mod raft_group;
 
 use std::io::{BufRead, BufReader};

@@ -12,102 +12,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rafka_client::{Admin, Producer, ProducerConfig, ProducerRecord};
+use rafka_client::{Admin, Producer, ProducerConfig};
 use rafka_proto::v1::{self, broker_client::BrokerClient};
-use rafka_tests::cluster::{assert_acked_readable, free_addresses, produce_acked, Acked, WAIT};
-use rafka_tests::{child_arg, eventually, ChildTest};
+use rafka_tests::cluster::{assert_acked_readable, produce_acked, produce_at_rate, WAIT};
+use rafka_tests::eventually;
+use rafka_tests::procs::{Brokers, READY};
 
-const READY: &str = "broker ready";
 const PARTITIONS: u32 = 4;
 
-/// A broker process: `id|address|data dir|join` (join empty: alone or as remembered).
+/// A broker process (see `rafka_tests::procs`).
 #[test]
 fn broker_child() {
-    let Some(arg) = child_arg() else { return };
-    let parts: Vec<&str> = arg.split('|').collect();
-    let [id, addr, dir, join] = parts[..] else {
-        panic!("bad child argument {arg}")
-    };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-        let config = rafka_broker::config::BrokerConfig {
-            node_id: id.parse().expect("id"),
-            listen: listener.local_addr().expect("addr"),
-            data_dir: dir.into(),
-            join: join.to_string(),
-            ..Default::default()
-        };
-        match rafka_broker::server::Server::open(config).await {
-            Ok(server) => {
-                println!("{READY}");
-                server
-                    .serve(listener, std::future::pending())
-                    .await
-                    .expect("serve");
-            }
-            Err(e) => println!("refused: {e}"),
-        }
-    });
-}
-
-struct Brokers {
-    addrs: Vec<String>,
-    dirs: Vec<tempfile::TempDir>,
-    children: Vec<Option<ChildTest>>,
-}
-
-impl Brokers {
-    fn new(n: usize) -> Self {
-        Self {
-            addrs: free_addresses(n),
-            dirs: (0..n).map(|_| tempfile::tempdir().unwrap()).collect(),
-            children: (0..n).map(|_| None).collect(),
-        }
-    }
-
-    /// Starts broker `id` (joining through `join`, if given); returns its first line.
-    fn launch(&mut self, id: u32, join: &str) -> String {
-        let i = id as usize - 1;
-        let arg = format!(
-            "{id}|{}|{}|{join}",
-            self.addrs[i],
-            self.dirs[i].path().display()
-        );
-        let mut child = ChildTest::spawn("broker_child", &arg);
-        let first = loop {
-            match child.next_line() {
-                Some(l) if l.contains(READY) || l.contains("refused: ") => break l,
-                Some(_) => continue,
-                None => panic!("broker {id} exited before it was ready"),
-            }
-        };
-        if first.contains(READY) {
-            self.children[i] = Some(child);
-        }
-        first
-    }
-
-    fn kill(&mut self, id: u32) {
-        self.children[id as usize - 1]
-            .take()
-            .expect("running")
-            .kill();
-    }
-
-    fn addr(&self, id: u32) -> &str {
-        &self.addrs[id as usize - 1]
-    }
-}
-
-impl Drop for Brokers {
-    fn drop(&mut self) {
-        for c in self.children.iter_mut() {
-            if let Some(c) = c.take() {
-                c.kill();
-            }
-        }
-    }
+    rafka_tests::procs::broker_child()
 }
 
 /// The bytes of `partition` in `[0, below)` as broker `addr` serves them (a follower
@@ -185,34 +101,13 @@ async fn one_broker_grows_to_three_and_survives_the_first_one_dying() {
 
     // Replication factor 3 while a producer writes 500 records/s.
     let stop = Arc::new(AtomicBool::new(false));
-    let writing = {
-        let (producer, stop) = (producer.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut sent = Vec::new();
-            let mut tick = tokio::time::interval(Duration::from_millis(2));
-            let mut i = 0;
-            while !stop.load(Ordering::SeqCst) {
-                tick.tick().await;
-                let value = format!("during-{i}");
-                let ack = producer
-                    .send(ProducerRecord::new("grow", value.clone().into_bytes()))
-                    .await
-                    .unwrap();
-                sent.push((value, ack));
-                i += 1;
-            }
-            let mut out = Vec::new();
-            for (value, ack) in sent {
-                let m = ack.await.expect("acknowledged during the change");
-                out.push(Acked {
-                    partition: m.partition,
-                    offset: m.offset,
-                    value,
-                });
-            }
-            out
-        })
-    };
+    let writing = produce_at_rate(
+        producer.clone(),
+        "grow",
+        "during",
+        Duration::from_millis(2),
+        stop.clone(),
+    );
     admin.alter_replication_factor("grow", 3).await.unwrap();
     let t = admin.wait_for_moves("grow").await.unwrap();
     stop.store(true, Ordering::SeqCst);

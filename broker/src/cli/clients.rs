@@ -79,6 +79,28 @@ pub enum TopicCommand {
 pub enum ClusterCommand {
     /// Brokers, and each partition's leader, high watermark and replica lag.
     Status,
+    /// Even out replicas and preferred leaders per broker: plan moves, run them, wait,
+    /// then elect the preferred leaders.
+    Rebalance {
+        /// Print the plan only.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Move every replica off a broker, then remove it from the cluster (it stops and
+    /// deletes its data).
+    Decommission {
+        /// The broker's id.
+        id: u32,
+        /// Return once the moves are recorded, without waiting for the broker to leave.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+fn print_moves(moves: &[rafka_proto::v1::PartitionMove]) {
+    for m in moves {
+        println!("  {}-{}: {:?} -> {:?}", m.topic, m.partition, m.from, m.to);
+    }
 }
 
 /// Options of `rafka produce`.
@@ -243,8 +265,46 @@ pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<()> {
 }
 
 pub async fn cluster(bootstrap: &str, cmd: ClusterCommand) -> anyhow::Result<()> {
-    let ClusterCommand::Status = cmd;
     let admin = Admin::connect(bootstrap).await?;
+    match cmd {
+        ClusterCommand::Status => status(&admin).await,
+        ClusterCommand::Rebalance { dry_run } => {
+            let moves = admin.rebalance(dry_run).await?;
+            if moves.is_empty() {
+                println!("the cluster is balanced: nothing to move");
+            } else {
+                let what = if dry_run { "would move" } else { "moving" };
+                println!("{what} {} partition(s):", moves.len());
+                print_moves(&moves);
+            }
+            if dry_run {
+                return Ok(());
+            }
+            admin.wait_for_all_moves().await?;
+            let (elected, failed) = admin.elect_preferred_leaders().await?;
+            println!("preferred leaders elected: {}", elected.len());
+            for f in &failed {
+                println!("  not elected: {f}");
+            }
+            Ok(())
+        }
+        ClusterCommand::Decommission { id, no_wait } => {
+            let moves = admin.decommission_broker(id).await?;
+            println!(
+                "decommissioning broker {id}: moving {} partition(s)",
+                moves.len()
+            );
+            print_moves(&moves);
+            if !no_wait {
+                admin.wait_for_decommission(id).await?;
+                println!("broker {id} left the cluster");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn status(admin: &Admin) -> anyhow::Result<()> {
     let meta = admin.metadata(&[]).await?;
     println!("metadata leader: {}", meta.controller_id);
     // Each broker knows the replicas it holds; a leader also knows its followers' lag.

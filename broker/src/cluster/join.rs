@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::drain::MEMBERSHIP as VOTERS;
 use super::node::ClusterNode;
 use super::Command;
 use crate::error::BrokerError;
@@ -22,8 +23,6 @@ use crate::raft::types::typ;
 const JOIN_WAIT: Duration = Duration::from_secs(60);
 /// Pause between rounds of asking the seeds.
 const JOIN_RETRY: Duration = Duration::from_millis(200);
-/// `moving` key of the metadata voters' change (no partition has this topic name).
-const VOTERS: &str = "";
 
 /// The metadata voters a cluster of `brokers` brokers keeps.
 pub fn metadata_voters_for(brokers: usize) -> usize {
@@ -69,7 +68,13 @@ impl ClusterNode {
                 ))
             }
         }
-        match self.state().brokers.get(&id) {
+        let state = self.state();
+        if state.removed.contains(&id) {
+            return Err(BrokerError::InvalidRequest(format!(
+                "broker id {id} belonged to a decommissioned broker: a new broker needs a new id"
+            )));
+        }
+        match state.brokers.get(&id) {
             Some(b) if b.address != address => {
                 return Err(BrokerError::InvalidRequest(format!(
                     "broker id {id} is in use by the broker at {}",
@@ -147,19 +152,14 @@ impl ClusterNode {
     /// On the metadata leader: promotes caught-up learners until the group has the
     /// voters the cluster's size calls for (it never demotes one).
     pub(super) fn balance_metadata_voters(self: &Arc<Self>) {
-        let (voters, learners): (BTreeSet<u64>, BTreeSet<u64>) = {
-            let m = self.metadata_raft().metrics();
-            let m = m.borrow();
-            let voters: BTreeSet<u64> = m.membership_config.voter_ids().collect();
-            let learners = m
-                .membership_config
-                .membership()
-                .learner_ids()
-                .filter(|l| !voters.contains(l))
-                .collect();
-            (voters, learners)
-        };
-        let want = metadata_voters_for(self.state().brokers.len());
+        let (voters, learners) = self.metadata_members();
+        let state = self.state();
+        // Brokers being decommissioned (or gone) are not promoted.
+        let learners: BTreeSet<u64> = learners
+            .into_iter()
+            .filter(|l| state.brokers.get(&(*l as u32)).is_some_and(|b| !b.draining))
+            .collect();
+        let want = metadata_voters_for(state.active_brokers().len());
         if voters.len() >= want || learners.is_empty() || !self.begin_move(VOTERS, 0) {
             return;
         }

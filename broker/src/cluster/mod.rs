@@ -11,15 +11,20 @@
 //! - `replica`    one partition replica: log + Raft group, produce per acks, retention
 //! - `moves`      moving a partition to a new replica set (learners, then voters)
 //! - `join`       brokers joining a running cluster; the metadata group's voters
+//! - `balance`    plans: decommissioning a broker, rebalancing replicas and leaders
+//! - `drain`      a drained broker leaving the metadata group
 
+pub mod balance;
+mod drain;
 mod join;
 mod moves;
 pub mod node;
 pub mod placement;
 pub mod replica;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use balance::PlannedMove;
 use bytes::Bytes;
 use rafka_proto::batch::{BatchBuilder, Record, RecordBatch};
 use serde::{Deserialize, Serialize};
@@ -94,6 +99,25 @@ pub enum Command {
         /// The new total (larger than the current count).
         partitions: u32,
     },
+    /// Starts draining a broker: every partition it holds moves (as by
+    /// [`Command::ReassignPartition`]) to its set with the broker replaced, and no new
+    /// replica is placed on it. Refused for the last broker, or when a partition could
+    /// not keep its replication factor.
+    DecommissionBroker {
+        /// Broker id.
+        id: u32,
+    },
+    /// A drained broker leaves the metadata (it must hold no replica). Its id may join
+    /// again later, as a new broker.
+    RemoveBroker {
+        /// Broker id.
+        id: u32,
+    },
+    /// Starts a set of moves at once (a rebalance plan); all or none are recorded.
+    Rebalance {
+        /// The partitions' new replica sets.
+        moves: Vec<PlannedMove>,
+    },
 }
 
 /// Why a command cannot be applied. Applying it then changes nothing.
@@ -116,11 +140,24 @@ pub enum MetadataError {
     BadRecord(String),
 }
 
+impl From<MetadataError> for crate::error::BrokerError {
+    fn from(e: MetadataError) -> Self {
+        match e {
+            MetadataError::TopicExists(name) => Self::TopicExists(name),
+            MetadataError::UnknownTopic(name) => Self::UnknownTopic(name),
+            other => Self::InvalidRequest(other.to_string()),
+        }
+    }
+}
+
 /// A registered broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerEntry {
     /// Address clients and peers use.
     pub address: String,
+    /// Being decommissioned: its partitions move away and no new replica lands on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// One partition's replication.
@@ -167,6 +204,9 @@ pub struct ClusterState {
     pub topics: BTreeMap<String, TopicEntry>,
     /// The next Raft group id to hand out (group 0 is the metadata itself).
     pub next_group: u64,
+    /// Brokers decommissioned and removed; their ids are not registered again.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub removed: BTreeSet<u32>,
 }
 
 impl ClusterState {
@@ -174,12 +214,59 @@ impl ClusterState {
     pub fn apply(&mut self, cmd: &Command) -> Result<(), MetadataError> {
         match cmd {
             Command::RegisterBroker { id, address } => {
+                if self.removed.contains(id) {
+                    return Err(MetadataError::Invalid(format!(
+                        "broker id {id} belonged to a decommissioned broker: a new broker \
+                         needs a new id"
+                    )));
+                }
+                let draining = self.brokers.get(id).is_some_and(|b| b.draining);
                 self.brokers.insert(
                     *id,
                     BrokerEntry {
                         address: address.clone(),
+                        draining,
                     },
                 );
+            }
+            Command::DecommissionBroker { id } => {
+                let plan = self.plan_decommission(*id)?;
+                for m in plan {
+                    self.partition_mut(&m.topic, m.partition)?.target = Some(m.replicas);
+                }
+                self.brokers
+                    .get_mut(id)
+                    .expect("checked by the plan")
+                    .draining = true;
+            }
+            Command::RemoveBroker { id } => {
+                if !self.brokers.get(id).is_some_and(|b| b.draining) {
+                    return Err(MetadataError::Invalid(format!(
+                        "broker {id} is not being decommissioned"
+                    )));
+                }
+                if let Some((t, p, _)) = self.replicas_on(*id).first() {
+                    return Err(MetadataError::Invalid(format!(
+                        "broker {id} still holds {}-{p}",
+                        crate::error::shown(t)
+                    )));
+                }
+                self.brokers.remove(id);
+                self.removed.insert(*id);
+            }
+            Command::Rebalance { moves } => {
+                if moves.is_empty() {
+                    return Err(MetadataError::Invalid("a rebalance with no moves".into()));
+                }
+                let mut next = self.clone();
+                for m in moves {
+                    next.apply(&Command::ReassignPartition {
+                        topic: m.topic.clone(),
+                        partition: m.partition,
+                        replicas: m.replicas.clone(),
+                    })?;
+                }
+                *self = next;
             }
             Command::CreateTopic {
                 name,
@@ -262,10 +349,11 @@ impl ClusterState {
                 replication_factor,
             } => {
                 let rf = *replication_factor as usize;
-                if rf == 0 || rf > self.brokers.len() {
+                let active = self.active_brokers().len();
+                if rf == 0 || rf > active {
                     return Err(MetadataError::Invalid(format!(
-                        "replication factor {rf} is not between 1 and the {} broker(s)",
-                        self.brokers.len()
+                        "replication factor {rf} is not between 1 and the {active} broker(s) \
+                         that take replicas"
                     )));
                 }
                 let targets = self.grown_or_cut(name, rf)?;
@@ -317,7 +405,7 @@ impl ClusterState {
         count: u32,
         replication_factor: u32,
     ) -> Result<Vec<PartitionEntry>, MetadataError> {
-        let brokers: Vec<u32> = self.brokers.keys().copied().collect();
+        let brokers = self.active_brokers();
         let start = self
             .topics
             .values()
@@ -352,11 +440,14 @@ impl ClusterState {
                 crate::error::shown(name)
             )));
         }
-        let mut load: BTreeMap<u32, usize> = self.brokers.keys().map(|&b| (b, 0)).collect();
+        let mut load: BTreeMap<u32, usize> =
+            self.active_brokers().into_iter().map(|b| (b, 0)).collect();
         for t in self.topics.values() {
             for p in &t.partitions {
                 for b in p.running_on() {
-                    *load.entry(b).or_default() += 1;
+                    if let Some(n) = load.get_mut(&b) {
+                        *n += 1;
+                    }
                 }
             }
         }
@@ -368,7 +459,9 @@ impl ClusterState {
             }
             if target.len() > rf {
                 for b in target.drain(rf..) {
-                    *load.entry(b).or_default() -= 1;
+                    if let Some(n) = load.get_mut(&b) {
+                        *n = n.saturating_sub(1);
+                    }
                 }
             }
             // Ties go to the broker nearest after the last replica on the ring of broker
@@ -405,11 +498,19 @@ impl ClusterState {
         }
         let mut seen = std::collections::BTreeSet::new();
         for b in replicas {
-            if !self.brokers.contains_key(b) {
-                return Err(MetadataError::Invalid(format!(
-                    "broker {b} is not in the cluster (brokers: {:?})",
-                    self.brokers.keys().collect::<Vec<_>>()
-                )));
+            match self.brokers.get(b) {
+                None => {
+                    return Err(MetadataError::Invalid(format!(
+                        "broker {b} is not in the cluster (brokers: {:?})",
+                        self.brokers.keys().collect::<Vec<_>>()
+                    )))
+                }
+                Some(e) if e.draining => {
+                    return Err(MetadataError::Invalid(format!(
+                        "broker {b} is being decommissioned: it takes no new replicas"
+                    )))
+                }
+                Some(_) => {}
             }
             if !seen.insert(b) {
                 return Err(MetadataError::Invalid(format!(

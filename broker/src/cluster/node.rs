@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::{ClusterState, Command, MetadataError, MetadataStateMachine, PartitionEntry};
+use super::{ClusterState, Command, MetadataStateMachine, PartitionEntry};
 use crate::config::apply_topic_configs;
 use crate::error::BrokerError;
 use crate::log::LogConfig;
@@ -63,6 +63,8 @@ pub struct ClusterNode {
     tasks: Tasks,
     /// Partitions this broker is moving (as their leader) now.
     moving: Mutex<HashSet<(String, u32)>>,
+    /// Set once the metadata shows this broker decommissioned.
+    decommissioned: watch::Sender<bool>,
 }
 
 /// How a broker comes to its cluster's metadata group.
@@ -124,9 +126,22 @@ impl ClusterNode {
             reconciled: watch::channel(0).0,
             tasks,
             moving: Mutex::default(),
+            decommissioned: watch::channel(false).0,
         });
         node.tasks.spawn(Self::follow(node.clone()));
         Ok(node)
+    }
+
+    /// Completes once the metadata shows this broker decommissioned (its partitions
+    /// moved away and the cluster removed it): it should then stop and delete its data.
+    pub async fn decommissioned(&self) {
+        let mut w = self.decommissioned.subscribe();
+        let _ = w.wait_for(|d| *d).await;
+    }
+
+    /// Whether [`decommissioned`](Self::decommissioned) has completed.
+    pub fn is_decommissioned(&self) -> bool {
+        *self.decommissioned.borrow()
     }
 
     /// This broker's id.
@@ -252,12 +267,17 @@ impl ClusterNode {
             .map(|r| r.data);
         if let Err(typ::RaftError::APIError(typ::ClientWriteError::ForwardToLeader(f))) = &result {
             if let Some(leader) = f.leader_id.filter(|&l| l != self.id as u64) {
-                let address = self.peer_address(leader as u32).ok_or_else(|| {
-                    BrokerError::Unavailable(format!("metadata leader {leader} has no address"))
-                })?;
+                let address = f
+                    .leader_node
+                    .as_ref()
+                    .map(|n| n.addr.clone())
+                    .or_else(|| self.broker_address(leader as u32))
+                    .ok_or_else(|| {
+                        BrokerError::Unavailable(format!("metadata leader {leader} has no address"))
+                    })?;
                 result = self
                     .channels
-                    .propose_metadata(address, batch)
+                    .propose_metadata(&address, batch)
                     .await
                     .map_err(|e| {
                         BrokerError::Unavailable(format!("metadata leader {leader}: {e}"))
@@ -266,11 +286,7 @@ impl ClusterNode {
         }
         match result {
             Ok(AppendResult { error: None, .. }) => Ok(()),
-            Ok(AppendResult { error: Some(e), .. }) => Err(match e {
-                MetadataError::TopicExists(name) => BrokerError::TopicExists(name),
-                MetadataError::UnknownTopic(name) => BrokerError::UnknownTopic(name),
-                other => BrokerError::InvalidRequest(other.to_string()),
-            }),
+            Ok(AppendResult { error: Some(e), .. }) => Err(e.into()),
             Err(typ::RaftError::APIError(typ::ClientWriteError::ForwardToLeader(f))) => {
                 Err(match f.leader_id {
                     None => BrokerError::Unavailable(
@@ -353,14 +369,19 @@ impl ClusterNode {
                     Some(after)
                 }
             };
+            let mut pending = false;
             if node.metadata_leader() == Some(node.id) {
                 node.register_brokers().await;
                 node.balance_metadata_voters();
+                pending = node.drive_decommissions();
+            }
+            if node.metadata_sm.app().removed.contains(&node.id) {
+                node.decommissioned.send_replace(true);
             }
             node.quiet_metadata_if_alone();
             // A move in progress is looked at again soon: its partition's leadership may
             // come here, or a mover may have stopped before finishing.
-            if node.drive_moves() {
+            if node.drive_moves() || pending {
                 retry = Some(retry.map_or(MOVE_RECHECK, |r| r.min(MOVE_RECHECK)));
             }
             let timer = tokio::time::sleep(retry.unwrap_or_default());
@@ -380,7 +401,8 @@ impl ClusterNode {
     async fn register_brokers(&self) {
         let state = self.metadata_sm.app();
         for (id, address) in &self.peers {
-            if state.brokers.get(id).map(|b| &b.address) == Some(address) {
+            let known = state.brokers.get(id).map(|b| &b.address) == Some(address);
+            if known || state.removed.contains(id) {
                 continue;
             }
             let cmd = Command::RegisterBroker {

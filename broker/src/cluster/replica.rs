@@ -21,6 +21,9 @@ pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a produce reaching a replica mid-election waits to learn the new leader.
 const ELECTION_WAIT: Duration = Duration::from_secs(2);
+/// One round of a preferred-leader election: over a heartbeat (150 ms), well under the
+/// shortest election timeout (1 s).
+const LEASE_ROUND: Duration = Duration::from_millis(250);
 
 fn internal(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::Internal(e.to_string())
@@ -158,6 +161,50 @@ impl ReplicatedPartition {
         let m = self.raft.metrics();
         let m = m.borrow();
         m.current_leader == Some(self.node) && m.state == typ::ServerState::Leader
+    }
+
+    /// Preferred-leader election: this replica, a voter of its group, stands for election
+    /// until it leads or `within` passes. openraft 0.9 has no leadership transfer, and
+    /// voters refuse a candidate while their leader's lease holds: the first vote raises
+    /// the term, the old leader steps down when its next append meets it (its vote is
+    /// then no longer a committed leader's, so it grants the next request at once), and
+    /// the vote asked for again a moment later wins before the old leader's own election
+    /// timer (1-2 s) fires. The partition is without a leader for about one heartbeat.
+    pub async fn take_leadership(&self, within: Duration) -> Result<(), BrokerError> {
+        let failed = |why: String| {
+            BrokerError::Unavailable(format!("{}-{}: {why}", self.topic, self.partition))
+        };
+        let voter = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.membership_config.voter_ids().any(|v| v == self.node)
+        };
+        if !voter {
+            return Err(failed(
+                "this replica does not vote in its group (yet)".into(),
+            ));
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        let mut metrics = self.raft.metrics();
+        while !self.is_leader() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(failed(format!("not elected within {within:?}")));
+            }
+            self.raft
+                .trigger()
+                .elect()
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            let round = (tokio::time::Instant::now() + LEASE_ROUND).min(deadline);
+            let _ = tokio::time::timeout_at(
+                round,
+                metrics.wait_for(|m| {
+                    m.state == typ::ServerState::Leader && m.current_leader == Some(self.node)
+                }),
+            )
+            .await;
+        }
+        Ok(())
     }
 
     /// The redirect to answer off the leader (never to this broker itself: one that

@@ -1,4 +1,5 @@
-//! CreateTopic, DeleteTopic and AlterTopicConfig.
+//! Topics (create, delete, configs, partitions, reassignment, replication factor) and
+//! brokers (decommission, rebalance, preferred-leader election).
 
 use std::sync::Arc;
 
@@ -95,6 +96,38 @@ impl admin_server::Admin for AdminService {
         Ok(Response::new(v1::AlterReplicationFactorResponse {
             topic: Some(topic),
         }))
+    }
+
+    async fn decommission_broker(
+        &self,
+        request: Request<v1::DecommissionBrokerRequest>,
+    ) -> Result<Response<v1::DecommissionBrokerResponse>, Status> {
+        let id = request.into_inner().id;
+        let moves = catalog::decommission_broker(&self.shared.node, id).await?;
+        tracing::info!(broker = id, partitions = moves.len(), "decommissioning");
+        Ok(Response::new(v1::DecommissionBrokerResponse { moves }))
+    }
+
+    async fn rebalance(
+        &self,
+        request: Request<v1::RebalanceRequest>,
+    ) -> Result<Response<v1::RebalanceResponse>, Status> {
+        let dry_run = request.into_inner().dry_run;
+        let moves = catalog::rebalance(&self.shared.node, dry_run).await?;
+        if !dry_run {
+            tracing::info!(partitions = moves.len(), "rebalancing");
+        }
+        Ok(Response::new(v1::RebalanceResponse { moves }))
+    }
+
+    async fn elect_preferred_leaders(
+        &self,
+        request: Request<v1::ElectPreferredLeadersRequest>,
+    ) -> Result<Response<v1::ElectPreferredLeadersResponse>, Status> {
+        let named = request.into_inner().partitions;
+        Ok(Response::new(
+            catalog::elect_preferred_leaders(&self.shared.node, named).await,
+        ))
     }
 
     async fn alter_topic_config(

@@ -218,6 +218,111 @@ pub(crate) async fn alter_replication_factor(
     Ok(topic_info(node, &name, &entry).await)
 }
 
+/// Starts draining broker `id`; answers once the metadata records its moves.
+pub(crate) async fn decommission_broker(
+    node: &ClusterNode,
+    id: u32,
+) -> Result<Vec<v1::PartitionMove>, BrokerError> {
+    let plan = moves(node, node.state().plan_decommission(id)?);
+    node.propose(&Command::DecommissionBroker { id }).await?;
+    wait_state(node, |s| s.brokers.get(&id).is_none_or(|b| b.draining)).await;
+    Ok(plan)
+}
+
+/// Plans a rebalance over the metadata as known here; starts it unless `dry_run` (the
+/// metadata leader checks every move again as it records them).
+pub(crate) async fn rebalance(
+    node: &ClusterNode,
+    dry_run: bool,
+) -> Result<Vec<v1::PartitionMove>, BrokerError> {
+    let plan = node.state().plan_rebalance();
+    let shown = moves(node, plan.clone());
+    if let (false, Some(last)) = (dry_run, plan.last().cloned()) {
+        node.propose(&Command::Rebalance { moves: plan }).await?;
+        wait_state(node, |s| {
+            s.topics
+                .get(&last.topic)
+                .and_then(|t| t.partitions.get(last.partition as usize))
+                .is_some_and(|p| p.target.is_some() || p.replicas == last.replicas)
+        })
+        .await;
+    }
+    Ok(shown)
+}
+
+/// A plan as the API shows it (each partition's current set, as known here).
+fn moves(
+    node: &ClusterNode,
+    plan: Vec<crate::cluster::balance::PlannedMove>,
+) -> Vec<v1::PartitionMove> {
+    let state = node.state();
+    plan.into_iter()
+        .map(|m| v1::PartitionMove {
+            from: state
+                .topics
+                .get(&m.topic)
+                .and_then(|t| t.partitions.get(m.partition as usize))
+                .map(|p| p.replicas.clone())
+                .unwrap_or_default(),
+            topic: m.topic,
+            partition: m.partition,
+            to: m.replicas,
+        })
+        .collect()
+}
+
+/// How long one preferred-leader election may take.
+const ELECT_WAIT: Duration = Duration::from_secs(15);
+
+/// Has this broker take the leadership of the partitions it is the preferred replica of
+/// (those named, or all); answers which it leads and why the others failed.
+pub(crate) async fn elect_preferred_leaders(
+    node: &ClusterNode,
+    named: Vec<v1::TopicPartitionRef>,
+) -> v1::ElectPreferredLeadersResponse {
+    let state = node.state();
+    let preferred: Vec<(String, u32)> = state
+        .replicas_on(node.id())
+        .into_iter()
+        .filter(|(_, _, p)| p.target.is_none() && p.replicas.first() == Some(&node.id()))
+        .map(|(t, p, _)| (t.to_string(), p))
+        .filter(|(t, p)| {
+            named.is_empty() || named.iter().any(|n| n.topic == *t && n.partition == *p)
+        })
+        .collect();
+    let mut out = v1::ElectPreferredLeadersResponse::default();
+    for n in &named {
+        if !preferred
+            .iter()
+            .any(|(t, p)| n.topic == *t && n.partition == *p)
+        {
+            out.failed.push(format!(
+                "{}-{}: broker {} is not its preferred leader (or it is moving)",
+                shown(&n.topic),
+                n.partition,
+                node.id()
+            ));
+        }
+    }
+    let elections = preferred.into_iter().map(|(topic, partition)| async move {
+        let result = match node.partition(&topic, partition).await {
+            Some(p) => p.take_leadership(ELECT_WAIT).await,
+            None => Err(BrokerError::Unavailable(format!(
+                "{}-{partition}: its replica is not running here yet",
+                shown(&topic)
+            ))),
+        };
+        (topic, partition, result)
+    });
+    for (topic, partition, result) in futures::future::join_all(elections).await {
+        match result {
+            Ok(()) => out.elected.push(v1::TopicPartitionRef { topic, partition }),
+            Err(e) => out.failed.push(e.to_string()),
+        }
+    }
+    out
+}
+
 /// Merges config overrides into a topic's.
 pub(crate) async fn alter_topic(
     node: &ClusterNode,

@@ -65,6 +65,15 @@ impl Server {
             ))
         })?;
         let lock = lock::DirLock::acquire(&config.data_dir)?;
+        if config.data_dir.join(DECOMMISSIONED_FILE).exists() {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{0} belonged to broker {1}, which was decommissioned from its cluster and \
+                 deleted its data; to start a broker here, remove the directory \
+                 (`rm -r {0}`) and start it with a new --node-id",
+                config.data_dir.display(),
+                config.node_id
+            )));
+        }
         let defaults = config
             .topic_defaults()
             .map_err(|e| BrokerError::InvalidRequest(format!("broker config [log]: {e}")))?;
@@ -221,7 +230,12 @@ impl Server {
             ))
             .add_service(peer)
             .serve_with_incoming_shutdown(incoming, async {
-                shutdown.await;
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = shared.node.decommissioned() => {
+                        tracing::warn!("this broker was decommissioned: stopping and deleting its data");
+                    }
+                }
                 // Streams and background loops end now; requests in flight finish.
                 tasks.stop();
             })
@@ -234,6 +248,9 @@ impl Server {
                 tasks = left,
                 "tasks still running at shutdown after {SHUTDOWN_WAIT:?}"
             );
+        }
+        if shared.node.is_decommissioned() {
+            delete_data(&shared.config.data_dir)?;
         }
         result.map_err(|e| BrokerError::Internal(format!("server: {e}")))
     }
@@ -268,6 +285,34 @@ async fn register_legacy_topics(
     }
     Ok(())
 }
+
+/// Deletes everything in a decommissioned broker's data directory but its lock, and
+/// leaves a marker that refuses a restart there.
+fn delete_data(dir: &std::path::Path) -> Result<(), BrokerError> {
+    let fail = |e: std::io::Error| {
+        BrokerError::Internal(format!("deleting the data in {}: {e}", dir.display()))
+    };
+    crate::raft::state_file::write_atomic(dir, DECOMMISSIONED_FILE, b"decommissioned\n")
+        .map_err(|e| BrokerError::Internal(format!("recording the decommission: {e}")))?;
+    for entry in std::fs::read_dir(dir).map_err(fail)? {
+        let entry = entry.map_err(fail)?;
+        let name = entry.file_name();
+        if name == ".lock" || name == DECOMMISSIONED_FILE {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type().map_err(fail)?.is_dir() {
+            std::fs::remove_dir_all(&path).map_err(fail)?;
+        } else {
+            std::fs::remove_file(&path).map_err(fail)?;
+        }
+    }
+    tracing::info!(data_dir = %dir.display(), "deleted the data of a decommissioned broker");
+    Ok(())
+}
+
+/// Written in a decommissioned broker's data directory, in place of its data.
+const DECOMMISSIONED_FILE: &str = "decommissioned";
 
 /// Written once a broker joined a cluster: its restarts follow the cluster's metadata.
 const JOINED_FILE: &str = "joined";

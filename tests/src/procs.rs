@@ -1,0 +1,128 @@
+//! Brokers as real child processes (the test binary re-run as its `broker_child` test),
+//! for tests that kill, restart, grow and shrink clusters.
+//!
+//! A test binary using [`Brokers`] defines
+//! `#[test] fn broker_child() { rafka_tests::procs::broker_child() }`.
+
+use crate::{child_arg, ChildTest};
+
+/// What a child prints once it serves.
+pub const READY: &str = "broker ready";
+
+/// The body of a `broker_child` test: runs a broker from its argument
+/// `id|address|data dir|join` (join empty: alone, or as the broker remembers) until it
+/// is killed or decommissioned; prints [`READY`], or `refused: ...` if it cannot start.
+/// Does nothing outside a child.
+pub fn broker_child() {
+    let Some(arg) = child_arg() else { return };
+    // To stderr (inherited), never to the stdout pipe the parent stops reading.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        ))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let parts: Vec<&str> = arg.split('|').collect();
+    let [id, addr, dir, join] = parts[..] else {
+        panic!("bad child argument {arg}")
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        let config = rafka_broker::config::BrokerConfig {
+            node_id: id.parse().expect("id"),
+            listen: listener.local_addr().expect("addr"),
+            data_dir: dir.into(),
+            join: join.to_string(),
+            ..Default::default()
+        };
+        match rafka_broker::server::Server::open(config).await {
+            Ok(server) => {
+                println!("{READY}");
+                server
+                    .serve(listener, std::future::pending())
+                    .await
+                    .expect("serve");
+                println!("broker stopped");
+            }
+            Err(e) => println!("refused: {e}"),
+        }
+    });
+}
+
+/// Brokers 1..=n: their addresses, data directories and running processes.
+pub struct Brokers {
+    addrs: Vec<String>,
+    dirs: Vec<tempfile::TempDir>,
+    children: Vec<Option<ChildTest>>,
+}
+
+impl Brokers {
+    /// Free addresses and empty data directories for `n` brokers; none runs yet.
+    pub fn new(n: usize) -> Self {
+        Self {
+            addrs: crate::cluster::free_addresses(n),
+            dirs: (0..n).map(|_| tempfile::tempdir().unwrap()).collect(),
+            children: (0..n).map(|_| None).collect(),
+        }
+    }
+
+    /// Starts broker `id` (joining through `join`, if given); returns its first line
+    /// ([`READY`] or the refusal).
+    pub fn launch(&mut self, id: u32, join: &str) -> String {
+        let i = id as usize - 1;
+        let arg = format!(
+            "{id}|{}|{}|{join}",
+            self.addrs[i],
+            self.dirs[i].path().display()
+        );
+        let mut child = ChildTest::spawn("broker_child", &arg);
+        let first = loop {
+            match child.next_line() {
+                Some(l) if l.contains(READY) || l.contains("refused: ") => break l,
+                Some(_) => continue,
+                None => panic!("broker {id} exited before it was ready"),
+            }
+        };
+        if first.contains(READY) {
+            self.children[i] = Some(child);
+        }
+        first
+    }
+
+    /// Kills broker `id` with SIGKILL.
+    pub fn kill(&mut self, id: u32) {
+        self.children[id as usize - 1]
+            .take()
+            .expect("running")
+            .kill();
+    }
+
+    /// Waits until broker `id`'s process ends on its own; returns the lines it printed.
+    pub async fn exited(&mut self, id: u32) -> Vec<String> {
+        let mut child = self.children[id as usize - 1].take().expect("running");
+        tokio::task::spawn_blocking(move || std::iter::from_fn(|| child.next_line()).collect())
+            .await
+            .expect("reading the child")
+    }
+
+    /// Broker `id`'s address.
+    pub fn addr(&self, id: u32) -> &str {
+        &self.addrs[id as usize - 1]
+    }
+
+    /// Broker `id`'s data directory.
+    pub fn dir(&self, id: u32) -> &std::path::Path {
+        self.dirs[id as usize - 1].path()
+    }
+}
+
+impl Drop for Brokers {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut() {
+            if let Some(c) = c.take() {
+                c.kill();
+            }
+        }
+    }
+}
