@@ -472,6 +472,9 @@ async fn produce_routed(
             (leader, parts, answer.map_err(ClientError::from))
         });
         let mut refresh = false;
+        // A redirect is followed at once the first time; after that (two brokers may
+        // name each other while an election settles) every retry waits its backoff.
+        let mut wait = false;
         let mut last = None;
         for (sent_to, parts, answer) in futures::future::join_all(sends).await {
             match answer {
@@ -486,13 +489,14 @@ async fn produce_routed(
                         && Instant::now() < deadline =>
                 {
                     match e {
-                        // A redirect to another broker: go there at once.
+                        // A redirect to another broker: go there.
                         ClientError::NotLeader {
                             leader: Some(l), ..
                         } if l != sent_to => {
                             for (p, _) in &parts {
                                 inner.cluster.set_leader(topic, *p, l);
                             }
+                            wait |= attempt > 0;
                         }
                         _ => refresh = true,
                     }
@@ -518,13 +522,15 @@ async fn produce_routed(
         if pending.is_empty() {
             return done;
         }
-        if refresh {
+        if refresh || wait {
             let backoff = inner
                 .config
                 .retry_backoff
                 .saturating_mul(1 << (attempt / 3).min(10))
                 .min(Duration::from_secs(1));
             tokio::time::sleep(backoff).await;
+        }
+        if refresh {
             if let Err(e) = inner.cluster.refresh(topic).await {
                 tracing::debug!(topic, "metadata refresh failed: {e}; last error: {last:?}");
             }

@@ -214,6 +214,49 @@ async fn bad_reassignments_are_refused_and_change_nothing() {
     .await;
 }
 
+/// A partition of one replica moved to another broker: its only voter, and so its leader,
+/// goes away, and the replica left alone (whose Raft ticks are off, as for any group of
+/// one) must elect itself, or the partition stays without a leader for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_replica_moves_and_its_new_broker_leads() {
+    let cluster = TestCluster::start(2).await;
+    let bootstrap = cluster.bootstrap();
+    let admin = Admin::connect(&bootstrap).await.unwrap();
+    admin
+        .create_topic("alone", 1, 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let (from, _) = replicas(&admin, "alone").await;
+    let to: Vec<u32> = (1..=2).filter(|b| !from.contains(b)).collect();
+    let producer = Arc::new(
+        Producer::connect(&bootstrap, ProducerConfig::default())
+            .await
+            .unwrap(),
+    );
+    let writing = {
+        let producer = producer.clone();
+        tokio::spawn(async move { produce_acked(&producer, "alone", "r", 3_000, 20).await })
+    };
+    eventually("records before the move", WAIT, || async {
+        let p = admin.describe_topics(&["alone"]).await.unwrap();
+        p[0].partitions[0].high_watermark > 300
+    })
+    .await;
+    admin.reassign_partition("alone", 0, &to).await.unwrap();
+    eventually("the move to complete", WAIT, || async {
+        replicas(&admin, "alone").await == (to.clone(), vec![])
+    })
+    .await;
+    let r = cluster.replica(to[0], "alone", 0).await;
+    eventually("the new broker to lead", WAIT, || async { r.is_leader() }).await;
+    let (mut acked, failed) = writing.await.unwrap();
+    assert_eq!(failed, 0, "every record acknowledged");
+    let (after, failed) = produce_acked(&producer, "alone", "after", 100, 20).await;
+    assert_eq!(failed, 0, "records after the move acknowledged");
+    acked.extend(after);
+    assert_acked_readable(&bootstrap, "alone", &acked).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_replication_factor_changes_under_load() {
     let cluster = TestCluster::start(3).await;

@@ -497,7 +497,7 @@ impl ClusterNode {
             Ok(config) => match existing {
                 Some(p) => {
                     p.update_config(configs, config);
-                    quiet_if_alone(&p.raft, &entry, self.id);
+                    quiet_if_alone(&p.raft, &entry, self.id).await;
                     Ok(())
                 }
                 None => {
@@ -545,7 +545,7 @@ impl ClusterNode {
                 .collect();
             initialize(&raft, members).await;
         }
-        quiet_if_alone(&raft, entry, self.id);
+        quiet_if_alone(&raft, entry, self.id).await;
         let reader = log.lock().unwrap_or_else(|e| e.into_inner()).reader();
         let replica = Arc::new(ReplicatedPartition {
             topic: topic.to_string(),
@@ -570,10 +570,25 @@ impl ClusterNode {
 
 /// A group whose only replica is this broker has nobody to send heartbeats to and no
 /// election to time out (it elects itself when it starts): its ticks are switched off,
-/// so an idle partition of a single broker costs no timer work.
-fn quiet_if_alone(raft: &typ::Raft, entry: &PartitionEntry, me: u32) {
+/// so an idle partition of a single broker costs no timer work. A replica left alone by a
+/// move that took its leader away elects itself here at once: without ticks it never would.
+async fn quiet_if_alone(raft: &typ::Raft, entry: &PartitionEntry, me: u32) {
     let alone = entry.replicas == [me] && entry.target.is_none();
     raft.runtime_config().tick(!alone);
+    if !alone {
+        return;
+    }
+    let orphaned = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        let only_voter = m.membership_config.voter_ids().eq([me as u64]);
+        only_voter && m.current_leader != Some(me as u64)
+    };
+    if orphaned {
+        if let Err(e) = raft.trigger().elect().await {
+            tracing::debug!("electing a replica left alone by a move: {e}");
+        }
+    }
 }
 
 fn members(
