@@ -5,6 +5,8 @@
 //! - `rafka-bench produce` / `consume`: load against a running broker.
 //! - `rafka-bench group`: a consumer group's consume rate and a joining member's wait.
 //! - `rafka-bench limits`: the machine's write, copy and loopback bandwidth.
+//! - `rafka-bench reassign`: a partition moved to other brokers while a producer writes
+//!   to it; the move's time and the producer's latency before, during and after.
 //! - `rafka-bench run WORKLOAD`: a workload file against a rafka cluster or, with
 //!   `--system jetstream`, against NATS JetStream (`jetstream`: the peer driver).
 //! - `rafka-bench compare DIR` / `chart DIR`: the rafka/JetStream table and SVG charts
@@ -24,6 +26,7 @@ mod jetstream;
 mod limits;
 mod load;
 mod log_bench;
+mod reassign;
 mod report;
 mod result;
 mod workload;
@@ -48,6 +51,8 @@ enum Command {
     Group(group::GroupArgs),
     /// This machine's limits: fsync'd and buffered writes, memory copy, loopback TCP.
     Limits(limits::LimitsArgs),
+    /// A partition moved to other brokers under a fixed-rate producer: time, latency.
+    Reassign(reassign::ReassignArgs),
     /// A workload file (benches/workloads/*.toml) against a cluster; JSON result.
     Run(workload::RunArgs),
     /// The rafka/JetStream table from a directory of run results.
@@ -65,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         Command::Consume(args) => runtime()?.block_on(load::consume(args)),
         Command::Group(args) => runtime()?.block_on(group::run(args)),
         Command::Limits(args) => limits::run(args),
+        Command::Reassign(args) => runtime()?.block_on(reassign::run(args)),
         Command::Run(args) => runtime()?.block_on(workload::run(args)),
         Command::Compare(args) => compare::run(args),
         Command::Chart(args) => chart::run(args),

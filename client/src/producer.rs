@@ -434,6 +434,9 @@ fn collect(inner: &Inner) -> (Vec<Outgoing>, Option<Instant>, bool) {
 /// Result of producing one partition's batches.
 type PartitionResult = Result<v1::ProducePartitionResult, ClientError>;
 
+/// The first wait after two brokers named each other as the partition's leader.
+const REDIRECT_BACKOFF: Duration = Duration::from_millis(5);
+
 /// Sends each partition's records to its leader (one request per leader), following
 /// redirects and retrying retriable failures; returns every partition's outcome.
 async fn produce_routed(
@@ -522,12 +525,19 @@ async fn produce_routed(
         if pending.is_empty() {
             return done;
         }
-        if refresh || wait {
+        if refresh {
             let backoff = inner
                 .config
                 .retry_backoff
                 .saturating_mul(1 << (attempt / 3).min(10))
                 .min(Duration::from_secs(1));
+            tokio::time::sleep(backoff).await;
+        } else if wait {
+            // Redirects only: the new leader is usually elected within milliseconds, so
+            // these waits start short (10 ms, doubling up to the retry backoff).
+            let backoff = REDIRECT_BACKOFF
+                .saturating_mul(1 << attempt.min(10))
+                .min(inner.config.retry_backoff);
             tokio::time::sleep(backoff).await;
         }
         if refresh {

@@ -15,11 +15,17 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::node::{ClusterNode, ReplicatedPartition};
 use super::Command;
 use crate::error::BrokerError;
+use crate::raft::group::raft_config;
 use crate::raft::types::typ;
+
+/// How long a mover waits for its learners to come within one AppendEntries of the
+/// leader before it promotes them anyway.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(30);
 
 impl ClusterNode {
     /// Starts a mover for every partition this broker leads whose metadata names a
@@ -84,6 +90,8 @@ impl ClusterNode {
                 .map_err(|e| self.move_error(p, e))?;
         }
         let new: BTreeSet<u64> = target.iter().map(|&b| b as u64).collect();
+        let learners: Vec<u64> = new.difference(&voters).copied().collect();
+        self.wait_for_learners(p, &learners).await;
         if voters != new {
             p.raft
                 .change_membership(new, false)
@@ -98,6 +106,37 @@ impl ClusterNode {
         .await?;
         tracing::info!(topic = %p.topic, partition = p.partition, "moved to {target:?}");
         Ok(())
+    }
+
+    /// Waits (up to `CATCH_UP_WAIT`) until every learner is within one AppendEntries of
+    /// the leader's log. `add_learner` waits only for the log as it was when the learner
+    /// was added: after a long catch-up the writes since then are still missing, and
+    /// a learner promoted then would hold up commits (a quorum of both the old and the new
+    /// set is needed while the change runs) until it has them. Past the wait the move goes
+    /// on regardless: commits only slow down.
+    async fn wait_for_learners(&self, p: &ReplicatedPartition, learners: &[u64]) {
+        if learners.is_empty() {
+            return;
+        }
+        let slack = raft_config().max_payload_entries;
+        let caught_up = |m: &typ::RaftMetrics| {
+            let last = m.last_log_index.unwrap_or(0);
+            let matched = |id: &u64| {
+                let r = m.replication.as_ref()?.get(id)?.as_ref()?;
+                Some(r.index)
+            };
+            learners
+                .iter()
+                .all(|id| matched(id).is_some_and(|i| i + slack >= last))
+        };
+        if let Err(e) = p
+            .raft
+            .wait(Some(CATCH_UP_WAIT))
+            .metrics(caught_up, "learners caught up")
+            .await
+        {
+            tracing::info!(topic = %p.topic, partition = p.partition, "promoting learners not quite caught up: {e}");
+        }
     }
 
     fn move_error(

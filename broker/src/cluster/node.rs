@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use super::{ClusterState, Command, MetadataStateMachine, PartitionEntry};
 use crate::config::apply_topic_configs;
 use crate::error::BrokerError;
-use crate::log::LogConfig;
+use crate::log::{discard, LogConfig};
 use crate::raft::group::{initialize, open_group, OpenedGroup};
 use crate::raft::network::{PeerChannels, PeerService, RaftGroups};
 use crate::raft::types::{typ, AppendResult, BatchData};
@@ -36,7 +36,13 @@ const RECONCILE_RETRY_MAX: Duration = Duration::from_secs(10);
 const MOVE_RECHECK: Duration = Duration::from_millis(500);
 /// Replicas opened at once while reconciling.
 const PARALLEL_STARTS: usize = 16;
-/// Directory of the metadata log.
+/// How long a removed replica's files stay before they are freed (reads in flight end).
+const DISCARD_DELAY: Duration = Duration::from_secs(5);
+/// Bytes of a removed replica freed in one step, and the pause between steps: 1 GiB is
+/// gone in about 1.5 s without stalling the disk for the partitions that stay.
+const DISCARD_STEP: u64 = 32 << 20;
+const DISCARD_PAUSE: Duration = Duration::from_millis(40);
+/// The metadata group's directory.
 pub const METADATA_DIR: &str = "__cluster_metadata-0";
 
 fn internal(e: impl std::fmt::Display) -> BrokerError {
@@ -128,6 +134,12 @@ impl ClusterNode {
             moving: Mutex::default(),
             decommissioned: watch::channel(false).0,
         });
+        match discard::leftovers(data_dir) {
+            Ok(dirs) => dirs
+                .into_iter()
+                .for_each(|d| node.discard_later(d, Duration::ZERO)),
+            Err(e) => tracing::warn!("looking for replicas left to discard: {e}"),
+        }
         node.tasks.spawn(Self::follow(node.clone()));
         Ok(node)
     }
@@ -426,6 +438,36 @@ impl ClusterNode {
         result
     }
 
+    /// Frees a set-aside replica directory in steps after `delay` (reads in flight end
+    /// first, as with Kafka's `file.delete.delay.ms`); a broker stopped before the end
+    /// takes it up again when it starts.
+    fn discard_later(&self, dir: PathBuf, delay: Duration) {
+        self.tasks.spawn_until_stopped(async move {
+            tokio::time::sleep(delay).await;
+            let shown = dir.display().to_string();
+            let opened = tokio::task::spawn_blocking(move || discard::Discard::open(dir)).await;
+            let mut discard = match opened {
+                Ok(Ok(d)) => d,
+                Ok(Err(e)) => return tracing::warn!("discarding {shown}: {e}"),
+                Err(e) => return tracing::warn!("discarding {shown}: {e}"),
+            };
+            loop {
+                let stepped = tokio::task::spawn_blocking(move || {
+                    let more = discard.step(DISCARD_STEP);
+                    (discard, more)
+                })
+                .await;
+                match stepped {
+                    Ok((d, Ok(true))) => discard = d,
+                    Ok((_, Ok(false))) => return,
+                    Ok((_, Err(e))) => return tracing::warn!("discarding {shown}: {e}"),
+                    Err(e) => return tracing::warn!("discarding {shown}: {e}"),
+                }
+                tokio::time::sleep(DISCARD_PAUSE).await;
+            }
+        });
+    }
+
     /// Starts and stops groups; the map of running replicas is locked only to read or
     /// change it, never while a group opens or stops.
     async fn reconcile_now(&self) -> Result<(), BrokerError> {
@@ -448,12 +490,15 @@ impl ClusterNode {
             self.groups.remove(p.group);
             let _ = p.raft.shutdown().await;
             let dir = p.dir.clone();
-            let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
+            let aside = tokio::task::spawn_blocking(move || discard::set_aside(&dir))
                 .await
                 .map_err(internal)
                 .and_then(|r| r.map_err(internal));
-            if let Err(e) = removed {
-                tracing::warn!(topic = %p.topic, partition = p.partition, "removing the data of a deleted replica: {e}");
+            match aside {
+                Ok(aside) => self.discard_later(aside, DISCARD_DELAY),
+                Err(e) => {
+                    tracing::warn!(topic = %p.topic, partition = p.partition, "removing the data of a deleted replica: {e}")
+                }
             }
         }
         // One partition that cannot start (a full disk, a damaged log) must not keep

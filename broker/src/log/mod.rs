@@ -16,11 +16,13 @@
 //! - `recovery`  verifying a segment from its last index entry; index placement rules
 //! - `partition` the writer: append, roll, sync, truncate, retention, poisoning
 //! - `reader`    concurrent reads and timestamp lookups
+//! - `discard`   a removed replica's files freed step by step
 //!
 //! This module is synchronous and knows nothing of the network or of Raft. The on-disk
 //! format is described in `docs/format.md`.
 
 mod config;
+pub mod discard;
 mod error;
 mod file;
 mod index;

@@ -69,4 +69,6 @@ pub mod typ {
     pub type RaftError<E> = openraft::error::RaftError<NodeId, E>;
     /// Leader, follower, candidate or learner.
     pub type ServerState = openraft::ServerState;
+    /// A group's state as its Raft core reports it (leader, log, replication progress).
+    pub type RaftMetrics = openraft::RaftMetrics<NodeId, Node>;
 }
