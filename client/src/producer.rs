@@ -434,8 +434,9 @@ fn collect(inner: &Inner) -> (Vec<Outgoing>, Option<Instant>, bool) {
 /// Result of producing one partition's batches.
 type PartitionResult = Result<v1::ProducePartitionResult, ClientError>;
 
-/// The first wait after two brokers named each other as the partition's leader.
-const REDIRECT_BACKOFF: Duration = Duration::from_millis(5);
+/// The wait after a second redirect in a row: a new leader is usually elected within
+/// milliseconds.
+const REDIRECT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// Sends each partition's records to its leader (one request per leader), following
 /// redirects and retrying retriable failures; returns every partition's outcome.
@@ -475,8 +476,9 @@ async fn produce_routed(
             (leader, parts, answer.map_err(ClientError::from))
         });
         let mut refresh = false;
-        // A redirect is followed at once the first time; after that (two brokers may
-        // name each other while an election settles) every retry waits its backoff.
+        // A redirect is followed at once the first time, after a short wait the second
+        // time (an election settling); from the third on the metadata is asked again,
+        // since two brokers may go on naming each other (stale votes after a restart).
         let mut wait = false;
         let mut last = None;
         for (sent_to, parts, answer) in futures::future::join_all(sends).await {
@@ -499,7 +501,11 @@ async fn produce_routed(
                             for (p, _) in &parts {
                                 inner.cluster.set_leader(topic, *p, l);
                             }
-                            wait |= attempt > 0;
+                            match attempt {
+                                0 => {}
+                                1 => wait = true,
+                                _ => refresh = true,
+                            }
                         }
                         _ => refresh = true,
                     }
@@ -533,12 +539,7 @@ async fn produce_routed(
                 .min(Duration::from_secs(1));
             tokio::time::sleep(backoff).await;
         } else if wait {
-            // Redirects only: the new leader is usually elected within milliseconds, so
-            // these waits start short (10 ms, doubling up to the retry backoff).
-            let backoff = REDIRECT_BACKOFF
-                .saturating_mul(1 << attempt.min(10))
-                .min(inner.config.retry_backoff);
-            tokio::time::sleep(backoff).await;
+            tokio::time::sleep(REDIRECT_BACKOFF.min(inner.config.retry_backoff)).await;
         }
         if refresh {
             if let Err(e) = inner.cluster.refresh(topic).await {
