@@ -5,6 +5,9 @@
 //! - `rafka-bench produce` / `consume`: load against a running broker.
 //! - `rafka-bench group`: a consumer group's consume rate and a joining member's wait.
 //! - `rafka-bench limits`: the machine's write, copy and loopback bandwidth.
+//! - `rafka-bench scale`: how long until every partition of a large topic acknowledges
+//!   a write (after creating it, a restart, a broker's death); `scripts/scale-bench.sh`
+//!   adds idle CPU and memory per broker.
 //! - `rafka-bench reassign`: a partition moved to other brokers while a producer writes
 //!   to it; the move's time and the producer's latency before, during and after.
 //! - `rafka-bench run WORKLOAD`: a workload file against a rafka cluster or, with
@@ -29,6 +32,7 @@ mod log_bench;
 mod reassign;
 mod report;
 mod result;
+mod scale;
 mod workload;
 
 /// rafka benchmarks.
@@ -53,6 +57,8 @@ enum Command {
     Limits(limits::LimitsArgs),
     /// A partition moved to other brokers under a fixed-rate producer: time, latency.
     Reassign(reassign::ReassignArgs),
+    /// Time until every partition of a topic acknowledges a write.
+    Scale(scale::ScaleArgs),
     /// A workload file (benches/workloads/*.toml) against a cluster; JSON result.
     Run(workload::RunArgs),
     /// The rafka/JetStream table from a directory of run results.
@@ -71,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         Command::Group(args) => runtime()?.block_on(group::run(args)),
         Command::Limits(args) => limits::run(args),
         Command::Reassign(args) => runtime()?.block_on(reassign::run(args)),
+        Command::Scale(args) => runtime()?.block_on(scale::run(args)),
         Command::Run(args) => runtime()?.block_on(workload::run(args)),
         Command::Compare(args) => compare::run(args),
         Command::Chart(args) => chart::run(args),

@@ -93,7 +93,7 @@ impl SegmentView {
 
 /// Blocks a new segment's file starts with: an idle partition costs this much disk, not
 /// a whole chunk (a topic of a thousand partitions must not need 64 GiB up front).
-const FIRST_ALLOC: usize = 1 << 20;
+const FIRST_ALLOC: usize = 64 << 10;
 /// The most the active segment's file grows by at a time; until then each growth doubles
 /// what it has, so a busy segment reaches whole chunks after a few calls.
 const ALLOC_CHUNK: usize = 64 << 20;

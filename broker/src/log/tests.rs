@@ -92,7 +92,7 @@ fn a_new_segment_takes_little_disk_and_grows_as_it_fills() {
         .map(|e| disk_bytes(&e.unwrap().path()))
         .sum();
     assert!(
-        idle <= 2 << 20,
+        idle <= 128 << 10,
         "an empty partition holds {idle} bytes of disk"
     );
 

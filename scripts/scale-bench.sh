@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Many partitions on few brokers: idle cost, a producer beside them, and recovery.
+#
+#   scripts/scale-bench.sh [--brokers N] [--partitions N] [--rf N] [--idle-secs S]
+#                          [--records N] [--no-build] [--keep]
+#
+# Starts --brokers brokers (default 3) on loopback, creates topic `idle` with --partitions
+# partitions (default 1000) and replication factor --rf (default: min(3, brokers)), and
+# reports:
+#   1. the time until every partition acknowledged a write after the create;
+#   2. each broker's CPU (% of one core) and RSS over --idle-secs (default 10) of no
+#      traffic, and its data directory's disk use;
+#   3. `rafka-bench produce` of --records (default 1,000,000) 100 B records, acks=all, to
+#      a 1-partition topic beside the idle ones (run with --partitions 0 for the rate
+#      without them);
+#   4. kill -9 of every broker and a restart: the time until every partition
+#      acknowledged a write again;
+#   5. kill -9 of broker 1: the time until every partition acknowledged a write (those
+#      broker 1 led need a new leader; with --rf 1 this step is skipped).
+# Data and logs live under target/scale-bench, deleted at the end unless --keep.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+brokers=3
+partitions=1000
+rf=
+idle_secs=10
+records=1000000
+build=1
+keep=0
+while (($#)); do
+  case "$1" in
+    --brokers) brokers=$2; shift 2 ;;
+    --partitions) partitions=$2; shift 2 ;;
+    --rf) rf=$2; shift 2 ;;
+    --idle-secs) idle_secs=$2; shift 2 ;;
+    --records) records=$2; shift 2 ;;
+    --no-build) build=0; shift ;;
+    --keep) keep=1; shift ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+[[ -n $rf ]] || rf=$((brokers < 3 ? brokers : 3))
+
+if ((build)); then
+  cargo build --release -p rafka-broker -p rafka-bench --bins
+fi
+bin=${CARGO_TARGET_DIR:-target}/release
+data=target/scale-bench
+rm -rf "$data"
+mkdir -p "$data"
+declare -A pid
+cleanup() {
+  for p in "${pid[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pid[@]}"; do wait "$p" 2>/dev/null || true; done
+  ((keep)) || rm -rf "$data"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+addrs=() peers=()
+for ((i = 1; i <= brokers; i++)); do
+  addrs+=("127.0.0.1:$(free_port)")
+  peers+=("$i=${addrs[i - 1]}")
+done
+bootstrap=$(IFS=,; echo "${addrs[*]}")
+peer_list=$(IFS=,; echo "${peers[*]}")
+cat >"$data/broker.toml" <<EOF
+max_partitions_per_topic = 100000
+max_partitions = 200000
+EOF
+
+start() {
+  local i=$1 cluster_args=()
+  ((brokers == 1)) || cluster_args=(--peers "$peer_list")
+  "$bin/rafka" start --config "$data/broker.toml" --node-id "$i" --listen "${addrs[i - 1]}" \
+    --data-dir "$data/b$i" "${cluster_args[@]}" >>"$data/b$i.log" 2>&1 &
+  pid[$i]=$!
+}
+
+# wait_for DEADLINE_SECS DESCRIPTION COMMAND...: polls COMMAND until it succeeds.
+wait_for() {
+  local deadline=$((SECONDS + $1)) what=$2
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || { echo "timed out waiting for $what" >&2; tail -n 20 "$data"/*.log >&2; exit 1; }
+    sleep 0.1
+  done
+}
+
+kill9() {
+  kill -9 "${pid[$1]}"
+  wait "${pid[$1]}" 2>/dev/null || true
+}
+
+# CPU ticks (user + system) of a process.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+for ((i = 1; i <= brokers; i++)); do start "$i"; done
+wait_for 60 "the cluster's metadata leader" "$bin/rafka" --bootstrap "$bootstrap" cluster status
+
+if ((partitions > 0)); then
+  echo "== 1. topic idle: $partitions partitions, replication factor $rf"
+  "$bin/rafka-bench" scale --bootstrap "$bootstrap" --topic idle --partitions "$partitions" \
+    --replication-factor "$rf"
+
+  echo "== 2. idle for ${idle_secs} s"
+  hz=$(getconf CLK_TCK)
+  declare -A before
+  for i in "${!pid[@]}"; do before[$i]=$(ticks "${pid[$i]}"); done
+  sleep "$idle_secs"
+  for ((i = 1; i <= brokers; i++)); do
+    cpu=$(( ($(ticks "${pid[$i]}") - before[$i]) * 100 / (hz * idle_secs) ))
+    rss=$(awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' "/proc/${pid[$i]}/status")
+    disk=$(du -sh "$data/b$i" | cut -f1)
+    threads=$(awk '/Threads/ {print $2}' "/proc/${pid[$i]}/status")
+    echo "broker $i: CPU ${cpu}% of a core, RSS $rss, disk $disk, $threads threads"
+  done
+fi
+
+echo "== 3. a producer beside them: $records records of 100 B, acks=all, one partition"
+"$bin/rafka-bench" produce --bootstrap "$bootstrap" --topic hot --partitions 1 \
+  --replication-factor "$rf" --records "$records" --acks all
+
+((partitions > 0)) || exit 0
+echo "== 4. kill -9 of every broker, then a restart"
+for ((i = 1; i <= brokers; i++)); do kill9 "$i"; done
+for ((i = 1; i <= brokers; i++)); do start "$i"; done
+"$bin/rafka-bench" scale --bootstrap "$bootstrap" --topic idle
+
+if ((rf > 1)); then
+  echo "== 5. kill -9 of broker 1"
+  kill9 1
+  survivors=$(IFS=,; echo "${addrs[*]:1}")
+  "$bin/rafka-bench" scale --bootstrap "$survivors" --topic idle
+fi
