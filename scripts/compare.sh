@@ -87,34 +87,16 @@ data=$out/data
 rm -rf "$data"
 mkdir -p "$data"
 pids=()
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  kill_all
   rm -rf "$data"
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# wait_for DEADLINE_SECS DESCRIPTION COMMAND...: polls COMMAND until it succeeds; fails
-# (with the servers' logs) if a server died or the deadline passed.
-wait_for() {
-  local deadline=$((SECONDS + $1)) what=$2
-  shift 2
-  until "$@" >/dev/null 2>&1; do
-    for p in "${pids[@]}"; do
-      kill -0 "$p" 2>/dev/null || { echo "a server died waiting for $what" >&2; tail -n 20 "$data"/*.log >&2; exit 1; }
-    done
-    ((SECONDS < deadline)) || { echo "timed out waiting for $what" >&2; tail -n 20 "$data"/*.log >&2; exit 1; }
-    sleep 0.1
-  done
-}
-
 stop_servers() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  kill_all
   pids=()
   rm -rf "${data:?}"/*
 }

@@ -50,17 +50,14 @@ bin=${CARGO_TARGET_DIR:-target}/release
 data=target/scale-bench
 rm -rf "$data"
 mkdir -p "$data"
-declare -A pid
+pids=()
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 cleanup() {
-  for p in "${pid[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pid[@]}"; do wait "$p" 2>/dev/null || true; done
+  kill_all
   ((keep)) || rm -rf "$data"
 }
 trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 addrs=() peers=()
 for ((i = 1; i <= brokers; i++)); do
@@ -79,22 +76,12 @@ start() {
   ((brokers == 1)) || cluster_args=(--peers "$peer_list")
   "$bin/rafka" start --config "$data/broker.toml" --node-id "$i" --listen "${addrs[i - 1]}" \
     --data-dir "$data/b$i" "${cluster_args[@]}" >>"$data/b$i.log" 2>&1 &
-  pid[$i]=$!
-}
-
-# wait_for DEADLINE_SECS DESCRIPTION COMMAND...: polls COMMAND until it succeeds.
-wait_for() {
-  local deadline=$((SECONDS + $1)) what=$2
-  shift 2
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || { echo "timed out waiting for $what" >&2; tail -n 20 "$data"/*.log >&2; exit 1; }
-    sleep 0.1
-  done
+  pids[i - 1]=$!
 }
 
 kill9() {
-  kill -9 "${pid[$1]}"
-  wait "${pid[$1]}" 2>/dev/null || true
+  kill -9 "${pids[$1 - 1]}"
+  wait "${pids[$1 - 1]}" 2>/dev/null || true
 }
 
 # CPU ticks (user + system) of a process.
@@ -110,14 +97,14 @@ if ((partitions > 0)); then
 
   echo "== 2. idle for ${idle_secs} s"
   hz=$(getconf CLK_TCK)
-  declare -A before
-  for i in "${!pid[@]}"; do before[$i]=$(ticks "${pid[$i]}"); done
+  before=()
+  for ((i = 1; i <= brokers; i++)); do before[i]=$(ticks "${pids[i - 1]}"); done
   sleep "$idle_secs"
   for ((i = 1; i <= brokers; i++)); do
-    cpu=$(( ($(ticks "${pid[$i]}") - before[$i]) * 100 / (hz * idle_secs) ))
-    rss=$(awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' "/proc/${pid[$i]}/status")
+    cpu=$(( ($(ticks "${pids[i - 1]}") - before[$i]) * 100 / (hz * idle_secs) ))
+    rss=$(awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' "/proc/${pids[i - 1]}/status")
     disk=$(du -sh "$data/b$i" | cut -f1)
-    threads=$(awk '/Threads/ {print $2}' "/proc/${pid[$i]}/status")
+    threads=$(awk '/Threads/ {print $2}' "/proc/${pids[i - 1]}/status")
     echo "broker $i: CPU ${cpu}% of a core, RSS $rss, disk $disk, $threads threads"
   done
 fi

@@ -434,7 +434,7 @@ fn collect(inner: &Inner) -> (Vec<Outgoing>, Option<Instant>, bool) {
 /// Result of producing one partition's batches.
 type PartitionResult = Result<v1::ProducePartitionResult, ClientError>;
 
-/// The wait after a second redirect in a row: a new leader is usually elected within
+/// The wait before following a redirect again: a new leader is usually elected within
 /// milliseconds.
 const REDIRECT_BACKOFF: Duration = Duration::from_millis(10);
 
@@ -476,9 +476,11 @@ async fn produce_routed(
             (leader, parts, answer.map_err(ClientError::from))
         });
         let mut refresh = false;
-        // A redirect is followed at once the first time, after a short wait the second
-        // time (an election settling); from the third on the metadata is asked again,
-        // since two brokers may go on naming each other (stale votes after a restart).
+        // A redirect is followed at once the first time and after a short wait the
+        // second (an election settling). From then on every other retry asks the
+        // metadata instead: two brokers may go on naming each other (stale votes after
+        // a restart), and the metadata may be the stale one (a broker that left the
+        // partition names its preferred leader), so neither source alone is trusted.
         let mut wait = false;
         let mut last = None;
         for (sent_to, parts, answer) in futures::future::join_all(sends).await {
@@ -503,7 +505,7 @@ async fn produce_routed(
                             }
                             match attempt {
                                 0 => {}
-                                1 => wait = true,
+                                a if a % 2 == 1 => wait = true,
                                 _ => refresh = true,
                             }
                         }
