@@ -20,7 +20,6 @@ use std::time::Duration;
 use super::node::{ClusterNode, ReplicatedPartition};
 use super::Command;
 use crate::error::BrokerError;
-use crate::raft::group::raft_config;
 use crate::raft::types::typ;
 
 /// How long a mover waits for its learners to come within one AppendEntries of the
@@ -118,7 +117,7 @@ impl ClusterNode {
         if learners.is_empty() {
             return;
         }
-        let slack = raft_config().max_payload_entries;
+        let slack = p.raft.config().max_payload_entries;
         let caught_up = |m: &typ::RaftMetrics| {
             let last = m.last_log_index.unwrap_or(0);
             let matched = |id: &u64| {
