@@ -89,10 +89,6 @@ mkdir -p "$data"
 pids=()
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
-cleanup() {
-  kill_all
-  rm -rf "$data"
-}
 trap cleanup EXIT
 
 stop_servers() {

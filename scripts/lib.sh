@@ -26,3 +26,9 @@ kill_all() {
   for p in "${pids[@]}"; do kill "-${1:-TERM}" "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 }
+
+# cleanup: stops the servers and deletes "$data" unless `keep` is 1 (for `trap cleanup EXIT`).
+cleanup() {
+  kill_all
+  ((${keep:-0})) || rm -rf "$data"
+}

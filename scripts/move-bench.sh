@@ -46,10 +46,6 @@ mkdir -p "$data"
 pids=()
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
-cleanup() {
-  kill_all
-  ((keep)) || rm -rf "$data"
-}
 trap cleanup EXIT
 
 addrs=() peers=()

@@ -58,7 +58,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         ..ProducerConfig::default()
     };
     let producer = Producer::connect(&args.bootstrap, config).await?;
-    let count = producer_partitions(&admin, &args.topic).await?;
+    let count = partition_count(&admin, &args.topic).await?;
     let sent = Instant::now();
     let mut acks = Vec::with_capacity(count as usize);
     for p in 0..count {
@@ -130,7 +130,7 @@ async fn connect_admin(bootstrap: &str, deadline: Instant) -> anyhow::Result<Adm
     }
 }
 
-async fn producer_partitions(admin: &Admin, topic: &str) -> anyhow::Result<u32> {
+async fn partition_count(admin: &Admin, topic: &str) -> anyhow::Result<u32> {
     let t = admin.describe_topics(&[topic]).await?;
     let t = t.first().with_context(|| format!("no topic {topic}"))?;
     Ok(t.partitions.len() as u32)
