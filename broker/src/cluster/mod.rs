@@ -13,6 +13,7 @@
 //! - `join`       brokers joining a running cluster; the metadata group's voters
 //! - `balance`    plans: decommissioning a broker, rebalancing replicas and leaders
 //! - `drain`      a drained broker leaving the metadata group
+//! - `quiesce`    idle groups without timers; node heartbeats decide when they wake
 
 pub mod balance;
 mod drain;
@@ -20,6 +21,7 @@ mod join;
 mod moves;
 pub mod node;
 pub mod placement;
+mod quiesce;
 pub mod replica;
 
 use std::collections::{BTreeMap, BTreeSet};

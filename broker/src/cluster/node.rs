@@ -22,6 +22,7 @@ use crate::config::apply_topic_configs;
 use crate::error::BrokerError;
 use crate::log::{discard, LogConfig};
 use crate::raft::group::{initialize, open_group, OpenedGroup};
+use crate::raft::liveness::Liveness;
 use crate::raft::network::{PeerChannels, PeerService, RaftGroups};
 use crate::raft::types::{typ, AppendResult, BatchData};
 use crate::tasks::Tasks;
@@ -71,6 +72,8 @@ pub struct ClusterNode {
     moving: Mutex<HashSet<(String, u32)>>,
     /// Set once the metadata shows this broker decommissioned.
     decommissioned: watch::Sender<bool>,
+    /// Which peers are up and what they lead (node heartbeats).
+    liveness: Arc<Liveness>,
 }
 
 /// How a broker comes to its cluster's metadata group.
@@ -133,6 +136,7 @@ impl ClusterNode {
             tasks,
             moving: Mutex::default(),
             decommissioned: watch::channel(false).0,
+            liveness: Liveness::new(id as u64),
         });
         match discard::leftovers(data_dir) {
             Ok(dirs) => dirs
@@ -141,6 +145,7 @@ impl ClusterNode {
             Err(e) => tracing::warn!("looking for replicas left to discard: {e}"),
         }
         node.tasks.spawn(Self::follow(node.clone()));
+        node.tasks.spawn(Self::steer(node.clone()));
         Ok(node)
     }
 
@@ -165,15 +170,42 @@ impl ClusterNode {
     /// requests of new brokers.
     pub fn peer_service(self: &Arc<Self>) -> PeerService {
         let node = Arc::downgrade(self);
-        PeerService::new(self.groups.clone()).with_joins(Arc::new(move |id, address| {
-            let node = node.clone();
-            Box::pin(async move {
-                match node.upgrade() {
-                    Some(n) => n.handle_join(id, address).await.map_err(Into::into),
-                    None => Err(tonic::Status::unavailable("the broker is stopping")),
-                }
-            })
-        }))
+        PeerService::new(self.groups.clone())
+            .with_liveness(self.liveness.clone())
+            .with_joins(Arc::new(move |id, address| {
+                let node = node.clone();
+                Box::pin(async move {
+                    match node.upgrade() {
+                        Some(n) => n.handle_join(id, address).await.map_err(Into::into),
+                        None => Err(tonic::Status::unavailable("the broker is stopping")),
+                    }
+                })
+            }))
+    }
+
+    /// Which peers are up and which groups they lead, as heard here.
+    pub(super) fn liveness(&self) -> &Arc<Liveness> {
+        &self.liveness
+    }
+
+    /// The brokers to send node heartbeats to: every registered broker not removed,
+    /// and the configured peers (id → address; this broker included).
+    pub(super) fn heartbeat_targets(&self) -> Vec<(u32, String)> {
+        let mut targets: BTreeMap<u32, String> = self.peers.clone();
+        self.metadata_sm.with_app(|state| {
+            for (id, b) in &state.brokers {
+                targets.insert(*id, b.address.clone());
+            }
+            for id in &state.removed {
+                targets.remove(id);
+            }
+        });
+        targets.into_iter().collect()
+    }
+
+    /// Every running replica, copied out of the map.
+    pub(super) fn running_replicas(&self) -> Vec<Arc<ReplicatedPartition>> {
+        self.running().values().cloned().collect()
     }
 
     /// The metadata group's handle.
@@ -542,6 +574,7 @@ impl ClusterNode {
             Ok(config) => match existing {
                 Some(p) => {
                     p.update_config(configs, config);
+                    p.set_preferred_replicas(&entry.replicas);
                     quiet_if_alone(&p.raft, &entry, self.id).await;
                     Ok(())
                 }
@@ -606,6 +639,8 @@ impl ClusterNode {
             segment_bytes: segment_bytes.into(),
             local_acks,
             entries,
+            preferred: Mutex::new(entry.replicas.clone()),
+            liveness: self.liveness.clone(),
         });
         self.running_mut()
             .insert((topic.to_string(), partition), replica);
@@ -613,13 +648,11 @@ impl ClusterNode {
     }
 }
 
-/// A group whose only replica is this broker has nobody to send heartbeats to and no
-/// election to time out (it elects itself when it starts): its ticks are switched off,
-/// so an idle partition of a single broker costs no timer work. A replica left alone by a
-/// move that took its leader away elects itself here at once: without ticks it never would.
+/// A replica left alone by a move that took its leader away elects itself here at once
+/// (steering would, a little later). Timers of every partition group are steered by
+/// `quiesce`: an idle group, and any group of one, runs none.
 async fn quiet_if_alone(raft: &typ::Raft, entry: &PartitionEntry, me: u32) {
     let alone = entry.replicas == [me] && entry.target.is_none();
-    raft.runtime_config().tick(!alone);
     if !alone {
         return;
     }

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::error::BrokerError;
 use crate::log::{LogConfig, LogError, LogReader, PartitionLog};
+use crate::raft::liveness::Liveness;
 use crate::raft::log_store::{EntryReader, LocalAcks};
 use crate::raft::state_machine::PartitionStateMachine;
 use crate::raft::types::{typ, AppendResult, BatchData};
@@ -48,6 +49,11 @@ pub struct ReplicatedPartition {
     pub(super) segment_bytes: std::sync::atomic::AtomicU64,
     pub(super) local_acks: LocalAcks,
     pub(super) entries: EntryReader,
+    /// The partition's replica list in the metadata (the preferred leader first).
+    pub(super) preferred: Mutex<Vec<u32>>,
+    /// Node-level liveness: names the leader of a quiet group to a replica that has not
+    /// heard from it since it started.
+    pub(super) liveness: Arc<Liveness>,
 }
 
 /// Where a produce's batches landed.
@@ -379,7 +385,26 @@ impl ReplicatedPartition {
 
     /// The current leader, as this replica knows it.
     pub fn leader(&self) -> Option<u64> {
-        self.raft.metrics().borrow().current_leader
+        let known = self.raft.metrics().borrow().current_leader;
+        known.or_else(|| {
+            self.liveness
+                .leader_of(self.group, std::time::Instant::now())
+        })
+    }
+
+    /// The partition's replica list in the metadata, the preferred leader first.
+    pub fn preferred_replicas(&self) -> Vec<u32> {
+        self.preferred
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(super) fn set_preferred_replicas(&self, replicas: &[u32]) {
+        let mut preferred = self.preferred.lock().unwrap_or_else(|e| e.into_inner());
+        if *preferred != replicas {
+            *preferred = replicas.to_vec();
+        }
     }
 
     /// The Raft handle (tests and metrics).

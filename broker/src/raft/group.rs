@@ -48,6 +48,26 @@ pub fn raft_config() -> Arc<openraft::Config> {
     Arc::new(config.validate().expect("static Raft config is valid"))
 }
 
+/// The Raft settings of a partition group. Its timers are steered by the broker
+/// (`cluster::quiesce`): openraft never starts an election by itself (a follower of an
+/// idle group hears nothing from its leader, by design), and heartbeats and ticks run
+/// only while the leader has something to send.
+///
+/// Heartbeats every 400 ms while awake (openraft ticks at 1.5 times that); that is also
+/// the AppendEntries timeout. The leader lease a voter grants (election_timeout_max)
+/// is 800 ms: a campaign after the leader's broker died is refused for at most that
+/// long after the leader was last heard.
+pub fn partition_raft_config() -> Arc<openraft::Config> {
+    let config = openraft::Config {
+        heartbeat_interval: 400,
+        election_timeout_min: 500,
+        election_timeout_max: 800,
+        enable_elect: false,
+        ..(*raft_config()).clone()
+    };
+    Arc::new(config.validate().expect("static Raft config is valid"))
+}
+
 /// A partition log with its Raft group running over it.
 pub struct OpenedGroup<A: Applier> {
     /// The group.
@@ -95,7 +115,12 @@ pub async fn open_group<A: Applier>(
     })
     .map_err(|e| GroupError(e.to_string()))?;
     let network = GroupNetwork::new(group, channels.clone());
-    let raft = Raft::new(node, raft_config(), network, store, sm.clone())
+    let config = if group == METADATA_GROUP {
+        raft_config()
+    } else {
+        partition_raft_config()
+    };
+    let raft = Raft::new(node, config, network, store, sm.clone())
         .await
         .map_err(|e| GroupError(e.to_string()))?;
     Ok(OpenedGroup {

@@ -16,6 +16,7 @@
 //! - `flusher`        syncs the log off openraft's core task, many appends per sync
 //! - `group`          opening a group: log, store, state machine, network, Raft settings
 //! - `network`        the peer gRPC service carrying every group, and its clients
+//! - `liveness`       node-level heartbeats: which brokers are up, what each leads
 //! - `state_machine`  `RaftStateMachine`: offsets only; the data stays in the log
 //!
 //! A snapshot holds the partition's offsets, never its data: the log is the data.
@@ -30,6 +31,7 @@ pub mod adopt;
 pub mod entry;
 pub mod flusher;
 pub mod group;
+pub mod liveness;
 pub mod log_store;
 pub mod network;
 pub mod state_file;

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use openraft::error::{
@@ -27,6 +27,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use super::entry::{decode_with, encode};
+use super::liveness::Liveness;
 use super::types::{typ, AppendResult, BatchData, TypeConfig};
 use super::METADATA_GROUP;
 
@@ -90,6 +91,29 @@ impl PeerChannels {
         });
         request.set_timeout(PROPOSE_TIMEOUT);
         RaftPeerClient::new(channel).join(request).await.map(|_| ())
+    }
+
+    /// Sends a node-level heartbeat to the broker at `addr` and returns its answer.
+    /// `Err(true)`: the broker refused the connection (or the link is cut), it is down;
+    /// `Err(false)`: no answer in time or another failure, which proves nothing yet.
+    pub async fn node_heartbeat(
+        &self,
+        addr: &str,
+        message: pb::NodeStatus,
+        timeout: Duration,
+    ) -> Result<pb::NodeStatus, bool> {
+        if self.is_cut(addr) {
+            return Err(true);
+        }
+        let channel = self.channel(addr).map_err(|_| true)?;
+        let mut request = Request::new(message);
+        request.set_timeout(timeout);
+        let mut client = RaftPeerClient::new(channel);
+        match tokio::time::timeout(timeout, client.node_heartbeat(request)).await {
+            Ok(Ok(reply)) => Ok(reply.into_inner()),
+            Ok(Err(s)) => Err(s.code() == tonic::Code::Unavailable),
+            Err(_) => Err(false),
+        }
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, String> {
@@ -336,6 +360,7 @@ pub type JoinHandler = Arc<
 pub struct PeerService {
     groups: RaftGroups,
     joins: Option<JoinHandler>,
+    liveness: Option<Arc<Liveness>>,
 }
 
 impl PeerService {
@@ -344,7 +369,14 @@ impl PeerService {
         Self {
             groups,
             joins: None,
+            liveness: None,
         }
+    }
+
+    /// Answers node heartbeats, recording them in `liveness`.
+    pub fn with_liveness(mut self, liveness: Arc<Liveness>) -> Self {
+        self.liveness = Some(liveness);
+        self
     }
 
     /// Answers join requests with `handler` (without one, they are refused).
@@ -438,6 +470,23 @@ impl RaftPeer for PeerService {
             .ok_or_else(|| Status::unimplemented("this broker takes no join requests"))?;
         handler(req.id, req.address).await?;
         Ok(Response::new(pb::JoinReply {}))
+    }
+
+    async fn node_heartbeat(
+        &self,
+        request: Request<pb::NodeStatus>,
+    ) -> Result<Response<pb::NodeStatus>, Status> {
+        let liveness = self
+            .liveness
+            .as_ref()
+            .ok_or_else(|| Status::unimplemented("this broker takes no node heartbeats"))?;
+        let req = request.into_inner();
+        liveness.heard(req.from, req.incarnation, req.leading, Instant::now());
+        Ok(Response::new(pb::NodeStatus {
+            from: liveness.me(),
+            incarnation: liveness.incarnation(),
+            leading: liveness.leading_for(req.from),
+        }))
     }
 
     async fn propose_metadata(

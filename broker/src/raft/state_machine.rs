@@ -196,6 +196,11 @@ impl<A: Applier> PartitionStateMachine<A> {
         self.lock().data.app.clone()
     }
 
+    /// Reads the applier's state in place (no copy); `f` must not block.
+    pub fn with_app<R>(&self, f: impl FnOnce(&A) -> R) -> R {
+        f(&self.lock().data.app)
+    }
+
     fn lock(&self) -> MutexGuard<'_, SmState<A>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

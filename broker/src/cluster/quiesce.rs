@@ -1,0 +1,323 @@
+//! Quiescent partition groups: an idle group sends no heartbeats and runs no timers, and
+//! one loop per broker decides when a group must wake.
+//!
+//! ```text
+//!  every ROUND:  node heartbeat to each peer ──► "I lead groups [..] with you in them"
+//!                leaders: caught up (every member at the last entry, committed)?
+//!                           yes → ticks and heartbeats off; no → on until they are
+//!                followers: does a live peer say it leads the group?
+//!                           yes → nothing; no (down, refusing, silent) → campaign,
+//!                           staggered by rank so that one replica stands at a time
+//! ```
+//!
+//! openraft's own elections are off for partition groups (`enable_elect: false`): a
+//! follower of a quiet group hears nothing from its leader for hours, and must not take
+//! that for a dead leader. The metadata group keeps openraft's timers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rafka_proto::peer as pb;
+
+use super::node::ClusterNode;
+use super::replica::ReplicatedPartition;
+use crate::raft::liveness::LiveView;
+use crate::raft::types::typ;
+
+/// How often heartbeats go out and every group is looked at.
+pub const ROUND: Duration = Duration::from_millis(250);
+/// How long a node heartbeat may take before it counts as unanswered.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a follower waits, once no live peer leads its group, before the first
+/// replica in line campaigns (none when the leader's broker is known to be down): peers
+/// starting up need a round or two to say what they lead.
+const GRACE: Duration = Duration::from_millis(1000);
+/// The wait added per place in line: the second replica campaigns only if the first
+/// did not win by then.
+const STAGGER: Duration = Duration::from_millis(600);
+/// Campaigns of one replica are this far apart at least.
+const RETRY: Duration = Duration::from_millis(700);
+/// After a peer comes back (restarted, or heard again after being down), the groups led
+/// here with it as a member send heartbeats on these rounds after, so it learns its
+/// leaders and commit points even though the groups are quiet.
+const ANNOUNCE_ROUNDS: [u32; 3] = [0, 4, 8];
+
+/// What the loop remembers between rounds.
+#[derive(Default)]
+pub(super) struct Steering {
+    /// Groups with no live leader, since when.
+    leaderless: HashMap<u64, Instant>,
+    /// The last campaign of each group here.
+    campaigned: HashMap<u64, Instant>,
+    /// Rounds since each peer last came back, and how many times it had.
+    returns: HashMap<u64, (u64, u32)>,
+    /// Peers with a heartbeat in flight.
+    in_flight: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
+}
+
+impl ClusterNode {
+    /// Runs the liveness heartbeats and steers every partition group, until the broker
+    /// stops.
+    pub(super) async fn steer(node: Arc<Self>) {
+        let mut steering = Steering::default();
+        let mut every = tokio::time::interval(ROUND);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = node.tasks().stopped() => return,
+            }
+            let partitions = node.running_replicas();
+            node.publish_leading(&partitions);
+            node.send_heartbeats(&steering);
+            let now = Instant::now();
+            let view = node.liveness().view(now);
+            let announce = steering.peers_to_announce_to(&view);
+            for p in &partitions {
+                steering.steer(p, &view, &announce, now).await;
+            }
+            steering.forget_missing(&partitions);
+        }
+    }
+
+    /// Tells the liveness which groups this broker leads, by member peer.
+    fn publish_leading(&self, partitions: &[Arc<ReplicatedPartition>]) {
+        let me = self.id() as u64;
+        let mut leading: HashMap<u64, Vec<u64>> = HashMap::new();
+        for p in partitions {
+            let m = p.raft.metrics();
+            let m = m.borrow();
+            if m.state != typ::ServerState::Leader {
+                continue;
+            }
+            for (id, _) in m.membership_config.nodes() {
+                if *id != me {
+                    leading.entry(*id).or_default().push(p.group);
+                }
+            }
+        }
+        self.liveness().set_leading(leading);
+    }
+
+    /// Sends a node heartbeat to every other broker that has none in flight.
+    fn send_heartbeats(&self, steering: &Steering) {
+        let me = self.id();
+        let brokers = self.heartbeat_targets();
+        for (id, address) in brokers {
+            if id == me {
+                continue;
+            }
+            let peer = id as u64;
+            {
+                let mut in_flight = steering.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                if !in_flight.insert(peer) {
+                    continue;
+                }
+            }
+            let liveness = self.liveness().clone();
+            let channels = self.channels().clone();
+            let in_flight = steering.in_flight.clone();
+            let message = pb::NodeStatus {
+                from: me as u64,
+                incarnation: liveness.incarnation(),
+                leading: liveness.leading_for(peer),
+            };
+            self.tasks().spawn_until_stopped(async move {
+                match channels
+                    .node_heartbeat(&address, message, HEARTBEAT_TIMEOUT)
+                    .await
+                {
+                    Ok(reply) if reply.from == peer => {
+                        liveness.heard(peer, reply.incarnation, reply.leading, Instant::now())
+                    }
+                    Ok(reply) => tracing::warn!(
+                        "broker {peer} at {address} answered as broker {}",
+                        reply.from
+                    ),
+                    Err(true) => liveness.refused(peer),
+                    Err(false) => {}
+                }
+                in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&peer);
+            });
+        }
+    }
+}
+
+impl Steering {
+    /// Peers that came back in the last rounds, with the round since their return.
+    fn peers_to_announce_to(&mut self, view: &LiveView) -> HashMap<u64, u32> {
+        let mut announce = HashMap::new();
+        for (&peer, &count) in &view.returns {
+            let entry = self.returns.entry(peer).or_insert((count, u32::MAX));
+            if entry.0 != count {
+                *entry = (count, 0);
+            } else {
+                entry.1 = entry.1.saturating_add(1);
+            }
+            if ANNOUNCE_ROUNDS.contains(&entry.1) {
+                announce.insert(peer, entry.1);
+            }
+        }
+        announce
+    }
+
+    /// One group, one look: quiet or wake a leader, campaign for a leaderless follower.
+    async fn steer(
+        &mut self,
+        p: &ReplicatedPartition,
+        view: &LiveView,
+        announce: &HashMap<u64, u32>,
+        now: Instant,
+    ) {
+        let me = p.node;
+        let look = Look::of(p, me);
+        // Timers run only on a leader with something left to send (two atomic stores).
+        let wake = look.leading && !look.caught_up;
+        p.raft.runtime_config().heartbeat(wake);
+        p.raft.runtime_config().tick(wake);
+        if look.leading {
+            self.leaderless.remove(&p.group);
+            if look.members.iter().any(|m| announce.contains_key(m)) {
+                let _ = p.raft.trigger().heartbeat().await;
+            }
+            return;
+        }
+        if view.leaders.contains_key(&p.group) || !look.voter {
+            self.leaderless.remove(&p.group);
+            return;
+        }
+        let since = *self.leaderless.entry(p.group).or_insert(now);
+        // The leader's broker refused us or fell silent: no need to wait for it.
+        let known_down = look.leader.is_some_and(|l| !view.is_alive(l, me));
+        let grace = if known_down { Duration::ZERO } else { GRACE };
+        let preferred = p.preferred_replicas();
+        let Some(rank) = rank(me, &look.voters, &preferred, view) else {
+            return; // a majority is down: a campaign could not win
+        };
+        let wait = grace + STAGGER * rank as u32;
+        let recent = self
+            .campaigned
+            .get(&p.group)
+            .is_some_and(|t| now.duration_since(*t) < RETRY);
+        if now.duration_since(since) < wait || recent {
+            return;
+        }
+        self.campaigned.insert(p.group, now);
+        tracing::debug!(
+            topic = %p.topic,
+            partition = p.partition,
+            rank,
+            "no live leader: campaigning"
+        );
+        if let Err(e) = p.raft.trigger().elect().await {
+            tracing::debug!(topic = %p.topic, partition = p.partition, "campaign: {e}");
+        }
+    }
+
+    fn forget_missing(&mut self, partitions: &[Arc<ReplicatedPartition>]) {
+        if self.leaderless.len() + self.campaigned.len() <= partitions.len() * 2 {
+            return;
+        }
+        let running: std::collections::HashSet<u64> = partitions.iter().map(|p| p.group).collect();
+        self.leaderless.retain(|g, _| running.contains(g));
+        self.campaigned.retain(|g, _| running.contains(g));
+    }
+}
+
+/// What steering needs of a group's metrics.
+struct Look {
+    leading: bool,
+    /// Leading, every member has the last entry, it is committed and the membership is
+    /// settled: nothing left to send.
+    caught_up: bool,
+    voter: bool,
+    voters: Vec<u64>,
+    members: Vec<u64>,
+    leader: Option<u64>,
+}
+
+impl Look {
+    fn of(p: &ReplicatedPartition, me: u64) -> Self {
+        let m = p.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let members: Vec<u64> = membership
+            .nodes()
+            .map(|(id, _)| *id)
+            .filter(|&id| id != me)
+            .collect();
+        let leading = m.state == typ::ServerState::Leader;
+        let caught_up = leading
+            && m.last_applied.map(|l| l.index) == m.last_log_index
+            && membership.get_joint_config().len() == 1
+            && voters.contains(&me)
+            && m.replication.as_ref().is_some_and(|r| {
+                r.values()
+                    .all(|matched| matched.map(|l| l.index) == m.last_log_index)
+            });
+        Self {
+            leading,
+            caught_up,
+            voter: voters.contains(&me),
+            voters,
+            members,
+            leader: m.current_leader.filter(|&l| l != me),
+        }
+    }
+}
+
+/// This broker's place in line among the group's live voters (0 stands first), in the
+/// order of the partition's replica list (the preferred leader first); `None` when the
+/// live voters are no majority.
+fn rank(me: u64, voters: &[u64], preferred: &[u32], view: &LiveView) -> Option<usize> {
+    let live: Vec<u64> = voters
+        .iter()
+        .copied()
+        .filter(|&v| view.is_alive(v, me))
+        .collect();
+    if live.len() * 2 <= voters.len() {
+        return None;
+    }
+    let mut order: Vec<u64> = preferred
+        .iter()
+        .map(|&b| b as u64)
+        .filter(|b| live.contains(b))
+        .collect();
+    let mut rest: Vec<u64> = live.into_iter().filter(|v| !order.contains(v)).collect();
+    rest.sort_unstable();
+    order.extend(rest);
+    order.iter().position(|&v| v == me)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(alive: &[u64]) -> LiveView {
+        LiveView {
+            alive: alive.iter().copied().collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn replicas_stand_in_preferred_order_among_the_live_and_never_without_a_majority() {
+        let voters = [1, 2, 3];
+        // Broker 1 (preferred leader) is down: 2 stands first, then 3.
+        assert_eq!(rank(2, &voters, &[1, 2, 3], &view(&[3])), Some(0));
+        assert_eq!(rank(3, &voters, &[1, 2, 3], &view(&[2])), Some(1));
+        // The order is the replica list's, not the ids'.
+        assert_eq!(rank(3, &voters, &[3, 1, 2], &view(&[1, 2])), Some(0));
+        // Voters missing from the list (mid-move) come after it, by id.
+        assert_eq!(rank(3, &voters, &[2], &view(&[2, 1])), Some(2));
+        // Alone among three: no campaign.
+        assert_eq!(rank(2, &voters, &[1, 2, 3], &view(&[])), None);
+        // A group of one always may.
+        assert_eq!(rank(1, &[1], &[1], &view(&[])), Some(0));
+    }
+}

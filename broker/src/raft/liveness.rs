@@ -1,0 +1,240 @@
+//! Node-level liveness: which brokers are up, and which partition groups each says it
+//! leads.
+//!
+//! Brokers exchange one `NodeHeartbeat` per pair a few times a second instead of one
+//! heartbeat per group: the message lists the groups the sender leads with the receiver
+//! as a member. An idle group then sends nothing of its own (it is *quiescent*, as
+//! CockroachDB and TiKV call it), and its followers campaign only when no live broker
+//! reports leading it (see `cluster::quiesce`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A peer not heard from for this long is taken for down (a refused connection counts
+/// at once).
+pub const ALIVE_WINDOW: Duration = Duration::from_millis(1500);
+
+/// One broker's view of its peers.
+pub struct Liveness {
+    me: u64,
+    incarnation: u64,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    peers: HashMap<u64, PeerView>,
+    /// Groups this broker leads, by the peer that is a member of them.
+    leading: HashMap<u64, Arc<Vec<u64>>>,
+}
+
+struct PeerView {
+    /// When a message of the peer last arrived (its request, or its reply to ours).
+    heard: Instant,
+    /// The last request to the peer failed to connect, and nothing came since.
+    refused: bool,
+    incarnation: u64,
+    /// Groups the peer leads with this broker as a member, as it last said.
+    led: HashSet<u64>,
+    /// Bumped whenever the peer comes back: it restarted, or was down and is heard again.
+    returns: u64,
+}
+
+/// What [`Liveness::view`] saw at one moment.
+#[derive(Debug, Default, Clone)]
+pub struct LiveView {
+    /// Peers heard from recently and not refusing connections.
+    pub alive: HashSet<u64>,
+    /// The live peer leading each group, as the peers say.
+    pub leaders: HashMap<u64, u64>,
+    /// How many times each peer came back (see [`Liveness::heard`]).
+    pub returns: HashMap<u64, u64>,
+}
+
+impl LiveView {
+    /// Whether `node` is alive (this broker always is).
+    pub fn is_alive(&self, node: u64, me: u64) -> bool {
+        node == me || self.alive.contains(&node)
+    }
+}
+
+impl Liveness {
+    /// Liveness of broker `me`; the incarnation tells peers when it restarted.
+    pub fn new(me: u64) -> Arc<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Arc::new(Self {
+            me,
+            incarnation: nanos ^ (u64::from(std::process::id()) << 32),
+            inner: Mutex::default(),
+        })
+    }
+
+    /// This broker's id.
+    pub fn me(&self) -> u64 {
+        self.me
+    }
+
+    /// This broker's incarnation (changes with every start).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets what this broker leads, by member peer: the content of its next heartbeats.
+    pub fn set_leading(&self, leading: HashMap<u64, Vec<u64>>) {
+        self.lock().leading = leading.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+    }
+
+    /// The groups this broker leads with `peer` as a member.
+    pub fn leading_for(&self, peer: u64) -> Vec<u64> {
+        self.lock()
+            .leading
+            .get(&peer)
+            .map(|v| v.as_ref().clone())
+            .unwrap_or_default()
+    }
+
+    /// Records a heartbeat (request or reply) of `from`.
+    pub fn heard(&self, from: u64, incarnation: u64, leading: Vec<u64>, now: Instant) {
+        if from == self.me {
+            return;
+        }
+        let mut inner = self.lock();
+        let led: HashSet<u64> = leading.into_iter().collect();
+        match inner.peers.get_mut(&from) {
+            Some(p) => {
+                let back = p.incarnation != incarnation
+                    || p.refused
+                    || now.saturating_duration_since(p.heard) > ALIVE_WINDOW;
+                if back {
+                    p.returns += 1;
+                    tracing::debug!(broker = self.me, peer = from, "peer is back");
+                }
+                p.heard = now;
+                p.refused = false;
+                p.incarnation = incarnation;
+                p.led = led;
+            }
+            None => {
+                inner.peers.insert(
+                    from,
+                    PeerView {
+                        heard: now,
+                        refused: false,
+                        incarnation,
+                        led,
+                        returns: 1,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Records that a request to `peer` could not connect: it is down until heard again.
+    pub fn refused(&self, peer: u64) {
+        if let Some(p) = self.lock().peers.get_mut(&peer) {
+            p.refused = true;
+            p.led.clear();
+        }
+    }
+
+    /// Whether `peer` is alive and says it leads `group`.
+    pub fn leads(&self, peer: u64, group: u64, now: Instant) -> bool {
+        let inner = self.lock();
+        inner
+            .peers
+            .get(&peer)
+            .is_some_and(|p| p.is_alive(now) && p.led.contains(&group))
+    }
+
+    /// The live peer that says it leads `group`, if one does.
+    pub fn leader_of(&self, group: u64, now: Instant) -> Option<u64> {
+        let inner = self.lock();
+        inner
+            .peers
+            .iter()
+            .find(|(_, p)| p.is_alive(now) && p.led.contains(&group))
+            .map(|(&id, _)| id)
+    }
+
+    /// Everything at once, for a pass over all groups.
+    pub fn view(&self, now: Instant) -> LiveView {
+        let inner = self.lock();
+        let mut view = LiveView::default();
+        for (&id, p) in &inner.peers {
+            view.returns.insert(id, p.returns);
+            if !p.is_alive(now) {
+                continue;
+            }
+            view.alive.insert(id);
+            for &g in &p.led {
+                view.leaders.insert(g, id);
+            }
+        }
+        view
+    }
+}
+
+impl PeerView {
+    fn is_alive(&self, now: Instant) -> bool {
+        !self.refused && now.saturating_duration_since(self.heard) <= ALIVE_WINDOW
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_are_alive_while_heard_and_lead_what_they_say() {
+        let l = Liveness::new(1);
+        let t0 = Instant::now();
+        assert!(!l.leads(2, 7, t0));
+        l.heard(2, 10, vec![7, 8], t0);
+        assert!(l.leads(2, 7, t0));
+        assert!(!l.leads(2, 9, t0));
+        assert_eq!(l.leader_of(8, t0), Some(2));
+        let view = l.view(t0);
+        assert!(view.is_alive(2, 1) && view.is_alive(1, 1) && !view.is_alive(3, 1));
+        assert_eq!(view.leaders.get(&7), Some(&2));
+        // Silence past the window: down, and its word no longer counts.
+        let late = t0 + ALIVE_WINDOW + Duration::from_millis(1);
+        assert!(!l.leads(2, 7, late));
+        assert!(l.view(late).alive.is_empty());
+        // Heard again: back, counted as a return.
+        l.heard(2, 10, vec![7], late);
+        assert!(l.leads(2, 7, late));
+        assert_eq!(l.view(late).returns[&2], 2);
+    }
+
+    #[test]
+    fn a_refused_connection_is_down_at_once_and_a_restart_is_a_return() {
+        let l = Liveness::new(1);
+        let t0 = Instant::now();
+        l.heard(2, 10, vec![7], t0);
+        l.refused(2);
+        assert!(!l.leads(2, 7, t0));
+        assert!(!l.view(t0).is_alive(2, 1));
+        l.heard(2, 11, vec![], t0);
+        assert!(l.view(t0).is_alive(2, 1));
+        assert!(!l.leads(2, 7, t0));
+        assert_eq!(l.view(t0).returns[&2], 2);
+        l.heard(2, 12, vec![], t0);
+        assert_eq!(l.view(t0).returns[&2], 3, "a new incarnation is a restart");
+    }
+
+    #[test]
+    fn what_a_broker_leads_is_kept_per_peer() {
+        let l = Liveness::new(1);
+        l.set_leading(HashMap::from([(2, vec![5, 6]), (3, vec![6])]));
+        assert_eq!(l.leading_for(2), vec![5, 6]);
+        assert_eq!(l.leading_for(3), vec![6]);
+        assert!(l.leading_for(4).is_empty());
+    }
+}
