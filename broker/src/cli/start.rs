@@ -48,11 +48,15 @@ pub struct DevClusterArgs {
     data_dir: PathBuf,
 }
 
+/// openraft reports every vote and election at `info`, several lines each: with
+/// thousands of groups that is most of a broker's work during a restart.
+const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
+
 fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -36,8 +36,12 @@ const GRACE: Duration = Duration::from_millis(1000);
 /// The wait added per place in line: the second replica campaigns only if the first
 /// did not win by then.
 const STAGGER: Duration = Duration::from_millis(600);
-/// Campaigns of one replica are this far apart at least.
-const RETRY: Duration = Duration::from_millis(700);
+/// The first wait before a replica campaigns again (after its own or a campaign
+/// openraft started, as at a group's creation); it doubles with each failed campaign up
+/// to [`RETRY_MAX`], stretched by up to half at random so that many groups electing at
+/// once (a restart, a creation) spread out instead of overrunning the voters together.
+const RETRY: Duration = Duration::from_millis(800);
+const RETRY_MAX: Duration = Duration::from_secs(6);
 /// After a peer comes back (restarted, or heard again after being down), the groups led
 /// here with it as a member send heartbeats on these rounds after, so it learns its
 /// leaders and commit points even though the groups are quiet.
@@ -48,8 +52,8 @@ const ANNOUNCE_ROUNDS: [u32; 3] = [0, 4, 8];
 pub(super) struct Steering {
     /// Groups with no live leader, since when.
     leaderless: HashMap<u64, Instant>,
-    /// The last campaign of each group here.
-    campaigned: HashMap<u64, Instant>,
+    /// The last campaign of each group here, and how many in a row.
+    campaigned: HashMap<u64, (Instant, u32)>,
     /// Rounds since each peer last came back, and how many times it had.
     returns: HashMap<u64, (u64, u32)>,
     /// Peers with a heartbeat in flight.
@@ -181,6 +185,7 @@ impl Steering {
         p.raft.runtime_config().tick(wake);
         if look.leading {
             self.leaderless.remove(&p.group);
+            self.campaigned.remove(&p.group);
             if look.members.iter().any(|m| announce.contains_key(m)) {
                 let _ = p.raft.trigger().heartbeat().await;
             }
@@ -188,7 +193,12 @@ impl Steering {
         }
         if view.leaders.contains_key(&p.group) || !look.voter {
             self.leaderless.remove(&p.group);
+            self.campaigned.remove(&p.group);
             return;
+        }
+        if look.candidate && !self.campaigned.contains_key(&p.group) {
+            // openraft campaigns by itself once, when a group is created.
+            self.campaigned.insert(p.group, (now, 1));
         }
         let since = *self.leaderless.entry(p.group).or_insert(now);
         // The leader's broker refused us or fell silent: no need to wait for it.
@@ -199,14 +209,15 @@ impl Steering {
             return; // a majority is down: a campaign could not win
         };
         let wait = grace + STAGGER * rank as u32;
+        let attempts = self.campaigned.get(&p.group).map_or(0, |c| c.1);
         let recent = self
             .campaigned
             .get(&p.group)
-            .is_some_and(|t| now.duration_since(*t) < RETRY);
+            .is_some_and(|&(t, n)| now.duration_since(t) < retry_after(p.group, n));
         if now.duration_since(since) < wait || recent {
             return;
         }
-        self.campaigned.insert(p.group, now);
+        self.campaigned.insert(p.group, (now, attempts + 1));
         tracing::debug!(
             topic = %p.topic,
             partition = p.partition,
@@ -235,6 +246,8 @@ struct Look {
     /// settled: nothing left to send.
     caught_up: bool,
     voter: bool,
+    /// Campaigning (openraft's state).
+    candidate: bool,
     voters: Vec<u64>,
     members: Vec<u64>,
     leader: Option<u64>,
@@ -264,11 +277,24 @@ impl Look {
             leading,
             caught_up,
             voter: voters.contains(&me),
+            candidate: m.state == typ::ServerState::Candidate,
             voters,
             members,
             leader: m.current_leader.filter(|&l| l != me),
         }
     }
+}
+
+/// How long after its `attempts`-th campaign in a row a group may campaign again:
+/// doubling from [`RETRY`] up to [`RETRY_MAX`], times 1 to 1.5 (a hash of the group and
+/// attempt, so groups differ and each retry differs).
+fn retry_after(group: u64, attempts: u32) -> Duration {
+    let base = RETRY
+        .saturating_mul(1 << attempts.saturating_sub(1).min(4))
+        .min(RETRY_MAX);
+    let mixed = (group ^ u64::from(attempts) << 40).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let stretch = (mixed >> 54) as u32; // 0..1024
+    base + base * stretch / 2048
 }
 
 /// This broker's place in line among the group's live voters (0 stands first), in the
@@ -303,6 +329,16 @@ mod tests {
             alive: alive.iter().copied().collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn retries_back_off_and_spread() {
+        assert!(retry_after(1, 1) >= RETRY && retry_after(1, 1) <= RETRY * 3 / 2);
+        assert!(retry_after(1, 3) >= RETRY * 4);
+        assert!(retry_after(1, 30) <= RETRY_MAX * 3 / 2);
+        let spread: std::collections::HashSet<Duration> =
+            (0..100).map(|g| retry_after(g, 1)).collect();
+        assert!(spread.len() > 50, "groups retry at different times");
     }
 
     #[test]

@@ -54,14 +54,15 @@ pub fn raft_config() -> Arc<openraft::Config> {
 /// only while the leader has something to send.
 ///
 /// Heartbeats every 400 ms while awake (openraft ticks at 1.5 times that); that is also
-/// the AppendEntries timeout. The leader lease a voter grants (election_timeout_max)
-/// is 800 ms: a campaign after the leader's broker died is refused for at most that
-/// long after the leader was last heard.
+/// the AppendEntries timeout. A vote request may take 700 ms (election_timeout_min), and
+/// the leader lease a voter grants (election_timeout_max) is 900 ms: a campaign after the
+/// leader's broker died is refused for at most that long after the leader was last
+/// heard.
 pub fn partition_raft_config() -> Arc<openraft::Config> {
     let config = openraft::Config {
         heartbeat_interval: 400,
-        election_timeout_min: 500,
-        election_timeout_max: 800,
+        election_timeout_min: 700,
+        election_timeout_max: 900,
         enable_elect: false,
         ..(*raft_config()).clone()
     };

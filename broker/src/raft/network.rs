@@ -109,7 +109,8 @@ impl PeerChannels {
         let mut request = Request::new(message);
         request.set_timeout(timeout);
         let mut client = RaftPeerClient::new(channel);
-        match tokio::time::timeout(timeout, client.node_heartbeat(request)).await {
+        let call = detached(async move { client.node_heartbeat(request).await });
+        match tokio::time::timeout(timeout, call).await {
             Ok(Ok(reply)) => Ok(reply.into_inner()),
             Ok(Err(s)) => Err(s.code() == tonic::Code::Unavailable),
             Err(_) => Err(false),
@@ -241,6 +242,19 @@ fn status_error<E: std::error::Error>(s: &Status) -> RpcErr<E> {
     }
 }
 
+/// Runs an RPC in a task of its own. When openraft gives up waiting (its timeout), the
+/// call still runs to its answer or to the server's deadline (the `grpc-timeout` it
+/// carries) instead of being dropped mid-flight: a dropped call resets its HTTP/2
+/// stream, and the server's guard against rapid resets closes a connection that sees
+/// many, failing every other group's traffic on it.
+async fn detached<T: Send + 'static>(
+    call: impl std::future::Future<Output = Result<Response<T>, Status>> + Send + 'static,
+) -> Result<Response<T>, Status> {
+    tokio::spawn(call)
+        .await
+        .unwrap_or_else(|e| Err(Status::internal(format!("peer call failed: {e}"))))
+}
+
 fn with_timeout<T>(msg: T, option: &RPCOption) -> Request<T> {
     let mut r = Request::new(msg);
     r.set_timeout(option.hard_ttl());
@@ -287,10 +301,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             header: Bytes::from(serde_json::to_vec(&header).expect("plain data serializes")),
             entries,
         };
-        let reply = self
-            .connect()?
-            .append_entries(with_timeout(request, &option))
-            .await;
+        let mut client = self.connect()?;
+        let request = with_timeout(request, &option);
+        let reply = detached(async move { client.append_entries(request).await }).await;
         self.reply(reply)
     }
 
@@ -299,11 +312,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RpcErr<RaftError<u64, InstallSnapshotError>>> {
-        let request = self.json_request(&rpc);
-        let reply = self
-            .connect()?
-            .install_snapshot(with_timeout(request, &option))
-            .await;
+        let mut client = self.connect()?;
+        let request = with_timeout(self.json_request(&rpc), &option);
+        let reply = detached(async move { client.install_snapshot(request).await }).await;
         self.reply(reply)
     }
 
@@ -312,8 +323,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RpcErr> {
-        let request = self.json_request(&rpc);
-        let reply = self.connect()?.vote(with_timeout(request, &option)).await;
+        let mut client = self.connect()?;
+        let request = with_timeout(self.json_request(&rpc), &option);
+        let reply = detached(async move { client.vote(request).await }).await;
         self.reply(reply)
     }
 }
