@@ -484,17 +484,39 @@ async fn produce_routed(
         let mut wait = false;
         let mut last = None;
         for (sent_to, parts, answer) in futures::future::join_all(sends).await {
-            match answer {
+            // Failures come whole (the request's status: nothing was appended) or per
+            // partition (the others were appended and are done).
+            let failures: Vec<(ClientError, Vec<(u32, Bytes)>)> = match answer {
                 Ok(resp) => {
+                    let mut records: HashMap<u32, Bytes> = parts.into_iter().collect();
+                    let mut failed = Vec::new();
                     for r in resp.into_inner().partitions {
-                        done.insert(r.partition, Ok(r));
+                        match r.error.clone() {
+                            None => {
+                                records.remove(&r.partition);
+                                done.insert(r.partition, Ok(r));
+                            }
+                            Some(e) => {
+                                if let Some(bytes) = records.remove(&r.partition) {
+                                    failed.push((partition_error(e), vec![(r.partition, bytes)]));
+                                }
+                            }
+                        }
                     }
+                    // A partition the broker did not answer for was not appended.
+                    for (p, bytes) in records {
+                        let e = ClientError::Broker {
+                            code: tonic::Code::Internal,
+                            message: format!("{topic}-{p}: missing from the produce response"),
+                        };
+                        failed.push((e, vec![(p, bytes)]));
+                    }
+                    failed
                 }
-                Err(e)
-                    if e.is_retriable()
-                        && attempt < inner.config.retries
-                        && Instant::now() < deadline =>
-                {
+                Err(e) => vec![(e, parts)],
+            };
+            for (e, parts) in failures {
+                if e.is_retriable() && attempt < inner.config.retries && Instant::now() < deadline {
                     match e {
                         // A redirect to another broker: go there.
                         ClientError::NotLeader {
@@ -514,8 +536,7 @@ async fn produce_routed(
                     tracing::debug!(topic, attempt, "produce failed, retrying: {e}");
                     last = Some(e);
                     pending.extend(parts);
-                }
-                Err(e) => {
+                } else {
                     let e = if attempt > 0 {
                         ClientError::RetriesExhausted {
                             attempts: attempt + 1,
@@ -549,6 +570,21 @@ async fn produce_routed(
             }
         }
         attempt += 1;
+    }
+}
+
+/// A partition's error in a produce response, as the client error its own status
+/// would have been.
+fn partition_error(e: v1::PartitionError) -> ClientError {
+    if e.not_leader {
+        return ClientError::NotLeader {
+            leader: (e.leader != 0).then_some(e.leader),
+            message: e.message,
+        };
+    }
+    ClientError::Broker {
+        code: tonic::Code::from_i32(e.code),
+        message: e.message,
     }
 }
 

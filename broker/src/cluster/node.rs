@@ -541,6 +541,11 @@ impl ClusterNode {
             .into_iter()
             .map(|((t, p), e)| (t, p, e.clone()))
             .collect();
+        let new = starts
+            .iter()
+            .filter(|(t, p, _)| !self.running().contains_key(&(t.clone(), *p)))
+            .count();
+        let began = std::time::Instant::now();
         let starts = starts
             .into_iter()
             .map(|(topic, partition, entry)| self.start_or_update(&state, topic, partition, entry));
@@ -549,6 +554,13 @@ impl ClusterNode {
             .filter_map(|f| async move { f })
             .collect()
             .await;
+        if new > 0 {
+            tracing::info!(
+                broker = self.id,
+                "started {new} replica(s) in {:.2} s",
+                began.elapsed().as_secs_f64()
+            );
+        }
         match failed.len() {
             0 => Ok(()),
             n => Err(BrokerError::Unavailable(format!(

@@ -17,7 +17,7 @@ use super::file::{
     map_raw, map_read, preallocate, segment_path, sync_dir, write_all_at, INDEX_EXT, LOG_EXT,
     TIME_INDEX_EXT,
 };
-use super::index::{decode_all, IndexView, IndexWriter, OffsetEntry, TimeEntry};
+use super::index::{decode_all, Entry, IndexView, IndexWriter, OffsetEntry, TimeEntry};
 use super::recovery::{recover, Indexer, Scan, Stop};
 use super::{LogConfig, LogError};
 
@@ -117,11 +117,16 @@ fn open_rw(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-fn read_or_empty(path: &Path) -> io::Result<Vec<u8>> {
-    match fs::read(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        r => r,
-    }
+/// Reads up to `most` bytes from the start of a file; a missing file reads as empty.
+fn read_or_empty(path: &Path, most: usize) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = match File::open(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        r => r?,
+    };
+    let mut bytes = Vec::new();
+    file.take(most as u64).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The segment being appended to: preallocated files appended with `pwritev` (indexes
@@ -177,8 +182,14 @@ impl ActiveSegment {
         let file_len = file.metadata().map_err(LogError::io(&log))?.len() as usize;
         let scan = {
             let data = map_read(&file, file_len).map_err(LogError::io(&log))?;
-            let offsets = read_or_empty(&index).map_err(LogError::io(&index))?;
-            let times = read_or_empty(&time_index).map_err(LogError::io(&time_index))?;
+            // An index entry points at a batch start past the previous entry's, so the
+            // data bounds how many entries can be valid: the rest of the (preallocated,
+            // mostly empty) index files is never read.
+            let most = file_len / rafka_proto::batch::HEADER_LEN + 1;
+            let offsets = read_or_empty(&index, most * <OffsetEntry as Entry>::SIZE)
+                .map_err(LogError::io(&index))?;
+            let times = read_or_empty(&time_index, most * <TimeEntry as Entry>::SIZE)
+                .map_err(LogError::io(&time_index))?;
             recover(&data, base, &offsets, &times, config.index_interval_bytes)
         };
         if let Some((pos, Stop::Damaged(why))) = &scan.stop {
@@ -467,8 +478,10 @@ impl SealedSegment {
         let file = File::open(&log).map_err(LogError::io(&log))?;
         let len = file.metadata().map_err(LogError::io(&log))?.len() as usize;
         let data = map_read(&file, len).map_err(LogError::io(&log))?;
-        let stored_offsets = read_or_empty(&index).map_err(LogError::io(&index))?;
-        let stored_times = read_or_empty(&time_index).map_err(LogError::io(&time_index))?;
+        // A sealed segment's index files were trimmed to their entries.
+        let stored_offsets = read_or_empty(&index, usize::MAX).map_err(LogError::io(&index))?;
+        let stored_times =
+            read_or_empty(&time_index, usize::MAX).map_err(LogError::io(&time_index))?;
         let scan = recover(
             &data,
             base,

@@ -179,15 +179,35 @@ impl broker_server::Broker for BrokerService {
             .map_err(|_| BrokerError::InvalidRequest(format!("unknown acks value {}", req.acks)))?;
         // Everything is validated before anything is appended.
         let work = validate_produce(&self.shared, &req).await?;
+        // Every partition runs to its own end: one that fails (its leader moved) must
+        // not hide what happened to the others, which may have been appended.
         let appends = work.into_iter().map(|(partition, batches)| async move {
-            let landed = partition.produce(batches, acks).await?;
-            Ok::<_, BrokerError>(v1::ProducePartitionResult {
-                partition: partition.partition,
-                base_offsets: landed.base_offsets,
-                log_end_offset: landed.log_end_offset,
-            })
+            let id = partition.partition;
+            (id, partition.produce(batches, acks).await)
         });
-        let partitions = futures::future::try_join_all(appends).await?;
+        let results = futures::future::join_all(appends).await;
+        if results.iter().all(|(_, r)| r.is_err()) {
+            if let Some((_, Err(e))) = results.into_iter().next() {
+                return Err(e.into());
+            }
+            return Ok(Response::new(v1::ProduceResponse::default()));
+        }
+        let partitions = results
+            .into_iter()
+            .map(|(partition, r)| match r {
+                Ok(landed) => v1::ProducePartitionResult {
+                    partition,
+                    base_offsets: landed.base_offsets,
+                    log_end_offset: landed.log_end_offset,
+                    error: None,
+                },
+                Err(e) => v1::ProducePartitionResult {
+                    partition,
+                    error: Some(partition_error(e)),
+                    ..Default::default()
+                },
+            })
+            .collect();
         Ok(Response::new(v1::ProduceResponse { partitions }))
     }
 
@@ -367,5 +387,20 @@ impl broker_server::Broker for BrokerService {
         Ok(Response::new(
             catalog::metadata(&self.shared.node, &req.topics).await?,
         ))
+    }
+}
+
+/// One partition's failure, as its own status would have said it.
+fn partition_error(e: BrokerError) -> v1::PartitionError {
+    let leader = match &e {
+        BrokerError::NotLeader { leader, .. } => Some(leader.map_or(0, |l| l as u32)),
+        _ => None,
+    };
+    let status = Status::from(e);
+    v1::PartitionError {
+        code: status.code() as i32,
+        message: status.message().to_string(),
+        not_leader: leader.is_some(),
+        leader: leader.unwrap_or(0),
     }
 }
