@@ -439,13 +439,14 @@ type PartitionResult = Result<v1::ProducePartitionResult, ClientError>;
 const REDIRECT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// Sends each partition's records to its leader (one request per leader), following
-/// redirects and retrying retriable failures; returns every partition's outcome.
+/// redirects and retrying retriable failures; hands each partition's outcome to `done` as
+/// soon as it is known.
 async fn produce_routed(
     inner: &Inner,
     topic: &str,
     mut pending: Vec<(u32, Bytes)>,
-) -> HashMap<u32, PartitionResult> {
-    let mut done = HashMap::new();
+    mut done: impl FnMut(u32, PartitionResult),
+) {
     let mut attempt = 0u32;
     let deadline = Instant::now() + inner.config.delivery_timeout;
     loop {
@@ -494,7 +495,7 @@ async fn produce_routed(
                         match r.error.clone() {
                             None => {
                                 records.remove(&r.partition);
-                                done.insert(r.partition, Ok(r));
+                                done(r.partition, Ok(r));
                             }
                             Some(e) => {
                                 if let Some(bytes) = records.remove(&r.partition) {
@@ -546,13 +547,13 @@ async fn produce_routed(
                         e
                     };
                     for (p, _) in parts {
-                        done.insert(p, Err(e.clone()));
+                        done(p, Err(e.clone()));
                     }
                 }
             }
         }
         if pending.is_empty() {
-            return done;
+            return;
         }
         if refresh {
             let backoff = inner
@@ -604,41 +605,58 @@ async fn send_request(inner: &Inner, out: Outgoing) {
             }
         })
         .collect();
-    let results = produce_routed(inner, &out.topic, parts).await;
+    let topic = out.topic;
+    let mut waiting: HashMap<u32, Vec<SealedBatch>> = out.partitions.into_iter().collect();
+    // Each partition's batches complete as soon as its own outcome is known: a slow
+    // partition (an election) holds up no other partition of the request.
+    produce_routed(inner, &topic, parts, |partition, result| {
+        if let Some(batches) = waiting.remove(&partition) {
+            complete_partition(inner, &topic, partition, batches, &result);
+        }
+    })
+    .await;
+    for (partition, batches) in waiting {
+        complete_partition(inner, &topic, partition, batches, &Err(ClientError::Closed));
+    }
+}
+
+/// Completes one partition's batches with its produce outcome and lets its next batches
+/// go.
+fn complete_partition(
+    inner: &Inner,
+    topic: &str,
+    partition: u32,
+    batches: Vec<SealedBatch>,
+    result: &PartitionResult,
+) {
+    let bases = result.as_ref().ok().map(|r| &r.base_offsets);
     let mut finished = 0;
-    for (partition, batches) in out.partitions {
-        let result = results.get(&partition);
-        let bases = result
-            .and_then(|r| r.as_ref().ok())
-            .map(|r| &r.base_offsets);
-        for (i, b) in batches.into_iter().enumerate() {
-            finished += b.records;
-            let base = bases.and_then(|v| v.get(i)).copied();
-            let outcome: BatchResult = match (result.unwrap_or(&Err(ClientError::Closed)), base) {
-                (Err(e), _) => Err(e.clone()),
-                (Ok(_), Some(base)) => Ok(base),
-                // acks=none: the broker does not report offsets.
-                (Ok(_), None) if inner.config.acks == Acks::None => {
-                    Ok(RecordMetadata::UNKNOWN_OFFSET)
-                }
-                (Ok(_), None) => Err(ClientError::InvalidArgument(format!(
-                    "broker returned no offset for partition {partition}"
-                ))),
-            };
-            b.completion.complete(outcome);
-        }
-        let mut st = inner.lock();
-        if let Some(q) = st
-            .queues
-            .get_mut(&out.topic)
-            .and_then(|qs| qs.get_mut(partition as usize))
-        {
-            q.in_flight = false;
-        }
+    for (i, b) in batches.into_iter().enumerate() {
+        finished += b.records;
+        let base = bases.and_then(|v| v.get(i)).copied();
+        let outcome: BatchResult = match (result, base) {
+            (Err(e), _) => Err(e.clone()),
+            (Ok(_), Some(base)) => Ok(base),
+            // acks=none: the broker does not report offsets.
+            (Ok(_), None) if inner.config.acks == Acks::None => Ok(RecordMetadata::UNKNOWN_OFFSET),
+            (Ok(_), None) => Err(ClientError::InvalidArgument(format!(
+                "broker returned no offset for partition {partition}"
+            ))),
+        };
+        b.completion.complete(outcome);
     }
     let mut st = inner.lock();
+    if let Some(q) = st
+        .queues
+        .get_mut(topic)
+        .and_then(|qs| qs.get_mut(partition as usize))
+    {
+        q.in_flight = false;
+    }
     st.pending -= finished;
     if st.pending == 0 {
         inner.idle.notify_waiters();
     }
+    drop(st);
+    inner.wake.notify_one();
 }
