@@ -2,7 +2,7 @@
 # Many partitions on few brokers: idle cost, a producer beside them, and recovery.
 #
 #   scripts/scale-bench.sh [--brokers N] [--partitions N] [--rf N] [--idle-secs S]
-#                          [--records N] [--no-build] [--keep]
+#                          [--records N] [--timeout S] [--no-build] [--keep]
 #
 # Starts --brokers brokers (default 3) on loopback, creates topic `idle` with --partitions
 # partitions (default 1000) and replication factor --rf (default: min(3, brokers)), and
@@ -25,6 +25,7 @@ brokers=3
 partitions=1000
 rf=
 idle_secs=10
+timeout=300
 records=1000000
 build=1
 keep=0
@@ -35,6 +36,7 @@ while (($#)); do
     --rf) rf=$2; shift 2 ;;
     --idle-secs) idle_secs=$2; shift 2 ;;
     --records) records=$2; shift 2 ;;
+    --timeout) timeout=$2; shift 2 ;;
     --no-build) build=0; shift ;;
     --keep) keep=1; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -88,7 +90,7 @@ wait_for 60 "the cluster's metadata leader" "$bin/rafka" --bootstrap "$bootstrap
 
 if ((partitions > 0)); then
   echo "== 1. topic idle: $partitions partitions, replication factor $rf"
-  "$bin/rafka-bench" scale --bootstrap "$bootstrap" --topic idle --partitions "$partitions" \
+  "$bin/rafka-bench" scale --timeout-secs "$timeout" --bootstrap "$bootstrap" --topic idle --partitions "$partitions" \
     --replication-factor "$rf"
 
   echo "== 2. idle for ${idle_secs} s"
@@ -113,11 +115,11 @@ echo "== 3. a producer beside them: $records records of 100 B, acks=all, one par
 echo "== 4. kill -9 of every broker, then a restart"
 for ((i = 1; i <= brokers; i++)); do kill9 "$i"; done
 for ((i = 1; i <= brokers; i++)); do start "$i"; done
-"$bin/rafka-bench" scale --bootstrap "$bootstrap" --topic idle
+"$bin/rafka-bench" scale --timeout-secs "$timeout" --bootstrap "$bootstrap" --topic idle
 
 if ((rf > 1)); then
   echo "== 5. kill -9 of broker 1"
   kill9 1
   survivors=$(IFS=,; echo "${addrs[*]:1}")
-  "$bin/rafka-bench" scale --bootstrap "$survivors" --topic idle
+  "$bin/rafka-bench" scale --timeout-secs "$timeout" --bootstrap "$survivors" --topic idle
 fi

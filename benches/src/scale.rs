@@ -68,11 +68,12 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     }
     let mut each = histogram();
     let mut failed = 0;
-    let waits = acks.into_iter().map(|ack| async move {
+    let waits = acks.into_iter().enumerate().map(|(p, ack)| async move {
         let r = ack.await;
-        (r, sent.elapsed())
+        (p, r, sent.elapsed())
     });
-    for (r, at) in futures::future::join_all(waits).await {
+    let mut failed_partitions = Vec::new();
+    for (p, r, at) in futures::future::join_all(waits).await {
         match r {
             Ok(_) => each.saturating_record(at.as_nanos() as u64),
             Err(e) => {
@@ -80,8 +81,14 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
                     eprintln!("first failed partition: {e}");
                 }
                 failed += 1;
+                failed_partitions.push(p);
             }
         }
+    }
+    if !failed_partitions.is_empty() {
+        failed_partitions.truncate(20);
+        eprintln!("failed partitions (up to 20): {failed_partitions:?}");
+        show_leaders(&args.bootstrap, &args.topic, &failed_partitions).await;
     }
     let all = sent.elapsed();
     let ms = |q: f64| each.value_at_quantile(q) as f64 / 1e6;
@@ -117,6 +124,28 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
 }
 
 /// Connects, retrying until `deadline`: after a restart the brokers may still be coming up.
+/// Prints the leader each broker names for `partitions`: what a client was told.
+async fn show_leaders(bootstrap: &str, topic: &str, partitions: &[usize]) {
+    for address in bootstrap.split(',') {
+        let described = match Admin::connect(address).await {
+            Ok(admin) => admin.describe_topics(&[topic]).await,
+            Err(e) => Err(e),
+        };
+        match described {
+            Ok(topics) => {
+                let Some(t) = topics.first() else { continue };
+                let leaders: Vec<String> = partitions
+                    .iter()
+                    .filter_map(|&p| t.partitions.get(p))
+                    .map(|p| format!("{}: leader {} of {:?}", p.partition, p.leader, p.replicas))
+                    .collect();
+                eprintln!("{address} says {}", leaders.join(", "));
+            }
+            Err(e) => eprintln!("{address}: {e}"),
+        }
+    }
+}
+
 async fn connect_admin(bootstrap: &str, deadline: Instant) -> anyhow::Result<Admin> {
     loop {
         match Admin::connect(bootstrap).await {

@@ -28,14 +28,15 @@ use crate::raft::types::typ;
 /// How often heartbeats go out and every group is looked at.
 pub const ROUND: Duration = Duration::from_millis(250);
 /// How long a node heartbeat may take before it counts as unanswered.
-const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a follower waits, once no live peer leads its group, before the first
 /// replica in line campaigns (none when the leader's broker is known to be down): peers
 /// starting up need a round or two to say what they lead.
 const GRACE: Duration = Duration::from_millis(1000);
 /// The wait added per place in line: the second replica campaigns only if the first
-/// did not win by then.
-const STAGGER: Duration = Duration::from_millis(600);
+/// (alive, as far as this broker knows) did not win by then. Long enough for the first
+/// to retry once or twice: two replicas campaigning at once split the vote.
+const STAGGER: Duration = Duration::from_secs(3);
 /// The first wait before a replica campaigns again (after its own or a campaign
 /// openraft started, as at a group's creation); it doubles with each failed campaign up
 /// to [`RETRY_MAX`], stretched by up to half at random so that many groups electing at
@@ -178,7 +179,7 @@ impl Steering {
         now: Instant,
     ) {
         let me = p.node;
-        let look = Look::of(p, me);
+        let look = Look::of(p, me, view);
         // Timers run only on a leader with something left to send (two atomic stores).
         let wake = look.leading && !look.caught_up;
         p.raft.runtime_config().heartbeat(wake);
@@ -242,8 +243,10 @@ impl Steering {
 /// What steering needs of a group's metrics.
 struct Look {
     leading: bool,
-    /// Leading, every member has the last entry, it is committed and the membership is
-    /// settled: nothing left to send.
+    /// Leading, every live member has the last entry, it is committed and the
+    /// membership is settled: nothing left to send. A member that is down does not keep
+    /// the group awake; when it is back, the group is announced to it (and stays awake
+    /// until it caught up).
     caught_up: bool,
     voter: bool,
     /// Campaigning (openraft's state).
@@ -254,7 +257,7 @@ struct Look {
 }
 
 impl Look {
-    fn of(p: &ReplicatedPartition, me: u64) -> Self {
+    fn of(p: &ReplicatedPartition, me: u64, view: &LiveView) -> Self {
         let m = p.raft.metrics();
         let m = m.borrow();
         let membership = m.membership_config.membership();
@@ -270,8 +273,9 @@ impl Look {
             && membership.get_joint_config().len() == 1
             && voters.contains(&me)
             && m.replication.as_ref().is_some_and(|r| {
-                r.values()
-                    .all(|matched| matched.map(|l| l.index) == m.last_log_index)
+                r.iter().all(|(id, matched)| {
+                    matched.map(|l| l.index) == m.last_log_index || !view.is_alive(*id, me)
+                })
             });
         Self {
             leading,

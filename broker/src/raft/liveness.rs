@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A peer not heard from for this long is taken for down (a refused connection counts
-/// at once).
-pub const ALIVE_WINDOW: Duration = Duration::from_millis(1500);
+/// at once, so a dead process is seen within one heartbeat round). Long enough that a
+/// busy broker's late heartbeats (a restart of thousands of partitions on two cores)
+/// do not make its groups campaign.
+pub const ALIVE_WINDOW: Duration = Duration::from_secs(3);
 
 /// One broker's view of its peers.
 pub struct Liveness {

@@ -301,6 +301,29 @@ impl RaftLogStore {
         Ok(())
     }
 
+    /// [`update_state`](Self::update_state) on the blocking pool: the file write and its
+    /// two syncs (milliseconds) stay off the runtime's few worker threads. Elections of
+    /// many groups at once (a restart) save a vote each, and on a worker thread those
+    /// syncs stalled every other task, node heartbeats included.
+    async fn update_state_off_thread(
+        &self,
+        f: impl FnOnce(&mut RaftState) + Send + 'static,
+    ) -> Result<(), typ::StorageError> {
+        let (state, dir) = (self.state.clone(), self.dir.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut next = state.clone();
+            f(&mut next);
+            next.save(&dir)?;
+            *state = next;
+            Ok(())
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(io_err)
+    }
+
     fn last_log_id(&self) -> Result<Option<typ::LogId>, typ::StorageError> {
         let map = self.entries.map.read().unwrap_or_else(|e| e.into_inner());
         let Some(index) = map.end().checked_sub(1).filter(|&i| i >= map.first) else {
@@ -343,7 +366,8 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
 
     async fn save_vote(&mut self, vote: &typ::Vote) -> Result<(), typ::StorageError> {
         let vote = *vote;
-        self.update_state(|s| s.vote = Some(vote))
+        self.update_state_off_thread(move |s| s.vote = Some(vote))
+            .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<typ::Vote>, typ::StorageError> {
@@ -362,7 +386,9 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
         // leader. The metadata group (few commits) persists it, so a restarted broker
         // knows every committed topic before it answers anyone.
         if self.persist_committed {
-            return self.update_state(|s| s.committed = committed);
+            return self
+                .update_state_off_thread(move |s| s.committed = committed)
+                .await;
         }
         self.state().committed = committed;
         Ok(())
