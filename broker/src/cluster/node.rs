@@ -251,10 +251,10 @@ impl ClusterNode {
 
     /// Broker `id`'s address as registered in the metadata (else as configured).
     pub fn broker_address(&self, id: u32) -> Option<String> {
-        self.state()
-            .brokers
-            .get(&id)
-            .map(|b| b.address.clone())
+        // Read in place: this runs for every replica started, and a copy of the
+        // metadata of thousands of partitions each time made starts quadratic.
+        self.metadata_sm
+            .with_app(|state| state.brokers.get(&id).map(|b| b.address.clone()))
             .or_else(|| self.peer_address(id).map(str::to_string))
     }
 
@@ -429,9 +429,22 @@ impl ClusterNode {
                 retry = Some(retry.map_or(MOVE_RECHECK, |r| r.min(MOVE_RECHECK)));
             }
             let timer = tokio::time::sleep(retry.unwrap_or_default());
+            // The metadata group's metrics change with every heartbeat; only a change of
+            // its leader, term or membership is worth a pass over every partition.
+            let seen = metadata_shape(&metrics.borrow_and_update());
+            let shape_changed = async {
+                loop {
+                    if metrics.changed().await.is_err() {
+                        return false;
+                    }
+                    if metadata_shape(&metrics.borrow_and_update()) != seen {
+                        return true;
+                    }
+                }
+            };
             tokio::select! {
                 changed = applied.changed() => if changed.is_err() { return },
-                changed = metrics.changed() => if changed.is_err() { return },
+                changed = shape_changed => if !changed { return },
                 // Checked here, not mid-reconciliation: a group being opened is either
                 // left running and listed (shutdown stops it) or not opened at all.
                 _ = node.tasks.stopped() => return,
@@ -680,6 +693,17 @@ async fn quiet_if_alone(raft: &typ::Raft, entry: &PartitionEntry, me: u32) {
         }
     }
 }
+
+/// What the follow loop reacts to in the metadata group's metrics: its leader, term,
+/// state and membership.
+fn metadata_shape(m: &typ::RaftMetrics) -> MetadataShape {
+    let membership = m.membership_config.membership();
+    let members = membership.nodes().map(|(id, _)| *id).collect();
+    let voters = membership.voter_ids().collect();
+    (m.current_leader, m.current_term, m.state, members, voters)
+}
+
+type MetadataShape = (Option<u64>, u64, typ::ServerState, Vec<u64>, Vec<u64>);
 
 fn members(
     peers: &BTreeMap<u32, String>,

@@ -74,35 +74,18 @@ impl ClusterNode {
                 _ = node.tasks().stopped() => return,
             }
             let partitions = node.running_replicas();
-            node.publish_leading(&partitions);
+            // Heartbeats carry what the last pass found this broker leading.
             node.send_heartbeats(&steering);
             let now = Instant::now();
             let view = node.liveness().view(now);
             let announce = steering.peers_to_announce_to(&view);
+            let mut leading: HashMap<u64, Vec<u64>> = HashMap::new();
             for p in &partitions {
-                steering.steer(p, &view, &announce, now).await;
+                steering.steer(p, &view, &announce, now, &mut leading).await;
             }
+            node.liveness().set_leading(leading);
             steering.forget_missing(&partitions);
         }
-    }
-
-    /// Tells the liveness which groups this broker leads, by member peer.
-    fn publish_leading(&self, partitions: &[Arc<ReplicatedPartition>]) {
-        let me = self.id() as u64;
-        let mut leading: HashMap<u64, Vec<u64>> = HashMap::new();
-        for p in partitions {
-            let m = p.raft.metrics();
-            let m = m.borrow();
-            if m.state != typ::ServerState::Leader {
-                continue;
-            }
-            for (id, _) in m.membership_config.nodes() {
-                if *id != me {
-                    leading.entry(*id).or_default().push(p.group);
-                }
-            }
-        }
-        self.liveness().set_leading(leading);
     }
 
     /// Sends a node heartbeat to every other broker that has none in flight.
@@ -170,55 +153,74 @@ impl Steering {
         announce
     }
 
-    /// One group, one look: quiet or wake a leader, campaign for a leaderless follower.
+    /// One group, one look: quiet or wake a leader (and note whom it leads with),
+    /// campaign for a leaderless follower. Runs for every group every round, so the
+    /// common cases (a quiet leader, a follower whose leader is alive) allocate nothing.
     async fn steer(
         &mut self,
         p: &ReplicatedPartition,
         view: &LiveView,
         announce: &HashMap<u64, u32>,
         now: Instant,
+        leading: &mut HashMap<u64, Vec<u64>>,
     ) {
         let me = p.node;
-        let look = Look::of(p, me, view);
-        // Timers run only on a leader with something left to send (two atomic stores).
-        let wake = look.leading && !look.caught_up;
-        p.raft.runtime_config().heartbeat(wake);
-        p.raft.runtime_config().tick(wake);
-        if look.leading {
-            self.leaderless.remove(&p.group);
-            self.campaigned.remove(&p.group);
-            if look.members.iter().any(|m| announce.contains_key(m)) {
+        let group = p.group;
+        let look = {
+            let m = p.raft.metrics();
+            let m = m.borrow();
+            if m.state == typ::ServerState::Leader {
+                let (caught_up, announce_to) = lead(&m, me, group, view, announce, leading);
+                Some((caught_up, announce_to))
+            } else {
+                None
+            }
+        };
+        if let Some((caught_up, announce_to)) = look {
+            // Timers run only on a leader with something left to send.
+            p.raft.runtime_config().heartbeat(!caught_up);
+            p.raft.runtime_config().tick(!caught_up);
+            self.settled(group);
+            if announce_to {
                 let _ = p.raft.trigger().heartbeat().await;
             }
             return;
         }
-        if view.leaders.contains_key(&p.group) || !look.voter {
-            self.leaderless.remove(&p.group);
-            self.campaigned.remove(&p.group);
+        p.raft.runtime_config().heartbeat(false);
+        p.raft.runtime_config().tick(false);
+        if view.leaders.contains_key(&group) {
+            self.settled(group);
             return;
         }
-        if look.candidate && !self.campaigned.contains_key(&p.group) {
-            // openraft campaigns by itself once, when a group is created.
-            self.campaigned.insert(p.group, (now, 1));
+        let follower = Follower::of(p, me);
+        if !follower.voter {
+            self.settled(group);
+            return;
         }
-        let since = *self.leaderless.entry(p.group).or_insert(now);
+        if follower.candidate && !self.campaigned.contains_key(&group) {
+            // openraft campaigns by itself once, when a group is created.
+            self.campaigned.insert(group, (now, 1));
+        }
+        let since = *self.leaderless.entry(group).or_insert(now);
         // The leader's broker refused us or fell silent: no need to wait for it.
-        let known_down = look.leader.is_some_and(|l| !view.is_alive(l, me));
+        let known_down = follower.leader.is_some_and(|l| !view.is_alive(l, me));
         let grace = if known_down { Duration::ZERO } else { GRACE };
         let preferred = p.preferred_replicas();
-        let Some(rank) = rank(me, &look.voters, &preferred, view) else {
-            return; // a majority is down: a campaign could not win
+        let Some(rank) = rank(me, &follower.voters, &preferred, view) else {
+            // A majority is down: a campaign could not win.
+            tracing::debug!(topic = %p.topic, partition = p.partition, alive = ?view.alive, "no live leader, no live majority");
+            return;
         };
         let wait = grace + STAGGER * rank as u32;
-        let attempts = self.campaigned.get(&p.group).map_or(0, |c| c.1);
+        let attempts = self.campaigned.get(&group).map_or(0, |c| c.1);
         let recent = self
             .campaigned
-            .get(&p.group)
-            .is_some_and(|&(t, n)| now.duration_since(t) < retry_after(p.group, n));
+            .get(&group)
+            .is_some_and(|&(t, n)| now.duration_since(t) < retry_after(group, n));
         if now.duration_since(since) < wait || recent {
             return;
         }
-        self.campaigned.insert(p.group, (now, attempts + 1));
+        self.campaigned.insert(group, (now, attempts + 1));
         tracing::debug!(
             topic = %p.topic,
             partition = p.partition,
@@ -227,6 +229,16 @@ impl Steering {
         );
         if let Err(e) = p.raft.trigger().elect().await {
             tracing::debug!(topic = %p.topic, partition = p.partition, "campaign: {e}");
+        }
+    }
+
+    /// The group has a leader (here or alive elsewhere): nothing to campaign for.
+    fn settled(&mut self, group: u64) {
+        if !self.leaderless.is_empty() {
+            self.leaderless.remove(&group);
+        }
+        if !self.campaigned.is_empty() {
+            self.campaigned.remove(&group);
         }
     }
 
@@ -240,50 +252,57 @@ impl Steering {
     }
 }
 
-/// What steering needs of a group's metrics.
-struct Look {
-    leading: bool,
-    /// Leading, every live member has the last entry, it is committed and the
-    /// membership is settled: nothing left to send. A member that is down does not keep
-    /// the group awake; when it is back, the group is announced to it (and stays awake
-    /// until it caught up).
-    caught_up: bool,
+/// A leader's look at its group: records the peers it leads with in `leading`, and
+/// returns whether it is caught up (every live member has the last entry, it is
+/// committed, the membership is settled and this broker votes: nothing left to send;
+/// a member that is down does not keep the group awake, and when it is back the group
+/// is announced to it and stays awake until it caught up) and whether a member came
+/// back this round.
+fn lead(
+    m: &typ::RaftMetrics,
+    me: u64,
+    group: u64,
+    view: &LiveView,
+    announce: &HashMap<u64, u32>,
+    leading: &mut HashMap<u64, Vec<u64>>,
+) -> (bool, bool) {
+    let membership = m.membership_config.membership();
+    let mut announce_to = false;
+    for (id, _) in membership.nodes() {
+        if *id != me {
+            leading.entry(*id).or_default().push(group);
+            announce_to |= announce.contains_key(id);
+        }
+    }
+    let caught_up = m.last_applied.map(|l| l.index) == m.last_log_index
+        && membership.get_joint_config().len() == 1
+        && membership.voter_ids().any(|v| v == me)
+        && m.replication.as_ref().is_some_and(|r| {
+            r.iter().all(|(id, matched)| {
+                matched.map(|l| l.index) == m.last_log_index || !view.is_alive(*id, me)
+            })
+        });
+    (caught_up, announce_to)
+}
+
+/// What steering needs of a follower's metrics when no live peer leads its group.
+struct Follower {
     voter: bool,
     /// Campaigning (openraft's state).
     candidate: bool,
     voters: Vec<u64>,
-    members: Vec<u64>,
     leader: Option<u64>,
 }
 
-impl Look {
-    fn of(p: &ReplicatedPartition, me: u64, view: &LiveView) -> Self {
+impl Follower {
+    fn of(p: &ReplicatedPartition, me: u64) -> Self {
         let m = p.raft.metrics();
         let m = m.borrow();
-        let membership = m.membership_config.membership();
-        let voters: Vec<u64> = membership.voter_ids().collect();
-        let members: Vec<u64> = membership
-            .nodes()
-            .map(|(id, _)| *id)
-            .filter(|&id| id != me)
-            .collect();
-        let leading = m.state == typ::ServerState::Leader;
-        let caught_up = leading
-            && m.last_applied.map(|l| l.index) == m.last_log_index
-            && membership.get_joint_config().len() == 1
-            && voters.contains(&me)
-            && m.replication.as_ref().is_some_and(|r| {
-                r.iter().all(|(id, matched)| {
-                    matched.map(|l| l.index) == m.last_log_index || !view.is_alive(*id, me)
-                })
-            });
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
         Self {
-            leading,
-            caught_up,
             voter: voters.contains(&me),
             candidate: m.state == typ::ServerState::Candidate,
             voters,
-            members,
             leader: m.current_leader.filter(|&l| l != me),
         }
     }

@@ -141,6 +141,9 @@ impl Liveness {
     /// Records that a request to `peer` could not connect: it is down until heard again.
     pub fn refused(&self, peer: u64) {
         if let Some(p) = self.lock().peers.get_mut(&peer) {
+            if !p.refused {
+                tracing::debug!(broker = self.me, peer, "peer refuses connections");
+            }
             p.refused = true;
             p.led.clear();
         }
