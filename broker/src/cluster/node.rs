@@ -25,6 +25,7 @@ use crate::raft::group::{initialize, open_group, OpenedGroup};
 use crate::raft::liveness::Liveness;
 use crate::raft::network::{PeerChannels, PeerService, RaftGroups};
 use crate::raft::types::{typ, AppendResult, BatchData};
+use crate::raft::votes::VoteJournal;
 use crate::tasks::Tasks;
 
 pub use super::replica::{Landed, ReplicatedPartition, COMMIT_TIMEOUT};
@@ -74,6 +75,8 @@ pub struct ClusterNode {
     decommissioned: watch::Sender<bool>,
     /// Which peers are up and what they lead (node heartbeats).
     liveness: Arc<Liveness>,
+    /// The partition groups' votes, synced together.
+    votes: VoteJournal,
 }
 
 /// How a broker comes to its cluster's metadata group.
@@ -112,10 +115,17 @@ impl ClusterNode {
             defaults.clone(),
             &channels,
             &tasks,
+            None,
         )
         .await
         .map_err(internal)?;
         let (metadata, metadata_sm) = (opened.raft, opened.sm);
+        let votes = VoteJournal::open(data_dir).map_err(|e| {
+            internal(format!(
+                "opening the vote journal in {}: {e}",
+                data_dir.display()
+            ))
+        })?;
         groups.insert(METADATA_GROUP, metadata.clone());
         if founding == Founding::Peer && peers.keys().next() == Some(&id) {
             initialize(&metadata, members(&peers, peers.keys().copied())).await;
@@ -137,6 +147,7 @@ impl ClusterNode {
             moving: Mutex::default(),
             decommissioned: watch::channel(false).0,
             liveness: Liveness::new(id as u64),
+            votes,
         });
         match discard::leftovers(data_dir) {
             Ok(dirs) => dirs
@@ -637,6 +648,7 @@ impl ClusterNode {
             config,
             &self.channels,
             &self.tasks,
+            Some(&self.votes),
         )
         .await
         .map_err(internal)?;

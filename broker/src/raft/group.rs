@@ -11,6 +11,7 @@ use super::log_store::{EntryReader, LocalAcks, RaftLogStore};
 use super::network::{GroupNetwork, PeerChannels};
 use super::state_machine::{Applier, PartitionStateMachine, SmStorage};
 use super::types::TypeConfig;
+use super::votes::VoteJournal;
 use super::METADATA_GROUP;
 use crate::log::{LogConfig, PartitionLog};
 use crate::tasks::Tasks;
@@ -84,7 +85,7 @@ pub struct OpenedGroup<A: Applier> {
 }
 
 /// Opens (recovering) the partition log in `dir` and starts Raft group `group` of
-/// broker `node` over it.
+/// broker `node` over it; its votes go to `votes` when given (else to its `raft.json`).
 pub async fn open_group<A: Applier>(
     node: u64,
     group: u64,
@@ -92,6 +93,7 @@ pub async fn open_group<A: Applier>(
     config: LogConfig,
     channels: &PeerChannels,
     tasks: &Tasks,
+    votes: Option<&VoteJournal>,
 ) -> Result<OpenedGroup<A>, GroupError> {
     let open_dir = dir.to_path_buf();
     let log = tokio::task::spawn_blocking(move || PartitionLog::open(open_dir, config))
@@ -99,9 +101,12 @@ pub async fn open_group<A: Applier>(
         .map_err(|e| GroupError(format!("opening {}: {e}", dir.display())))?
         .map_err(|e| GroupError(e.to_string()))?;
     let log = Arc::new(Mutex::new(log));
-    let store = RaftLogStore::open(dir, log.clone(), tasks)
+    let mut store = RaftLogStore::open(dir, log.clone(), tasks)
         .map_err(|e| GroupError(e.to_string()))?
         .persist_committed(group == METADATA_GROUP);
+    if let Some(journal) = votes {
+        store = store.with_vote_journal(journal.clone(), group);
+    }
     let local_acks = store.local_acks();
     let entries = store.entry_reader();
     let sm = PartitionStateMachine::<A>::open(SmStorage {

@@ -20,6 +20,7 @@ use super::entry::{decode, encode, epoch_of, term_of};
 use super::flusher::{Flush, Flusher};
 use super::state_file::RaftState;
 use super::types::{typ, TypeConfig};
+use super::votes::VoteJournal;
 use crate::log::{Locator, LogReader, PartitionLog};
 use crate::tasks::Tasks;
 
@@ -197,6 +198,9 @@ pub struct RaftLogStore {
     flusher: Flusher,
     reset_pending: Arc<AtomicBool>,
     persist_committed: bool,
+    /// The broker's shared vote journal and this group's id in it, when votes go there
+    /// instead of `raft.json`.
+    votes: Option<(VoteJournal, u64)>,
 }
 
 impl RaftLogStore {
@@ -250,7 +254,29 @@ impl RaftLogStore {
             flusher: Flusher::new(local_acks, tasks.clone()),
             reset_pending: Arc::default(),
             persist_committed: false,
+            votes: None,
         })
+    }
+
+    /// Saves this group's votes (group `group`) in the broker's shared journal, synced
+    /// with other groups' votes (see [`VoteJournal`]); a vote found there is newer than
+    /// the one in `raft.json`.
+    pub fn with_vote_journal(mut self, journal: VoteJournal, group: u64) -> Self {
+        if let Some(journaled) = journal.vote_of(group) {
+            let mut state = self.state();
+            let newer = match state.vote {
+                None => true,
+                Some(stored) => !matches!(
+                    stored.partial_cmp(&journaled),
+                    Some(std::cmp::Ordering::Greater)
+                ),
+            };
+            if newer {
+                state.vote = Some(journaled);
+            }
+        }
+        self.votes = Some((journal, group));
+        self
     }
 
     /// Syncs the commit point to disk at every commit (for a group with few commits
@@ -366,6 +392,11 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
 
     async fn save_vote(&mut self, vote: &typ::Vote) -> Result<(), typ::StorageError> {
         let vote = *vote;
+        if let Some((journal, group)) = &self.votes {
+            journal.save(*group, &vote).await.map_err(io_err)?;
+            self.state().vote = Some(vote);
+            return Ok(());
+        }
         self.update_state_off_thread(move |s| s.vote = Some(vote))
             .await
     }

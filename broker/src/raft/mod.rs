@@ -17,6 +17,7 @@
 //! - `group`          opening a group: log, store, state machine, network, Raft settings
 //! - `network`        the peer gRPC service carrying every group, and its clients
 //! - `liveness`       node-level heartbeats: which brokers are up, what each leads
+//! - `votes`          one vote journal per broker, synced by group commit
 //! - `state_machine`  `RaftStateMachine`: offsets only; the data stays in the log
 //!
 //! A snapshot holds the partition's offsets, never its data: the log is the data.
@@ -37,6 +38,7 @@ pub mod network;
 pub mod state_file;
 pub mod state_machine;
 pub mod types;
+pub mod votes;
 
 #[cfg(test)]
 mod tests;
