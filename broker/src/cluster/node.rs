@@ -107,6 +107,8 @@ impl ClusterNode {
             )));
         }
         let channels = PeerChannels::default();
+        let liveness = Liveness::new(id as u64);
+        channels.set_liveness(liveness.clone());
         let groups = RaftGroups::default();
         let opened = open_group::<ClusterState>(
             id as u64,
@@ -146,7 +148,7 @@ impl ClusterNode {
             tasks,
             moving: Mutex::default(),
             decommissioned: watch::channel(false).0,
-            liveness: Liveness::new(id as u64),
+            liveness,
             votes,
         });
         match discard::leftovers(data_dir) {
@@ -490,6 +492,11 @@ impl ClusterNode {
             return Ok(());
         }
         let result = self.reconcile_now().await;
+        if result.is_ok() {
+            // Every replica the metadata (applied up to its commit point when the
+            // metadata group opened) puts here runs: peers need not wait for us.
+            self.liveness.set_opening(false);
+        }
         self.reconciled.send_modify(|n| *n += 1);
         result
     }

@@ -110,15 +110,20 @@ impl ClusterNode {
                 from: me as u64,
                 incarnation: liveness.incarnation(),
                 leading: liveness.leading_for(peer),
+                opening: liveness.is_opening(),
             };
             self.tasks().spawn_until_stopped(async move {
                 match channels
                     .node_heartbeat(&address, message, HEARTBEAT_TIMEOUT)
                     .await
                 {
-                    Ok(reply) if reply.from == peer => {
-                        liveness.heard(peer, reply.incarnation, reply.leading, Instant::now())
-                    }
+                    Ok(reply) if reply.from == peer => liveness.heard(
+                        peer,
+                        reply.incarnation,
+                        reply.leading,
+                        reply.opening,
+                        Instant::now(),
+                    ),
                     Ok(reply) => tracing::warn!(
                         "broker {peer} at {address} answered as broker {}",
                         reply.from
@@ -195,6 +200,12 @@ impl Steering {
         let follower = Follower::of(p, me);
         if !follower.voter {
             self.settled(group);
+            return;
+        }
+        if view.opening.contains(&me) || follower.voters.iter().any(|v| view.opening.contains(v)) {
+            // A voter is still opening its replicas (a restart): it may lead this group
+            // as soon as its replica is open, and cannot vote before. Wait for it.
+            self.leaderless.insert(group, now);
             return;
         }
         if follower.candidate && !self.campaigned.contains_key(&group) {

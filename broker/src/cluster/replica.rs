@@ -385,11 +385,13 @@ impl ReplicatedPartition {
 
     /// The current leader, as this replica knows it.
     pub fn leader(&self) -> Option<u64> {
+        let now = std::time::Instant::now();
         let known = self.raft.metrics().borrow().current_leader;
-        known.or_else(|| {
-            self.liveness
-                .leader_of(self.group, std::time::Instant::now())
-        })
+        // A leader whose broker is down is no leader to send clients to (until a new
+        // one is elected, the group's own metrics still name it).
+        known
+            .filter(|&l| l == self.node || !self.liveness.is_down(l, now))
+            .or_else(|| self.liveness.leader_of(self.group, now))
     }
 
     /// The partition's replica list in the metadata, the preferred leader first.

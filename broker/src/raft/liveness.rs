@@ -16,11 +16,17 @@ use std::time::{Duration, Instant};
 /// busy broker's late heartbeats (a restart of thousands of partitions on two cores)
 /// do not make its groups campaign.
 pub const ALIVE_WINDOW: Duration = Duration::from_secs(3);
+/// How long after a broker's start its word that it is still opening replicas holds:
+/// one that never finishes (a replica that cannot open) must not hold elections up.
+pub const OPENING_MAX: Duration = Duration::from_secs(30);
 
 /// One broker's view of its peers.
 pub struct Liveness {
     me: u64,
     incarnation: u64,
+    started: Instant,
+    /// This broker is still opening its replicas.
+    opening: std::sync::atomic::AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -37,6 +43,10 @@ struct PeerView {
     /// The last request to the peer failed to connect, and nothing came since.
     refused: bool,
     incarnation: u64,
+    /// When this incarnation was first heard.
+    since: Instant,
+    /// It said it is still opening its replicas.
+    opening: bool,
     /// Groups the peer leads with this broker as a member, as it last said.
     led: HashSet<u64>,
     /// Bumped whenever the peer comes back: it restarted, or was down and is heard again.
@@ -52,6 +62,9 @@ pub struct LiveView {
     pub leaders: HashMap<u64, u64>,
     /// How many times each peer came back (see [`Liveness::heard`]).
     pub returns: HashMap<u64, u64>,
+    /// Live peers still opening their replicas (for at most [`OPENING_MAX`]), this
+    /// broker included.
+    pub opening: HashSet<u64>,
 }
 
 impl LiveView {
@@ -70,6 +83,8 @@ impl Liveness {
         Arc::new(Self {
             me,
             incarnation: nanos ^ (u64::from(std::process::id()) << 32),
+            started: Instant::now(),
+            opening: std::sync::atomic::AtomicBool::new(true),
             inner: Mutex::default(),
         })
     }
@@ -82,6 +97,18 @@ impl Liveness {
     /// This broker's incarnation (changes with every start).
     pub fn incarnation(&self) -> u64 {
         self.incarnation
+    }
+
+    /// Whether this broker still opens its replicas (as it tells its peers).
+    pub fn is_opening(&self) -> bool {
+        self.opening.load(std::sync::atomic::Ordering::Relaxed)
+            && self.started.elapsed() < OPENING_MAX
+    }
+
+    /// Marks this broker's replicas as opened (or, again, as being opened).
+    pub fn set_opening(&self, opening: bool) {
+        self.opening
+            .store(opening, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -103,7 +130,14 @@ impl Liveness {
     }
 
     /// Records a heartbeat (request or reply) of `from`.
-    pub fn heard(&self, from: u64, incarnation: u64, leading: Vec<u64>, now: Instant) {
+    pub fn heard(
+        &self,
+        from: u64,
+        incarnation: u64,
+        leading: Vec<u64>,
+        opening: bool,
+        now: Instant,
+    ) {
         if from == self.me {
             return;
         }
@@ -118,6 +152,10 @@ impl Liveness {
                     p.returns += 1;
                     tracing::debug!(broker = self.me, peer = from, "peer is back");
                 }
+                if p.incarnation != incarnation {
+                    p.since = now;
+                }
+                p.opening = opening;
                 p.heard = now;
                 p.refused = false;
                 p.incarnation = incarnation;
@@ -130,6 +168,8 @@ impl Liveness {
                         heard: now,
                         refused: false,
                         incarnation,
+                        since: now,
+                        opening,
                         led,
                         returns: 1,
                     },
@@ -158,6 +198,13 @@ impl Liveness {
             .is_some_and(|p| p.is_alive(now) && p.led.contains(&group))
     }
 
+    /// Whether `peer` was heard from before and is down now (refusing connections, or
+    /// silent for [`ALIVE_WINDOW`]); a peer never heard from is not taken for down.
+    pub fn is_down(&self, peer: u64, now: Instant) -> bool {
+        let inner = self.lock();
+        inner.peers.get(&peer).is_some_and(|p| !p.is_alive(now))
+    }
+
     /// The live peer that says it leads `group`, if one does.
     pub fn leader_of(&self, group: u64, now: Instant) -> Option<u64> {
         let inner = self.lock();
@@ -172,12 +219,18 @@ impl Liveness {
     pub fn view(&self, now: Instant) -> LiveView {
         let inner = self.lock();
         let mut view = LiveView::default();
+        if self.is_opening() {
+            view.opening.insert(self.me);
+        }
         for (&id, p) in &inner.peers {
             view.returns.insert(id, p.returns);
             if !p.is_alive(now) {
                 continue;
             }
             view.alive.insert(id);
+            if p.opening && now.saturating_duration_since(p.since) < OPENING_MAX {
+                view.opening.insert(id);
+            }
             for &g in &p.led {
                 view.leaders.insert(g, id);
             }
@@ -201,7 +254,7 @@ mod tests {
         let l = Liveness::new(1);
         let t0 = Instant::now();
         assert!(!l.leads(2, 7, t0));
-        l.heard(2, 10, vec![7, 8], t0);
+        l.heard(2, 10, vec![7, 8], false, t0);
         assert!(l.leads(2, 7, t0));
         assert!(!l.leads(2, 9, t0));
         assert_eq!(l.leader_of(8, t0), Some(2));
@@ -213,7 +266,7 @@ mod tests {
         assert!(!l.leads(2, 7, late));
         assert!(l.view(late).alive.is_empty());
         // Heard again: back, counted as a return.
-        l.heard(2, 10, vec![7], late);
+        l.heard(2, 10, vec![7], false, late);
         assert!(l.leads(2, 7, late));
         assert_eq!(l.view(late).returns[&2], 2);
     }
@@ -222,16 +275,39 @@ mod tests {
     fn a_refused_connection_is_down_at_once_and_a_restart_is_a_return() {
         let l = Liveness::new(1);
         let t0 = Instant::now();
-        l.heard(2, 10, vec![7], t0);
+        l.heard(2, 10, vec![7], false, t0);
         l.refused(2);
         assert!(!l.leads(2, 7, t0));
         assert!(!l.view(t0).is_alive(2, 1));
-        l.heard(2, 11, vec![], t0);
+        l.heard(2, 11, vec![], false, t0);
         assert!(l.view(t0).is_alive(2, 1));
         assert!(!l.leads(2, 7, t0));
         assert_eq!(l.view(t0).returns[&2], 2);
-        l.heard(2, 12, vec![], t0);
+        l.heard(2, 12, vec![], false, t0);
         assert_eq!(l.view(t0).returns[&2], 3, "a new incarnation is a restart");
+    }
+
+    #[test]
+    fn a_broker_opening_its_replicas_is_waited_for_a_bounded_time() {
+        let l = Liveness::new(1);
+        let t0 = Instant::now();
+        assert!(l.view(t0).opening.contains(&1), "this broker opens at first");
+        l.set_opening(false);
+        assert!(!l.view(t0).opening.contains(&1));
+        l.heard(2, 10, vec![], true, t0);
+        assert!(l.view(t0).opening.contains(&2));
+        // Still saying so long after its start: no longer believed.
+        let late = t0 + OPENING_MAX;
+        l.heard(2, 10, vec![], true, late);
+        assert!(!l.view(late).opening.contains(&2));
+        // A restart (new incarnation) starts the clock again.
+        l.heard(2, 11, vec![], true, late);
+        assert!(l.view(late).opening.contains(&2));
+        l.heard(2, 11, vec![], false, late);
+        assert!(!l.view(late).opening.contains(&2));
+        assert!(!l.is_down(2, late) && !l.is_down(3, late));
+        l.refused(2);
+        assert!(l.is_down(2, late));
     }
 
     #[test]

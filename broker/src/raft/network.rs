@@ -45,6 +45,8 @@ pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     /// Addresses this broker cannot reach (fault injection: a cut network link).
     cut: Arc<RwLock<HashSet<String>>>,
+    /// Node liveness: no Raft RPC is sent to a broker known to be down.
+    liveness: Arc<RwLock<Option<Arc<Liveness>>>>,
 }
 
 impl PeerChannels {
@@ -52,6 +54,19 @@ impl PeerChannels {
     /// every RPC to them fails as unreachable, as on a partitioned network.
     pub fn set_cut(&self, addresses: HashSet<String>) {
         *self.cut.write().unwrap_or_else(|e| e.into_inner()) = addresses;
+    }
+
+    /// Fails Raft RPCs to brokers `liveness` knows to be down at once (as unreachable:
+    /// openraft backs off) instead of sending them to wait out a reconnect or a timeout.
+    pub fn set_liveness(&self, liveness: Arc<Liveness>) {
+        *self.liveness.write().unwrap_or_else(|e| e.into_inner()) = Some(liveness);
+    }
+
+    fn is_down(&self, node: u64) -> bool {
+        let liveness = self.liveness.read().unwrap_or_else(|e| e.into_inner());
+        liveness
+            .as_ref()
+            .is_some_and(|l| l.is_down(node, Instant::now()))
     }
 
     fn is_cut(&self, addr: &str) -> bool {
@@ -194,6 +209,9 @@ impl PeerConnection {
     fn client(&self) -> Result<RaftPeerClient<Channel>, Msg> {
         if self.channels.is_cut(&self.addr) {
             return Err(Msg(format!("link to {} is cut", self.addr)));
+        }
+        if self.channels.is_down(self.target) {
+            return Err(Msg(format!("broker {} is down", self.target)));
         }
         self.channel
             .clone()
@@ -493,11 +511,18 @@ impl RaftPeer for PeerService {
             .as_ref()
             .ok_or_else(|| Status::unimplemented("this broker takes no node heartbeats"))?;
         let req = request.into_inner();
-        liveness.heard(req.from, req.incarnation, req.leading, Instant::now());
+        liveness.heard(
+            req.from,
+            req.incarnation,
+            req.leading,
+            req.opening,
+            Instant::now(),
+        );
         Ok(Response::new(pb::NodeStatus {
             from: liveness.me(),
             incarnation: liveness.incarnation(),
             leading: liveness.leading_for(req.from),
+            opening: liveness.is_opening(),
         }))
     }
 
