@@ -48,9 +48,13 @@ pub struct DevClusterArgs {
     data_dir: PathBuf,
 }
 
-/// openraft reports every vote and election at `info`, several lines each: with
-/// thousands of groups that is most of a broker's work during a restart.
-const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
+/// openraft reports every vote and election at `info`, several lines each, and every
+/// failed replication RPC (a follower down or still starting) at `warn`/`error`, a few
+/// lines per group and retry: with thousands of groups that is most of a broker's work
+/// during a restart. Brokers going down and coming back are logged once per change by
+/// the node liveness instead (`rafka_broker::raft::liveness`).
+const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,openraft::replication=off,\
+                                  openraft::engine::handler::replication_handler=off";
 
 fn init_tracing() {
     tracing_subscriber::fmt()

@@ -10,9 +10,10 @@
 //! offset is at or below it. A sealed segment's time index ends with one more entry: the
 //! segment's largest timestamp and its end offset.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
@@ -141,7 +142,10 @@ const FIRST_ENTRIES: usize = 512;
 /// it fills), so an idle partition does not hold megabytes of disk per index, and a full
 /// disk is an error when the index grows rather than SIGBUS on a write to the mapping.
 pub(crate) struct IndexWriter<E> {
-    file: File,
+    /// The file is opened again when it needs blocks or is sealed (rarely): an active
+    /// segment holds one file handle (its log), not three, so a broker with ten
+    /// thousand partitions stays within the open-file limit.
+    path: PathBuf,
     map: MmapMut,
     count: usize,
     capacity: usize,
@@ -155,6 +159,7 @@ impl<E: Entry> IndexWriter<E> {
     /// is never shrunk, so older read mappings of it stay valid.
     pub(crate) fn open(
         file: File,
+        path: &Path,
         capacity: usize,
         entries: &[E],
     ) -> io::Result<(Self, IndexView<E>)> {
@@ -180,7 +185,7 @@ impl<E: Entry> IndexWriter<E> {
         }
         let view = IndexView::new(map_read(&file, bytes)?, entries.len());
         let writer = Self {
-            file,
+            path: path.to_path_buf(),
             map,
             count: entries.len(),
             capacity,
@@ -201,7 +206,8 @@ impl<E: Entry> IndexWriter<E> {
             return Ok(());
         }
         let to = (self.allocated * 2).max(FIRST_ENTRIES).min(self.capacity);
-        preallocate(&self.file, (to * E::SIZE) as u64)?;
+        let file = OpenOptions::new().write(true).open(&self.path)?;
+        preallocate(&file, (to * E::SIZE) as u64)?;
         self.allocated = to;
         Ok(())
     }
@@ -237,9 +243,10 @@ impl<E: Entry> IndexWriter<E> {
         let len = self.count * E::SIZE;
         self.map.flush()?;
         drop(self.map);
-        self.file.set_len(len as u64)?;
-        self.file.sync_all()?;
-        let view = IndexView::new(map_read(&self.file, len)?, self.count);
-        Ok((self.file, view))
+        let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        file.set_len(len as u64)?;
+        file.sync_all()?;
+        let view = IndexView::new(map_read(&file, len)?, self.count);
+        Ok((file, view))
     }
 }

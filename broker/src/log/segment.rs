@@ -220,11 +220,11 @@ impl ActiveSegment {
         let data = map_read(&log_file, capacity).map_err(io)?;
         let entries = config.index_capacity(capacity as u64);
         let file = open_rw(&index).map_err(LogError::io(&index))?;
-        let (offset_index, offsets) =
-            IndexWriter::open(file, entries, &scan.offsets).map_err(LogError::io(&index))?;
+        let (offset_index, offsets) = IndexWriter::open(file, &index, entries, &scan.offsets)
+            .map_err(LogError::io(&index))?;
         let file = open_rw(&time_index).map_err(LogError::io(&time_index))?;
-        let (time_index, times) =
-            IndexWriter::open(file, entries + 1, &scan.times).map_err(LogError::io(&time_index))?;
+        let (time_index, times) = IndexWriter::open(file, &time_index, entries + 1, &scan.times)
+            .map_err(LogError::io(&time_index))?;
         let view = Arc::new(SegmentView {
             base_offset: base,
             path: log,

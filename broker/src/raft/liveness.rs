@@ -150,7 +150,7 @@ impl Liveness {
                     || now.saturating_duration_since(p.heard) > ALIVE_WINDOW;
                 if back {
                     p.returns += 1;
-                    tracing::debug!(broker = self.me, peer = from, "peer is back");
+                    tracing::info!(broker = self.me, peer = from, "peer is up");
                 }
                 if p.incarnation != incarnation {
                     p.since = now;
@@ -182,7 +182,7 @@ impl Liveness {
     pub fn refused(&self, peer: u64) {
         if let Some(p) = self.lock().peers.get_mut(&peer) {
             if !p.refused {
-                tracing::debug!(broker = self.me, peer, "peer refuses connections");
+                tracing::info!(broker = self.me, peer, "peer is down (refuses connections)");
             }
             p.refused = true;
             p.led.clear();
@@ -291,7 +291,10 @@ mod tests {
     fn a_broker_opening_its_replicas_is_waited_for_a_bounded_time() {
         let l = Liveness::new(1);
         let t0 = Instant::now();
-        assert!(l.view(t0).opening.contains(&1), "this broker opens at first");
+        assert!(
+            l.view(t0).opening.contains(&1),
+            "this broker opens at first"
+        );
         l.set_opening(false);
         assert!(!l.view(t0).opening.contains(&1));
         l.heard(2, 10, vec![], true, t0);

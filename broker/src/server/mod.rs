@@ -58,6 +58,7 @@ impl Server {
     /// Locks the data directory, opens (recovering) the metadata and every partition in
     /// it, and joins the cluster of `peers` (or forms a cluster of one).
     pub async fn open(config: BrokerConfig) -> Result<Self, BrokerError> {
+        raise_open_file_limit();
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             BrokerError::Internal(format!(
                 "cannot create data dir {}: {e}",
@@ -348,5 +349,35 @@ async fn run_background(shared: Arc<Shared>) {
                 .await;
             }
         }
+    }
+}
+
+/// Raises this process's soft limit of open files to its hard limit (as Kafka's
+/// operations guide asks of its users, and as Go's runtime does by itself): each active
+/// partition holds its log file open, and a soft limit of 1,024 would cap a broker at a
+/// few hundred partitions. Logs the limit it runs with.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            if limit.rlim_cur < limit.rlim_max {
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+            } else {
+                true
+            }
+        }
+    };
+    if raised {
+        tracing::debug!(open_files = limit.rlim_cur, "open-file limit");
+    } else {
+        tracing::warn!(
+            "could not raise the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
