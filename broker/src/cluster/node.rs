@@ -642,6 +642,7 @@ impl ClusterNode {
     ) -> Result<(), BrokerError> {
         let dir = self.data_dir.join(format!("{topic}-{partition}"));
         let segment_bytes = config.segment_bytes;
+        let flushes_on_interval = matches!(config.flush, crate::log::FlushPolicy::Interval(_));
         let OpenedGroup {
             raft,
             log,
@@ -681,6 +682,7 @@ impl ClusterNode {
             dir,
             configs: Mutex::new(configs.clone()),
             segment_bytes: segment_bytes.into(),
+            flushes_on_interval: flushes_on_interval.into(),
             local_acks,
             entries,
             preferred: Mutex::new(entry.replicas.clone()),

@@ -11,7 +11,7 @@ use rafka_proto::v1::Acks;
 use tokio::sync::watch;
 
 use crate::error::BrokerError;
-use crate::log::{LogConfig, LogError, LogReader, PartitionLog};
+use crate::log::{FlushPolicy, LogConfig, LogError, LogReader, PartitionLog};
 use crate::raft::liveness::Liveness;
 use crate::raft::log_store::{EntryReader, LocalAcks};
 use crate::raft::state_machine::PartitionStateMachine;
@@ -47,6 +47,9 @@ pub struct ReplicatedPartition {
     /// The topic's config overrides this replica's log runs with.
     pub(super) configs: Mutex<BTreeMap<String, String>>,
     pub(super) segment_bytes: std::sync::atomic::AtomicU64,
+    /// The log syncs on a timer (`flush.ms`), not on every append: the broker's flush
+    /// round visits only such replicas.
+    pub(super) flushes_on_interval: std::sync::atomic::AtomicBool,
     pub(super) local_acks: LocalAcks,
     pub(super) entries: EntryReader,
     /// The partition's replica list in the metadata (the preferred leader first).
@@ -328,6 +331,10 @@ impl ReplicatedPartition {
         }
         self.segment_bytes
             .store(config.segment_bytes, std::sync::atomic::Ordering::Relaxed);
+        self.flushes_on_interval.store(
+            matches!(config.flush, FlushPolicy::Interval(_)),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if let Err(e) = self.with_log(|log| log.set_config(config)) {
             tracing::warn!(topic = %self.topic, partition = self.partition, "config change: {e}");
         }
@@ -392,6 +399,12 @@ impl ReplicatedPartition {
         known
             .filter(|&l| l == self.node || !self.liveness.is_down(l, now))
             .or_else(|| self.liveness.leader_of(self.group, now))
+    }
+
+    /// Whether the log syncs on a timer (`flush.ms`) rather than on every append.
+    pub fn flushes_on_interval(&self) -> bool {
+        self.flushes_on_interval
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The partition's replica list in the metadata, the preferred leader first.

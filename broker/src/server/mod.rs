@@ -338,7 +338,11 @@ async fn run_background(shared: Arc<Shared>) {
             _ = flush.tick() => {
                 // One blocking task per round, not one per partition: a broker with
                 // thousands of idle partitions must not pay a thread hand-off for each.
-                let partitions = shared.node.partitions().await;
+                let mut partitions = shared.node.partitions().await;
+                partitions.retain(|p| p.flushes_on_interval());
+                if partitions.is_empty() {
+                    continue;
+                }
                 let _ = tokio::task::spawn_blocking(move || {
                     for p in partitions {
                         if let Err(e) = p.with_log(|log| log.flush_if_due()) {
