@@ -150,8 +150,10 @@ impl ClusterNode {
     }
 
     /// On the metadata leader: promotes caught-up learners until the group has the
-    /// voters the cluster's size calls for (it never demotes one).
-    pub(super) fn balance_metadata_voters(self: &Arc<Self>) {
+    /// voters the cluster's size calls for (it never demotes one). Returns whether a
+    /// promotion is still to be made (the caller looks again soon: a learner that was
+    /// not caught up yet may be now).
+    pub(super) fn balance_metadata_voters(self: &Arc<Self>) -> bool {
         let (voters, learners) = self.metadata_members();
         let state = self.state();
         // Brokers being decommissioned (or gone) are not promoted.
@@ -160,8 +162,11 @@ impl ClusterNode {
             .filter(|l| state.brokers.get(&(*l as u32)).is_some_and(|b| !b.draining))
             .collect();
         let want = metadata_voters_for(state.active_brokers().len());
-        if voters.len() >= want || learners.is_empty() || !self.begin_move(VOTERS, 0) {
-            return;
+        if voters.len() >= want || learners.is_empty() {
+            return false;
+        }
+        if !self.begin_move(VOTERS, 0) {
+            return true;
         }
         let promote: Vec<u64> = learners.into_iter().take(want - voters.len()).collect();
         let node = self.clone();
@@ -188,6 +193,7 @@ impl ClusterNode {
             }
             node.end_move(VOTERS, 0);
         });
+        true
     }
 
     /// The metadata group of a broker alone (no other voter or learner) has nobody to

@@ -63,6 +63,8 @@ pub struct ClusterNode {
     metadata_sm: MetadataStateMachine,
     /// Running replicas; read on every request, so never held across an await.
     partitions: std::sync::RwLock<HashMap<(String, u32), Arc<ReplicatedPartition>>>,
+    /// Bumped whenever `partitions` may have changed (steering copies it only then).
+    partitions_version: std::sync::atomic::AtomicU64,
     /// Serializes reconciling and shutting down (which do hold it across awaits).
     reconciling: tokio::sync::Mutex<()>,
     /// Bumped after every reconciliation.
@@ -143,6 +145,7 @@ impl ClusterNode {
             metadata,
             metadata_sm,
             partitions: std::sync::RwLock::default(),
+            partitions_version: std::sync::atomic::AtomicU64::new(0),
             reconciling: tokio::sync::Mutex::new(()),
             reconciled: watch::channel(0).0,
             tasks,
@@ -296,7 +299,16 @@ impl ClusterNode {
     fn running_mut(
         &self,
     ) -> std::sync::RwLockWriteGuard<'_, HashMap<(String, u32), Arc<ReplicatedPartition>>> {
-        self.partitions.write().unwrap_or_else(|e| e.into_inner())
+        let guard = self.partitions.write().unwrap_or_else(|e| e.into_inner());
+        self.partitions_version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        guard
+    }
+
+    /// A number that changes whenever the running replicas may have changed.
+    pub(super) fn running_version(&self) -> u64 {
+        self.partitions_version
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Fault injection for tests: cuts this broker's links to the given brokers (every
@@ -429,8 +441,8 @@ impl ClusterNode {
             let mut pending = false;
             if node.metadata_leader() == Some(node.id) {
                 node.register_brokers().await;
-                node.balance_metadata_voters();
-                pending = node.drive_decommissions();
+                pending = node.balance_metadata_voters();
+                pending |= node.drive_decommissions();
             }
             if node.metadata_sm.app().removed.contains(&node.id) {
                 node.decommissioned.send_replace(true);
@@ -716,15 +728,38 @@ async fn quiet_if_alone(raft: &typ::Raft, entry: &PartitionEntry, me: u32) {
 }
 
 /// What the follow loop reacts to in the metadata group's metrics: its leader, term,
-/// state and membership.
+/// state and membership, and while it has learners, how far each has come (a caught-up
+/// learner is promoted to voter).
 fn metadata_shape(m: &typ::RaftMetrics) -> MetadataShape {
     let membership = m.membership_config.membership();
-    let members = membership.nodes().map(|(id, _)| *id).collect();
-    let voters = membership.voter_ids().collect();
-    (m.current_leader, m.current_term, m.state, members, voters)
+    let members: Vec<u64> = membership.nodes().map(|(id, _)| *id).collect();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let learners = members
+        .iter()
+        .filter(|id| !voters.contains(id))
+        .map(|id| {
+            let matched = m.replication.as_ref().and_then(|r| r.get(id).copied());
+            (*id, matched.flatten().map(|l| l.index))
+        })
+        .collect();
+    (
+        m.current_leader,
+        m.current_term,
+        m.state,
+        members,
+        voters,
+        learners,
+    )
 }
 
-type MetadataShape = (Option<u64>, u64, typ::ServerState, Vec<u64>, Vec<u64>);
+type MetadataShape = (
+    Option<u64>,
+    u64,
+    typ::ServerState,
+    Vec<u64>,
+    Vec<u64>,
+    Vec<(u64, Option<u64>)>,
+);
 
 fn members(
     peers: &BTreeMap<u32, String>,

@@ -59,7 +59,17 @@ pub(super) struct Steering {
     returns: HashMap<u64, (u64, u32)>,
     /// Peers with a heartbeat in flight.
     in_flight: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
+    /// Rounds so far.
+    round: u64,
+    /// Groups found leading alone (no other member) and caught up: nothing to publish
+    /// and nothing to wake, so they are looked at only every [`ALONE_EVERY`] rounds.
+    alone_and_quiet: std::collections::HashSet<u64>,
 }
+
+/// How often (in rounds) a group leading alone and caught up is looked at again: it can
+/// only change by a write (which wakes replication by itself) or a membership change
+/// (a move, whose driver wakes the group's timers itself).
+const ALONE_EVERY: u64 = 8;
 
 impl ClusterNode {
     /// Runs the liveness heartbeats and steers every partition group, until the broker
@@ -68,12 +78,20 @@ impl ClusterNode {
         let mut steering = Steering::default();
         let mut every = tokio::time::interval(ROUND);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut partitions = Vec::new();
+        let mut version = None;
         loop {
             tokio::select! {
                 _ = every.tick() => {}
                 _ = node.tasks().stopped() => return,
             }
-            let partitions = node.running_replicas();
+            steering.round += 1;
+            // The version is read before the copy: a change during it is seen next round.
+            let now_version = node.running_version();
+            if version != Some(now_version) {
+                partitions = node.running_replicas();
+                version = Some(now_version);
+            }
             // Heartbeats carry what the last pass found this broker leading.
             node.send_heartbeats(&steering);
             let now = Instant::now();
@@ -171,17 +189,30 @@ impl Steering {
     ) {
         let me = p.node;
         let group = p.group;
+        if self.round % ALONE_EVERY != 0 && self.alone_and_quiet.contains(&group) {
+            return;
+        }
         let look = {
             let m = p.raft.metrics();
             let m = m.borrow();
             if m.state == typ::ServerState::Leader {
                 let (caught_up, announce_to) = lead(&m, me, group, view, announce, leading);
-                Some((caught_up, announce_to))
+                let alone = m.membership_config.membership().nodes().count() == 1;
+                Some((caught_up, announce_to, alone))
             } else {
                 None
             }
         };
-        if let Some((caught_up, announce_to)) = look {
+        match look {
+            Some((true, _, true)) => {
+                self.alone_and_quiet.insert(group);
+            }
+            _ if !self.alone_and_quiet.is_empty() => {
+                self.alone_and_quiet.remove(&group);
+            }
+            _ => {}
+        }
+        if let Some((caught_up, announce_to, _)) = look {
             // Timers run only on a leader with something left to send.
             p.raft.runtime_config().heartbeat(!caught_up);
             p.raft.runtime_config().tick(!caught_up);
@@ -254,11 +285,14 @@ impl Steering {
     }
 
     fn forget_missing(&mut self, partitions: &[Arc<ReplicatedPartition>]) {
-        if self.leaderless.len() + self.campaigned.len() <= partitions.len() * 2 {
+        if self.leaderless.len() + self.campaigned.len() + self.alone_and_quiet.len()
+            <= partitions.len() * 2
+        {
             return;
         }
         let running: std::collections::HashSet<u64> = partitions.iter().map(|p| p.group).collect();
         self.leaderless.retain(|g, _| running.contains(g));
+        self.alone_and_quiet.retain(|g| running.contains(g));
         self.campaigned.retain(|g, _| running.contains(g));
     }
 }
