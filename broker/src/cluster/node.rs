@@ -630,7 +630,7 @@ impl ClusterNode {
                 Some(p) => {
                     p.update_config(configs, config);
                     p.set_preferred_replicas(&entry.replicas);
-                    quiet_if_alone(&p.raft, &entry, self.id).await;
+                    elect_if_orphaned(&p.raft, &entry, self.id).await;
                     Ok(())
                 }
                 None => {
@@ -680,7 +680,7 @@ impl ClusterNode {
                 .collect();
             initialize(&raft, members).await;
         }
-        quiet_if_alone(&raft, entry, self.id).await;
+        elect_if_orphaned(&raft, entry, self.id).await;
         let reader = log.lock().unwrap_or_else(|e| e.into_inner()).reader();
         let replica = Arc::new(ReplicatedPartition {
             topic: topic.to_string(),
@@ -709,7 +709,7 @@ impl ClusterNode {
 /// A replica left alone by a move that took its leader away elects itself here at once
 /// (steering would, a little later). Timers of every partition group are steered by
 /// `quiesce`: an idle group, and any group of one, runs none.
-async fn quiet_if_alone(raft: &typ::Raft, entry: &PartitionEntry, me: u32) {
+async fn elect_if_orphaned(raft: &typ::Raft, entry: &PartitionEntry, me: u32) {
     let alone = entry.replicas == [me] && entry.target.is_none();
     if !alone {
         return;

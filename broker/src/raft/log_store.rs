@@ -177,14 +177,26 @@ pub struct RaftStateHandle {
 impl RaftStateHandle {
     /// Records that the (reset, empty) partition log's next batch is raft entry `index`.
     pub fn restart_at(&self, index: u64) -> std::io::Result<()> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = state.clone();
-        next.first_index = index;
-        next.first_segment = None;
-        next.save(&self.dir)?;
-        *state = next;
-        Ok(())
+        save_changed(&self.state, &self.dir, |s| {
+            s.first_index = index;
+            s.first_segment = None;
+        })
     }
+}
+
+/// Changes the state with `f` and makes the result durable in `dir` before it becomes
+/// the current state (the lock is held throughout, so saves never reorder).
+fn save_changed(
+    state: &Mutex<RaftState>,
+    dir: &Path,
+    f: impl FnOnce(&mut RaftState),
+) -> std::io::Result<()> {
+    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+    let mut next = state.clone();
+    f(&mut next);
+    next.save(dir)?;
+    *state = next;
+    Ok(())
 }
 
 /// The Raft log of one partition.
@@ -319,12 +331,7 @@ impl RaftLogStore {
     }
 
     fn update_state(&self, f: impl FnOnce(&mut RaftState)) -> Result<(), typ::StorageError> {
-        let mut state = self.state();
-        let mut next = state.clone();
-        f(&mut next);
-        next.save(&self.dir).map_err(io_err)?;
-        *state = next;
-        Ok(())
+        save_changed(&self.state, &self.dir, f).map_err(io_err)
     }
 
     /// [`update_state`](Self::update_state) on the blocking pool: the file write and its
@@ -336,18 +343,11 @@ impl RaftLogStore {
         f: impl FnOnce(&mut RaftState) + Send + 'static,
     ) -> Result<(), typ::StorageError> {
         let (state, dir) = (self.state.clone(), self.dir.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-            let mut next = state.clone();
-            f(&mut next);
-            next.save(&dir)?;
-            *state = next;
-            Ok(())
-        })
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r)
-        .map_err(io_err)
+        tokio::task::spawn_blocking(move || save_changed(&state, &dir, f))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(io_err)
     }
 
     fn last_log_id(&self) -> Result<Option<typ::LogId>, typ::StorageError> {
