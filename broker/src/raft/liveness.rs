@@ -244,21 +244,21 @@ mod tests {
     fn peers_are_alive_while_heard_and_lead_what_they_say() {
         let l = Liveness::new(1);
         let t0 = Instant::now();
-        assert!(!(l.leader_of(7, t0) == Some(2)));
+        assert_ne!(l.leader_of(7, t0), Some(2));
         l.heard(2, 10, vec![7, 8], false, t0);
-        assert!((l.leader_of(7, t0) == Some(2)));
-        assert!(!(l.leader_of(9, t0) == Some(2)));
+        assert_eq!(l.leader_of(7, t0), Some(2));
+        assert_ne!(l.leader_of(9, t0), Some(2));
         assert_eq!(l.leader_of(8, t0), Some(2));
         let view = l.view(t0);
         assert!(view.is_alive(2, 1) && view.is_alive(1, 1) && !view.is_alive(3, 1));
         assert_eq!(view.leaders.get(&7), Some(&2));
         // Silence past the window: down, and its word no longer counts.
         let late = t0 + ALIVE_WINDOW + Duration::from_millis(1);
-        assert!(!(l.leader_of(7, late) == Some(2)));
+        assert_ne!(l.leader_of(7, late), Some(2));
         assert!(l.view(late).alive.is_empty());
         // Heard again: back, counted as a return.
         l.heard(2, 10, vec![7], false, late);
-        assert!((l.leader_of(7, late) == Some(2)));
+        assert_eq!(l.leader_of(7, late), Some(2));
         assert_eq!(l.view(late).returns[&2], 2);
     }
 
@@ -268,11 +268,11 @@ mod tests {
         let t0 = Instant::now();
         l.heard(2, 10, vec![7], false, t0);
         l.refused(2);
-        assert!(!(l.leader_of(7, t0) == Some(2)));
+        assert_ne!(l.leader_of(7, t0), Some(2));
         assert!(!l.view(t0).is_alive(2, 1));
         l.heard(2, 11, vec![], false, t0);
         assert!(l.view(t0).is_alive(2, 1));
-        assert!(!(l.leader_of(7, t0) == Some(2)));
+        assert_ne!(l.leader_of(7, t0), Some(2));
         assert_eq!(l.view(t0).returns[&2], 2);
         l.heard(2, 12, vec![], false, t0);
         assert_eq!(l.view(t0).returns[&2], 3, "a new incarnation is a restart");
