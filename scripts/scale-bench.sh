@@ -99,7 +99,8 @@ if ((partitions > 0)); then
   for ((i = 1; i <= brokers; i++)); do before[i]=$(ticks "${pids[i - 1]}"); done
   sleep "$idle_secs"
   for ((i = 1; i <= brokers; i++)); do
-    cpu=$(( ($(ticks "${pids[i - 1]}") - before[$i]) * 100 / (hz * idle_secs) ))
+    cpu=$(awk -v t=$(( $(ticks "${pids[i - 1]}") - before[i] )) -v hz="$hz" -v s="$idle_secs" \
+      'BEGIN {printf "%.1f", t * 100 / (hz * s)}')
     rss=$(awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' "/proc/${pids[i - 1]}/status")
     disk=$(du -sh "$data/b$i" | cut -f1)
     threads=$(awk '/Threads/ {print $2}' "/proc/${pids[i - 1]}/status")

@@ -306,7 +306,7 @@ impl ClusterNode {
     }
 
     /// A number that changes whenever the running replicas may have changed.
-    pub(super) fn running_version(&self) -> u64 {
+    pub(crate) fn running_version(&self) -> u64 {
         self.partitions_version
             .load(std::sync::atomic::Ordering::Acquire)
     }

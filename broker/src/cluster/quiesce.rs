@@ -61,15 +61,22 @@ pub(super) struct Steering {
     in_flight: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
     /// Rounds so far.
     round: u64,
-    /// Groups found leading alone (no other member) and caught up: nothing to publish
-    /// and nothing to wake, so they are looked at only every [`ALONE_EVERY`] rounds.
-    alone_and_quiet: std::collections::HashSet<u64>,
+}
+
+/// One running replica as the loop sees it: kept in a vector rebuilt only when the
+/// running replicas change, so that a pass over thousands of groups that need nothing
+/// touches little more than this vector.
+struct Slot {
+    partition: Arc<ReplicatedPartition>,
+    /// Found leading alone (no other member) and caught up: nothing to publish and
+    /// nothing to wake, so it is looked at only every [`ALONE_EVERY`] rounds.
+    alone_and_quiet: bool,
 }
 
 /// How often (in rounds) a group leading alone and caught up is looked at again: it can
 /// only change by a write (which wakes replication by itself) or a membership change
 /// (a move, whose driver wakes the group's timers itself).
-const ALONE_EVERY: u64 = 8;
+const ALONE_EVERY: u64 = 20;
 
 impl ClusterNode {
     /// Runs the liveness heartbeats and steers every partition group, until the broker
@@ -78,7 +85,7 @@ impl ClusterNode {
         let mut steering = Steering::default();
         let mut every = tokio::time::interval(ROUND);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut partitions = Vec::new();
+        let mut slots: Vec<Slot> = Vec::new();
         let mut version = None;
         loop {
             tokio::select! {
@@ -89,8 +96,16 @@ impl ClusterNode {
             // The version is read before the copy: a change during it is seen next round.
             let now_version = node.running_version();
             if version != Some(now_version) {
-                partitions = node.running_replicas();
+                slots = node
+                    .running_replicas()
+                    .into_iter()
+                    .map(|partition| Slot {
+                        partition,
+                        alone_and_quiet: false,
+                    })
+                    .collect();
                 version = Some(now_version);
+                steering.forget_missing(&slots);
             }
             // Heartbeats carry what the last pass found this broker leading.
             node.send_heartbeats(&steering);
@@ -98,11 +113,16 @@ impl ClusterNode {
             let view = node.liveness().view(now);
             let announce = steering.peers_to_announce_to(&view);
             let mut leading: HashMap<u64, Vec<u64>> = HashMap::new();
-            for p in &partitions {
-                steering.steer(p, &view, &announce, now, &mut leading).await;
+            let look_at_all = steering.round % ALONE_EVERY == 0;
+            for slot in &mut slots {
+                if slot.alone_and_quiet && !look_at_all {
+                    continue;
+                }
+                slot.alone_and_quiet = steering
+                    .steer(&slot.partition, &view, &announce, now, &mut leading)
+                    .await;
             }
             node.liveness().set_leading(leading);
-            steering.forget_missing(&partitions);
         }
     }
 
@@ -179,6 +199,7 @@ impl Steering {
     /// One group, one look: quiet or wake a leader (and note whom it leads with),
     /// campaign for a leaderless follower. Runs for every group every round, so the
     /// common cases (a quiet leader, a follower whose leader is alive) allocate nothing.
+    /// Returns whether the group leads alone and is caught up.
     async fn steer(
         &mut self,
         p: &ReplicatedPartition,
@@ -186,12 +207,9 @@ impl Steering {
         announce: &HashMap<u64, u32>,
         now: Instant,
         leading: &mut HashMap<u64, Vec<u64>>,
-    ) {
+    ) -> bool {
         let me = p.node;
         let group = p.group;
-        if self.round % ALONE_EVERY != 0 && self.alone_and_quiet.contains(&group) {
-            return;
-        }
         let look = {
             let m = p.raft.metrics();
             let m = m.borrow();
@@ -203,16 +221,7 @@ impl Steering {
                 None
             }
         };
-        match look {
-            Some((true, _, true)) => {
-                self.alone_and_quiet.insert(group);
-            }
-            _ if !self.alone_and_quiet.is_empty() => {
-                self.alone_and_quiet.remove(&group);
-            }
-            _ => {}
-        }
-        if let Some((caught_up, announce_to, _)) = look {
+        if let Some((caught_up, announce_to, alone)) = look {
             // Timers run only on a leader with something left to send.
             p.raft.runtime_config().heartbeat(!caught_up);
             p.raft.runtime_config().tick(!caught_up);
@@ -220,24 +229,24 @@ impl Steering {
             if announce_to {
                 let _ = p.raft.trigger().heartbeat().await;
             }
-            return;
+            return caught_up && alone;
         }
         p.raft.runtime_config().heartbeat(false);
         p.raft.runtime_config().tick(false);
         if view.leaders.contains_key(&group) {
             self.settled(group);
-            return;
+            return false;
         }
         let follower = Follower::of(p, me);
         if !follower.voter {
             self.settled(group);
-            return;
+            return false;
         }
         if view.opening.contains(&me) || follower.voters.iter().any(|v| view.opening.contains(v)) {
             // A voter is still opening its replicas (a restart): it may lead this group
             // as soon as its replica is open, and cannot vote before. Wait for it.
             self.leaderless.insert(group, now);
-            return;
+            return false;
         }
         if follower.candidate && !self.campaigned.contains_key(&group) {
             // openraft campaigns by itself once, when a group is created.
@@ -251,7 +260,7 @@ impl Steering {
         let Some(rank) = rank(me, &follower.voters, &preferred, view) else {
             // A majority is down: a campaign could not win.
             tracing::debug!(topic = %p.topic, partition = p.partition, alive = ?view.alive, "no live leader, no live majority");
-            return;
+            return false;
         };
         let wait = grace + STAGGER * rank as u32;
         let attempts = self.campaigned.get(&group).map_or(0, |c| c.1);
@@ -260,7 +269,7 @@ impl Steering {
             .get(&group)
             .is_some_and(|&(t, n)| now.duration_since(t) < retry_after(group, n));
         if now.duration_since(since) < wait || recent {
-            return;
+            return false;
         }
         self.campaigned.insert(group, (now, attempts + 1));
         tracing::debug!(
@@ -272,6 +281,7 @@ impl Steering {
         if let Err(e) = p.raft.trigger().elect().await {
             tracing::debug!(topic = %p.topic, partition = p.partition, "campaign: {e}");
         }
+        false
     }
 
     /// The group has a leader (here or alive elsewhere): nothing to campaign for.
@@ -284,15 +294,14 @@ impl Steering {
         }
     }
 
-    fn forget_missing(&mut self, partitions: &[Arc<ReplicatedPartition>]) {
-        if self.leaderless.len() + self.campaigned.len() + self.alone_and_quiet.len()
-            <= partitions.len() * 2
-        {
+    /// Drops what is remembered of groups no longer running here.
+    fn forget_missing(&mut self, slots: &[Slot]) {
+        if self.leaderless.is_empty() && self.campaigned.is_empty() {
             return;
         }
-        let running: std::collections::HashSet<u64> = partitions.iter().map(|p| p.group).collect();
+        let running: std::collections::HashSet<u64> =
+            slots.iter().map(|s| s.partition.group).collect();
         self.leaderless.retain(|g, _| running.contains(g));
-        self.alone_and_quiet.retain(|g| running.contains(g));
         self.campaigned.retain(|g, _| running.contains(g));
     }
 }

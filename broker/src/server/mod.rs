@@ -325,7 +325,13 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// applies retention through its Raft group (snapshot, then purge).
 async fn run_background(shared: Arc<Shared>) {
     let mut retention = tokio::time::interval(shared.config.retention_check_interval());
-    let mut flush = tokio::time::interval(Duration::from_millis(100));
+    let mut flush = tokio::time::interval(FLUSH_ROUND);
+    // The replicas that sync on a timer, looked up again when the running replicas change
+    // and every FLUSH_RELOOK rounds (a topic's flush.ms may change): an idle broker with
+    // thousands of partitions must not walk all of them ten times a second.
+    let mut flushing: Arc<Vec<_>> = Arc::default();
+    let mut version = None;
+    let mut round = 0u64;
     loop {
         tokio::select! {
             _ = retention.tick() => {
@@ -336,15 +342,22 @@ async fn run_background(shared: Arc<Shared>) {
                 }
             }
             _ = flush.tick() => {
-                // One blocking task per round, not one per partition: a broker with
-                // thousands of idle partitions must not pay a thread hand-off for each.
-                let mut partitions = shared.node.partitions().await;
-                partitions.retain(|p| p.flushes_on_interval());
-                if partitions.is_empty() {
+                round += 1;
+                let now_version = shared.node.running_version();
+                if version != Some(now_version) || round % FLUSH_RELOOK == 0 {
+                    let mut partitions = shared.node.partitions().await;
+                    partitions.retain(|p| p.flushes_on_interval());
+                    flushing = Arc::new(partitions);
+                    version = Some(now_version);
+                }
+                if flushing.is_empty() {
                     continue;
                 }
+                // One blocking task per round, not one per partition: a broker with
+                // thousands of partitions must not pay a thread hand-off for each.
+                let partitions = flushing.clone();
                 let _ = tokio::task::spawn_blocking(move || {
-                    for p in partitions {
+                    for p in partitions.iter() {
                         if let Err(e) = p.with_log(|log| log.flush_if_due()) {
                             tracing::warn!(topic = %p.topic, partition = p.partition, "flush: {e}");
                         }
@@ -355,6 +368,11 @@ async fn run_background(shared: Arc<Shared>) {
         }
     }
 }
+
+/// How often logs that sync on a timer are looked at.
+const FLUSH_ROUND: Duration = Duration::from_millis(100);
+/// Every how many flush rounds the replicas that sync on a timer are looked up again.
+const FLUSH_RELOOK: u64 = 10;
 
 /// Raises this process's soft limit of open files to its hard limit (as Kafka's
 /// operations guide asks of its users, and as Go's runtime does by itself): each active

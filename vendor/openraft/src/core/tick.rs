@@ -27,13 +27,38 @@ where C: RaftTypeConfig
     tx: mpsc::UnboundedSender<Notify<C>>,
 
     /// Emit event or not
-    enabled: Arc<AtomicBool>,
+    enabled: Arc<Switch>,
+}
+
+/// The tick switch: a flag, and a wake-up for a loop parked while it is off.
+///
+/// Patched for rafka: upstream's loop wakes every interval even when disabled, which
+/// costs thousands of wake-ups a second on a node running thousands of quiet groups.
+/// Here a disabled loop parks until it is enabled (or shut down).
+#[derive(Default)]
+pub(crate) struct Switch {
+    on: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl Switch {
+    fn is_on(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, enabled: bool) {
+        self.on.store(enabled, Ordering::Relaxed);
+        if enabled {
+            // A permit is kept if the loop is not parked yet: no lost wake-up.
+            self.wake.notify_one();
+        }
+    }
 }
 
 pub(crate) struct TickHandle<C>
 where C: RaftTypeConfig
 {
-    enabled: Arc<AtomicBool>,
+    enabled: Arc<Switch>,
     shutdown: Mutex<Option<oneshot::Sender<()>>>,
     join_handle: Mutex<Option<JoinHandleOf<C, ()>>>,
 }
@@ -54,7 +79,9 @@ impl<C> Tick<C>
 where C: RaftTypeConfig
 {
     pub(crate) fn spawn(interval: Duration, tx: mpsc::UnboundedSender<Notify<C>>, enabled: bool) -> TickHandle<C> {
-        let enabled = Arc::new(AtomicBool::from(enabled));
+        let switch = Switch::default();
+        switch.on.store(enabled, Ordering::Relaxed);
+        let enabled = Arc::new(switch);
         let this = Self {
             interval,
             enabled: enabled.clone(),
@@ -84,6 +111,16 @@ where C: RaftTypeConfig
         let mut cancel = std::pin::pin!(cancel_rx);
 
         loop {
+            if !self.enabled.is_on() {
+                // Parked until enabled or cancelled; then the state is looked at again.
+                let woken = std::pin::pin!(self.enabled.wake.notified());
+                if let Either::Left(_) = futures::future::select(cancel.as_mut(), woken).await {
+                    tracing::info!("TickLoop received cancel signal, quit");
+                    return;
+                }
+                continue;
+            }
+
             let at = C::now() + self.interval;
             let sleep_fut = C::sleep_until(at);
             let sleep_fut = std::pin::pin!(sleep_fut);
@@ -99,7 +136,7 @@ where C: RaftTypeConfig
                 }
             }
 
-            if !self.enabled.load(Ordering::Relaxed) {
+            if !self.enabled.is_on() {
                 continue;
             }
 
@@ -120,7 +157,7 @@ impl<C> TickHandle<C>
 where C: RaftTypeConfig
 {
     pub(crate) fn enable(&self, enabled: bool) {
-        self.enabled.store(enabled, Ordering::Relaxed);
+        self.enabled.set(enabled);
     }
 
     /// Signal the tick loop to stop. And return a JoinHandle to wait for the loop to stop.
