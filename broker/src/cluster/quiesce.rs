@@ -61,6 +61,8 @@ pub(super) struct Steering {
     in_flight: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
     /// Rounds so far.
     round: u64,
+    /// The fingerprint of the last round's liveness view.
+    last_view: Option<u64>,
 }
 
 /// One running replica as the loop sees it: kept in a vector rebuilt only when the
@@ -68,15 +70,32 @@ pub(super) struct Steering {
 /// touches little more than this vector.
 struct Slot {
     partition: Arc<ReplicatedPartition>,
-    /// Found leading alone (no other member) and caught up: nothing to publish and
-    /// nothing to wake, so it is looked at only every [`ALONE_EVERY`] rounds.
-    alone_and_quiet: bool,
+    /// The group's metrics, to see whether they changed since the last look.
+    metrics: tokio::sync::watch::Receiver<typ::RaftMetrics>,
+    /// What the last look found.
+    settled: Settled,
 }
 
-/// How often (in rounds) a group leading alone and caught up is looked at again: it can
-/// only change by a write (which wakes replication by itself) or a membership change
-/// (a move, whose driver wakes the group's timers itself).
-const ALONE_EVERY: u64 = 20;
+/// What the last look at a group found, when it found nothing to do: while the group's
+/// metrics and the liveness view stay the same, the next look would find the same.
+#[derive(Default, PartialEq)]
+enum Settled {
+    /// Something to do or to watch (a campaign pending, replication under way).
+    #[default]
+    No,
+    /// Leading alone (no other member) and caught up: looked at only every
+    /// [`LOOK_EVERY`] rounds, whatever the view (no peer matters to it).
+    Alone,
+    /// Leading and caught up, with these other members (the heartbeats list it for them).
+    Leading(Vec<u64>),
+    /// Following a leader that a live peer says it is.
+    Following,
+}
+
+/// Every how many rounds every group is looked at, settled or not: a group can leave a
+/// settled state only by a change of its own (a write wakes replication by itself, a
+/// move's driver wakes the group's timers) or of the view, so this is a safety net.
+const LOOK_EVERY: u64 = 20;
 
 impl ClusterNode {
     /// Runs the liveness heartbeats and steers every partition group, until the broker
@@ -100,8 +119,9 @@ impl ClusterNode {
                     .running_replicas()
                     .into_iter()
                     .map(|partition| Slot {
+                        metrics: partition.raft.metrics(),
                         partition,
-                        alone_and_quiet: false,
+                        settled: Settled::No,
                     })
                     .collect();
                 version = Some(now_version);
@@ -113,12 +133,26 @@ impl ClusterNode {
             let view = node.liveness().view(now);
             let announce = steering.peers_to_announce_to(&view);
             let mut leading: HashMap<u64, Vec<u64>> = HashMap::new();
-            let look_at_all = steering.round % ALONE_EVERY == 0;
+            let look_at_all = steering.round % LOOK_EVERY == 0;
+            let same_view = steering.last_view == Some(view.fingerprint) && announce.is_empty();
+            steering.last_view = Some(view.fingerprint);
             for slot in &mut slots {
-                if slot.alone_and_quiet && !look_at_all {
-                    continue;
+                if !look_at_all && slot.settled != Settled::No {
+                    let unchanged = same_view && !slot.metrics.has_changed().unwrap_or(true);
+                    match &slot.settled {
+                        Settled::Alone => continue,
+                        Settled::Following if unchanged => continue,
+                        Settled::Leading(peers) if unchanged => {
+                            for &peer in peers {
+                                leading.entry(peer).or_default().push(slot.partition.group);
+                            }
+                            continue;
+                        }
+                        _ => {}
+                    }
                 }
-                slot.alone_and_quiet = steering
+                slot.metrics.mark_unchanged();
+                slot.settled = steering
                     .steer(&slot.partition, &view, &announce, now, &mut leading)
                     .await;
             }
@@ -199,7 +233,7 @@ impl Steering {
     /// One group, one look: quiet or wake a leader (and note whom it leads with),
     /// campaign for a leaderless follower. Runs for every group every round, so the
     /// common cases (a quiet leader, a follower whose leader is alive) allocate nothing.
-    /// Returns whether the group leads alone and is caught up.
+    /// Returns what it found.
     async fn steer(
         &mut self,
         p: &ReplicatedPartition,
@@ -207,7 +241,7 @@ impl Steering {
         announce: &HashMap<u64, u32>,
         now: Instant,
         leading: &mut HashMap<u64, Vec<u64>>,
-    ) -> bool {
+    ) -> Settled {
         let me = p.node;
         let group = p.group;
         let look = {
@@ -215,13 +249,19 @@ impl Steering {
             let m = m.borrow();
             if m.state == typ::ServerState::Leader {
                 let (caught_up, announce_to) = lead(&m, me, group, view, announce, leading);
-                let alone = m.membership_config.membership().nodes().count() == 1;
-                Some((caught_up, announce_to, alone))
+                let peers: Vec<u64> = m
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .map(|(id, _)| *id)
+                    .filter(|&id| id != me)
+                    .collect();
+                Some((caught_up, announce_to, peers))
             } else {
                 None
             }
         };
-        if let Some((caught_up, announce_to, alone)) = look {
+        if let Some((caught_up, announce_to, peers)) = look {
             // Timers run only on a leader with something left to send.
             p.raft.runtime_config().heartbeat(!caught_up);
             p.raft.runtime_config().tick(!caught_up);
@@ -229,24 +269,28 @@ impl Steering {
             if announce_to {
                 let _ = p.raft.trigger().heartbeat().await;
             }
-            return caught_up && alone;
+            return match (caught_up, peers.is_empty()) {
+                (false, _) => Settled::No,
+                (true, true) => Settled::Alone,
+                (true, false) => Settled::Leading(peers),
+            };
         }
         p.raft.runtime_config().heartbeat(false);
         p.raft.runtime_config().tick(false);
         if view.leaders.contains_key(&group) {
             self.settled(group);
-            return false;
+            return Settled::Following;
         }
         let follower = Follower::of(p, me);
         if !follower.voter {
             self.settled(group);
-            return false;
+            return Settled::No;
         }
         if view.opening.contains(&me) || follower.voters.iter().any(|v| view.opening.contains(v)) {
             // A voter is still opening its replicas (a restart): it may lead this group
             // as soon as its replica is open, and cannot vote before. Wait for it.
             self.leaderless.insert(group, now);
-            return false;
+            return Settled::No;
         }
         if follower.candidate && !self.campaigned.contains_key(&group) {
             // openraft campaigns by itself once, when a group is created.
@@ -255,12 +299,18 @@ impl Steering {
         let since = *self.leaderless.entry(group).or_insert(now);
         // The leader's broker refused us or fell silent: no need to wait for it.
         let known_down = follower.leader.is_some_and(|l| !view.is_alive(l, me));
-        let grace = if known_down { Duration::ZERO } else { GRACE };
+        // Nor when no other broker votes in the group: none can lead it.
+        let alone = follower.voters.iter().all(|&v| v == me);
+        let grace = if known_down || alone {
+            Duration::ZERO
+        } else {
+            GRACE
+        };
         let preferred = p.preferred_replicas();
         let Some(rank) = rank(me, &follower.voters, &preferred, view) else {
             // A majority is down: a campaign could not win.
             tracing::debug!(topic = %p.topic, partition = p.partition, alive = ?view.alive, "no live leader, no live majority");
-            return false;
+            return Settled::No;
         };
         let wait = grace + STAGGER * rank as u32;
         let attempts = self.campaigned.get(&group).map_or(0, |c| c.1);
@@ -269,7 +319,7 @@ impl Steering {
             .get(&group)
             .is_some_and(|&(t, n)| now.duration_since(t) < retry_after(group, n));
         if now.duration_since(since) < wait || recent {
-            return false;
+            return Settled::No;
         }
         self.campaigned.insert(group, (now, attempts + 1));
         tracing::debug!(
@@ -281,7 +331,7 @@ impl Steering {
         if let Err(e) = p.raft.trigger().elect().await {
             tracing::debug!(topic = %p.topic, partition = p.partition, "campaign: {e}");
         }
-        false
+        Settled::No
     }
 
     /// The group has a leader (here or alive elsewhere): nothing to campaign for.

@@ -78,6 +78,34 @@ pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<bool>
     fallocate(file, mode, offset, len)
 }
 
+/// Zeroes `len` bytes of `file` from `offset` keeping their blocks (`FALLOC_FL_ZERO_RANGE`:
+/// the extents become unwritten, nothing is freed or discarded, the size stays);
+/// `Ok(false)` where the file system cannot, and nothing changed.
+pub(crate) fn zero_range(file: &File, offset: u64, len: u64) -> io::Result<bool> {
+    if len == 0 {
+        return Ok(true);
+    }
+    let mode = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+    fallocate(file, mode, offset, len)
+}
+
+/// Where the first byte of data at or after `from` lies (`lseek(SEEK_DATA)`): `None`
+/// when only holes and never-written preallocated blocks follow. Where the file system
+/// cannot tell, every byte counts as data (`Some(from)`).
+pub(crate) fn next_data(file: &File, from: u64) -> io::Result<Option<u64>> {
+    // SAFETY: plain syscall on an open descriptor we own; no memory is passed.
+    let at = unsafe { libc::lseek(file.as_raw_fd(), from as libc::off_t, libc::SEEK_DATA) };
+    if at >= 0 {
+        return Ok(Some(at as u64));
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENXIO) => Ok(None),
+        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(Some(from)),
+        _ => Err(err),
+    }
+}
+
 /// Makes a directory's entries (created, renamed or removed files) durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

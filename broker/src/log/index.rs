@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use memmap2::MmapMut;
 
-use super::file::{grow_sparse, map_read, map_write, preallocate, punch_hole};
+use super::file::{grow_sparse, map_read, map_write, next_data, preallocate, punch_hole};
 
 /// A fixed-width index entry.
 pub(crate) trait Entry: Copy {
@@ -134,6 +134,9 @@ impl<E: Entry> IndexView<E> {
     }
 }
 
+/// The page size assumed where stale entries past the last one are looked for.
+const PAGE: usize = 4096;
+
 /// Entries an index file gets blocks for at first; it doubles from there as it fills.
 const FIRST_ENTRIES: usize = 512;
 
@@ -167,11 +170,18 @@ impl<E: Entry> IndexWriter<E> {
         let capacity = capacity.max(entries.len() + 1).max(old_len / E::SIZE);
         let bytes = capacity * E::SIZE;
         let written = entries.len() * E::SIZE;
-        let stale = written..old_len.min(bytes).max(written);
+        let mut stale = written..old_len.min(bytes).max(written);
         // Stale entries (from before a crash or a truncation) are dropped with their
-        // blocks where the file system can; otherwise zeroed in place below.
+        // blocks where the file system can; otherwise zeroed in place below. Past the
+        // page of the last entry, only data the file system holds can be stale: when
+        // none follows (the usual restart), only that page's tail is zeroed, and the
+        // extent changes (and discards) of a punch are saved.
+        let page_end = written.next_multiple_of(PAGE).max(PAGE).min(stale.end);
+        if next_data(&file, page_end as u64)?.is_none_or(|d| d as usize >= stale.end) {
+            stale.end = page_end;
+        }
         let punched =
-            stale.is_empty() || punch_hole(&file, stale.start as u64, stale.len() as u64)?;
+            stale.len() >= PAGE && punch_hole(&file, stale.start as u64, stale.len() as u64)?;
         let blocks = if punched { written } else { stale.end };
         let allocated = (blocks / E::SIZE + 1).min(capacity);
         preallocate(&file, (allocated * E::SIZE) as u64)?;

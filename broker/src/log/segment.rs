@@ -14,8 +14,8 @@ use memmap2::MmapRaw;
 use rafka_proto::batch::{BatchHeader, HEADER_LEN};
 
 use super::file::{
-    map_raw, map_read, preallocate, segment_path, sync_dir, write_all_at, INDEX_EXT, LOG_EXT,
-    TIME_INDEX_EXT,
+    map_raw, map_read, preallocate, segment_path, sync_dir, write_all_at, zero_range, INDEX_EXT,
+    LOG_EXT, TIME_INDEX_EXT,
 };
 use super::index::{decode_all, Entry, IndexView, IndexWriter, OffsetEntry, TimeEntry};
 use super::recovery::{recover, Indexer, Scan, Stop};
@@ -196,8 +196,14 @@ impl ActiveSegment {
             tracing::warn!(segment = %log.display(), position = pos, "truncating the log tail: {why}");
         }
         if file_len > scan.len {
-            // Nothing maps this file yet: dropping the tail zeroes it without writing it.
-            file.set_len(scan.len as u64).map_err(LogError::io(&log))?;
+            // Nothing maps this file yet: the tail is zeroed without writing it, keeping
+            // its blocks where the file system can (cutting them off only to allocate
+            // them again costs two extent changes and a discard per partition, which a
+            // restart of thousands of partitions feels); else it is cut off.
+            let tail = (file_len - scan.len) as u64;
+            if !zero_range(&file, scan.len as u64, tail).map_err(LogError::io(&log))? {
+                file.set_len(scan.len as u64).map_err(LogError::io(&log))?;
+            }
         }
         Self::build(dir, base, config, file, scan)
     }
@@ -215,7 +221,9 @@ impl ActiveSegment {
         let capacity = config.segment_bytes.max(old_len) as usize;
         // The mapping spans the whole segment; the file gets blocks a chunk at a time.
         let allocated = (old_len as usize).max(FIRST_ALLOC.min(capacity));
-        preallocate(&log_file, allocated as u64).map_err(LogError::io(&log))?;
+        if allocated > old_len as usize {
+            preallocate(&log_file, allocated as u64).map_err(LogError::io(&log))?;
+        }
         let map = Arc::new(map_raw(&log_file, capacity).map_err(LogError::io(&log))?);
         let data = map_read(&log_file, capacity).map_err(io)?;
         let entries = config.index_capacity(capacity as u64);

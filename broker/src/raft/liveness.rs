@@ -51,6 +51,8 @@ struct PeerView {
     led: HashSet<u64>,
     /// Bumped whenever the peer comes back: it restarted, or was down and is heard again.
     returns: u64,
+    /// Bumped whenever `led` changes.
+    led_version: u64,
 }
 
 /// What [`Liveness::view`] saw at one moment.
@@ -65,6 +67,10 @@ pub struct LiveView {
     /// Live peers still opening their replicas (for at most [`OPENING_MAX`]), this
     /// broker included.
     pub opening: HashSet<u64>,
+    /// Equal in two views when everything above is (a hash of the live peers, what
+    /// they lead, their returns and openings): a group whose own state did not change
+    /// either needs no new look.
+    pub fingerprint: u64,
 }
 
 impl LiveView {
@@ -159,7 +165,10 @@ impl Liveness {
                 p.heard = now;
                 p.refused = false;
                 p.incarnation = incarnation;
-                p.led = led;
+                if p.led != led {
+                    p.led = led;
+                    p.led_version += 1;
+                }
             }
             None => {
                 inner.peers.insert(
@@ -172,6 +181,7 @@ impl Liveness {
                         opening,
                         led,
                         returns: 1,
+                        led_version: 0,
                     },
                 );
             }
@@ -185,7 +195,10 @@ impl Liveness {
                 tracing::info!(broker = self.me, peer, "peer is down (refuses connections)");
             }
             p.refused = true;
-            p.led.clear();
+            if !p.led.is_empty() {
+                p.led.clear();
+                p.led_version += 1;
+            }
         }
     }
 
@@ -208,24 +221,33 @@ impl Liveness {
 
     /// Everything at once, for a pass over all groups.
     pub fn view(&self, now: Instant) -> LiveView {
+        use std::hash::{Hash, Hasher};
         let inner = self.lock();
         let mut view = LiveView::default();
+        let mut summary = Vec::with_capacity(inner.peers.len());
         if self.is_opening() {
             view.opening.insert(self.me);
         }
         for (&id, p) in &inner.peers {
             view.returns.insert(id, p.returns);
             if !p.is_alive(now) {
+                summary.push((id, p.returns, None));
                 continue;
             }
             view.alive.insert(id);
-            if p.opening && now.saturating_duration_since(p.since) < OPENING_MAX {
+            let opening = p.opening && now.saturating_duration_since(p.since) < OPENING_MAX;
+            if opening {
                 view.opening.insert(id);
             }
             for &g in &p.led {
                 view.leaders.insert(g, id);
             }
+            summary.push((id, p.returns, Some((p.led_version, opening))));
         }
+        summary.sort_unstable();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (self.is_opening(), summary).hash(&mut hasher);
+        view.fingerprint = hasher.finish();
         view
     }
 }
