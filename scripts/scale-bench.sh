@@ -101,7 +101,8 @@ if ((partitions > 0)); then
   for ((i = 1; i <= brokers; i++)); do
     cpu=$(awk -v t=$(( $(ticks "${pids[i - 1]}") - before[i] )) -v hz="$hz" -v s="$idle_secs" \
       'BEGIN {printf "%.1f", t * 100 / (hz * s)}')
-    rss=$(awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' "/proc/${pids[i - 1]}/status")
+    rss=$(awk '/VmRSS/ {t = $2} /RssAnon/ {a = $2} /RssFile/ {f = $2}
+      END {printf "%.0f MB (heap %.0f, files %.0f)", t / 1024, a / 1024, f / 1024}' "/proc/${pids[i - 1]}/status")
     disk=$(du -sh "$data/b$i" | cut -f1)
     threads=$(awk '/Threads/ {print $2}' "/proc/${pids[i - 1]}/status")
     echo "broker $i: CPU ${cpu}% of a core, RSS $rss, disk $disk, $threads threads"

@@ -58,6 +58,9 @@ enum Command {
     Group(groups::GroupCommand),
 }
 
+/// Threads for blocking work at most (see [`main`]).
+const MAX_BLOCKING_THREADS: usize = 64;
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -68,8 +71,12 @@ pub fn main() -> ExitCode {
         // SAFETY: setting a signal disposition before any thread is started.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
+    // Blocking work (syncs, opening files) is short; tokio's default of up to 512
+    // threads let a broker creating thousands of partitions run hundreds, each with
+    // its stack and allocator heap, which stayed in its memory long after.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
     {
         Ok(r) => r,

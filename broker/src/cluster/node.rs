@@ -40,7 +40,7 @@ const MOVE_RECHECK: Duration = Duration::from_millis(500);
 /// blocking pool, on each group's Raft task), so more than the cores; 64 rather than 16
 /// took a restart of 5,000 replicas per broker (3 brokers, 2 cores) from 6.5-9.5 s of
 /// opening to 4.7-7.1 s.
-const PARALLEL_STARTS: usize = 64;
+const PARALLEL_STARTS: usize = 32;
 /// How long a removed replica's files stay before they are freed (reads in flight end).
 const DISCARD_DELAY: Duration = Duration::from_secs(5);
 /// Bytes of a removed replica freed in one step, and the pause between steps: 1 GiB is
