@@ -12,7 +12,7 @@
 //! A partition has at most one request in flight, so retries never reorder its records;
 //! batches sealed meanwhile ride together in its next request.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +26,9 @@ use crate::cluster::Cluster;
 use crate::delivery::{BatchResult, Completion, DeliveryFuture, Reservation};
 use crate::partitioner::partition_for_key;
 use crate::{ClientError, ProducerRecord, RecordMetadata};
+use routing::produce_routed;
+
+mod routing;
 use rafka_proto::batch::compression::compress;
 
 /// How many replicas must have a record before it is acknowledged.
@@ -433,161 +436,6 @@ fn collect(inner: &Inner) -> (Vec<Outgoing>, Option<Instant>, bool) {
 
 /// Result of producing one partition's batches.
 type PartitionResult = Result<v1::ProducePartitionResult, ClientError>;
-
-/// The wait before following a redirect again: a new leader is usually elected within
-/// milliseconds.
-const REDIRECT_BACKOFF: Duration = Duration::from_millis(10);
-
-/// Sends each partition's records to its leader (one request per leader), following
-/// redirects and retrying retriable failures; hands each partition's outcome to `done` as
-/// soon as it is known.
-async fn produce_routed(
-    inner: &Inner,
-    topic: &str,
-    mut pending: Vec<(u32, Bytes)>,
-    mut done: impl FnMut(u32, PartitionResult),
-) {
-    let mut attempt = 0u32;
-    let deadline = Instant::now() + inner.config.delivery_timeout;
-    loop {
-        let mut by_leader: BTreeMap<u32, Vec<(u32, Bytes)>> = BTreeMap::new();
-        for (p, records) in pending.drain(..) {
-            by_leader
-                .entry(inner.cluster.leader(topic, p))
-                .or_default()
-                .push((p, records));
-        }
-        let sends = by_leader.into_iter().map(|(leader, parts)| async move {
-            let request = v1::ProduceRequest {
-                topic: topic.to_string(),
-                acks: inner.config.acks.wire() as i32,
-                partitions: parts
-                    .iter()
-                    .map(|(p, records)| v1::PartitionRecords {
-                        partition: *p,
-                        records: records.clone(),
-                    })
-                    .collect(),
-            };
-            let client = match leader {
-                0 => inner.cluster.broker(),
-                id => inner.cluster.broker_at(id),
-            };
-            let answer = client.clone().produce(request).await;
-            (leader, parts, answer.map_err(ClientError::from))
-        });
-        let mut refresh = false;
-        // A redirect is followed at once the first time and after a short wait the
-        // second (an election settling). From then on every other retry asks the
-        // metadata instead: two brokers may go on naming each other (stale votes after
-        // a restart), and the metadata may be the stale one (a broker that left the
-        // partition names its preferred leader), so neither source alone is trusted.
-        let mut wait = false;
-        let mut last = None;
-        for (sent_to, parts, answer) in futures::future::join_all(sends).await {
-            // Failures come whole (the request's status: nothing was appended) or per
-            // partition (the others were appended and are done).
-            let failures: Vec<(ClientError, Vec<(u32, Bytes)>)> = match answer {
-                Ok(resp) => {
-                    let mut records: HashMap<u32, Bytes> = parts.into_iter().collect();
-                    let mut failed = Vec::new();
-                    for r in resp.into_inner().partitions {
-                        match r.error.clone() {
-                            None => {
-                                records.remove(&r.partition);
-                                done(r.partition, Ok(r));
-                            }
-                            Some(e) => {
-                                if let Some(bytes) = records.remove(&r.partition) {
-                                    failed.push((partition_error(e), vec![(r.partition, bytes)]));
-                                }
-                            }
-                        }
-                    }
-                    // A partition the broker did not answer for was not appended.
-                    for (p, bytes) in records {
-                        let e = ClientError::Broker {
-                            code: tonic::Code::Internal,
-                            message: format!("{topic}-{p}: missing from the produce response"),
-                        };
-                        failed.push((e, vec![(p, bytes)]));
-                    }
-                    failed
-                }
-                Err(e) => vec![(e, parts)],
-            };
-            for (e, parts) in failures {
-                if e.is_retriable() && attempt < inner.config.retries && Instant::now() < deadline {
-                    match e {
-                        // A redirect to another broker: go there.
-                        ClientError::NotLeader {
-                            leader: Some(l), ..
-                        } if l != sent_to => {
-                            for (p, _) in &parts {
-                                inner.cluster.set_leader(topic, *p, l);
-                            }
-                            match attempt {
-                                0 => {}
-                                a if a % 2 == 1 => wait = true,
-                                _ => refresh = true,
-                            }
-                        }
-                        _ => refresh = true,
-                    }
-                    tracing::debug!(topic, attempt, "produce failed, retrying: {e}");
-                    last = Some(e);
-                    pending.extend(parts);
-                } else {
-                    let e = if attempt > 0 {
-                        ClientError::RetriesExhausted {
-                            attempts: attempt + 1,
-                            last: Box::new(e),
-                        }
-                    } else {
-                        e
-                    };
-                    for (p, _) in parts {
-                        done(p, Err(e.clone()));
-                    }
-                }
-            }
-        }
-        if pending.is_empty() {
-            return;
-        }
-        if refresh {
-            let backoff = inner
-                .config
-                .retry_backoff
-                .saturating_mul(1 << (attempt / 3).min(10))
-                .min(Duration::from_secs(1));
-            tokio::time::sleep(backoff).await;
-        } else if wait {
-            tokio::time::sleep(REDIRECT_BACKOFF.min(inner.config.retry_backoff)).await;
-        }
-        if refresh {
-            if let Err(e) = inner.cluster.refresh(topic).await {
-                tracing::debug!(topic, "metadata refresh failed: {e}; last error: {last:?}");
-            }
-        }
-        attempt += 1;
-    }
-}
-
-/// A partition's error in a produce response, as the client error its own status
-/// would have been.
-fn partition_error(e: v1::PartitionError) -> ClientError {
-    if e.not_leader {
-        return ClientError::NotLeader {
-            leader: (e.leader != 0).then_some(e.leader),
-            message: e.message,
-        };
-    }
-    ClientError::Broker {
-        code: tonic::Code::from_i32(e.code),
-        message: e.message,
-    }
-}
 
 async fn send_request(inner: &Inner, out: Outgoing) {
     let parts = out

@@ -82,7 +82,7 @@ impl ReplicatedPartition {
         match written {
             Ok(r) => Ok(r.data),
             Err(typ::RaftError::APIError(typ::ClientWriteError::ForwardToLeader(f))) => {
-                Err(self.not_leader(f.leader_id))
+                Err(self.not_leader(f.leader_id.or_else(|| self.leader())))
             }
             Err(e) => Err(BrokerError::Unavailable(format!(
                 "{}-{}: {e}",
@@ -146,7 +146,7 @@ impl ReplicatedPartition {
                 })),
                 answer = &mut committed => (false, match answer {
                     Ok(Ok(r)) => Ok(r.data),
-                    Ok(Err(typ::ClientWriteError::ForwardToLeader(f))) => Err(self.not_leader(f.leader_id)),
+                    Ok(Err(typ::ClientWriteError::ForwardToLeader(f))) => Err(self.not_leader(f.leader_id.or_else(|| self.leader()))),
                     Ok(Err(e)) => Err(BrokerError::Unavailable(e.to_string())),
                     Err(_) => Err(BrokerError::Unavailable("the Raft group stopped".into())),
                 }),

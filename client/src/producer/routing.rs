@@ -1,0 +1,261 @@
+//! Sends a request's partitions to their leaders and retries the ones that failed.
+//!
+//! Each leader's answer is handled as it arrives: its failed partitions wait out their
+//! own backoff (and ask the metadata again where needed) and are routed anew, while the
+//! other leaders' requests go on. A broker holds a request while one of its partitions
+//! elects (up to a couple of seconds), and before, every other leader's retries waited
+//! for that answer too: after a restart of thousands of partitions, writes completed in
+//! rounds of that wait.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
+use rafka_proto::v1;
+use tokio::time::Instant;
+
+use super::{Inner, PartitionResult};
+use crate::ClientError;
+
+/// The wait before following a redirect again: a new leader is usually elected within
+/// milliseconds.
+const REDIRECT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Partitions and their records.
+type Parts = Vec<(u32, Bytes)>;
+
+/// What a retry waits for first, the least to the most.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Then {
+    /// Nothing: a first redirect is followed at once.
+    Now,
+    /// A short wait (an election settling).
+    Wait,
+    /// The backoff, then the metadata asked again.
+    Refresh,
+}
+
+/// One finished piece of work.
+enum Step {
+    /// A leader answered, or its request failed.
+    Answered {
+        sent_to: u32,
+        parts: Parts,
+        answer: Result<v1::ProduceResponse, ClientError>,
+        attempt: u32,
+    },
+    /// Failed partitions waited out their backoff: route them again.
+    Ready { parts: Parts, attempt: u32 },
+}
+
+type StepFuture<'a> = Pin<Box<dyn Future<Output = Step> + Send + 'a>>;
+
+/// Sends each partition's records to its leader (one request per leader), following
+/// redirects and retrying retriable failures; hands each partition's outcome to `done` as
+/// soon as it is known. A partition is in one request or one wait at a time, so its
+/// records are never reordered.
+pub(super) async fn produce_routed(
+    inner: &Inner,
+    topic: &str,
+    pending: Parts,
+    mut done: impl FnMut(u32, PartitionResult),
+) {
+    let deadline = Instant::now() + inner.config.delivery_timeout;
+    let mut steps: FuturesUnordered<StepFuture<'_>> = FuturesUnordered::new();
+    route(inner, topic, pending, 0, &mut steps);
+    while let Some(step) = steps.next().await {
+        let (sent_to, parts, answer, attempt) = match step {
+            Step::Ready { parts, attempt } => {
+                route(inner, topic, parts, attempt, &mut steps);
+                continue;
+            }
+            Step::Answered {
+                sent_to,
+                parts,
+                answer,
+                attempt,
+            } => (sent_to, parts, answer, attempt),
+        };
+        let mut retry = Vec::new();
+        let mut then = Then::Now;
+        let mut last = None;
+        for (e, parts) in failures(topic, parts, answer, &mut done) {
+            if e.is_retriable() && attempt < inner.config.retries && Instant::now() < deadline {
+                then = then.max(match &e {
+                    // A redirect to another broker: go there. The first time at once,
+                    // the second after a short wait (an election settling); from then on
+                    // every other retry asks the metadata instead: two brokers may go on
+                    // naming each other (stale votes after a restart), and the metadata
+                    // may be the stale one (a broker that left the partition names its
+                    // preferred leader), so neither source alone is trusted.
+                    ClientError::NotLeader {
+                        leader: Some(l), ..
+                    } if *l != sent_to => {
+                        for (p, _) in &parts {
+                            inner.cluster.set_leader(topic, *p, *l);
+                        }
+                        match attempt {
+                            0 => Then::Now,
+                            a if a % 2 == 1 => Then::Wait,
+                            _ => Then::Refresh,
+                        }
+                    }
+                    _ => Then::Refresh,
+                });
+                tracing::debug!(topic, attempt, "produce failed, retrying: {e}");
+                last = Some(e);
+                retry.extend(parts);
+            } else {
+                let e = if attempt > 0 {
+                    ClientError::RetriesExhausted {
+                        attempts: attempt + 1,
+                        last: Box::new(e),
+                    }
+                } else {
+                    e
+                };
+                for (p, _) in parts {
+                    done(p, Err(e.clone()));
+                }
+            }
+        }
+        if !retry.is_empty() {
+            steps.push(Box::pin(wait_then(
+                inner, topic, retry, attempt, then, last,
+            )));
+        }
+    }
+}
+
+/// Groups partitions by their leader as known now and sends one request to each.
+fn route<'a>(
+    inner: &'a Inner,
+    topic: &'a str,
+    parts: Parts,
+    attempt: u32,
+    steps: &mut FuturesUnordered<StepFuture<'a>>,
+) {
+    let mut by_leader: BTreeMap<u32, Parts> = BTreeMap::new();
+    for (p, records) in parts {
+        by_leader
+            .entry(inner.cluster.leader(topic, p))
+            .or_default()
+            .push((p, records));
+    }
+    for (leader, parts) in by_leader {
+        steps.push(Box::pin(send(inner, topic, leader, parts, attempt)));
+    }
+}
+
+/// One produce request to `leader` (0: any broker, the leader being unknown).
+async fn send(inner: &Inner, topic: &str, leader: u32, parts: Parts, attempt: u32) -> Step {
+    let request = v1::ProduceRequest {
+        topic: topic.to_string(),
+        acks: inner.config.acks.wire() as i32,
+        partitions: parts
+            .iter()
+            .map(|(p, records)| v1::PartitionRecords {
+                partition: *p,
+                records: records.clone(),
+            })
+            .collect(),
+    };
+    let client = match leader {
+        0 => inner.cluster.broker(),
+        id => inner.cluster.broker_at(id),
+    };
+    let answer = client.clone().produce(request).await;
+    Step::Answered {
+        sent_to: leader,
+        parts,
+        answer: answer.map(|r| r.into_inner()).map_err(ClientError::from),
+        attempt,
+    }
+}
+
+/// Waits before attempt `attempt + 1` of `parts` as `then` says.
+async fn wait_then(
+    inner: &Inner,
+    topic: &str,
+    parts: Parts,
+    attempt: u32,
+    then: Then,
+    last: Option<ClientError>,
+) -> Step {
+    match then {
+        Then::Now => {}
+        Then::Wait => tokio::time::sleep(REDIRECT_BACKOFF.min(inner.config.retry_backoff)).await,
+        Then::Refresh => {
+            let backoff = inner
+                .config
+                .retry_backoff
+                .saturating_mul(1 << (attempt / 3).min(10))
+                .min(Duration::from_secs(1));
+            tokio::time::sleep(backoff).await;
+            if let Err(e) = inner.cluster.refresh(topic).await {
+                tracing::debug!(topic, "metadata refresh failed: {e}; last error: {last:?}");
+            }
+        }
+    }
+    Step::Ready {
+        parts,
+        attempt: attempt + 1,
+    }
+}
+
+/// Splits an answer into outcomes: each partition appended goes to `done`; the failed
+/// ones come back with their error (a failed request fails all its partitions: nothing
+/// was appended).
+fn failures(
+    topic: &str,
+    parts: Parts,
+    answer: Result<v1::ProduceResponse, ClientError>,
+    done: &mut impl FnMut(u32, PartitionResult),
+) -> Vec<(ClientError, Parts)> {
+    let resp = match answer {
+        Ok(resp) => resp,
+        Err(e) => return vec![(e, parts)],
+    };
+    let mut records: HashMap<u32, Bytes> = parts.into_iter().collect();
+    let mut failed = Vec::new();
+    for r in resp.partitions {
+        match r.error.clone() {
+            None => {
+                records.remove(&r.partition);
+                done(r.partition, Ok(r));
+            }
+            Some(e) => {
+                if let Some(bytes) = records.remove(&r.partition) {
+                    failed.push((partition_error(e), vec![(r.partition, bytes)]));
+                }
+            }
+        }
+    }
+    // A partition the broker did not answer for was not appended.
+    for (p, bytes) in records {
+        let e = ClientError::Broker {
+            code: tonic::Code::Internal,
+            message: format!("{topic}-{p}: missing from the produce response"),
+        };
+        failed.push((e, vec![(p, bytes)]));
+    }
+    failed
+}
+
+/// A partition's error in a produce response, as the client error its own status
+/// would have been.
+fn partition_error(e: v1::PartitionError) -> ClientError {
+    if e.not_leader {
+        return ClientError::NotLeader {
+            leader: (e.leader != 0).then_some(e.leader),
+            message: e.message,
+        };
+    }
+    ClientError::Broker {
+        code: tonic::Code::from_i32(e.code),
+        message: e.message,
+    }
+}
