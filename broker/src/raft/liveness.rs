@@ -209,6 +209,14 @@ impl Liveness {
         inner.peers.get(&peer).is_some_and(|p| !p.is_alive(now))
     }
 
+    /// Whether `peer` is alive and says it is still opening its replicas (for at most
+    /// [`OPENING_MAX`] after its start).
+    pub fn is_peer_opening(&self, peer: u64, now: Instant) -> bool {
+        self.lock().peers.get(&peer).is_some_and(|p| {
+            p.is_alive(now) && p.opening && now.saturating_duration_since(p.since) < OPENING_MAX
+        })
+    }
+
     /// The live peer that says it leads `group`, if one does.
     pub fn leader_of(&self, group: u64, now: Instant) -> Option<u64> {
         let inner = self.lock();

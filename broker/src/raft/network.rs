@@ -69,6 +69,13 @@ impl PeerChannels {
             .is_some_and(|l| l.is_down(node, Instant::now()))
     }
 
+    fn is_opening(&self, node: u64) -> bool {
+        let liveness = self.liveness.read().unwrap_or_else(|e| e.into_inner());
+        liveness
+            .as_ref()
+            .is_some_and(|l| l.is_peer_opening(node, Instant::now()))
+    }
+
     fn is_cut(&self, addr: &str) -> bool {
         self.cut
             .read()
@@ -212,6 +219,15 @@ impl PeerConnection {
         }
         if self.channels.is_down(self.target) {
             return Err(Msg(format!("broker {} is down", self.target)));
+        }
+        // A broker still opening its replicas (a restart) answers most partition groups'
+        // RPCs with "not running yet"; thousands of groups retrying those twice a second
+        // slowed every broker's opening. They wait until it says it is open.
+        if self.group != METADATA_GROUP && self.channels.is_opening(self.target) {
+            return Err(Msg(format!(
+                "broker {} is still opening its replicas",
+                self.target
+            )));
         }
         self.channel
             .clone()
