@@ -1,6 +1,6 @@
 //! A thousand partitions with three replicas each on three brokers (3,000 Raft groups in
 //! one process): every partition takes a write, all three brokers restart, and every
-//! partition takes a write again, at the next offset. Idle groups are quiescent and
+//! partition takes a write again, after its first. Idle groups are quiescent and
 //! elections after the restart are staggered; without that this test did not finish its
 //! first round in minutes.
 
@@ -52,8 +52,10 @@ async fn a_thousand_replicated_partitions_take_writes_after_a_restart_of_every_b
         .create_topic("many", PARTITIONS, 3, BTreeMap::new())
         .await
         .expect("create topic");
+    // Not necessarily at offset 0: under this load a write can time out after its
+    // append and be retried (at-least-once until the producer is idempotent), and a
+    // partition then holds it twice.
     let first = write_everywhere(&cluster.bootstrap(), "many", 1).await;
-    assert!(first.iter().all(|&o| o == 0), "first writes at offset 0");
 
     for id in 1..=3 {
         cluster.stop(id).await;
@@ -62,8 +64,10 @@ async fn a_thousand_replicated_partitions_take_writes_after_a_restart_of_every_b
         cluster.restart(id).await;
     }
     let second = write_everywhere(&cluster.bootstrap(), "many", 2).await;
-    assert!(
-        second.iter().all(|&o| o == 1),
-        "every partition kept its first record and took the second after it"
-    );
+    for (p, (a, b)) in first.iter().zip(&second).enumerate() {
+        assert!(
+            b > a,
+            "partition {p}: the write after the restart landed at {b}, not after the first at {a}"
+        );
+    }
 }
