@@ -342,4 +342,36 @@ mod tests {
         assert_eq!(l.leading_for(3), vec![6]);
         assert!(l.leading_for(4).is_empty());
     }
+
+    #[test]
+    fn the_view_fingerprint_changes_with_what_steering_reads_and_only_then() {
+        let l = Liveness::new(1);
+        l.set_opening(false);
+        let t0 = Instant::now();
+        l.heard(2, 10, vec![7, 8], false, t0);
+        l.heard(3, 20, vec![9], false, t0);
+        let base = l.view(t0).fingerprint;
+        // The same word again, later but within the window: the same view.
+        let t1 = t0 + Duration::from_millis(250);
+        l.heard(2, 10, vec![8, 7], false, t1);
+        assert_eq!(l.view(t1).fingerprint, base);
+        // A peer leads another set of groups.
+        l.heard(3, 20, vec![9, 10], false, t1);
+        let led = l.view(t1).fingerprint;
+        assert_ne!(led, base);
+        // A peer falls silent past the window, or refuses a connection.
+        let late = t1 + ALIVE_WINDOW + Duration::from_millis(1);
+        l.heard(2, 10, vec![7, 8], false, late);
+        assert_ne!(l.view(late).fingerprint, led, "broker 3 went silent");
+        let silent = l.view(late).fingerprint;
+        l.refused(2);
+        assert_ne!(l.view(late).fingerprint, silent);
+        // A peer opening its replicas.
+        l.heard(3, 21, vec![], true, late);
+        assert!(l.is_peer_opening(3, late));
+        let opening = l.view(late).fingerprint;
+        l.heard(3, 21, vec![], false, late);
+        assert!(!l.is_peer_opening(3, late));
+        assert_ne!(l.view(late).fingerprint, opening);
+    }
 }
