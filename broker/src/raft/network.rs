@@ -153,14 +153,6 @@ impl PeerChannels {
             .map_err(|e| format!("bad peer address {addr}: {e}"))?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(2))
-            // A connection that stopped carrying anything (a network cut: packets
-            // dropped, no reset) is found dead by HTTP/2 pings within a few seconds,
-            // like a node heartbeat's ALIVE_WINDOW, and the next call connects afresh
-            // instead of queueing behind TCP's retransmission backoff after the heal.
-            .http2_keep_alive_interval(Duration::from_secs(1))
-            .keep_alive_timeout(Duration::from_secs(3))
-            .keep_alive_while_idle(true)
-            .tcp_keepalive(Some(Duration::from_secs(10)))
             .initial_stream_window_size(Some(8 << 20))
             .initial_connection_window_size(Some(32 << 20))
             .connect_lazy();

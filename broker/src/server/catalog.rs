@@ -30,14 +30,46 @@ pub(crate) async fn partition(
     let entry = cluster_partition(&state.topics, topic, partition)?;
     match node.partition(topic, partition).await {
         Some(p) => Ok(p),
-        None if entry.replicas.contains(&node.id()) => Err(BrokerError::Unavailable(format!(
-            "{topic}-{partition} is starting on this broker"
-        ))),
+        None if entry.replicas.contains(&node.id()) => {
+            match started(node, topic, partition).await {
+                Some(p) => Ok(p),
+                None => Err(BrokerError::Unavailable(format!(
+                    "{topic}-{partition} is starting on this broker"
+                ))),
+            }
+        }
         // Not a replica here: send the client to the preferred leader.
         None => Err(BrokerError::NotLeader {
             what: format!("{topic}-{partition}"),
             leader: entry.replicas.first().map(|&b| b as u64),
         }),
+    }
+}
+
+/// How long a request for a replica that is starting here (a restart opens thousands)
+/// waits for it, rather than sending the client into its backoff.
+const STARTING_WAIT: Duration = Duration::from_secs(2);
+
+/// This broker's replica of `topic`/`partition` once it started, if within
+/// [`STARTING_WAIT`].
+async fn started(
+    node: &ClusterNode,
+    topic: &str,
+    partition: u32,
+) -> Option<Arc<ReplicatedPartition>> {
+    // Watching before looking: a start between the look and the wait is not missed.
+    let mut reconciled = node.watch_reconciled();
+    let deadline = tokio::time::Instant::now() + STARTING_WAIT;
+    loop {
+        if let Some(p) = node.partition(topic, partition).await {
+            return Some(p);
+        }
+        if !matches!(
+            tokio::time::timeout_at(deadline, reconciled.changed()).await,
+            Ok(Ok(()))
+        ) {
+            return node.partition(topic, partition).await;
+        }
     }
 }
 
