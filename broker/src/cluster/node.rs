@@ -37,9 +37,10 @@ const RECONCILE_RETRY_MAX: Duration = Duration::from_secs(10);
 /// How often a broker running a moving partition checks whether it should drive it.
 const MOVE_RECHECK: Duration = Duration::from_millis(500);
 /// Replicas opened at once while reconciling: opening is mostly waiting (on the
-/// blocking pool, on each group's Raft task), so more than the cores; 64 rather than 16
-/// took a restart of 5,000 replicas per broker (3 brokers, 2 cores) from 6.5-9.5 s of
-/// opening to 4.7-7.1 s.
+/// blocking pool, on each group's Raft task), so more than the cores. 64 rather than 16
+/// took the opening of 5,000 replicas per broker (3 brokers, 2 cores) from 6.5-9.5 s to
+/// 4.7-7.1 s, but left more memory behind and slowed a creation's first writes; 32 is
+/// between.
 const PARALLEL_STARTS: usize = 32;
 /// How long a removed replica's files stay before they are freed (reads in flight end).
 const DISCARD_DELAY: Duration = Duration::from_secs(5);

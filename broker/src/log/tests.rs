@@ -676,20 +676,29 @@ fn control_batches_take_no_offset_and_locators_address_every_batch() {
     assert_eq!(log.batches().unwrap().len(), 12);
 }
 
+/// A log of `batches` in a new directory, closed again; returns the directory and the
+/// batches' headers as read back.
+fn closed_log(
+    config: &LogConfig,
+    batches: impl IntoIterator<Item = Bytes>,
+) -> (tempfile::TempDir, Vec<BatchHeader>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+    for b in batches {
+        log.append(&b).unwrap();
+    }
+    let headers = read_all(&log.reader(), 0);
+    (dir, headers)
+}
+
 #[test]
 fn a_cut_tail_never_comes_back() {
     // 60 batches of equal size; batch 30 is damaged, so a reopen keeps 30 and cuts the
     // rest. New batches of the same size then land exactly where the cut ones were: had
     // the cut tail kept its bytes, old batch 35 would follow new batch 34 with the very
     // offset expected next, and a second reopen would bring the cut batches back.
-    let dir = tempfile::tempdir().unwrap();
     let config = small(1 << 20);
-    let mut log = PartitionLog::open(dir.path(), config.clone()).unwrap();
-    for i in 0..60u8 {
-        log.append(&batch(2, 200, i as i64, i)).unwrap();
-    }
-    let old = read_all(&log.reader(), 0);
-    drop(log);
+    let (dir, old) = closed_log(&config, (0..60u8).map(|i| batch(2, 200, i as i64, i)));
     let pos: usize = old[..30].iter().map(|h| h.total_len()).sum::<usize>() + 70;
     let mut f = OpenOptions::new()
         .write(true)
@@ -733,14 +742,11 @@ fn a_cut_tail_never_comes_back() {
 fn index_entries_of_a_torn_tail_are_dropped() {
     // Enough batches that the index spans several pages; the log loses its last 500
     // batches (a torn tail), the index keeps entries for them.
-    let dir = tempfile::tempdir().unwrap();
     let config = small(1 << 22);
-    let mut log = PartitionLog::open(dir.path(), config.clone()).unwrap();
-    for i in 0..1500u32 {
-        log.append(&batch(1, 300, i as i64, i as u8)).unwrap();
-    }
-    let old = read_all(&log.reader(), 0);
-    drop(log);
+    let (dir, old) = closed_log(
+        &config,
+        (0..1500u32).map(|i| batch(1, 300, i as i64, i as u8)),
+    );
     let keep: usize = old[..1000].iter().map(|h| h.total_len()).sum();
     let f = OpenOptions::new()
         .write(true)
