@@ -191,6 +191,7 @@ impl ClusterNode {
     pub fn peer_service(self: &Arc<Self>) -> PeerService {
         let node = Arc::downgrade(self);
         PeerService::new(self.groups.clone())
+            .with_tasks(self.tasks.clone())
             .with_liveness(self.liveness.clone())
             .with_joins(Arc::new(move |id, address| {
                 let node = node.clone();

@@ -32,6 +32,7 @@ pub mod adopt;
 pub mod entry;
 pub mod flusher;
 pub mod group;
+mod link;
 pub mod liveness;
 pub mod log_store;
 pub mod network;

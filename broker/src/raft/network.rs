@@ -1,5 +1,7 @@
 //! Raft traffic between brokers: one `RaftPeer` gRPC service per broker carries every
 //! group's AppendEntries, Vote and InstallSnapshot, each request naming its group.
+//! AppendEntries and Vote of all groups travel batched on one stream per pair of
+//! brokers (see [`super::link`]); InstallSnapshot, rare and large, has a call of its own.
 //!
 //! Entries travel as the batches they are stored as (raw bytes, no re-encoding); the
 //! small remainder of each request and every reply is JSON of openraft's own types.
@@ -21,12 +23,16 @@ use openraft::raft::{
 use openraft::{BasicNode, CommittedLeaderId, LogId, Raft};
 use rafka_proto::peer::raft_peer_client::RaftPeerClient;
 use rafka_proto::peer::raft_peer_server::RaftPeer;
-use rafka_proto::peer::{self as pb};
+use rafka_proto::peer::{self as pb, peer_call::Body};
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use crate::tasks::Tasks;
+
 use super::entry::{decode_with, encode};
+use super::link::{Dialer, Link};
 use super::liveness::Liveness;
 use super::types::{typ, AppendResult, BatchData, TypeConfig};
 use super::METADATA_GROUP;
@@ -40,9 +46,14 @@ struct AppendHeader {
 }
 
 /// One lazily connected channel per peer address, shared by every group.
+type ChannelMap = Arc<Mutex<HashMap<String, Channel>>>;
+
+/// Peer connections: one lazily connected channel and one batching link per peer
+/// address, shared by every group.
 #[derive(Clone, Default)]
 pub struct PeerChannels {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: ChannelMap,
+    links: Arc<Mutex<HashMap<String, Link>>>,
     /// Addresses this broker cannot reach (fault injection: a cut network link).
     cut: Arc<RwLock<HashSet<String>>>,
     /// Node liveness: no Raft RPC is sent to a broker known to be down.
@@ -135,29 +146,83 @@ impl PeerChannels {
         match tokio::time::timeout(timeout, call).await {
             Ok(Ok(reply)) => Ok(reply.into_inner()),
             Ok(Err(s)) => Err(s.code() == tonic::Code::Unavailable),
-            Err(_) => Err(false),
+            Err(_) => {
+                // A cut network leaves the connection open without a word: dial anew
+                // next time, so the link comes back as soon as the network does.
+                forget(&self.channels, addr);
+                Err(false)
+            }
         }
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, String> {
-        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = map.get(addr) {
-            return Ok(c.clone());
-        }
-        let url = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let channel = Endpoint::from_shared(url)
-            .map_err(|e| format!("bad peer address {addr}: {e}"))?
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(2))
-            .initial_stream_window_size(Some(8 << 20))
-            .initial_connection_window_size(Some(32 << 20))
-            .connect_lazy();
-        map.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        channel(&self.channels, addr)
+    }
+
+    /// The batching link to the peer at `addr`, started on first use.
+    fn link(&self, addr: &str) -> Link {
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        links
+            .entry(addr.to_string())
+            .or_insert_with(|| {
+                Link::start(Arc::new(AddressDialer {
+                    channels: self.channels.clone(),
+                    addr: addr.to_string(),
+                }))
+            })
+            .clone()
+    }
+}
+
+/// The shared channel to `addr`, created (not yet connected) when there is none.
+fn channel(channels: &ChannelMap, addr: &str) -> Result<Channel, String> {
+    let mut map = channels.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = map.get(addr) {
+        return Ok(c.clone());
+    }
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let channel = Endpoint::from_shared(url)
+        .map_err(|e| format!("bad peer address {addr}: {e}"))?
+        .tcp_nodelay(true)
+        // A SYN lost to a cut network is sent again after 1 s, then 3 s: a dial gives
+        // up before the second retry, and the next call dials anew.
+        .connect_timeout(Duration::from_millis(1500))
+        .tcp_keepalive(Some(Duration::from_secs(10)))
+        .tcp_keepalive_interval(Some(Duration::from_secs(2)))
+        .tcp_keepalive_retries(Some(3))
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(32 << 20))
+        .connect_lazy();
+    map.insert(addr.to_string(), channel.clone());
+    Ok(channel)
+}
+
+/// Drops the shared channel to `addr`: the next call dials a new connection (calls
+/// already on the old one finish or fail there).
+fn forget(channels: &ChannelMap, addr: &str) {
+    channels
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(addr);
+}
+
+/// A link's source of connections to one address.
+struct AddressDialer {
+    channels: ChannelMap,
+    addr: String,
+}
+
+impl Dialer for AddressDialer {
+    fn channel(&self) -> Result<Channel, Status> {
+        channel(&self.channels, &self.addr).map_err(Status::invalid_argument)
+    }
+
+    fn forget(&self) {
+        forget(&self.channels, &self.addr);
     }
 }
 
@@ -192,7 +257,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
             target,
             addr: node.addr.clone(),
             channels: self.channels.clone(),
-            channel: self.channels.channel(&node.addr),
+            link: self.channels.link(&node.addr),
         }
     }
 }
@@ -203,7 +268,7 @@ pub struct PeerConnection {
     target: u64,
     addr: String,
     channels: PeerChannels,
-    channel: Result<Channel, String>,
+    link: Link,
 }
 
 type RpcErr<E = RaftError<u64>> = RPCError<u64, BasicNode, E>;
@@ -213,7 +278,8 @@ type RpcErr<E = RaftError<u64>> = RPCError<u64, BasicNode, E>;
 struct Msg(String);
 
 impl PeerConnection {
-    fn client(&self) -> Result<RaftPeerClient<Channel>, Msg> {
+    /// Why no RPC goes to the peer now, if one should not.
+    fn check(&self) -> Result<(), Msg> {
         if self.channels.is_cut(&self.addr) {
             return Err(Msg(format!("link to {} is cut", self.addr)));
         }
@@ -229,14 +295,7 @@ impl PeerConnection {
                 self.target
             )));
         }
-        self.channel
-            .clone()
-            .map(|c| {
-                RaftPeerClient::new(c)
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX)
-            })
-            .map_err(Msg)
+        Ok(())
     }
 
     /// A JSON request for this connection's group.
@@ -249,8 +308,35 @@ impl PeerConnection {
 
     /// A client for the peer, or the unreachable error to report.
     fn connect<E: std::error::Error>(&self) -> Result<RaftPeerClient<Channel>, RpcErr<E>> {
-        self.client()
+        self.check()
+            .and_then(|()| self.channels.channel(&self.addr).map_err(Msg))
+            .map(|c| {
+                RaftPeerClient::new(c)
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX)
+            })
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+
+    /// Sends one call over the peer's link and decodes its answer.
+    async fn exchange<T, E>(
+        &self,
+        body: Body,
+        bytes: usize,
+        option: &RPCOption,
+    ) -> Result<T, RpcErr<E>>
+    where
+        T: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+    {
+        self.check()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let json = self
+            .link
+            .call(body, bytes, option.hard_ttl())
+            .await
+            .map_err(|s| status_error(&s))?;
+        self.decode(&json)
     }
 
     /// Decodes a reply, turning the peer's Raft error into a remote error.
@@ -260,8 +346,17 @@ impl PeerConnection {
         E: std::error::Error + serde::de::DeserializeOwned,
     {
         let reply = reply.map_err(|s| status_error(&s))?.into_inner();
-        let result: Result<T, E> = serde_json::from_slice(&reply.json)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.decode(&reply.json)
+    }
+
+    /// Decodes the JSON of an openraft result, the peer's Raft error as a remote error.
+    fn decode<T, E>(&self, json: &[u8]) -> Result<T, RpcErr<E>>
+    where
+        T: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+    {
+        let result: Result<T, E> =
+            serde_json::from_slice(json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -335,10 +430,8 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             header: Bytes::from(serde_json::to_vec(&header).expect("plain data serializes")),
             entries,
         };
-        let mut client = self.connect()?;
-        let request = with_timeout(request, &option);
-        let reply = detached(async move { client.append_entries(request).await }).await;
-        self.reply(reply)
+        self.exchange(Body::Append(request), bytes + 64, &option)
+            .await
     }
 
     async fn install_snapshot(
@@ -357,10 +450,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RpcErr> {
-        let mut client = self.connect()?;
-        let request = with_timeout(self.json_request(&rpc), &option);
-        let reply = detached(async move { client.vote(request).await }).await;
-        self.reply(reply)
+        let request = self.json_request(&rpc);
+        let bytes = request.json.len() + 16;
+        self.exchange(Body::Vote(request), bytes, &option).await
     }
 }
 
@@ -407,6 +499,8 @@ pub struct PeerService {
     groups: RaftGroups,
     joins: Option<JoinHandler>,
     liveness: Option<Arc<Liveness>>,
+    /// Peer streams end when these are stopped (so a stopping server can drain).
+    tasks: Option<Tasks>,
 }
 
 impl PeerService {
@@ -416,7 +510,14 @@ impl PeerService {
             groups,
             joins: None,
             liveness: None,
+            tasks: None,
         }
+    }
+
+    /// Ends peer streams when `tasks` are stopped.
+    pub fn with_tasks(mut self, tasks: Tasks) -> Self {
+        self.tasks = Some(tasks);
+        self
     }
 
     /// Answers node heartbeats, recording them in `liveness`.
@@ -445,10 +546,15 @@ impl PeerService {
     }
 }
 
+fn to_json<T: Serialize>(value: &T) -> Result<Bytes, Status> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
 fn json_reply<T: Serialize>(value: &T) -> Result<Response<pb::RaftReply>, Status> {
-    let json = serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))?;
     Ok(Response::new(pb::RaftReply {
-        json: Bytes::from(json),
+        json: to_json(value)?,
     }))
 }
 
@@ -456,45 +562,120 @@ fn bad_request(e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
+/// Runs one AppendEntries on its group; returns the JSON of openraft's result.
+async fn append(groups: &RaftGroups, req: pb::AppendEntriesRequest) -> Result<Bytes, Status> {
+    let raft = groups.get(req.group)?;
+    let header: AppendHeader = serde_json::from_slice(&req.header).map_err(bad_request)?;
+    let entries = req
+        .entries
+        .into_iter()
+        .map(|e| {
+            // The one check of the entry's bytes on this replica: its checksum (the
+            // leader validated its records; the log store trusts what passes here).
+            rafka_proto::batch::RecordBatch::parse_trusted(&e.batch)
+                .map_err(|err| format!("entry {}: {err}", e.index))?;
+            decode_with(
+                e.batch,
+                LogId::new(CommittedLeaderId::new(e.term, 0), e.index),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad_request)?;
+    let rpc = AppendEntriesRequest {
+        vote: header.vote,
+        prev_log_id: header.prev_log_id,
+        leader_commit: header.leader_commit,
+        entries,
+    };
+    to_json(&raft.append_entries(rpc).await)
+}
+
+/// Runs one Vote on its group; returns the JSON of openraft's result.
+async fn vote(groups: &RaftGroups, req: pb::RaftRequest) -> Result<Bytes, Status> {
+    let raft = groups.get(req.group)?;
+    let rpc: VoteRequest<u64> = serde_json::from_slice(&req.json).map_err(bad_request)?;
+    to_json(&raft.vote(rpc).await)
+}
+
+/// Answers one call of an `Exchange` stream.
+async fn answer(groups: &RaftGroups, call: pb::PeerCall) -> pb::PeerAnswer {
+    let result = match call.body {
+        Some(Body::Append(req)) => append(groups, req).await,
+        Some(Body::Vote(req)) => vote(groups, req).await,
+        None => Err(Status::invalid_argument("a peer call without a body")),
+    };
+    match result {
+        Ok(json) => pb::PeerAnswer {
+            id: call.id,
+            json,
+            ..Default::default()
+        },
+        Err(status) => pb::PeerAnswer {
+            id: call.id,
+            code: status.code() as i32,
+            error: status.message().to_string(),
+            ..Default::default()
+        },
+    }
+}
+
+/// Answers a peer's calls from `inbound` as each is ready, batching answers that are
+/// ready together, until the peer closes its side or this broker stops.
+fn exchange_stream(
+    groups: RaftGroups,
+    mut inbound: tonic::Streaming<pb::PeerCalls>,
+    tasks: Option<Tasks>,
+) -> ExchangeStream {
+    let (tx, rx) = mpsc::unbounded_channel::<pb::PeerAnswer>();
+    let reader = async move {
+        while let Ok(Some(message)) = inbound.message().await {
+            for call in message.calls {
+                let (groups, tx) = (groups.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let _ = tx.send(answer(&groups, call).await);
+                });
+            }
+        }
+    };
+    match tasks {
+        Some(tasks) => tasks.spawn_until_stopped(reader),
+        None => {
+            tokio::spawn(reader);
+        }
+    }
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        let first = rx.recv().await?;
+        let mut answers = vec![first];
+        while answers.len() < MAX_ANSWERS {
+            match rx.try_recv() {
+                Ok(a) => answers.push(a),
+                Err(_) => break,
+            }
+        }
+        Some((Ok(pb::PeerAnswers { answers }), rx))
+    }))
+}
+
+/// Answers one `Exchange` message carries at most.
+const MAX_ANSWERS: usize = 1024;
+
+/// The stream of answers of one `Exchange`.
+type ExchangeStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::PeerAnswers, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
-    async fn append_entries(
-        &self,
-        request: Request<pb::AppendEntriesRequest>,
-    ) -> Result<Response<pb::RaftReply>, Status> {
-        let req = request.into_inner();
-        let raft = self.groups.get(req.group)?;
-        let header: AppendHeader = serde_json::from_slice(&req.header).map_err(bad_request)?;
-        let entries = req
-            .entries
-            .into_iter()
-            .map(|e| {
-                // The one check of the entry's bytes on this replica: its checksum (the
-                // leader validated its records; the log store trusts what passes here).
-                rafka_proto::batch::RecordBatch::parse_trusted(&e.batch)
-                    .map_err(|err| format!("entry {}: {err}", e.index))?;
-                decode_with(
-                    e.batch,
-                    LogId::new(CommittedLeaderId::new(e.term, 0), e.index),
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(bad_request)?;
-        let rpc = AppendEntriesRequest {
-            vote: header.vote,
-            prev_log_id: header.prev_log_id,
-            leader_commit: header.leader_commit,
-            entries,
-        };
-        json_reply(&raft.append_entries(rpc).await)
-    }
+    type ExchangeStream = ExchangeStream;
 
-    async fn vote(
+    async fn exchange(
         &self,
-        request: Request<pb::RaftRequest>,
-    ) -> Result<Response<pb::RaftReply>, Status> {
-        let (raft, rpc) = self.json_rpc::<VoteRequest<u64>>(request)?;
-        json_reply(&raft.vote(rpc).await)
+        request: Request<tonic::Streaming<pb::PeerCalls>>,
+    ) -> Result<Response<ExchangeStream>, Status> {
+        Ok(Response::new(exchange_stream(
+            self.groups.clone(),
+            request.into_inner(),
+            self.tasks.clone(),
+        )))
     }
 
     async fn install_snapshot(
