@@ -13,10 +13,12 @@
 //! second of a heal instead of after TCP's retransmission backoff.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
 use rafka_proto::peer::raft_peer_client::RaftPeerClient;
 use rafka_proto::peer::{self as pb, peer_call::Body};
 use tokio::sync::{mpsc, oneshot};
@@ -37,6 +39,11 @@ const STALL_CHECK: Duration = Duration::from_millis(500);
 /// How long opening a stream (dialling included) may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// While an open waits this long without an answer, another is started on a fresh
+/// connection beside it (the first to answer wins): a dial made while the network was
+/// cut never answers, and the link must not wait it out after the heal.
+const REDIAL: Duration = Duration::from_millis(250);
+
 /// Where a link gets its connection: the shared channel of its address, which it can
 /// also throw away when the connection went silent.
 pub(crate) trait Dialer: Send + Sync + 'static {
@@ -55,18 +62,41 @@ struct Call {
     reply: Reply,
 }
 
+/// What a link has done so far.
+#[derive(Default, Debug)]
+pub(crate) struct LinkStats {
+    /// Calls sent.
+    pub calls: AtomicU64,
+    /// Messages they went in.
+    pub messages: AtomicU64,
+    /// Streams opened (the first, and one after each dead one).
+    pub streams: AtomicU64,
+    /// Streams given up for silence.
+    pub stalls: AtomicU64,
+}
+
 /// The sending end of one peer's link; its task ends when the last clone is dropped.
 #[derive(Clone)]
 pub(crate) struct Link {
     queue: mpsc::UnboundedSender<Call>,
+    // Read by the tests only until the metrics endpoint exports it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    stats: Arc<LinkStats>,
 }
 
 impl Link {
     /// Starts the link's task (on the current runtime).
     pub(crate) fn start(dialer: Arc<dyn Dialer>) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(dialer, rx));
-        Self { queue }
+        let stats = Arc::new(LinkStats::default());
+        tokio::spawn(run(dialer, rx, stats.clone()));
+        Self { queue, stats }
+    }
+
+    /// What the link has done so far.
+    #[cfg(test)]
+    pub(crate) fn stats(&self) -> &LinkStats {
+        &self.stats
     }
 
     /// Sends one call of `bytes` (about) and waits at most `timeout` for its answer.
@@ -92,7 +122,11 @@ impl Link {
 
 /// The link's task: batches waiting calls onto the current stream, opening one when
 /// there is none (or the last one died).
-async fn run(dialer: Arc<dyn Dialer>, mut queue: mpsc::UnboundedReceiver<Call>) {
+async fn run(
+    dialer: Arc<dyn Dialer>,
+    mut queue: mpsc::UnboundedReceiver<Call>,
+    stats: Arc<LinkStats>,
+) {
     let mut stream: Option<Stream> = None;
     let mut next_id = 0u64;
     while let Some(first) = queue.recv().await {
@@ -114,8 +148,11 @@ async fn run(dialer: Arc<dyn Dialer>, mut queue: mpsc::UnboundedReceiver<Call>) 
         }
         if stream.as_ref().is_none_or(|s| s.dead.is_cancelled()) {
             stream = None;
-            match Stream::open(&dialer).await {
-                Ok(s) => stream = Some(s),
+            match Stream::open(&dialer, &stats).await {
+                Ok(s) => {
+                    stats.streams.fetch_add(1, Ordering::Relaxed);
+                    stream = Some(s);
+                }
                 Err(status) => {
                     for call in calls {
                         let _ = call.reply.send(Err(status.clone()));
@@ -126,6 +163,10 @@ async fn run(dialer: Arc<dyn Dialer>, mut queue: mpsc::UnboundedReceiver<Call>) 
         }
         let Some(s) = stream.as_ref() else { continue };
         let message = s.register(calls, &mut next_id);
+        stats.messages.fetch_add(1, Ordering::Relaxed);
+        stats
+            .calls
+            .fetch_add(message.calls.len() as u64, Ordering::Relaxed);
         tokio::select! {
             sent = s.out.send(message) => {
                 if sent.is_err() {
@@ -155,23 +196,30 @@ struct Stream {
 }
 
 impl Stream {
-    async fn open(dialer: &Arc<dyn Dialer>) -> Result<Self, Status> {
-        let channel = dialer.channel()?;
-        let (out, rx) = mpsc::channel(64);
-        let mut client = RaftPeerClient::new(channel)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
-        let opened = tokio::time::timeout(OPEN_TIMEOUT, client.exchange(ReceiverStream::new(rx)));
-        let inbound = match opened.await {
-            Ok(Ok(response)) => response.into_inner(),
-            Ok(Err(status)) => return Err(status),
-            Err(_) => {
-                // Dialling or the server's headers took too long: try a fresh
-                // connection next time rather than wait on this one again.
-                dialer.forget();
-                return Err(Status::unavailable(format!(
-                    "no peer stream within {OPEN_TIMEOUT:?}"
-                )));
+    /// Opens a stream, dialling again beside a silent attempt every [`REDIAL`], for at
+    /// most [`OPEN_TIMEOUT`]. Fails at once when the peer refuses.
+    async fn open(dialer: &Arc<dyn Dialer>, stats: &Arc<LinkStats>) -> Result<Self, Status> {
+        let started = Instant::now();
+        let mut attempts = FuturesUnordered::new();
+        attempts.push(attempt(dialer.channel()?));
+        let mut redial = tokio::time::interval_at((started + REDIAL).into(), REDIAL);
+        let (out, inbound) = loop {
+            tokio::select! {
+                done = attempts.next() => match done {
+                    Some(Ok(opened)) => break opened,
+                    Some(Err(status)) if attempts.is_empty() => return Err(status),
+                    Some(Err(_)) | None => {}
+                },
+                _ = redial.tick() => {
+                    // Whatever these connections wait on, a fresh one may not.
+                    dialer.forget();
+                    if started.elapsed() >= OPEN_TIMEOUT {
+                        return Err(Status::unavailable(format!(
+                            "no peer stream within {OPEN_TIMEOUT:?}"
+                        )));
+                    }
+                    attempts.push(attempt(dialer.channel()?));
+                }
             }
         };
         let pending = Arc::new(Mutex::new(Pending {
@@ -179,7 +227,13 @@ impl Stream {
             heard: Some(Instant::now()),
         }));
         let dead = CancellationToken::new();
-        tokio::spawn(read(inbound, pending.clone(), dead.clone(), dialer.clone()));
+        tokio::spawn(read(
+            inbound,
+            pending.clone(),
+            dead.clone(),
+            dialer.clone(),
+            stats.clone(),
+        ));
         Ok(Self { out, pending, dead })
     }
 
@@ -202,6 +256,24 @@ impl Stream {
     }
 }
 
+/// One try at opening an `Exchange` stream on `channel`: its sending end and its answers.
+async fn attempt(
+    channel: Channel,
+) -> Result<
+    (
+        mpsc::Sender<pb::PeerCalls>,
+        tonic::Streaming<pb::PeerAnswers>,
+    ),
+    Status,
+> {
+    let (out, rx) = mpsc::channel(64);
+    let mut client = RaftPeerClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    let response = client.exchange(ReceiverStream::new(rx)).await?;
+    Ok((out, response.into_inner()))
+}
+
 /// Hands answers to their callers until the stream ends, fails or stalls; then fails
 /// every call still pending and marks the stream dead.
 async fn read(
@@ -209,6 +281,7 @@ async fn read(
     pending: Arc<Mutex<Pending>>,
     dead: CancellationToken,
     dialer: Arc<dyn Dialer>,
+    stats: Arc<LinkStats>,
 ) {
     let mut check = tokio::time::interval(STALL_CHECK);
     let why = loop {
@@ -222,6 +295,7 @@ async fn read(
             _ = check.tick() => {
                 if stalled(&pending, Instant::now()) {
                     dialer.forget();
+                    stats.stalls.fetch_add(1, Ordering::Relaxed);
                     break Status::unavailable(format!(
                         "the peer answered nothing for {STALL:?}: connection dropped"
                     ));
@@ -268,3 +342,7 @@ fn stalled(pending: &Mutex<Pending>, now: Instant) -> bool {
     });
     stalled
 }
+
+#[cfg(test)]
+#[path = "link_tests.rs"]
+mod tests;

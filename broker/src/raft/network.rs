@@ -194,6 +194,10 @@ fn channel(channels: &ChannelMap, addr: &str) -> Result<Channel, String> {
         .tcp_keepalive(Some(Duration::from_secs(10)))
         .tcp_keepalive_interval(Some(Duration::from_secs(2)))
         .tcp_keepalive_retries(Some(3))
+        // HTTP/2 PINGs find a connection that went silent while idle, too.
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
         .initial_stream_window_size(Some(8 << 20))
         .initial_connection_window_size(Some(32 << 20))
         .connect_lazy();
@@ -211,9 +215,20 @@ fn forget(channels: &ChannelMap, addr: &str) {
 }
 
 /// A link's source of connections to one address.
-struct AddressDialer {
+pub(super) struct AddressDialer {
     channels: ChannelMap,
     addr: String,
+}
+
+impl AddressDialer {
+    /// A dialer of its own (no shared channels) for `addr`.
+    #[cfg(test)]
+    pub(super) fn alone(addr: &str) -> Self {
+        Self {
+            channels: ChannelMap::default(),
+            addr: addr.to_string(),
+        }
+    }
 }
 
 impl Dialer for AddressDialer {

@@ -217,6 +217,10 @@ impl Server {
             .initial_stream_window_size(Some(8 << 20))
             .initial_connection_window_size(Some(32 << 20))
             .max_frame_size(Some(1 << 20))
+            // Connections whose client vanished without a word (a cut network) are
+            // found and closed, with the streams and tasks they hold.
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .add_service(
                 BrokerServer::new(broker_service::BrokerService::new(shared.clone()))
                     .max_decoding_message_size(limit)
