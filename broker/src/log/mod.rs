@@ -26,6 +26,7 @@ pub mod discard;
 mod error;
 mod file;
 mod index;
+mod maps;
 mod partition;
 mod reader;
 mod recovery;

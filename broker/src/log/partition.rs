@@ -451,9 +451,10 @@ impl PartitionLog {
             return Ok(());
         };
         let len = keep.len();
-        let pos = keep.find_position(new_end, len)?;
+        let files = keep.files()?;
+        let pos = keep.find_position(&files, new_end, len)?;
         if pos < len {
-            let h = keep.header_at(pos, len)?;
+            let h = keep.header_at(&files.data, pos, len)?;
             if (h.base_offset as u64) < new_end {
                 return Err(LogError::NotBatchBoundary {
                     offset: new_end - 1,
@@ -486,7 +487,7 @@ impl PartitionLog {
             let next = if pos == len {
                 seg.next_offset()
             } else {
-                seg.header_at(pos, len)?.base_offset as u64
+                seg.header_at(&seg.files()?.data, pos, len)?.base_offset as u64
             };
             log.cut(at.segment, pos, next)
         })
@@ -498,9 +499,10 @@ impl PartitionLog {
         let mut out = Vec::new();
         for seg in segments {
             let len = seg.len();
+            let files = seg.files()?;
             let mut pos = 0;
             while pos < len {
-                let h = seg.header_at(pos, len)?;
+                let h = seg.header_at(&files.data, pos, len)?;
                 out.push((
                     Locator {
                         segment: seg.base_offset,

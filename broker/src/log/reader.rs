@@ -102,11 +102,12 @@ impl LogReader {
             if offset >= next {
                 continue;
             }
-            let start = seg.find_position(offset, len)?;
+            let files = seg.files()?;
+            let start = seg.find_position(&files, offset, len)?;
             if start >= len {
                 continue;
             }
-            let data = seg.data();
+            let data = &files.data;
             let mut end = start;
             while end < len {
                 let (h, n) =
@@ -131,9 +132,9 @@ impl LogReader {
         if pos >= len {
             return Err(seg.corrupt(pos, format!("no batch at byte {pos} (segment holds {len})")));
         }
-        let (_, n) =
-            verify_stored(&seg.data()[pos..len]).map_err(|e| seg.corrupt(pos, e.to_string()))?;
-        Ok(seg.data().slice(pos..pos + n))
+        let data = &seg.files()?.data;
+        let (_, n) = verify_stored(&data[pos..len]).map_err(|e| seg.corrupt(pos, e.to_string()))?;
+        Ok(data.slice(pos..pos + n))
     }
 
     /// The batch stored at `at` as a slice of the mapping, its checksum not verified: for
@@ -144,7 +145,8 @@ impl LogReader {
         let seg = seg.ok_or_else(|| LogError::Config(format!("no segment {}", at.segment)))?;
         let len = seg.len();
         let pos = at.position as usize;
-        let n = rafka_proto::batch::batch_len_at(&seg.data()[pos.min(len)..len])
+        let data = &seg.files()?.data;
+        let n = rafka_proto::batch::batch_len_at(&data[pos.min(len)..len])
             .filter(|&n| pos + n <= len)
             .ok_or_else(|| {
                 seg.corrupt(
@@ -152,7 +154,7 @@ impl LogReader {
                     format!("no whole batch at byte {pos} (segment holds {len})"),
                 )
             })?;
-        Ok(seg.data().slice(pos..pos + n))
+        Ok(data.slice(pos..pos + n))
     }
 
     /// Offset of the first record whose timestamp is at or after `timestamp`, or `None` if
@@ -166,19 +168,20 @@ impl LogReader {
             let next = seg.next_offset();
             let len = seg.len();
             // Every record before the entry's offset is older than `timestamp`.
-            let from = seg
+            let files = seg.files()?;
+            let from = files
                 .times
                 .last_below(timestamp)
                 .map_or(seg.base_offset, |e| seg.base_offset + e.rel as u64);
-            let mut pos = seg.find_position(from.min(next), len)?;
+            let mut pos = seg.find_position(&files, from.min(next), len)?;
             while pos < len {
-                let (h, n) = verify_stored(&seg.data()[pos..len])
+                let (h, n) = verify_stored(&files.data[pos..len])
                     .map_err(|e| seg.corrupt(pos, e.to_string()))?;
                 if h.max_timestamp >= timestamp && !h.is_control() {
                     if h.compression() != Some(Compression::None) {
                         return Ok(Some(h.base_offset as u64));
                     }
-                    let batch = RecordBatch::parse(&seg.data()[pos..pos + n])
+                    let batch = RecordBatch::parse(&files.data[pos..pos + n])
                         .map_err(|e| seg.corrupt(pos, e.to_string()))?;
                     for r in batch.records() {
                         let r = r.map_err(|e| seg.corrupt(pos, e.to_string()))?;

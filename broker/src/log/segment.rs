@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use memmap2::MmapRaw;
 use rafka_proto::batch::{BatchHeader, HEADER_LEN};
 
@@ -17,7 +16,9 @@ use super::file::{
     map_raw, map_read, preallocate, segment_path, sync_dir, write_all_at, zero_range, INDEX_EXT,
     LOG_EXT, TIME_INDEX_EXT,
 };
-use super::index::{decode_all, Entry, IndexView, IndexWriter, OffsetEntry, TimeEntry};
+use super::index::{decode_all, Entry, IndexWriter, OffsetEntry, TimeEntry};
+use super::maps::LazyFiles;
+pub(crate) use super::maps::SegmentFiles;
 use super::recovery::{recover, Indexer, Scan, Stop};
 use super::{LogConfig, LogError};
 
@@ -27,12 +28,18 @@ use super::{LogConfig, LogError};
 pub(crate) struct SegmentView {
     pub base_offset: u64,
     pub path: PathBuf,
-    data: Bytes,
+    files: Files,
     len: AtomicUsize,
     next_offset: AtomicU64,
     max_timestamp: AtomicI64,
-    pub offsets: IndexView<OffsetEntry>,
-    pub times: IndexView<TimeEntry>,
+}
+
+/// Where a segment's files are mapped.
+enum Files {
+    /// The active segment's, mapped while it is active.
+    Mapped(Arc<SegmentFiles>),
+    /// A sealed segment's, mapped when read (see [`super::maps`]).
+    Lazy(Arc<LazyFiles>),
 }
 
 impl SegmentView {
@@ -50,8 +57,21 @@ impl SegmentView {
         self.max_timestamp.load(Ordering::Acquire)
     }
 
-    pub fn data(&self) -> &Bytes {
-        &self.data
+    /// True while the segment's files are mapped (an active segment's always are).
+    #[cfg(test)]
+    pub fn is_mapped(&self) -> bool {
+        match &self.files {
+            Files::Mapped(_) => true,
+            Files::Lazy(lazy) => lazy.is_mapped(),
+        }
+    }
+
+    /// The segment's mapped files (mapping a sealed segment's now if they are not).
+    pub fn files(&self) -> Result<Arc<SegmentFiles>, LogError> {
+        match &self.files {
+            Files::Mapped(files) => Ok(files.clone()),
+            Files::Lazy(lazy) => lazy.get(),
+        }
     }
 
     pub fn corrupt(&self, position: usize, reason: impl Into<String>) -> LogError {
@@ -64,14 +84,19 @@ impl SegmentView {
 
     /// Position of the first batch, within the first `len` bytes, whose last offset is at
     /// or after `offset` (`len` if none). Starts from the offset index, then walks headers.
-    pub fn find_position(&self, offset: u64, len: usize) -> Result<usize, LogError> {
+    pub fn find_position(
+        &self,
+        files: &SegmentFiles,
+        offset: u64,
+        len: usize,
+    ) -> Result<usize, LogError> {
         let rel = offset.saturating_sub(self.base_offset) as i64;
-        let mut pos = self
+        let mut pos = files
             .offsets
             .last_at_or_below(rel)
             .map_or(0, |e| e.pos as usize);
         while pos < len {
-            let h = self.header_at(pos, len)?;
+            let h = self.header_at(&files.data, pos, len)?;
             if h.last_offset() >= offset as i64 {
                 break;
             }
@@ -80,10 +105,11 @@ impl SegmentView {
         Ok(pos)
     }
 
-    /// The header of the batch at `pos`, checked to lie within `len`.
-    pub fn header_at(&self, pos: usize, len: usize) -> Result<BatchHeader, LogError> {
-        let h = BatchHeader::parse(&self.data[pos..len])
-            .map_err(|e| self.corrupt(pos, e.to_string()))?;
+    /// The header of the batch at `pos` of `data` (this segment's), checked to lie
+    /// within `len`.
+    pub fn header_at(&self, data: &[u8], pos: usize, len: usize) -> Result<BatchHeader, LogError> {
+        let h =
+            BatchHeader::parse(&data[pos..len]).map_err(|e| self.corrupt(pos, e.to_string()))?;
         if h.total_len() < HEADER_LEN || pos + h.total_len() > len {
             return Err(self.corrupt(pos, format!("batch length {} overruns", h.batch_length)));
         }
@@ -134,6 +160,8 @@ fn read_or_empty(path: &Path, most: usize) -> io::Result<Vec<u8>> {
 /// published to readers through read-only mappings of the same files.
 pub(crate) struct ActiveSegment {
     pub view: Arc<SegmentView>,
+    /// The files readers see through `view` (the index views grow with the writers).
+    files: Arc<SegmentFiles>,
     log_file: File,
     /// Writable mapping of the whole preallocated file; written only by this segment.
     map: Arc<MmapRaw>,
@@ -233,18 +261,22 @@ impl ActiveSegment {
         let file = open_rw(&time_index).map_err(LogError::io(&time_index))?;
         let (time_index, times) = IndexWriter::open(file, &time_index, entries + 1, &scan.times)
             .map_err(LogError::io(&time_index))?;
-        let view = Arc::new(SegmentView {
-            base_offset: base,
-            path: log,
+        let files = Arc::new(SegmentFiles {
             data,
-            len: AtomicUsize::new(scan.len),
-            next_offset: AtomicU64::new(scan.next_offset),
-            max_timestamp: AtomicI64::new(scan.indexer.max_ts),
             offsets,
             times,
         });
+        let view = Arc::new(SegmentView {
+            base_offset: base,
+            path: log,
+            files: Files::Mapped(files.clone()),
+            len: AtomicUsize::new(scan.len),
+            next_offset: AtomicU64::new(scan.next_offset),
+            max_timestamp: AtomicI64::new(scan.indexer.max_ts),
+        });
         Ok(Self {
             view,
+            files,
             log_file,
             map,
             offset_index,
@@ -316,8 +348,8 @@ impl ActiveSegment {
                 .and_then(|()| self.time_index.make_room())
             {
                 Ok(()) => {
-                    self.offset_index.push(o, &self.view.offsets);
-                    self.time_index.push(t, &self.view.times);
+                    self.offset_index.push(o, &self.files.offsets);
+                    self.time_index.push(t, &self.files.times);
                 }
                 Err(e) => tracing::warn!("index entry skipped, the index cannot grow: {e}"),
             }
@@ -405,8 +437,8 @@ impl ActiveSegment {
         let keep = (0..self.offset_index.len())
             .take_while(|&i| (self.offset_index.entry(i).pos as usize) < pos)
             .count();
-        self.offset_index.truncate(keep, &self.view.offsets);
-        self.time_index.truncate(keep, &self.view.times);
+        self.offset_index.truncate(keep, &self.files.offsets);
+        self.time_index.truncate(keep, &self.files.times);
         let (mut at, mut indexer) = match keep.checked_sub(1) {
             Some(i) => (
                 self.offset_index.entry(i).pos as usize,
@@ -415,7 +447,7 @@ impl ActiveSegment {
             None => (0, Indexer::new(self.interval)),
         };
         while at < pos {
-            let h = self.view.header_at(at, pos)?;
+            let h = self.view.header_at(&self.files.data, at, pos)?;
             let rel = (h.base_offset as u64 - self.view.base_offset) as u32;
             let entry = indexer.on_batch(at, rel, h.total_len(), h.max_timestamp);
             debug_assert!(entry.is_none(), "entries before `pos` were kept");
@@ -439,7 +471,7 @@ impl ActiveSegment {
                 ts: self.indexer.max_ts,
                 rel: (self.next_offset - self.view.base_offset) as u32,
             };
-            self.time_index.push(end, &self.view.times);
+            self.time_index.push(end, &self.files.times);
         }
         drop(self.map); // a pending `SyncHandle` may still hold a clone
         self.log_file.set_len(self.position as u64).map_err(io)?;
@@ -448,15 +480,28 @@ impl ActiveSegment {
         let (_, times) = self.time_index.seal().map_err(io)?;
         let data = map_read(&self.log_file, self.position).map_err(io)?;
         let old = &self.view;
+        // Just written, likely read soon: it starts mapped.
+        let counts = (offsets.len(), times.len());
+        let files = Arc::new(SegmentFiles {
+            data,
+            offsets,
+            times,
+        });
+        let dir = old.path.parent().unwrap_or(Path::new("."));
+        let lazy = LazyFiles::new(
+            paths(dir, old.base_offset),
+            self.position,
+            counts.0,
+            counts.1,
+            Some(files),
+        );
         let view = SegmentView {
             base_offset: old.base_offset,
             path: old.path.clone(),
-            data,
+            files: Files::Lazy(lazy),
             len: AtomicUsize::new(self.position),
             next_offset: AtomicU64::new(self.next_offset),
             max_timestamp: AtomicI64::new(self.indexer.max_ts),
-            offsets,
-            times,
         };
         Ok(SealedSegment {
             view: Arc::new(view),
@@ -523,16 +568,19 @@ impl SealedSegment {
             write_index(&index, &offsets)?;
             write_index(&time_index, &times)?;
         }
-        let map_index = |path: &Path, count: usize, size: usize| -> Result<Bytes, LogError> {
-            let f = File::open(path).map_err(LogError::io(path))?;
-            map_read(&f, count * size).map_err(LogError::io(path))
-        };
+        // Mapped when first read: opening maps nothing it keeps.
+        drop(data);
+        let lazy = LazyFiles::new(
+            [log.clone(), index, time_index],
+            len,
+            offsets.len(),
+            times.len(),
+            None,
+        );
         let view = SegmentView {
             base_offset: base,
-            offsets: IndexView::new(map_index(&index, offsets.len(), 8)?, offsets.len()),
-            times: IndexView::new(map_index(&time_index, times.len(), 12)?, times.len()),
             path: log,
-            data,
+            files: Files::Lazy(lazy),
             len: AtomicUsize::new(len),
             next_offset: AtomicU64::new(scan.next_offset),
             max_timestamp: AtomicI64::new(scan.indexer.max_ts),

@@ -182,6 +182,45 @@ fn rolls_segments_and_reopens() {
 }
 
 #[test]
+fn sealed_segments_are_mapped_when_read_and_unmapped_beyond_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small(4096)).unwrap();
+    for i in 0..200u8 {
+        log.append(&batch(2, 100, 1000 + i as i64, i)).unwrap();
+    }
+    let before = read_all(&log.reader(), 0);
+    drop(log);
+    let log = PartitionLog::open(dir.path(), small(4096)).unwrap();
+    let reader = log.reader();
+    let mapped = || {
+        let segments = reader.shared.read();
+        let sealed = segments.len() - 1;
+        let mapped = segments.values().filter(|s| s.is_mapped()).count() - 1;
+        (sealed, mapped)
+    };
+    let (sealed, mapped_at_open) = mapped();
+    assert!(sealed > 10, "{sealed} sealed segments");
+    assert_eq!(mapped_at_open, 0, "opening maps no sealed segment");
+
+    // Other tests share the process-wide limit: a low one only costs them re-mapping.
+    super::maps::set_max_mapped(4);
+    assert_eq!(read_all(&reader, 0), before, "reads see every batch");
+    let (_, mapped_after) = mapped();
+    assert!(
+        (1..=4).contains(&mapped_after),
+        "{mapped_after} of {sealed} sealed segments mapped after reading them all"
+    );
+    // Unmapped segments read again, by offset and by time.
+    for off in [0u64, 57, 99, 150, 199, 333] {
+        let h = &headers(&log.read(off, 1).unwrap())[0];
+        assert!(h.base_offset as u64 <= off && off <= h.last_offset() as u64);
+    }
+    // Batch i holds offsets 2i and 2i+1 with timestamps 1000+i and 1001+i.
+    assert_eq!(log.offset_for_timestamp(1000 + 5).unwrap(), Some(9));
+    super::maps::set_max_mapped(super::maps::MAX_MAPPED_SEALED);
+}
+
+#[test]
 fn offset_for_timestamp_finds_the_first_record_at_or_after() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(dir.path(), small(2048)).unwrap();
