@@ -9,7 +9,7 @@
 # reports:
 #   1. the time until every partition acknowledged a write after the create;
 #   2. each broker's CPU (% of one core) and RSS over --idle-secs (default 10) of no
-#      traffic, and its data directory's disk use;
+#      traffic, its data directory's disk use, open files and memory mappings;
 #   3. `rafka-bench produce` of --records (default 1,000,000) 100 B records, acks=all, to
 #      a 1-partition topic beside the idle ones (run with --partitions 0 for the rate
 #      without them);
@@ -105,7 +105,9 @@ if ((partitions > 0)); then
       END {printf "%.0f MB (heap %.0f, files %.0f)", t / 1024, a / 1024, f / 1024}' "/proc/${pids[i - 1]}/status")
     disk=$(du -sh "$data/b$i" | cut -f1)
     threads=$(awk '/Threads/ {print $2}' "/proc/${pids[i - 1]}/status")
-    echo "broker $i: CPU ${cpu}% of a core, RSS $rss, disk $disk, $threads threads"
+    maps=$(wc -l <"/proc/${pids[i - 1]}/maps")
+    fds=$(find "/proc/${pids[i - 1]}/fd" -mindepth 1 -maxdepth 1 | wc -l)
+    echo "broker $i: CPU ${cpu}% of a core, RSS $rss, disk $disk, $threads threads, $fds files open, $maps mappings"
   done
 fi
 

@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use memmap2::{MmapMut, MmapOptions, MmapRaw};
+use memmap2::{MmapOptions, MmapRaw};
 
 /// Extension of segment data files.
 pub(crate) const LOG_EXT: &str = "log";
@@ -116,21 +116,15 @@ pub(crate) fn map_read(file: &File, len: usize) -> io::Result<Bytes> {
     if len == 0 {
         return Ok(Bytes::new());
     }
-    // SAFETY: the files of a partition directory are only written by this process, through
-    // its own writable mapping, and only in bytes readers have not been told exist yet; a
-    // file is never shrunk below what a live read-only mapping covers.
+    // SAFETY: the files of a partition directory are only written by this process (with
+    // `pwritev`, or through an index writer's raw mapping), and only in bytes readers have
+    // not been told exist yet; a file is never shrunk below what readers may read.
     let map = unsafe { MmapOptions::new().len(len).map(file)? };
     Ok(Bytes::from_owner(map))
 }
 
-/// Maps the first `len` bytes of `file` writable and shared.
-pub(crate) fn map_write(file: &File, len: usize) -> io::Result<MmapMut> {
-    // SAFETY: as for `map_read`; this mapping is the only writer of the file.
-    unsafe { MmapOptions::new().len(len).map_mut(file) }
-}
-
 /// Maps the first `len` bytes of `file` writable and shared, without Rust references into
-/// it (so another thread may `madvise` it while the owner writes).
+/// it (an active index: its writer and its readers share the one mapping).
 pub(crate) fn map_raw(file: &File, len: usize) -> io::Result<MmapRaw> {
     MmapOptions::new().len(len).map_raw(file)
 }

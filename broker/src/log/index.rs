@@ -15,11 +15,12 @@ use std::io;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use memmap2::MmapMut;
+use memmap2::MmapRaw;
 
-use super::file::{grow_sparse, map_read, map_write, next_data, preallocate, punch_hole};
+use super::file::{grow_sparse, map_raw, map_read, next_data, preallocate, punch_hole};
 
 /// A fixed-width index entry.
 pub(crate) trait Entry: Copy {
@@ -90,16 +91,26 @@ pub(crate) fn decode_all<E: Entry>(bytes: &[u8]) -> Vec<E> {
 
 /// The read side of an index: a mapping and the number of entries published in it.
 pub(crate) struct IndexView<E> {
-    data: Bytes,
+    source: Source,
     count: AtomicUsize,
     _entry: PhantomData<E>,
 }
 
+/// Where a view reads its entries.
+enum Source {
+    /// A sealed index, mapped read-only.
+    Sealed(Bytes),
+    /// An active index: the writer's own mapping (one mapping per index file, not two:
+    /// a broker with ten thousand partitions stays far from `vm.max_map_count`).
+    Active(Arc<MmapRaw>),
+}
+
 impl<E: Entry> IndexView<E> {
+    /// A view of a sealed index's `count` entries in `data`.
     pub(crate) fn new(data: Bytes, count: usize) -> Self {
         debug_assert!(count * E::SIZE <= data.len());
         Self {
-            data,
+            source: Source::Sealed(data),
             count: AtomicUsize::new(count),
             _entry: PhantomData,
         }
@@ -111,7 +122,10 @@ impl<E: Entry> IndexView<E> {
     }
 
     pub(crate) fn entry(&self, i: usize) -> E {
-        E::decode(&self.data[i * E::SIZE..(i + 1) * E::SIZE])
+        match &self.source {
+            Source::Sealed(data) => E::decode(&data[i * E::SIZE..(i + 1) * E::SIZE]),
+            Source::Active(map) => read_raw(map, i),
+        }
     }
 
     /// The last entry whose key is `<= key`, by binary search.
@@ -149,7 +163,7 @@ pub(crate) struct IndexWriter<E> {
     /// segment holds one file handle (its log), not three, so a broker with ten
     /// thousand partitions stays within the open-file limit.
     path: PathBuf,
-    map: MmapMut,
+    map: Arc<MmapRaw>,
     count: usize,
     capacity: usize,
     allocated: usize,
@@ -186,14 +200,18 @@ impl<E: Entry> IndexWriter<E> {
         let allocated = (blocks / E::SIZE + 1).min(capacity);
         preallocate(&file, (allocated * E::SIZE) as u64)?;
         grow_sparse(&file, bytes as u64)?;
-        let mut map = map_write(&file, bytes)?;
+        let map = Arc::new(map_raw(&file, bytes)?);
         for (i, e) in entries.iter().enumerate() {
-            e.encode(&mut map[i * E::SIZE..(i + 1) * E::SIZE]);
+            write_raw(&map, i, e);
         }
         if !punched {
-            map[stale].fill(0);
+            zero_raw(&map, stale);
         }
-        let view = IndexView::new(map_read(&file, bytes)?, entries.len());
+        let view = IndexView {
+            source: Source::Active(map.clone()),
+            count: AtomicUsize::new(entries.len()),
+            _entry: PhantomData,
+        };
         let writer = Self {
             path: path.to_path_buf(),
             map,
@@ -229,8 +247,7 @@ impl<E: Entry> IndexWriter<E> {
         if self.count >= self.capacity || self.make_room().is_err() {
             return;
         }
-        let at = self.count * E::SIZE;
-        e.encode(&mut self.map[at..at + E::SIZE]);
+        write_raw(&self.map, self.count, &e);
         self.count += 1;
         view.count.store(self.count, Ordering::Release);
     }
@@ -239,13 +256,13 @@ impl<E: Entry> IndexWriter<E> {
     pub(crate) fn truncate(&mut self, count: usize, view: &IndexView<E>) {
         if count < self.count {
             view.count.store(count, Ordering::Release);
-            self.map[count * E::SIZE..self.count * E::SIZE].fill(0);
+            zero_raw(&self.map, count * E::SIZE..self.count * E::SIZE);
             self.count = count;
         }
     }
 
     pub(crate) fn entry(&self, i: usize) -> E {
-        E::decode(&self.map[i * E::SIZE..(i + 1) * E::SIZE])
+        read_raw(&self.map, i)
     }
 
     /// Trims the file to its entries, makes it durable and maps it read-only.
@@ -259,4 +276,44 @@ impl<E: Entry> IndexWriter<E> {
         let view = IndexView::new(map_read(&file, len)?, self.count);
         Ok((file, view))
     }
+}
+
+// The active index's mapping is written by its writer and read by views on other
+// threads at once, so no Rust reference into it is ever made: entries are copied in and
+// out through raw pointers. A view reads only entries below the count it loaded
+// (Acquire), which the writer stored (Release) after writing them.
+
+/// Entry `i` of a raw index mapping.
+fn read_raw<E: Entry>(map: &MmapRaw, i: usize) -> E {
+    let at = i * E::SIZE;
+    assert!(
+        at + E::SIZE <= map.len(),
+        "index entry {i} past the mapping"
+    );
+    let mut buf = [0u8; 16];
+    // SAFETY: in bounds (checked above) of a mapping that lives while `map` does; the
+    // bytes are copied out, no reference into the mapping is made.
+    unsafe { std::ptr::copy_nonoverlapping(map.as_ptr().add(at), buf.as_mut_ptr(), E::SIZE) };
+    E::decode(&buf[..E::SIZE])
+}
+
+/// Writes `e` as entry `i` of a raw index mapping.
+fn write_raw<E: Entry>(map: &MmapRaw, i: usize, e: &E) {
+    let at = i * E::SIZE;
+    assert!(
+        at + E::SIZE <= map.len(),
+        "index entry {i} past the mapping"
+    );
+    let mut buf = [0u8; 16];
+    e.encode(&mut buf[..E::SIZE]);
+    // SAFETY: in bounds (checked above); only the index's writer writes its mapping, and
+    // views read an entry only after its count is published.
+    unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), map.as_mut_ptr().add(at), E::SIZE) };
+}
+
+/// Zeroes `range` of a raw index mapping.
+fn zero_raw(map: &MmapRaw, range: std::ops::Range<usize>) {
+    assert!(range.start <= range.end && range.end <= map.len());
+    // SAFETY: in bounds (checked above); as for `write_raw`.
+    unsafe { std::ptr::write_bytes(map.as_mut_ptr().add(range.start), 0, range.len()) };
 }

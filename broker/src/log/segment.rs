@@ -9,12 +9,11 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use memmap2::MmapRaw;
 use rafka_proto::batch::{BatchHeader, HEADER_LEN};
 
 use super::file::{
-    map_raw, map_read, preallocate, segment_path, sync_dir, write_all_at, zero_range, INDEX_EXT,
-    LOG_EXT, TIME_INDEX_EXT,
+    map_read, preallocate, segment_path, sync_dir, write_all_at, zero_range, INDEX_EXT, LOG_EXT,
+    TIME_INDEX_EXT,
 };
 use super::index::{decode_all, Entry, IndexWriter, OffsetEntry, TimeEntry};
 use super::maps::LazyFiles;
@@ -162,9 +161,11 @@ pub(crate) struct ActiveSegment {
     pub view: Arc<SegmentView>,
     /// The files readers see through `view` (the index views grow with the writers).
     files: Arc<SegmentFiles>,
-    log_file: File,
-    /// Writable mapping of the whole preallocated file; written only by this segment.
-    map: Arc<MmapRaw>,
+    /// Written with `pwritev` (readers see the bytes through their read-only mapping);
+    /// shared with the [`SyncHandle`]s that sync it.
+    log_file: Arc<File>,
+    /// Bytes the segment may hold (its readers' mapping spans them).
+    capacity: usize,
     offset_index: IndexWriter<OffsetEntry>,
     time_index: IndexWriter<TimeEntry>,
     position: usize,
@@ -252,7 +253,6 @@ impl ActiveSegment {
         if allocated > old_len as usize {
             preallocate(&log_file, allocated as u64).map_err(LogError::io(&log))?;
         }
-        let map = Arc::new(map_raw(&log_file, capacity).map_err(LogError::io(&log))?);
         let data = map_read(&log_file, capacity).map_err(io)?;
         let entries = config.index_capacity(capacity as u64);
         let file = open_rw(&index).map_err(LogError::io(&index))?;
@@ -277,8 +277,8 @@ impl ActiveSegment {
         Ok(Self {
             view,
             files,
-            log_file,
-            map,
+            log_file: Arc::new(log_file),
+            capacity,
             offset_index,
             time_index,
             position: scan.len,
@@ -304,7 +304,7 @@ impl ActiveSegment {
     }
 
     pub fn capacity(&self) -> usize {
-        self.map.len()
+        self.capacity
     }
 
     pub fn age(&self) -> std::time::Duration {
@@ -370,23 +370,22 @@ impl ActiveSegment {
         if end <= self.allocated {
             return Ok(());
         }
-        let target = next_allocation(self.allocated, end, self.map.len());
+        let target = next_allocation(self.allocated, end, self.capacity);
         preallocate(&self.log_file, target as u64)?;
         self.allocated = target;
         Ok(())
     }
 
-    /// The mapped bytes in `range`, for writing.
-    fn bytes_mut(&mut self, range: Range<usize>) -> &mut [u8] {
-        assert!(range.start <= range.end && range.end <= self.map.len());
-        // SAFETY: in bounds (checked above); the mapping lives as long as `self.map`; this
-        // segment is the only writer and `&mut self` makes this the only live reference
-        // into the writable mapping. Readers use a separate read-only mapping and only
-        // read bytes published to them (see `publish`), which are never in a range being
-        // written, except after a truncation (see `truncate_to`).
-        unsafe {
-            std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(range.start), range.len())
+    /// Writes zeros over `range` of the file.
+    fn zero(&self, range: Range<usize>) -> io::Result<()> {
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let mut at = range.start;
+        while at < range.end {
+            let n = (range.end - at).min(ZEROS.len());
+            write_all_at(&self.log_file, &[&ZEROS[..n]], at as u64)?;
+            at += n;
         }
+        Ok(())
     }
 
     fn publish(&self) {
@@ -400,7 +399,7 @@ impl ActiveSegment {
     /// Forces written data to disk.
     pub fn sync(&mut self) -> io::Result<()> {
         if let Some(r) = self.dirty.take() {
-            if let Err(e) = self.map.flush_range(r.start, r.end - r.start) {
+            if let Err(e) = self.log_file.sync_data() {
                 self.dirty = Some(r);
                 return Err(e);
             }
@@ -412,7 +411,7 @@ impl ActiveSegment {
     /// the caller (possibly on another thread, without holding the log).
     pub fn take_sync(&mut self) -> Option<SyncHandle> {
         self.dirty.take().map(|range| SyncHandle {
-            map: self.map.clone(),
+            file: self.log_file.clone(),
             range,
             path: self.view.path.clone(),
             poison: None,
@@ -429,7 +428,7 @@ impl ActiveSegment {
         self.next_offset = next_offset;
         self.view.next_offset.store(next_offset, Ordering::Release);
         self.view.len.store(pos, Ordering::Release);
-        self.bytes_mut(pos..old).fill(0);
+        self.zero(pos..old).map_err(LogError::io(&self.view.path))?;
         self.dirty = Some(match self.dirty.take() {
             Some(r) => r.start.min(pos)..r.end.max(old),
             None => pos..old,
@@ -473,7 +472,6 @@ impl ActiveSegment {
             };
             self.time_index.push(end, &self.files.times);
         }
-        drop(self.map); // a pending `SyncHandle` may still hold a clone
         self.log_file.set_len(self.position as u64).map_err(io)?;
         self.log_file.sync_all().map_err(io)?;
         let (_, offsets) = self.offset_index.seal().map_err(io)?;
@@ -628,10 +626,12 @@ fn write_index<E: super::index::Entry>(path: &Path, entries: &[E]) -> Result<(),
     write().map_err(LogError::io(path))
 }
 
-/// Written bytes of a segment still to be forced to disk. Holding it keeps the mapping
-/// alive, so it can be synced after the segment is sealed or the log has moved on.
+/// Written bytes of a segment still to be forced to disk. Holding it keeps the file
+/// open, so it can be synced after the segment is sealed or the log has moved on.
 pub struct SyncHandle {
-    map: Arc<MmapRaw>,
+    file: Arc<File>,
+    /// What was written: the file's dirty pages all lie here (it is only appended to,
+    /// or zeroed behind a truncation, which is counted in).
     range: Range<usize>,
     path: PathBuf,
     /// The log a failed sync poisons.
@@ -649,10 +649,7 @@ impl SyncHandle {
     /// fsync error the page cache may have dropped the dirty pages, so what the log would
     /// read back is unknown until it is reopened and recovered.
     pub fn sync(&self) -> Result<(), LogError> {
-        let result = self
-            .map
-            .flush_range(self.range.start, self.range.end - self.range.start)
-            .map_err(LogError::io(&self.path));
+        let result = self.file.sync_data().map_err(LogError::io(&self.path));
         if let (Err(e), Some(poison)) = (&result, &self.poison) {
             tracing::error!(path = %self.path.display(), "deferred sync failed; the log is poisoned: {e}");
             let _ = poison.set(e.to_string());
@@ -660,16 +657,16 @@ impl SyncHandle {
         result
     }
 
-    /// Points the handle past the end of its mapping, so that its sync fails.
+    /// Points the handle at a file that cannot be synced, so that its sync fails.
     #[cfg(test)]
     pub(crate) fn break_for_tests(&mut self) {
-        self.range = self.range.start..self.range.start + (1 << 40);
+        self.file = Arc::new(File::open("/dev/null").expect("/dev/null opens"));
     }
 
     /// Folds `later` into this handle when both cover the same segment; otherwise gives
     /// it back.
     pub fn merge(&mut self, later: SyncHandle) -> Option<SyncHandle> {
-        if !Arc::ptr_eq(&self.map, &later.map) {
+        if !Arc::ptr_eq(&self.file, &later.file) {
             return Some(later);
         }
         self.range = self.range.start.min(later.range.start)..self.range.end.max(later.range.end);

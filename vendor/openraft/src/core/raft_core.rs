@@ -1502,6 +1502,12 @@ where
         // Every time elect, reset this flag.
         self.engine.reset_greater_log();
 
+        // rafka patch: a new random timeout for every election, as Raft prescribes.
+        // Upstream draws it once per node, so two followers whose draws land in the same
+        // tick split their votes after their leader dies, and again at every retry.
+        self.engine.config.timer_config.election_timeout =
+            Duration::from_millis(self.config.new_rand_election_timeout::<C::AsyncRuntime>());
+
         tracing::info!("do trigger election");
         self.engine.elect();
     }
