@@ -381,6 +381,11 @@ impl Consumer {
         let timeout = self.maintain_group(timeout).await?;
         if self.buffered.is_empty() {
             self.fetch(timeout).await?;
+            if !self.buffered.is_empty() {
+                // Prefetch: what follows is asked for now, while the caller handles
+                // these records, instead of on the next poll.
+                self.dispatch(Instant::now(), timeout).await?;
+            }
         }
         // Handed over whole: no copy of the records.
         Ok(std::mem::take(&mut self.buffered))
@@ -397,9 +402,14 @@ impl Consumer {
             return Ok(());
         }
         let started = Instant::now();
+        self.dispatch(started, timeout).await?;
+        self.gather(started, timeout).await
+    }
+
+    /// Sends a fetch for every partition with a position and none in flight: one request
+    /// per broker (its leader, or a follower when preferred).
+    async fn dispatch(&mut self, started: Instant, timeout: Duration) -> Result<(), ClientError> {
         self.resolve_positions(started).await?;
-        // Each partition not asked for by a fetch in flight joins one new request per
-        // broker: its leader, or a follower when preferred.
         let mut by_broker: BTreeMap<u32, Vec<v1::FetchPartition>> = BTreeMap::new();
         for (tp, pos) in &self.positions {
             let Some(pos) = *pos else { continue };
@@ -448,6 +458,13 @@ impl Consumer {
                 async move { (asked, client.fetch(request).await) },
             ));
         }
+        Ok(())
+    }
+
+    /// Takes the answers of fetches in flight into the buffer: the first within
+    /// `timeout`, and any others already in.
+    async fn gather(&mut self, started: Instant, timeout: Duration) -> Result<(), ClientError> {
+        let in_flight = self.in_flight.get_mut().unwrap_or_else(|e| e.into_inner());
         // The first answer within the timeout, and any others already in; fetches still
         // out stay in flight for the next poll. With none out (every partition waits out
         // a failure), wait until the first may be tried again.
