@@ -191,8 +191,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     if let Some(l) = results.iter().find_map(|r| r.limits) {
         writeln!(
             md,
-            "\nMachine limits in the same run: write + fdatasync {:.0} MB/s, buffered write {:.0} MB/s, memcpy {:.0} MB/s, loopback TCP {:.0} MB/s.",
-            l.fsync_write, l.buffered_write, l.memcpy, l.loopback_tcp
+            "\nMachine limits in the same run: write + fdatasync {:.0} MB/s, buffered write {:.0} MB/s, memcpy {:.0} MB/s, loopback TCP {:.0} MB/s; 16 KiB write + fdatasync p50 {:.2} / p99 {:.2} / p99.9 {:.2} ms.",
+            l.fsync_write, l.buffered_write, l.memcpy, l.loopback_tcp, l.fsync_16k_p50_ms, l.fsync_16k_p99_ms, l.fsync_16k_p999_ms
         )?;
     }
     let path = args.markdown.unwrap_or_else(|| args.dir.join("compare.md"));

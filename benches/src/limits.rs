@@ -1,6 +1,7 @@
 //! `rafka-bench limits`: what this machine can do at best, measured in the same run as
 //! rafka's figures so they can be read as fractions of it: sequential file writes with
-//! an fdatasync per chunk and without, memory copy, and loopback TCP.
+//! an fdatasync per chunk and without, memory copy, loopback TCP, and the latency of one
+//! small write made durable (what a flush=always append waits on at least).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -46,6 +47,16 @@ pub struct Limits {
     /// One TCP connection over loopback.
     #[serde(rename = "loopback_tcp_mb_per_sec")]
     pub loopback_tcp: f64,
+    /// A 16 KiB write followed by fdatasync, one after another: latency percentiles in
+    /// milliseconds (0 in results saved before they were measured).
+    #[serde(default)]
+    pub fsync_16k_p50_ms: f64,
+    /// Its p99.
+    #[serde(default)]
+    pub fsync_16k_p99_ms: f64,
+    /// Its p99.9.
+    #[serde(default)]
+    pub fsync_16k_p999_ms: f64,
 }
 
 impl Limits {
@@ -76,6 +87,32 @@ fn file_write(dir: &std::path::Path, bytes: u64, chunk: usize, sync: bool) -> an
     }
     Ok(mb_per_sec(written, started))
 }
+
+/// Small durable writes: [`SYNC_LATENCY_WRITES`] 16 KiB writes, each followed by
+/// fdatasync (at most [`SYNC_LATENCY_TIME`]); returns p50, p99 and p99.9 in ms.
+fn sync_latency(dir: &Path) -> anyhow::Result<[f64; 3]> {
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let mut f = tmp.as_file();
+    let buf = vec![0x5au8; 16 << 10];
+    let mut h = crate::report::histogram();
+    let started = Instant::now();
+    for _ in 0..SYNC_LATENCY_WRITES {
+        let t = Instant::now();
+        f.write_all(&buf)?;
+        f.sync_data()?;
+        h.saturating_record(t.elapsed().as_nanos() as u64);
+        if started.elapsed() > SYNC_LATENCY_TIME {
+            break;
+        }
+    }
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e6;
+    Ok([ms(0.5), ms(0.99), ms(0.999)])
+}
+
+/// Writes the fdatasync latency is measured over (enough for a p99.9).
+const SYNC_LATENCY_WRITES: usize = 5_000;
+/// The most time the fdatasync latency measurement takes.
+const SYNC_LATENCY_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn memcpy(bytes: u64) -> f64 {
     let src = vec![0x5au8; 64 << 20];
@@ -124,11 +161,15 @@ fn loopback(bytes: u64, chunk: usize) -> anyhow::Result<f64> {
 /// with an fdatasync per `chunk`, files in `dir`.
 pub fn measure(dir: &Path, bytes: u64, sync_bytes: u64, chunk: u64) -> anyhow::Result<Limits> {
     let chunk = chunk as usize;
+    let [p50, p99, p999] = sync_latency(dir)?;
     Ok(Limits {
         fsync_write: file_write(dir, sync_bytes, chunk, true)?,
         buffered_write: file_write(dir, bytes, chunk, false)?,
         memcpy: memcpy(bytes * 4),
         loopback_tcp: loopback(bytes * 2, chunk)?,
+        fsync_16k_p50_ms: p50,
+        fsync_16k_p99_ms: p99,
+        fsync_16k_p999_ms: p999,
     })
 }
 
@@ -142,6 +183,9 @@ pub fn run(args: LimitsArgs) -> anyhow::Result<()> {
             buffered_write: round(l.buffered_write),
             memcpy: round(l.memcpy),
             loopback_tcp: round(l.loopback_tcp),
+            fsync_16k_p50_ms: (l.fsync_16k_p50_ms * 1000.0).round() / 1000.0,
+            fsync_16k_p99_ms: (l.fsync_16k_p99_ms * 1000.0).round() / 1000.0,
+            fsync_16k_p999_ms: (l.fsync_16k_p999_ms * 1000.0).round() / 1000.0,
         };
         println!("{}", serde_json::to_string(&rounded)?);
     } else {
@@ -158,6 +202,10 @@ pub fn run(args: LimitsArgs) -> anyhow::Result<()> {
         println!(
             "  loopback TCP (1 connection)   {:>10.1} MB/s",
             l.loopback_tcp
+        );
+        println!(
+            "  16 KiB write + fdatasync      p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",
+            l.fsync_16k_p50_ms, l.fsync_16k_p99_ms, l.fsync_16k_p999_ms
         );
     }
     Ok(())

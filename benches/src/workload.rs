@@ -355,6 +355,10 @@ fn print_summary(r: &RunResult) {
             f.consume_of_loopback_tcp,
             l.loopback_tcp,
         );
+        eprintln!(
+            "  the disk alone: 16 KiB write + fdatasync p50/p99/p99.9 {:.2}/{:.2}/{:.2} ms",
+            l.fsync_16k_p50_ms, l.fsync_16k_p99_ms, l.fsync_16k_p999_ms,
+        );
     }
 }
 
