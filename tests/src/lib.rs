@@ -8,6 +8,7 @@
 //!   test, so a test can SIGKILL a real process in the middle of its work.
 
 pub mod cluster;
+pub mod netns;
 pub mod procs;
 pub mod raft_group;
 
@@ -74,8 +75,21 @@ impl ChildTest {
     /// Starts `test_name` (a full path such as `crash::child`) in a child process with
     /// [`CHILD_ENV`] set to `arg`.
     pub fn spawn(test_name: &str, arg: &str) -> Self {
+        Self::spawn_in(None, test_name, arg)
+    }
+
+    /// As [`ChildTest::spawn`], inside network namespace `netns` when given.
+    pub fn spawn_in(netns: Option<&str>, test_name: &str, arg: &str) -> Self {
         let exe = std::env::current_exe().expect("test binary path");
-        let mut child = Command::new(exe)
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let mut child = command
             .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, arg)
             .stdout(Stdio::piped())

@@ -50,6 +50,36 @@ pub fn broker_child() {
     });
 }
 
+/// The body of a `broker_child` test for a cluster of fixed brokers: runs a broker from
+/// its argument `id|address|data dir|peers` until it is killed; prints [`READY`] once it
+/// serves. Does nothing outside a child.
+pub fn peers_broker_child() {
+    let Some(arg) = child_arg() else { return };
+    let parts: Vec<&str> = arg.split('|').collect();
+    let [id, addr, dir, peers] = parts[..] else {
+        panic!("bad child argument {arg}")
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        let config = rafka_broker::config::BrokerConfig {
+            node_id: id.parse().expect("id"),
+            listen: listener.local_addr().expect("addr"),
+            data_dir: dir.into(),
+            peers: peers.to_string(),
+            ..Default::default()
+        };
+        let server = rafka_broker::server::Server::open(config)
+            .await
+            .expect("open");
+        println!("{READY}");
+        server
+            .serve(listener, std::future::pending())
+            .await
+            .expect("serve");
+    });
+}
+
 /// Brokers 1..=n: their addresses, data directories and running processes.
 pub struct Brokers {
     addrs: Vec<String>,

@@ -17,35 +17,12 @@ use rafka_tests::cluster::{
 };
 use rafka_tests::{child_arg, eventually, ChildTest};
 
-const READY: &str = "broker ready";
+use rafka_tests::procs::READY;
 
 /// A broker process: `id|address|data dir|peers`.
 #[test]
 fn broker_child() {
-    let Some(arg) = child_arg() else { return };
-    let parts: Vec<&str> = arg.split('|').collect();
-    let [id, addr, dir, peers] = parts[..] else {
-        panic!("bad child argument {arg}")
-    };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-        let config = rafka_broker::config::BrokerConfig {
-            node_id: id.parse().expect("id"),
-            listen: listener.local_addr().expect("addr"),
-            data_dir: dir.into(),
-            peers: peers.to_string(),
-            ..Default::default()
-        };
-        let server = rafka_broker::server::Server::open(config)
-            .await
-            .expect("open");
-        println!("{READY}");
-        server
-            .serve(listener, std::future::pending())
-            .await
-            .expect("serve");
-    });
+    rafka_tests::procs::peers_broker_child()
 }
 
 struct Brokers {

@@ -1,0 +1,136 @@
+//! Brokers in network namespaces joined by one bridge, and links cut the way a network
+//! partition cuts them: nftables drops every packet between two brokers, with no reset
+//! and no error, so their connections go silent. Needs root, `ip` and `nft`.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A bridge in this namespace (tests reach every broker through it) and one namespace
+/// per broker, `1..=n`, each with an address on the bridge's subnet.
+pub struct Net {
+    tag: String,
+    subnet: String,
+    n: u32,
+}
+
+static NETS: AtomicU32 = AtomicU32::new(0);
+
+/// Runs `ip`/`nft` with `args`; panics with its output when it fails.
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Net {
+    /// Creates the bridge and `n` namespaces.
+    pub fn new(n: u32) -> Self {
+        let k = NETS.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let tag = format!("rk{}x{k}", pid % 100_000);
+        // A subnet of its own per test process and net (10.77-10.126.x).
+        let seq = pid.wrapping_mul(31).wrapping_add(k);
+        let subnet = format!("10.{}.{}", 77 + (seq / 250) % 50, seq % 250);
+        let net = Self { tag, subnet, n };
+        let br = net.bridge();
+        run("ip", &["link", "add", &br, "type", "bridge"]);
+        run(
+            "ip",
+            &["addr", "add", &format!("{}.1/24", net.subnet), "dev", &br],
+        );
+        run("ip", &["link", "set", &br, "up"]);
+        for id in 1..=n {
+            let ns = net.netns(id);
+            let host = format!("{}v{id}", net.tag);
+            run("ip", &["netns", "add", &ns]);
+            run(
+                "ip",
+                &[
+                    "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                ],
+            );
+            run("ip", &["link", "set", &host, "master", &br, "up"]);
+            let addr = format!("{}/24", net.ip(id));
+            run("ip", &["-n", &ns, "addr", "add", &addr, "dev", "eth0"]);
+            run("ip", &["-n", &ns, "link", "set", "eth0", "up"]);
+            run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+            let rules = "table inet cut {\n\
+                chain in { type filter hook input priority 0; }\n\
+                chain out { type filter hook output priority 0; }\n}\n";
+            let file = std::env::temp_dir().join(format!("{ns}.nft"));
+            std::fs::write(&file, rules).expect("nft rules file");
+            run(
+                "ip",
+                &["netns", "exec", &ns, "nft", "-f", &file.to_string_lossy()],
+            );
+            let _ = std::fs::remove_file(file);
+        }
+        net
+    }
+
+    fn bridge(&self) -> String {
+        format!("{}b", self.tag)
+    }
+
+    /// Broker `id`'s namespace.
+    pub fn netns(&self, id: u32) -> String {
+        format!("{}n{id}", self.tag)
+    }
+
+    /// Broker `id`'s address.
+    pub fn ip(&self, id: u32) -> String {
+        format!("{}.{}", self.subnet, 10 + id)
+    }
+
+    /// Drops every packet between brokers `a` and `b`, both ways, on both sides.
+    pub fn cut(&self, a: u32, b: u32) {
+        for (me, other) in [(a, b), (b, a)] {
+            let ns = self.netns(me);
+            let ip = self.ip(other);
+            for (chain, dir) in [("in", "saddr"), ("out", "daddr")] {
+                run(
+                    "ip",
+                    &[
+                        "netns", "exec", &ns, "nft", "add", "rule", "inet", "cut", chain, "ip",
+                        dir, &ip, "drop",
+                    ],
+                );
+            }
+        }
+    }
+
+    /// Lifts every cut of brokers `a` and `b`.
+    pub fn heal(&self, a: u32, b: u32) {
+        for id in [a, b] {
+            let ns = self.netns(id);
+            for chain in ["in", "out"] {
+                run(
+                    "ip",
+                    &[
+                        "netns", "exec", &ns, "nft", "flush", "chain", "inet", "cut", chain,
+                    ],
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for id in 1..=self.n {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.netns(id)])
+                .output();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge()])
+            .output();
+    }
+}
