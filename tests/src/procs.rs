@@ -55,6 +55,13 @@ pub fn broker_child() {
 /// serves. Does nothing outside a child.
 pub fn peers_broker_child() {
     let Some(arg) = child_arg() else { return };
+    // To stderr (inherited), never to the stdout pipe the parent stops reading.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        ))
+        .with_writer(std::io::stderr)
+        .try_init();
     let parts: Vec<&str> = arg.split('|').collect();
     let [id, addr, dir, peers] = parts[..] else {
         panic!("bad child argument {arg}")
