@@ -183,19 +183,23 @@ impl ClusterNode {
                 incarnation: liveness.incarnation(),
                 leading: liveness.leading_for(peer),
                 opening: liveness.is_opening(),
+                alive: liveness.alive_peers(Instant::now()),
             };
             self.tasks().spawn_until_stopped(async move {
                 match channels
                     .node_heartbeat(&address, message, HEARTBEAT_TIMEOUT)
                     .await
                 {
-                    Ok(reply) if reply.from == peer => liveness.heard(
-                        peer,
-                        reply.incarnation,
-                        reply.leading,
-                        reply.opening,
-                        Instant::now(),
-                    ),
+                    Ok(reply) if reply.from == peer => {
+                        liveness.heard(
+                            peer,
+                            reply.incarnation,
+                            reply.leading,
+                            reply.opening,
+                            Instant::now(),
+                        );
+                        liveness.heard_sees(peer, reply.alive);
+                    }
                     Ok(reply) => tracing::warn!(
                         "broker {peer} at {address} answered as broker {}",
                         reply.from
@@ -299,6 +303,13 @@ impl Steering {
         let since = *self.leaderless.entry(group).or_insert(now);
         // The leader's broker refused us or fell silent: no need to wait for it.
         let known_down = follower.leader.is_some_and(|l| !view.is_alive(l, me));
+        if let Some(l) = follower.leader.filter(|_| known_down) {
+            if view.heard_by_another(l, me, &follower.voters) {
+                // Only our link to it is cut (a node-level pre-vote): a campaign could
+                // not win, and its higher term would depose the leader at the heal.
+                return Settled::No;
+            }
+        }
         // Nor when no other broker votes in the group: none can lead it.
         let alone = follower.voters.iter().all(|&v| v == me);
         let grace = if known_down || alone {

@@ -53,6 +53,8 @@ struct PeerView {
     returns: u64,
     /// Bumped whenever `led` changes.
     led_version: u64,
+    /// The brokers the peer said it hears from.
+    sees: HashSet<u64>,
 }
 
 /// What [`Liveness::view`] saw at one moment.
@@ -67,6 +69,8 @@ pub struct LiveView {
     /// Live peers still opening their replicas (for at most [`OPENING_MAX`]), this
     /// broker included.
     pub opening: HashSet<u64>,
+    /// The brokers each live peer says it hears from.
+    pub sees: HashMap<u64, HashSet<u64>>,
     /// Equal in two views when everything above is (a hash of the live peers, what
     /// they lead, their returns and openings): a group whose own state did not change
     /// either needs no new look.
@@ -77,6 +81,17 @@ impl LiveView {
     /// Whether `node` is alive (this broker always is).
     pub fn is_alive(&self, node: u64, me: u64) -> bool {
         node == me || self.alive.contains(&node)
+    }
+
+    /// Whether one of `voters` other than `me` and `node`, alive to this broker, says it
+    /// hears from `node`: then `node` is up and only this broker's link to it is down.
+    pub fn heard_by_another(&self, node: u64, me: u64, voters: &[u64]) -> bool {
+        voters.iter().any(|&v| {
+            v != me
+                && v != node
+                && self.alive.contains(&v)
+                && self.sees.get(&v).is_some_and(|s| s.contains(&node))
+        })
     }
 }
 
@@ -182,10 +197,28 @@ impl Liveness {
                         led,
                         returns: 1,
                         led_version: 0,
+                        sees: HashSet::new(),
                     },
                 );
             }
         }
+    }
+
+    /// Records which brokers `from` said it hears from (with its heartbeat).
+    pub fn heard_sees(&self, from: u64, sees: Vec<u64>) {
+        if let Some(p) = self.lock().peers.get_mut(&from) {
+            p.sees = sees.into_iter().collect();
+        }
+    }
+
+    /// The peers this broker hears from now (what its heartbeats say it sees).
+    pub fn alive_peers(&self, now: Instant) -> Vec<u64> {
+        let mut alive: Vec<u64> = (self.lock().peers.iter())
+            .filter(|(_, p)| p.is_alive(now))
+            .map(|(&id, _)| id)
+            .collect();
+        alive.sort_unstable();
+        alive
     }
 
     /// Records that a request to `peer` could not connect: it is down until heard again.
@@ -250,7 +283,10 @@ impl Liveness {
             for &g in &p.led {
                 view.leaders.insert(g, id);
             }
-            summary.push((id, p.returns, Some((p.led_version, opening))));
+            let mut sees: Vec<u64> = p.sees.iter().copied().collect();
+            sees.sort_unstable();
+            view.sees.insert(id, p.sees.clone());
+            summary.push((id, p.returns, Some((p.led_version, opening, sees))));
         }
         summary.sort_unstable();
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -332,6 +368,33 @@ mod tests {
         assert!(!l.is_down(2, late) && !l.is_down(3, late));
         l.refused(2);
         assert!(l.is_down(2, late));
+    }
+
+    #[test]
+    fn a_broker_cut_off_from_this_one_but_heard_by_another_voter_is_up() {
+        let l = Liveness::new(1);
+        let t0 = Instant::now();
+        l.heard(2, 10, vec![7], false, t0);
+        l.heard(3, 20, vec![], false, t0);
+        l.heard_sees(3, vec![1, 2]);
+        assert_eq!(l.alive_peers(t0), vec![2, 3]);
+        // The link to 2 is cut (silent past the window); 3 still hears it.
+        let late = t0 + ALIVE_WINDOW + Duration::from_millis(1);
+        l.heard(3, 20, vec![], false, late);
+        let view = l.view(late);
+        assert!(!view.is_alive(2, 1));
+        assert!(view.heard_by_another(2, 1, &[1, 2, 3]));
+        assert!(
+            !view.heard_by_another(2, 1, &[1, 2]),
+            "3 is no voter of this group"
+        );
+        // 3 no longer hears 2 either: 2 is down.
+        l.heard_sees(3, vec![1]);
+        assert!(!l.view(late).heard_by_another(2, 1, &[1, 2, 3]));
+        // What a silent voter said counts no more.
+        l.heard_sees(3, vec![1, 2]);
+        let later = late + ALIVE_WINDOW + Duration::from_millis(1);
+        assert!(!l.view(later).heard_by_another(2, 1, &[1, 2, 3]));
     }
 
     #[test]

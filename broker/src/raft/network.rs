@@ -723,18 +723,15 @@ impl RaftPeer for PeerService {
             .as_ref()
             .ok_or_else(|| Status::unimplemented("this broker takes no node heartbeats"))?;
         let req = request.into_inner();
-        liveness.heard(
-            req.from,
-            req.incarnation,
-            req.leading,
-            req.opening,
-            Instant::now(),
-        );
+        let now = Instant::now();
+        liveness.heard(req.from, req.incarnation, req.leading, req.opening, now);
+        liveness.heard_sees(req.from, req.alive);
         Ok(Response::new(pb::NodeStatus {
             from: liveness.me(),
             incarnation: liveness.incarnation(),
             leading: liveness.leading_for(req.from),
             opening: liveness.is_opening(),
+            alive: liveness.alive_peers(now),
         }))
     }
 
