@@ -307,6 +307,7 @@ impl Steering {
             if view.heard_by_another(l, me, &follower.voters) {
                 // Only our link to it is cut (a node-level pre-vote): a campaign could
                 // not win, and its higher term would depose the leader at the heal.
+                tracing::debug!(topic = %p.topic, partition = p.partition, leader = l, "the leader's broker is silent here but heard by another voter: no campaign");
                 return Settled::No;
             }
         }
