@@ -14,6 +14,18 @@ pub const READY: &str = "broker ready";
 /// is killed or decommissioned; prints [`READY`], or `refused: ...` if it cannot start.
 /// Does nothing outside a child.
 pub fn broker_child() {
+    run_child(|config, join| config.join = join.to_string());
+}
+
+/// The body of a `broker_child` test for a cluster of fixed brokers: as
+/// [`broker_child`], from the argument `id|address|data dir|peers`.
+pub fn peers_broker_child() {
+    run_child(|config, peers| config.peers = peers.to_string());
+}
+
+/// Runs a broker from the child's argument `id|address|data dir|last`, where `set`
+/// puts `last` into its config.
+fn run_child(set: impl FnOnce(&mut rafka_broker::config::BrokerConfig, &str)) {
     let Some(arg) = child_arg() else { return };
     // To stderr (inherited), never to the stdout pipe the parent stops reading.
     let _ = tracing_subscriber::fmt()
@@ -23,19 +35,19 @@ pub fn broker_child() {
         .with_writer(std::io::stderr)
         .try_init();
     let parts: Vec<&str> = arg.split('|').collect();
-    let [id, addr, dir, join] = parts[..] else {
+    let [id, addr, dir, last] = parts[..] else {
         panic!("bad child argument {arg}")
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-        let config = rafka_broker::config::BrokerConfig {
+        let mut config = rafka_broker::config::BrokerConfig {
             node_id: id.parse().expect("id"),
             listen: listener.local_addr().expect("addr"),
             data_dir: dir.into(),
-            join: join.to_string(),
             ..Default::default()
         };
+        set(&mut config, last);
         match rafka_broker::server::Server::open(config).await {
             Ok(server) => {
                 println!("{READY}");
@@ -47,43 +59,6 @@ pub fn broker_child() {
             }
             Err(e) => println!("refused: {e}"),
         }
-    });
-}
-
-/// The body of a `broker_child` test for a cluster of fixed brokers: runs a broker from
-/// its argument `id|address|data dir|peers` until it is killed; prints [`READY`] once it
-/// serves. Does nothing outside a child.
-pub fn peers_broker_child() {
-    let Some(arg) = child_arg() else { return };
-    // To stderr (inherited), never to the stdout pipe the parent stops reading.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        ))
-        .with_writer(std::io::stderr)
-        .try_init();
-    let parts: Vec<&str> = arg.split('|').collect();
-    let [id, addr, dir, peers] = parts[..] else {
-        panic!("bad child argument {arg}")
-    };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-        let config = rafka_broker::config::BrokerConfig {
-            node_id: id.parse().expect("id"),
-            listen: listener.local_addr().expect("addr"),
-            data_dir: dir.into(),
-            peers: peers.to_string(),
-            ..Default::default()
-        };
-        let server = rafka_broker::server::Server::open(config)
-            .await
-            .expect("open");
-        println!("{READY}");
-        server
-            .serve(listener, std::future::pending())
-            .await
-            .expect("serve");
     });
 }
 
