@@ -97,14 +97,16 @@ stop_servers() {
   rm -rf "${data:?}"/*
 }
 
-# Sets `bootstrap`.
+# Sets `bootstrap` and `metrics` (the brokers' HTTP ports, for their stage latencies).
 start_rafka() {
   local n=$1 i
   if ((n == 1)); then
-    "$rafka" start --listen 127.0.0.1:0 --data-dir "$data/rafka" >"$data/rafka.log" 2>&1 &
+    "$rafka" start --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --data-dir "$data/rafka" \
+      >"$data/rafka.log" 2>&1 &
     pids+=($!)
     wait_for 30 "the rafka broker" grep -q "rafka broker listening on" "$data/rafka.log"
     bootstrap=$(sed -n 's/^rafka broker listening on //p' "$data/rafka.log")
+    metrics=$(sed -n 's/^rafka http listening on //p' "$data/rafka.log")
   else
     local ports=() peers=() addrs=()
     for ((i = 1; i <= n; i++)); do
@@ -117,12 +119,15 @@ start_rafka() {
     bootstrap=$(IFS=,; echo "${addrs[*]}")
     for ((i = 1; i <= n; i++)); do
       "$rafka" start --node-id "$i" --listen "${addrs[i - 1]}" --peers "$peer_list" \
-        --data-dir "$data/rafka$i" >"$data/rafka$i.log" 2>&1 &
+        --http-listen 127.0.0.1:0 --data-dir "$data/rafka$i" >"$data/rafka$i.log" 2>&1 &
       pids+=($!)
     done
+    local http=()
     for ((i = 1; i <= n; i++)); do
       wait_for 30 "rafka broker $i" grep -q "rafka broker listening on" "$data/rafka$i.log"
+      http+=("$(sed -n 's/^rafka http listening on //p' "$data/rafka$i.log")")
     done
+    metrics=$(IFS=,; echo "${http[*]}")
     wait_for 60 "the rafka cluster's metadata leader" "$rafka" --bootstrap "$bootstrap" cluster status
   fi
 }
@@ -181,7 +186,7 @@ for file in "${workloads[@]}"; do
   if [[ ,$systems, == *,rafka,* ]]; then
     echo "== $name: rafka, $n broker(s), flush=$flush"
     start_rafka "$n"
-    "$bench" run "$file" --system rafka --bootstrap "$bootstrap" --limits "$out/limits.json" \
+    "$bench" run "$file" --system rafka --bootstrap "$bootstrap" --metrics "$metrics" --limits "$out/limits.json" \
       --out "$out/$name-rafka.json" "${run_args[@]}" || failed+=("$name on rafka")
     stop_servers
   fi

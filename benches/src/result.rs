@@ -63,6 +63,9 @@ pub struct RunResult {
     pub limits: Option<Limits>,
     /// The rates as fractions of those limits.
     pub fractions: Option<Fractions>,
+    /// The brokers' stage latencies over the window (with `--metrics`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<crate::stages::StageStat>,
 }
 
 /// Rates over one interval of the measured window.

@@ -188,6 +188,10 @@ pub struct RunArgs {
     /// system's temporary directory; best on the brokers' file system).
     #[arg(long)]
     limits_dir: Option<PathBuf>,
+    /// The brokers' HTTP ports, `host:port,...`: their stage latencies over the window
+    /// are read from `/metrics` and reported beside the clients' (rafka only).
+    #[arg(long, value_delimiter = ',')]
+    metrics: Vec<String>,
     /// Neither read nor measure the limits.
     #[arg(long, conflicts_with = "limits")]
     no_limits: bool,
@@ -297,11 +301,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let driver = RafkaDriver {
                 bootstrap: args.bootstrap.clone(),
             };
-            run_with(&driver, &w, System::Rafka).await?
+            run_with(&driver, &w, System::Rafka, &args.metrics).await?
         }
         System::Jetstream => {
             let driver = JetStreamDriver::new(&args.nats, args.jetstream.clone());
-            run_with(&driver, &w, System::Jetstream).await?
+            run_with(&driver, &w, System::Jetstream, &[]).await?
         }
     };
     result.limits = limits;
@@ -340,6 +344,9 @@ fn print_summary(r: &RunResult) {
                 .map_or("(not within the window)".into(), |s| format!("{s:.1} s")),
         );
     }
+    if !r.stages.is_empty() {
+        crate::stages::print(&r.stages);
+    }
     if let (Some(l), Some(f)) = (&r.limits, &r.fractions) {
         eprintln!(
             "  produce {:.1} MB/s = {:.3} of {} write ({:.0} MB/s; x{} replicas: {:.3}); consume {:.1} MB/s = {:.3} of memcpy ({:.0} MB/s), {:.3} of loopback TCP ({:.0} MB/s)",
@@ -367,6 +374,7 @@ async fn run_with<D: Driver>(
     driver: &D,
     w: &Workload,
     system: System,
+    metrics: &[String],
 ) -> anyhow::Result<RunResult> {
     driver.prepare(w).await?;
     let shared = Arc::new(Shared {
@@ -413,6 +421,10 @@ async fn run_with<D: Driver>(
     }
 
     tokio::time::sleep(Duration::from_secs(w.warmup_secs)).await;
+    let stages_before = match metrics {
+        [] => None,
+        m => Some(crate::stages::scrape(m).await?),
+    };
     shared.measuring.store(true, Ordering::Relaxed);
     let window = Instant::now();
     let mut series = Vec::new();
@@ -455,6 +467,10 @@ async fn run_with<D: Driver>(
         }
     };
     shared.measuring.store(false, Ordering::Relaxed);
+    let stages = match &stages_before {
+        Some(before) => crate::stages::between(before, &crate::stages::scrape(metrics).await?),
+        None => Vec::new(),
+    };
     shared.stop.store(true, Ordering::Relaxed);
     for p in producers {
         p.await??;
@@ -496,6 +512,7 @@ async fn run_with<D: Driver>(
         e2e_latency_curve: curve(&e2e),
         limits: None,
         fractions: None,
+        stages,
     })
 }
 

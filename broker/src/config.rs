@@ -21,6 +21,8 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     /// Address clients are told to use (defaults to the bound address).
     pub advertised_address: Option<String>,
+    /// Address of the HTTP port (`/metrics`, `/health/live`); none without it.
+    pub http_listen: Option<SocketAddr>,
     /// Where partition logs and topic metadata live.
     pub data_dir: PathBuf,
     /// Largest total of record bytes one produce request may carry.
@@ -52,6 +54,7 @@ impl Default for BrokerConfig {
             node_id: 1,
             listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
             advertised_address: None,
+            http_listen: None,
             data_dir: PathBuf::from("./rafka-data"),
             max_request_bytes: 64 << 20,
             retention_check_interval_ms: 5 * 60 * 1000,

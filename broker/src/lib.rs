@@ -7,6 +7,7 @@
 //!             the peer service (Raft RPCs, metadata proposals sent on to the leader)
 //! group/      consumer groups: offsets in `__consumer_offsets`, membership, assignors
 //! topics      topic names: validation, the reserved names of internal topics
+//! metrics     stage latency histograms, Prometheus text, the HTTP port (`http`)
 //! migrate     data directories of earlier releases
 //! server/     tonic services (Broker, Group, Admin), validation, data-dir lock, shutdown
 //! config      broker settings (TOML, flags, env), partition limits, Kafka-named topic configs
@@ -21,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod group;
 pub mod log;
+pub mod metrics;
 pub mod migrate;
 pub mod raft;
 pub mod server;

@@ -21,6 +21,10 @@ pub struct StartArgs {
     /// Address to listen on (port 0 picks a free one; the bound address is printed).
     #[arg(long, env = "RAFKA_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Address of the HTTP port (`/metrics`, `/health/live`; port 0 picks a free one,
+    /// printed). Without it (or `http_listen` in the config) there is none.
+    #[arg(long, env = "RAFKA_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
     /// Data directory.
     #[arg(long, env = "RAFKA_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -135,6 +139,9 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Some(http) = args.http_listen {
+        config.http_listen = Some(http);
+    }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
@@ -150,7 +157,20 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
     // The address the broker registers for itself is the one it got (`--listen :0`).
     config.listen = bound;
+    let http = match config.http_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for HTTP on {addr}"))?,
+        ),
+        None => None,
+    };
     let server = Server::open(config).await?;
+    if let Some(http) = http {
+        let addr = http.local_addr()?;
+        server.serve_http(http);
+        println!("rafka http listening on {addr}");
+    }
     // Scripts and tests read this line to learn the port.
     println!("rafka broker listening on {bound}");
     server.serve(listener, shutdown_signal()).await?;

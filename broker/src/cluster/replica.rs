@@ -72,8 +72,11 @@ impl ReplicatedPartition {
     /// quorum for [`COMMIT_TIMEOUT`] it answers `Unavailable` (the batch may still
     /// commit later, as with Kafka's request timeout).
     pub async fn append(&self, batch: ValidatedBatch) -> Result<AppendResult, BrokerError> {
+        let started = std::time::Instant::now();
         let write = self.raft.client_write(BatchData(batch.bytes().clone()));
-        let Ok(written) = tokio::time::timeout(COMMIT_TIMEOUT, write).await else {
+        let written = tokio::time::timeout(COMMIT_TIMEOUT, write).await;
+        crate::metrics::STAGES.raft_commit.since(started);
+        let Ok(written) = written else {
             return Err(BrokerError::Unavailable(format!(
                 "{}-{}: not committed within {COMMIT_TIMEOUT:?} (no quorum reachable?)",
                 self.topic, self.partition
@@ -127,6 +130,7 @@ impl ReplicatedPartition {
     /// Proposes a batch and returns once it is in this leader's log (or committed, or
     /// refused, whichever comes first).
     async fn append_local(&self, batch: ValidatedBatch) -> Result<AppendResult, BrokerError> {
+        let started = std::time::Instant::now();
         let bytes = batch.bytes().clone();
         let local = self.local_acks.register(&bytes);
         let committed = match self.raft.client_write_ff(BatchData(bytes.clone())).await {
@@ -153,6 +157,7 @@ impl ReplicatedPartition {
             }
         })
         .await;
+        crate::metrics::STAGES.leader_append.since(started);
         self.local_acks.forget(&bytes);
         // The commit's answer, if not awaited, goes nowhere: Raft's send to a dropped
         // receiver is a no-op.

@@ -314,9 +314,10 @@ fn deliver(pending: &Mutex<Pending>, message: pb::PeerAnswers) {
     let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
     pending.heard = Some(Instant::now());
     for answer in message.answers {
-        let Some((_, reply)) = pending.calls.remove(&answer.id) else {
+        let Some((sent, reply)) = pending.calls.remove(&answer.id) else {
             continue;
         };
+        crate::metrics::STAGES.peer_call.since(sent);
         let result = if answer.code == 0 {
             Ok(answer.json)
         } else {

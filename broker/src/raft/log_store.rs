@@ -11,6 +11,7 @@ use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, RaftLogReader, StorageIOError};
@@ -22,6 +23,7 @@ use super::state_file::RaftState;
 use super::types::{typ, TypeConfig};
 use super::votes::VoteJournal;
 use crate::log::{Locator, LogReader, PartitionLog};
+use crate::metrics::STAGES;
 use crate::tasks::Tasks;
 
 /// Where each un-purged entry is stored.
@@ -311,6 +313,12 @@ impl RaftLogStore {
         }
     }
 
+    /// Held by a test: the flusher's reports wait (appends stay written, not reported).
+    #[cfg(test)]
+    pub(crate) fn flush_gate(&self) -> Arc<tokio::sync::Mutex<()>> {
+        self.flusher.gate.clone()
+    }
+
     /// Raised when a snapshot purges past the last local entry: the state machine then
     /// restarts the partition log at the snapshot's end.
     pub fn reset_flag(&self) -> Arc<AtomicBool> {
@@ -438,6 +446,7 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
         I: IntoIterator<Item = typ::Entry> + Send,
         I::IntoIter: Send,
     {
+        let started = Instant::now();
         let mut encoded = Vec::new();
         let mut first_index = None;
         let mut proposed = Vec::new();
@@ -456,6 +465,7 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
                 sync: None,
                 callback,
                 acks: Vec::new(),
+                queued: started,
             });
             return Ok(());
         };
@@ -487,10 +497,12 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
                     .into_iter()
                     .map(|(i, batch)| (batch, (appended[i].base_offset, appended[i].next_offset)))
                     .collect();
+                STAGES.log_write.since(started);
                 self.flusher.submit(Flush {
                     sync,
                     callback,
                     acks,
+                    queued: Instant::now(),
                 });
                 Ok(())
             }

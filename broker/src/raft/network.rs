@@ -615,7 +615,12 @@ async fn vote(groups: &RaftGroups, req: pb::RaftRequest) -> Result<Bytes, Status
 /// Answers one call of an `Exchange` stream.
 async fn answer(groups: &RaftGroups, call: pb::PeerCall) -> pb::PeerAnswer {
     let result = match call.body {
-        Some(Body::Append(req)) => append(groups, req).await,
+        Some(Body::Append(req)) => {
+            let started = Instant::now();
+            let r = append(groups, req).await;
+            crate::metrics::STAGES.peer_append.since(started);
+            r
+        }
         Some(Body::Vote(req)) => vote(groups, req).await,
         None => Err(Status::invalid_argument("a peer call without a body")),
     };

@@ -16,6 +16,7 @@ use super::{catalog, Shared};
 use crate::cluster::node::ReplicatedPartition;
 use crate::error::BrokerError;
 use crate::log::LogError;
+use crate::metrics::STAGES;
 
 /// A partition served here.
 type Served = Arc<ReplicatedPartition>;
@@ -174,11 +175,13 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<v1::ProduceRequest>,
     ) -> Result<Response<v1::ProduceResponse>, Status> {
+        let started = std::time::Instant::now();
         let req = request.into_inner();
         let acks = v1::Acks::try_from(req.acks)
             .map_err(|_| BrokerError::InvalidRequest(format!("unknown acks value {}", req.acks)))?;
         // Everything is validated before anything is appended.
         let work = validate_produce(&self.shared, &req).await?;
+        STAGES.produce_validate.since(started);
         // Every partition runs to its own end: one that fails (its leader moved) must
         // not hide what happened to the others, which may have been appended.
         let appends = work.into_iter().map(|(partition, batches)| async move {
@@ -186,6 +189,7 @@ impl broker_server::Broker for BrokerService {
             (id, partition.produce(batches, acks).await)
         });
         let results = futures::future::join_all(appends).await;
+        STAGES.produce_request.since(started);
         if results.iter().all(|(_, r)| r.is_err()) {
             if let Some((_, Err(e))) = results.into_iter().next() {
                 return Err(e.into());
@@ -215,6 +219,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<v1::FetchRequest>,
     ) -> Result<Response<v1::FetchResponse>, Status> {
+        let _timer = STAGES.fetch_request.timer();
         let req = request.into_inner();
         if req.partitions.is_empty() {
             return Err(

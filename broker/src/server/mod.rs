@@ -16,6 +16,7 @@ mod admin_service;
 mod broker_service;
 mod catalog;
 mod group_service;
+pub mod http;
 mod lock;
 
 use std::collections::BTreeMap;
@@ -184,6 +185,14 @@ impl Server {
     /// This broker's part of the cluster.
     pub fn cluster(&self) -> &Arc<ClusterNode> {
         &self.shared.node
+    }
+
+    /// Serves the HTTP port (metrics, health) on `listener` until the broker stops.
+    pub fn serve_http(&self, listener: TcpListener) {
+        self.shared
+            .node
+            .tasks()
+            .spawn_until_stopped(http::serve(listener));
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains and syncs.
