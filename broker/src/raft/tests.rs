@@ -39,13 +39,9 @@ fn openraft_storage_suite() {
 /// before, also when a crash left the deleted segments' files behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_deletes_segments_and_reopening_keeps_the_numbering() {
-    use std::collections::BTreeMap;
-
-    use openraft::{BasicNode, Raft, RaftLogReader};
+    use openraft::RaftLogReader;
     use rafka_proto::batch::{BatchBuilder, Record};
 
-    use super::network::{GroupNetwork, PeerChannels};
-    use super::state_machine::{SmStorage, NO_TARGET};
     use super::types::BatchData;
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -54,31 +50,7 @@ async fn purge_deletes_segments_and_reopening_keeps_the_numbering() {
         flush: FlushPolicy::Os,
         ..LogConfig::default()
     };
-    let log = Arc::new(Mutex::new(
-        PartitionLog::open(dir.path(), config.clone()).expect("open log"),
-    ));
-    let store = RaftLogStore::open(dir.path(), log.clone(), &Tasks::default()).unwrap();
-    let storage = SmStorage {
-        dir: dir.path().to_path_buf(),
-        log: log.clone(),
-        reset_pending: store.reset_flag(),
-        entries: store.entry_reader(),
-        snapshot_at: Arc::new(std::sync::atomic::AtomicU64::new(NO_TARGET)),
-        raft_state: store.state_handle(),
-    };
-    let sm = PartitionStateMachine::<super::state_machine::Offsets>::open(storage).unwrap();
-    let raft_config = Arc::new(openraft::Config::default().validate().unwrap());
-    let network = GroupNetwork::new(1, PeerChannels::default());
-    let raft = Raft::new(1, raft_config, network, store.clone(), sm.clone())
-        .await
-        .unwrap();
-    raft.initialize(BTreeMap::from([(1, BasicNode::new("unused"))]))
-        .await
-        .unwrap();
-    raft.wait(Some(std::time::Duration::from_secs(10)))
-        .state(openraft::ServerState::Leader, "leader")
-        .await
-        .unwrap();
+    let (store, sm, raft) = single_node_group(dir.path(), &config).await;
     for i in 0..60u32 {
         let value = vec![i as u8; 200];
         let mut b = BatchBuilder::new();
@@ -155,4 +127,100 @@ async fn purge_deletes_segments_and_reopening_keeps_the_numbering() {
             );
         }
     }
+}
+
+/// A single-node Raft group over a store in `dir`, its leader elected.
+async fn single_node_group(
+    dir: &std::path::Path,
+    config: &LogConfig,
+) -> (
+    RaftLogStore,
+    PartitionStateMachine,
+    openraft::Raft<TypeConfig>,
+) {
+    use std::collections::BTreeMap;
+
+    use openraft::{BasicNode, Raft};
+
+    use super::network::{GroupNetwork, PeerChannels};
+    use super::state_machine::{SmStorage, NO_TARGET};
+
+    let log = Arc::new(Mutex::new(
+        PartitionLog::open(dir, config.clone()).expect("open log"),
+    ));
+    let store = RaftLogStore::open(dir, log.clone(), &Tasks::default()).unwrap();
+    let storage = SmStorage {
+        dir: dir.to_path_buf(),
+        log,
+        reset_pending: store.reset_flag(),
+        entries: store.entry_reader(),
+        snapshot_at: Arc::new(std::sync::atomic::AtomicU64::new(NO_TARGET)),
+        raft_state: store.state_handle(),
+    };
+    let sm = PartitionStateMachine::<super::state_machine::Offsets>::open(storage).unwrap();
+    let raft_config = Arc::new(openraft::Config::default().validate().unwrap());
+    let network = GroupNetwork::new(1, PeerChannels::default());
+    let raft = Raft::new(1, raft_config, network, store.clone(), sm.clone())
+        .await
+        .unwrap();
+    raft.initialize(BTreeMap::from([(1, BasicNode::new("unused"))]))
+        .await
+        .unwrap();
+    raft.wait(Some(std::time::Duration::from_secs(10)))
+        .state(openraft::ServerState::Leader, "leader")
+        .await
+        .unwrap();
+    (store, sm, raft)
+}
+
+/// One batch of one 100-byte record.
+fn one_batch() -> super::types::BatchData {
+    let mut b = rafka_proto::batch::BatchBuilder::new();
+    b.append(&rafka_proto::batch::Record {
+        timestamp: 1,
+        key: None,
+        value: Some(&[7u8; 100]),
+        headers: &[],
+    });
+    super::types::BatchData(b.seal())
+}
+
+/// The leader does not wait for its own flush before going on (replication overlaps
+/// it; the openraft patch in `vendor/openraft`), yet counts itself towards the commit
+/// only once the flush is reported: a single node's write commits after the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_counts_its_own_append_only_once_flushed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, _sm, raft) = single_node_group(dir.path(), &LogConfig::default()).await;
+    let wait = || raft.wait(Some(std::time::Duration::from_secs(10)));
+    let m = raft.metrics().borrow().clone();
+    let last = m.last_log_index.unwrap();
+    wait()
+        .applied_index(Some(last), "noop applied")
+        .await
+        .unwrap();
+
+    let gate = store.flush_gate();
+    let held = gate.lock().await;
+    let writer = raft.clone();
+    let write = tokio::spawn(async move { writer.client_write(one_batch()).await });
+    // Appended (RaftCore went on past the append)...
+    wait().log_index(Some(last + 1), "appended").await.unwrap();
+    // ...and RaftCore still answers, without having committed the unflushed entry.
+    let committed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        raft.with_raft_state(|s| s.committed.map(|l| l.index)),
+    )
+    .await
+    .expect("RaftCore does not wait for the leader's flush")
+    .unwrap();
+    assert_eq!(
+        committed,
+        Some(last),
+        "committed before its flush was reported"
+    );
+    assert!(!write.is_finished());
+    drop(held);
+    let written = write.await.unwrap().expect("committed once flushed");
+    assert_eq!(written.log_id.index, last + 1);
 }

@@ -1,8 +1,10 @@
 use crate::core::sm;
 use crate::raft::VoteResponse;
 use crate::replication;
+use crate::LogId;
 use crate::MessageSummary;
 use crate::RaftTypeConfig;
+use crate::StorageIOError;
 use crate::Vote;
 
 /// A message coming from the internal components.
@@ -41,6 +43,17 @@ where C: RaftTypeConfig
 
     /// Result of executing a command sent from state machine worker.
     StateMachine { command_result: sm::CommandResult<C> },
+
+    /// (rafka patch) A leader's own append, submitted without waiting for its flush,
+    /// is durable (or failed): the leader may now count itself for it.
+    LocalLogFlushed {
+        /// The leader's vote when it appended.
+        vote: Vote<C::NodeId>,
+        /// The last entry of the append.
+        last_log_id: LogId<C::NodeId>,
+        /// The storage's report.
+        result: Result<(), StorageIOError<C::NodeId>>,
+    },
 
     /// A tick event to wake up RaftCore to check timeout etc.
     Tick {
@@ -84,6 +97,9 @@ where C: RaftTypeConfig
             }
             Self::StateMachine { command_result } => {
                 format!("StateMachine command done: {:?}", command_result)
+            }
+            Self::LocalLogFlushed { vote, last_log_id, .. } => {
+                format!("LocalLogFlushed: vote: {}, upto: {}", vote, last_log_id)
             }
             Self::Tick { i } => {
                 format!("Tick {}", i)
