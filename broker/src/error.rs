@@ -145,6 +145,10 @@ pub enum BrokerError {
         /// What was refused, and why.
         message: String,
     },
+    /// An idempotent batch came before an earlier batch of its producer (still on its
+    /// way: another request, a retry); retriable once the earlier batches are in.
+    #[error("out of order sequence: {0}")]
+    OutOfOrderSequence(String),
     /// Anything else on the broker's side (I/O on metadata files, a failed task).
     #[error("{0}")]
     Internal(String),
@@ -172,6 +176,7 @@ impl From<BrokerError> for Status {
             // Retriable: the client follows the `rafka-leader` header or refreshes metadata.
             BrokerError::NotLeader { .. } => Code::Unavailable,
             BrokerError::Fenced { .. } => Code::FailedPrecondition,
+            BrokerError::OutOfOrderSequence(_) => Code::Aborted,
             BrokerError::ShuttingDown | BrokerError::Unavailable(_) => Code::Unavailable,
             BrokerError::Internal(_) => Code::Internal,
         };

@@ -9,8 +9,15 @@
 //!         retriable errors retry with exponential backoff, in order
 //! ```
 //!
-//! A partition has at most one request in flight, so retries never reorder its records;
-//! batches sealed meanwhile ride together in its next request.
+//! Idempotent (the default with acks=all, Kafka's `enable.idempotence`): the producer
+//! gets a producer id from the cluster, and every batch carries it with the sequence
+//! number of its first record per partition. The partition leader appends each batch
+//! once and in sequence order (a retried batch already written is answered with the
+//! original's offsets; one ahead of a missing batch waits for it), so a partition may
+//! have up to `max_in_flight_per_partition` (5) requests in flight and retries still
+//! neither duplicate nor reorder. Without idempotence a partition has one request in
+//! flight, so retries never reorder its records; batches sealed meanwhile ride together
+//! in its next request.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -80,6 +87,12 @@ pub struct ProducerConfig {
     pub compression: Compression,
     /// Produce requests in flight at once (over all partitions).
     pub max_in_flight: usize,
+    /// Idempotent delivery (Kafka's `enable.idempotence`): `None` means on with
+    /// `acks=all` and off otherwise; `Some(true)` with other acks is refused.
+    pub enable_idempotence: Option<bool>,
+    /// Requests in flight per partition when idempotent, 1 to 5 (Kafka's
+    /// `max.in.flight.requests.per.connection`, default 5); without idempotence 1.
+    pub max_in_flight_per_partition: usize,
     /// Attempts after the first for a retriable error (also bounded by
     /// `delivery_timeout`).
     pub retries: u32,
@@ -105,6 +118,8 @@ impl Default for ProducerConfig {
             batch_size: 256 << 10,
             compression: Compression::None,
             max_in_flight: 16,
+            enable_idempotence: None,
+            max_in_flight_per_partition: 5,
             retries: u32::MAX,
             delivery_timeout: Duration::from_secs(120),
             retry_backoff: Duration::from_millis(100),
@@ -134,7 +149,10 @@ struct SealedBatch {
 struct PartitionQueue {
     open: Option<OpenBatch>,
     ready: VecDeque<SealedBatch>,
-    in_flight: bool,
+    /// Requests in flight.
+    in_flight: usize,
+    /// Sequence number of the next record (idempotent producers).
+    next_seq: i32,
 }
 
 #[derive(Default)]
@@ -157,6 +175,10 @@ struct Inner {
     idle: Notify,
     memory: Arc<Semaphore>,
     in_flight: Arc<Semaphore>,
+    /// The producer id and epoch when idempotent.
+    producer: Option<(i64, i16)>,
+    /// Requests in flight per partition at most.
+    per_partition: usize,
 }
 
 /// Sends records to rafka. Cheap to share behind an `Arc`; `send` takes `&self`.
@@ -178,8 +200,34 @@ impl Producer {
                 "batch_size and max_in_flight must be positive".into(),
             ));
         }
+        let idempotent = match (config.enable_idempotence, config.acks) {
+            (Some(true), acks) if acks != Acks::All => {
+                return Err(ClientError::InvalidArgument(format!(
+                    "enable_idempotence needs acks=all (acks is {acks:?})"
+                )))
+            }
+            (Some(on), _) => on,
+            (None, acks) => acks == Acks::All,
+        };
+        if idempotent && !(1..=5).contains(&config.max_in_flight_per_partition) {
+            return Err(ClientError::InvalidArgument(format!(
+                "max_in_flight_per_partition must be 1 to 5 with idempotence, not {}",
+                config.max_in_flight_per_partition
+            )));
+        }
         let cluster = Cluster::connect(bootstrap).await?;
+        let producer = if idempotent {
+            Some(init_producer_id(&cluster, &config).await?)
+        } else {
+            None
+        };
         let inner = Arc::new(Inner {
+            producer,
+            per_partition: if idempotent {
+                config.max_in_flight_per_partition
+            } else {
+                1
+            },
             cluster,
             memory: Arc::new(Semaphore::new(config.buffer_memory.max(config.batch_size))),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
@@ -252,8 +300,9 @@ impl Producer {
             .open
             .as_ref()
             .is_some_and(|o| o.builder.len() + size > batch_size);
+        let producer = inner.producer;
         if overflowed {
-            seal(queue, codec);
+            seal(queue, codec, producer);
             wake = true;
         }
         let open = queue.open.get_or_insert_with(|| {
@@ -270,7 +319,7 @@ impl Producer {
         let delivery = open.completion.record(partition, delta, timestamp);
         let full = open.builder.len() >= batch_size;
         if full {
-            seal(queue, codec);
+            seal(queue, codec, producer);
             wake = true;
         }
         if (full || overflowed) && record.partition.is_none() && record.key.is_none() {
@@ -335,9 +384,15 @@ impl Inner {
 }
 
 /// Moves the open batch, sealed (and compressed), to the ready queue.
-fn seal(queue: &mut PartitionQueue, codec: Compression) {
-    if let Some(open) = queue.open.take() {
+fn seal(queue: &mut PartitionQueue, codec: Compression, producer: Option<(i64, i16)>) {
+    if let Some(mut open) = queue.open.take() {
         let records = open.builder.record_count();
+        if let Some((id, epoch)) = producer {
+            let seq = queue.next_seq;
+            open.builder.set_producer(id, epoch, seq);
+            // Sequences wrap to 0 after i32::MAX, as Kafka's.
+            queue.next_seq = ((seq as i64 + records as i64) % (i32::MAX as i64 + 1)) as i32;
+        }
         let bytes = open
             .builder
             .seal_compressed(codec, |records| compress(codec, records).ok());
@@ -409,16 +464,16 @@ fn collect(inner: &Inner) -> (Vec<Outgoing>, Option<Instant>, bool) {
             if let Some(open) = &q.open {
                 let due = open.first_at + inner.config.linger;
                 if flushing || due <= now {
-                    seal(q, codec);
+                    seal(q, codec, inner.producer);
                 } else {
                     next = Some(next.map_or(due, |n| n.min(due)));
                 }
             }
-            busy |= q.in_flight || !q.ready.is_empty() || q.open.is_some();
-            if q.in_flight || q.ready.is_empty() {
+            busy |= q.in_flight > 0 || !q.ready.is_empty() || q.open.is_some();
+            if q.in_flight >= inner.per_partition || q.ready.is_empty() {
                 continue;
             }
-            q.in_flight = true;
+            q.in_flight += 1;
             let batches: Vec<SealedBatch> = q.ready.drain(..).collect();
             by_topic
                 .entry(topic.clone())
@@ -499,7 +554,7 @@ fn complete_partition(
         .get_mut(topic)
         .and_then(|qs| qs.get_mut(partition as usize))
     {
-        q.in_flight = false;
+        q.in_flight -= 1;
     }
     st.pending -= finished;
     if st.pending == 0 {
@@ -507,4 +562,40 @@ fn complete_partition(
     }
     drop(st);
     inner.wake.notify_one();
+}
+
+/// Asks the cluster for a producer id, retrying retriable failures (a metadata election
+/// at the cluster's start) with backoff until `delivery_timeout`.
+async fn init_producer_id(
+    cluster: &Cluster,
+    config: &ProducerConfig,
+) -> Result<(i64, i16), ClientError> {
+    let deadline = Instant::now() + config.delivery_timeout;
+    let mut backoff = config.retry_backoff.min(Duration::from_millis(50));
+    loop {
+        let answer = cluster
+            .broker()
+            .clone()
+            .init_producer_id(v1::InitProducerIdRequest {})
+            .await
+            .map_err(ClientError::from);
+        match answer {
+            Ok(r) => {
+                let r = r.into_inner();
+                let epoch = i16::try_from(r.producer_epoch).map_err(|_| {
+                    ClientError::InvalidArgument(format!(
+                        "broker sent producer epoch {} (not an i16)",
+                        r.producer_epoch
+                    ))
+                })?;
+                return Ok((r.producer_id, epoch));
+            }
+            Err(e) if e.is_retriable() && Instant::now() + backoff < deadline => {
+                tracing::debug!("init producer id: {e}; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

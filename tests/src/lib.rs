@@ -3,6 +3,7 @@
 //! - [`wait_until`], [`eventually`]: poll a condition with a deadline instead of sleeping.
 //! - [`TestBroker`]: a broker in this process on a free port with its own data directory.
 //! - [`raft_group`]: a Raft group of in-process nodes over real gRPC.
+//! - [`proxy`]: a TCP proxy that loses a broker's answers on demand.
 //! - [`cluster`]: brokers with `peers` in this process, stopped, restarted and cut off.
 //! - [`ChildTest`]: re-run the current test binary as a child process running one named
 //!   test, so a test can SIGKILL a real process in the middle of its work.
@@ -10,6 +11,7 @@
 pub mod cluster;
 pub mod netns;
 pub mod procs;
+pub mod proxy;
 pub mod raft_group;
 
 use std::io::{BufRead, BufReader};

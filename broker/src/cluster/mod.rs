@@ -21,8 +21,10 @@ mod join;
 mod moves;
 pub mod node;
 pub mod placement;
+pub mod producers;
 mod quiesce;
 pub mod replica;
+mod sequencer;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -120,6 +122,10 @@ pub enum Command {
         /// The partitions' new replica sets.
         moves: Vec<PlannedMove>,
     },
+    /// Allocates a producer id for an idempotent producer: the id is the command's
+    /// offset in the metadata log, unique in the cluster for good (offsets are never
+    /// reused, across restarts and leader changes). Changes nothing else.
+    InitProducerId,
 }
 
 /// Why a command cannot be applied. Applying it then changes nothing.
@@ -256,6 +262,7 @@ impl ClusterState {
                 self.brokers.remove(id);
                 self.removed.insert(*id);
             }
+            Command::InitProducerId => {}
             Command::Rebalance { moves } => {
                 if moves.is_empty() {
                     return Err(MetadataError::Invalid("a rebalance with no moves".into()));

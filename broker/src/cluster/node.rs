@@ -330,6 +330,18 @@ impl ClusterNode {
     /// metadata leader; a broker that does not lead the metadata sends it on to the
     /// leader over the peer service.
     pub async fn propose(&self, cmd: &Command) -> Result<(), BrokerError> {
+        self.propose_at(cmd).await.map(|_| ())
+    }
+
+    /// Allocates a producer id (see [`Command::InitProducerId`]).
+    pub async fn init_producer_id(&self) -> Result<i64, BrokerError> {
+        let at = self.propose_at(&Command::InitProducerId).await?;
+        i64::try_from(at).map_err(|_| BrokerError::Internal("producer ids ran out".into()))
+    }
+
+    /// Proposes a metadata command (on the metadata leader, wherever it is); returns the
+    /// offset the command landed at in the metadata log.
+    async fn propose_at(&self, cmd: &Command) -> Result<u64, BrokerError> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
@@ -359,7 +371,11 @@ impl ClusterNode {
             }
         }
         match result {
-            Ok(AppendResult { error: None, .. }) => Ok(()),
+            Ok(AppendResult {
+                error: None,
+                base_offset,
+                ..
+            }) => Ok(base_offset),
             Ok(AppendResult { error: Some(e), .. }) => Err(e.into()),
             Err(typ::RaftError::APIError(typ::ClientWriteError::ForwardToLeader(f))) => {
                 Err(match f.leader_id {
@@ -704,6 +720,7 @@ impl ClusterNode {
             entries,
             preferred: Mutex::new(entry.replicas.clone()),
             liveness: self.liveness.clone(),
+            sequencer: Default::default(),
         });
         self.running_mut()
             .insert((topic.to_string(), partition), replica);

@@ -10,6 +10,8 @@ use rafka_proto::batch::ValidatedBatch;
 use rafka_proto::v1::Acks;
 use tokio::sync::watch;
 
+use super::producers::Producers;
+use super::sequencer::Sequencer;
 use crate::error::BrokerError;
 use crate::log::{FlushPolicy, LogConfig, LogError, LogReader, PartitionLog};
 use crate::raft::liveness::Liveness;
@@ -42,7 +44,7 @@ pub struct ReplicatedPartition {
     pub(super) raft: typ::Raft,
     pub(super) log: Arc<Mutex<PartitionLog>>,
     pub(super) reader: LogReader,
-    pub(super) sm: PartitionStateMachine,
+    pub(super) sm: PartitionStateMachine<Producers>,
     pub(super) dir: PathBuf,
     /// The topic's config overrides this replica's log runs with.
     pub(super) configs: Mutex<BTreeMap<String, String>>,
@@ -57,6 +59,8 @@ pub struct ReplicatedPartition {
     /// Node-level liveness: names the leader of a quiet group to a replica that has not
     /// heard from it since it started.
     pub(super) liveness: Arc<Liveness>,
+    /// Idempotent producers' batches accepted here and not yet committed.
+    pub(super) sequencer: Sequencer,
 }
 
 /// Where a produce's batches landed.
@@ -106,6 +110,15 @@ impl ReplicatedPartition {
         if !self.is_leader() {
             return Err(self.not_leader(self.leader()));
         }
+        let idempotent = |b: &ValidatedBatch| {
+            rafka_proto::batch::BatchHeader::parse(b.bytes()).is_ok_and(|h| h.producer_id >= 0)
+        };
+        if acks != Acks::All && batches.iter().any(idempotent) {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{}-{}: batches of an idempotent producer (producer_id set) need acks=all",
+                self.topic, self.partition
+            )));
+        }
         // Futures are first polled in order, so the batches enter the log in order.
         let results: Vec<Result<AppendResult, BrokerError>> = match acks {
             Acks::None => {
@@ -118,7 +131,14 @@ impl ReplicatedPartition {
                 return Ok(None);
             }
             Acks::All => {
-                futures::future::join_all(batches.into_iter().map(|b| self.append(b))).await
+                futures::future::join_all(batches.into_iter().map(|b| async {
+                    if idempotent(&b) {
+                        self.append_idempotent(b).await
+                    } else {
+                        self.append(b).await
+                    }
+                }))
+                .await
             }
             Acks::Leader => {
                 futures::future::join_all(batches.into_iter().map(|b| self.append_local(b))).await

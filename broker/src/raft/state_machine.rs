@@ -28,9 +28,10 @@ use crate::log::PartitionLog;
 
 /// State built from a group's committed record batches, beyond offsets.
 pub trait Applier: Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
-    /// True when the state is offsets only (nothing folded from the records), so a
-    /// snapshot can be taken as of any applied entry.
-    const OFFSETS_ONLY: bool = false;
+    /// True when replaying entries already folded in leaves the state unchanged (offsets
+    /// only, or a monotonic fold), so a snapshot can be taken as of an earlier applied
+    /// entry with the state as of now: replaying the entries after it rebuilds the same.
+    const REPLAY_SAFE: bool = false;
 
     /// Folds in one committed data batch; returns why it was refused, if it was (it then
     /// changes nothing).
@@ -42,7 +43,7 @@ pub trait Applier: Default + Clone + Serialize + DeserializeOwned + Send + Sync 
 pub struct Offsets;
 
 impl Applier for Offsets {
-    const OFFSETS_ONLY: bool = true;
+    const REPLAY_SAFE: bool = true;
 
     fn apply_batch(&mut self, _batch: &[u8]) -> Option<MetadataError> {
         None
@@ -238,13 +239,13 @@ impl<A: Applier> PartitionStateMachine<A> {
         }
     }
 
-    /// The state as of raft index `index`, if it can be rebuilt from the log: offsets
-    /// only (no applier state), and no membership change after it.
+    /// The state as of raft index `index`, if it can be rebuilt from the log: a
+    /// replay-safe applier (its state as of now), and no membership change after it.
     fn state_at(&self, data: &SmData<A>, index: u64) -> Option<SmData<A>> {
         let storage = self.storage.as_ref()?;
         let applied = data.last_applied?;
         let membership_index = data.membership.log_id().map_or(0, |l| l.index);
-        if index >= applied.index || membership_index > index || !A::OFFSETS_ONLY {
+        if index >= applied.index || membership_index > index || !A::REPLAY_SAFE {
             return None;
         }
         let batch = storage.entries.batch(index)?;

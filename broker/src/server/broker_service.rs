@@ -393,6 +393,17 @@ impl broker_server::Broker for BrokerService {
             catalog::metadata(&self.shared.node, &req.topics).await?,
         ))
     }
+
+    async fn init_producer_id(
+        &self,
+        _request: Request<v1::InitProducerIdRequest>,
+    ) -> Result<Response<v1::InitProducerIdResponse>, Status> {
+        let producer_id = self.shared.node.init_producer_id().await?;
+        Ok(Response::new(v1::InitProducerIdResponse {
+            producer_id,
+            producer_epoch: 0,
+        }))
+    }
 }
 
 /// One partition's failure, as its own status would have said it.
@@ -401,11 +412,13 @@ fn partition_error(e: BrokerError) -> v1::PartitionError {
         BrokerError::NotLeader { leader, .. } => Some(leader.map_or(0, |l| l as u32)),
         _ => None,
     };
+    let out_of_order_sequence = matches!(e, BrokerError::OutOfOrderSequence(_));
     let status = Status::from(e);
     v1::PartitionError {
         code: status.code() as i32,
         message: status.message().to_string(),
         not_leader: leader.is_some(),
         leader: leader.unwrap_or(0),
+        out_of_order_sequence,
     }
 }

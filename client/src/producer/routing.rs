@@ -103,6 +103,12 @@ pub(super) async fn produce_routed(
                             _ => Then::Refresh,
                         }
                     }
+                    // An idempotent batch ahead of an earlier one still on its way (the
+                    // leader waited for it a while): the earlier one is being retried.
+                    ClientError::Broker {
+                        code: tonic::Code::Aborted,
+                        ..
+                    } => Then::Wait,
                     _ => Then::Refresh,
                 });
                 tracing::debug!(topic, attempt, "produce failed, retrying: {e}");

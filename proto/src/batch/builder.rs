@@ -91,6 +91,14 @@ impl BatchBuilder {
         self
     }
 
+    /// Sets the idempotent producer identity in place (when the sequence is known only
+    /// as the batch is sealed).
+    pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+        self.producer_id = producer_id;
+        self.producer_epoch = producer_epoch;
+        self.base_sequence = base_sequence;
+    }
+
     /// Number of records appended so far.
     pub fn record_count(&self) -> usize {
         self.count as usize
