@@ -135,3 +135,163 @@ async fn without_idempotence_the_same_loss_stores_a_duplicate() {
     assert_eq!(values[101], "100", "the retry wrote the record again");
     assert_eq!(offset, 101);
 }
+
+/// One batch of `n` records of producer `pid`/`epoch` starting at sequence `seq`.
+fn batch(pid: i64, epoch: i16, seq: i32, n: usize) -> bytes::Bytes {
+    let mut b = rafka_client::batch::BatchBuilder::new().producer(pid, epoch, seq);
+    for i in 0..n {
+        let value = format!("{pid}-{}", seq as usize + i);
+        b.append(&rafka_client::batch::Record {
+            timestamp: 1,
+            key: None,
+            value: Some(value.as_bytes()),
+            headers: &[],
+        });
+    }
+    b.seal()
+}
+
+async fn produce(
+    client: &mut BrokerClient<tonic::transport::Channel>,
+    topic: &str,
+    records: bytes::Bytes,
+) -> Result<v1::ProducePartitionResult, v1::PartitionError> {
+    let r = client
+        .produce(v1::ProduceRequest {
+            topic: topic.into(),
+            acks: v1::Acks::All as i32,
+            partitions: vec![v1::PartitionRecords {
+                partition: 0,
+                records,
+            }],
+        })
+        .await
+        .map_err(|s| v1::PartitionError {
+            code: s.code() as i32,
+            message: s.message().into(),
+            ..Default::default()
+        })?
+        .into_inner();
+    let p = r.partitions.into_iter().next().expect("one partition");
+    match p.error.clone() {
+        Some(e) => Err(e),
+        None => Ok(p),
+    }
+}
+
+/// Raw batches of a producer id against the broker: a batch sent ahead of the one
+/// before it waits for it; duplicates of the last five batches get the original
+/// offsets, also after a restart (the state is rebuilt from the log and snapshot); an
+/// older epoch is fenced; a sequence older than the window is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_orders_dedupes_and_fences_by_sequence() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let broker = TestBroker::start_with(dir.clone(), |_| {}).await;
+    let topic = "seq";
+    Admin::connect(&broker.addr)
+        .await
+        .unwrap()
+        .create_topic(topic, 1, 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let mut client = BrokerClient::connect(format!("http://{}", broker.addr))
+        .await
+        .unwrap();
+    let pid = client
+        .init_producer_id(v1::InitProducerIdRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .producer_id;
+    let other = client
+        .init_producer_id(v1::InitProducerIdRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .producer_id;
+    assert_ne!(pid, other, "producer ids are unique");
+
+    // Sequence 10.. first: it waits until 0..9 is in.
+    let mut early = client.clone();
+    let ahead =
+        tokio::spawn(async move { produce(&mut early, topic, batch(pid, 0, 10, 10)).await });
+    let first = produce(&mut client, topic, batch(pid, 0, 0, 10))
+        .await
+        .unwrap();
+    let second = ahead.await.unwrap().unwrap();
+    assert_eq!(first.base_offsets, [0]);
+    assert_eq!(second.base_offsets, [10]);
+
+    // A duplicate is answered with the original's offsets and stored nothing.
+    let again = produce(&mut client, topic, batch(pid, 0, 0, 10))
+        .await
+        .unwrap();
+    assert_eq!(again.base_offsets, [0]);
+    assert_eq!(high_watermark(&broker.addr, topic).await, 20);
+
+    // A gap nobody fills: a retriable out-of-order answer after the wait.
+    let gap = produce(&mut client, topic, batch(pid, 0, 30, 1))
+        .await
+        .unwrap_err();
+    // (Alone in its request, the partition's error is the request's status.)
+    assert_eq!(gap.code, tonic::Code::Aborted as i32, "{gap:?}");
+    assert!(gap.message.contains("out of order sequence"), "{gap:?}");
+
+    // The state survives a restart.
+    broker.stop().await;
+    let broker = TestBroker::start_with(dir, |_| {}).await;
+    let mut client = BrokerClient::connect(format!("http://{}", broker.addr))
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let retry = loop {
+        match produce(&mut client, topic, batch(pid, 0, 10, 10)).await {
+            Ok(r) => break r,
+            // The partition elects itself again first.
+            Err(e) if e.not_leader || e.code == tonic::Code::Unavailable as i32 => {
+                assert!(start.elapsed() < DEADLINE, "no leader again: {e:?}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    assert_eq!(retry.base_offsets, [10], "a duplicate after the restart");
+    assert_eq!(high_watermark(&broker.addr, topic).await, 20);
+
+    // Five more batches push the first out of the window: its retry is refused.
+    for i in 0..5 {
+        let r = produce(&mut client, topic, batch(pid, 0, 20 + i, 1))
+            .await
+            .unwrap();
+        assert_eq!(r.base_offsets, [20 + i as u64]);
+    }
+    let old = produce(&mut client, topic, batch(pid, 0, 0, 10))
+        .await
+        .unwrap_err();
+    assert_eq!(old.code, tonic::Code::FailedPrecondition as i32, "{old:?}");
+    assert!(old.message.contains("older than"), "{old:?}");
+
+    // A newer epoch starts at 0 and fences the older one.
+    produce(&mut client, topic, batch(pid, 1, 0, 1))
+        .await
+        .unwrap();
+    let fenced = produce(&mut client, topic, batch(pid, 0, 25, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(fenced.code, tonic::Code::FailedPrecondition as i32);
+    assert!(fenced.message.contains("newer epoch"), "{fenced:?}");
+
+    // Idempotent batches need acks=all.
+    let leader_acks = client
+        .produce(v1::ProduceRequest {
+            topic: topic.into(),
+            acks: v1::Acks::Leader as i32,
+            partitions: vec![v1::PartitionRecords {
+                partition: 0,
+                records: batch(other, 0, 0, 1),
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(leader_acks.code(), tonic::Code::InvalidArgument);
+}
