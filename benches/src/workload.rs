@@ -90,6 +90,13 @@ pub struct Workload {
     /// Topic configs (e.g. `flush = "always"`).
     #[serde(default)]
     pub topic_configs: BTreeMap<String, String>,
+    /// rafka's idempotent producer (absent: the client's default, on with acks=all).
+    #[serde(default)]
+    pub idempotence: Option<bool>,
+    /// Produce requests in flight per partition with idempotence (absent: the
+    /// client's default, 5).
+    #[serde(default)]
+    pub in_flight_per_partition: Option<usize>,
 }
 
 fn one() -> u32 {
@@ -177,6 +184,12 @@ pub struct RunArgs {
     /// Override the workload's warm-up seconds.
     #[arg(long)]
     warmup_secs: Option<u64>,
+    /// Override the workload's idempotence (`true` / `false`).
+    #[arg(long)]
+    idempotence: Option<bool>,
+    /// Override the workload's requests in flight per partition (idempotent producers).
+    #[arg(long)]
+    in_flight_per_partition: Option<usize>,
     /// Override the workload's backlog bytes.
     #[arg(long, value_parser = crate::log_bench::parse_size)]
     backlog_bytes: Option<u64>,
@@ -286,6 +299,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(b) = args.backlog_bytes {
         w.backlog_bytes = b;
+    }
+    if args.idempotence.is_some() {
+        w.idempotence = args.idempotence;
+    }
+    if args.in_flight_per_partition.is_some() {
+        w.in_flight_per_partition = args.in_flight_per_partition;
     }
     let limits = if args.no_limits {
         None
@@ -723,6 +742,10 @@ impl Driver for RafkaDriver {
                 linger: w
                     .linger_ms
                     .map_or(ProducerConfig::default().linger, Duration::from_millis),
+                enable_idempotence: w.idempotence,
+                max_in_flight_per_partition: w
+                    .in_flight_per_partition
+                    .unwrap_or(ProducerConfig::default().max_in_flight_per_partition),
                 ..Default::default()
             },
         )

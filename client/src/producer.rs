@@ -405,10 +405,13 @@ fn seal(queue: &mut PartitionQueue, codec: Compression, producer: Option<(i64, i
     }
 }
 
+/// A partition's batches in one request.
+type PartitionBatches = (u32, Vec<SealedBatch>);
+
 /// One request's worth of batches for one topic.
 struct Outgoing {
     topic: String,
-    partitions: Vec<(u32, Vec<SealedBatch>)>,
+    partitions: Vec<PartitionBatches>,
 }
 
 async fn run_sender(inner: Arc<Inner>) {
@@ -450,13 +453,18 @@ async fn run_sender(inner: Arc<Inner>) {
     }
 }
 
-/// Seals lingering batches that are due and takes every sendable partition's batches.
+/// Seals lingering batches that are due and takes every sendable partition's batches:
+/// one request per topic, or with idempotence as many as a partition may have in
+/// flight, each with one batch per partition (as Kafka), so the batches in flight never
+/// outnumber the leader's window of five and a retry of any of them is still recognised
+/// as a duplicate.
 fn collect(inner: &Inner) -> (Vec<Outgoing>, Option<Instant>, bool) {
     let now = Instant::now();
     let mut st = inner.lock();
     let flushing = st.flushing > 0 || st.closed;
     let codec = inner.config.compression;
-    let mut by_topic: HashMap<String, Vec<(u32, Vec<SealedBatch>)>> = HashMap::new();
+    // Per topic, the requests in the order they go out.
+    let mut by_topic: HashMap<String, Vec<Vec<PartitionBatches>>> = HashMap::new();
     let mut next: Option<Instant> = None;
     let mut busy = false;
     for (topic, queues) in st.queues.iter_mut() {
@@ -470,21 +478,31 @@ fn collect(inner: &Inner) -> (Vec<Outgoing>, Option<Instant>, bool) {
                 }
             }
             busy |= q.in_flight > 0 || !q.ready.is_empty() || q.open.is_some();
-            if q.in_flight >= inner.per_partition || q.ready.is_empty() {
-                continue;
+            let mut round = 0;
+            while q.in_flight < inner.per_partition && !q.ready.is_empty() {
+                q.in_flight += 1;
+                let batches: Vec<SealedBatch> = match inner.producer {
+                    Some(_) => q.ready.pop_front().into_iter().collect(),
+                    None => q.ready.drain(..).collect(),
+                };
+                let requests = by_topic.entry(topic.clone()).or_default();
+                if requests.len() <= round {
+                    requests.push(Vec::new());
+                }
+                requests[round].push((partition as u32, batches));
+                round += 1;
             }
-            q.in_flight += 1;
-            let batches: Vec<SealedBatch> = q.ready.drain(..).collect();
-            by_topic
-                .entry(topic.clone())
-                .or_default()
-                .push((partition as u32, batches));
         }
     }
     let done = st.closed && !busy && st.pending == 0;
     let out = by_topic
         .into_iter()
-        .map(|(topic, partitions)| Outgoing { topic, partitions })
+        .flat_map(|(topic, requests)| {
+            requests.into_iter().map(move |partitions| Outgoing {
+                topic: topic.clone(),
+                partitions,
+            })
+        })
         .collect();
     (out, next, done)
 }

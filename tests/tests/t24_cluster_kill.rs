@@ -1,7 +1,8 @@
 //! kill -9 a partition leader's process mid-stream: a new leader is elected, the producer
 //! follows the redirect and goes on, every acknowledged record is readable at the offset
 //! it was acknowledged at, and the killed broker restarts, catches up and holds the same
-//! bytes as the others. kill -9 a consumer group's coordinator: its committed offsets
+//! bytes as the others, each record once and in the order the (idempotent) producer sent
+//! it. kill -9 a consumer group's coordinator: its committed offsets
 //! survive, a new coordinator serves the group and consumption goes on.
 //!
 //! Each broker is a real child process (this test binary re-run as `broker_child`).
@@ -241,6 +242,7 @@ async fn kill_the_leader_mid_stream_and_lose_nothing_acknowledged() {
     })
     .await;
     let marks = agreed.into_inner().unwrap();
+    let mut seen = std::collections::HashSet::new();
     for partition in 0..3u32 {
         let hw = marks[0][partition as usize];
         let reference = fetch_all(&brokers.addrs[0], "kill", partition, hw).await;
@@ -250,7 +252,44 @@ async fn kill_the_leader_mid_stream_and_lose_nothing_acknowledged() {
                 "kill-{partition}: replica at {addr} differs below {hw}"
             );
         }
+        // The idempotent producer (the default) retried through the kill: every record
+        // is stored once, and each partition holds its records in the order sent.
+        let values = values_of(&reference);
+        let mut last = None;
+        for v in values {
+            assert!(seen.insert(v.clone()), "kill-{partition}: {v} stored twice");
+            let (prefix, i) = v.split_once('-').expect("prefix-index");
+            let rank = ["a", "b", "c", "d"].iter().position(|p| *p == prefix);
+            let key = (rank.expect("a known prefix"), i.parse::<u64>().unwrap_or(0));
+            assert!(
+                last < Some(key),
+                "kill-{partition}: {v} after {last:?}: out of the order sent"
+            );
+            last = Some(key);
+        }
     }
+    for a in &acked {
+        assert!(
+            seen.contains(&a.value),
+            "{} acknowledged and stored",
+            a.value
+        );
+    }
+}
+
+/// The record values of back-to-back uncompressed batches.
+fn values_of(batches: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = batches;
+    while !rest.is_empty() {
+        let (batch, len) = rafka_proto::batch::RecordBatch::parse_prefix(rest).expect("batch");
+        for r in batch.records() {
+            let value = r.expect("record").value.expect("a value");
+            out.push(String::from_utf8(value.to_vec()).expect("utf-8"));
+        }
+        rest = &rest[len..];
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

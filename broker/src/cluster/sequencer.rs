@@ -89,6 +89,7 @@ impl ReplicatedPartition {
                     })
                 }
                 Verdict::Next => {
+                    let proposed_at = std::time::Instant::now();
                     pending.last.insert(pid, (epoch, last));
                     let proposed = self
                         .raft
@@ -104,6 +105,7 @@ impl ReplicatedPartition {
                     drop(pending);
                     self.sequencer.changed.notify_waiters();
                     let answer = tokio::time::timeout(COMMIT_TIMEOUT, answer).await;
+                    crate::metrics::STAGES.raft_commit.since(proposed_at);
                     self.sequencer.changed.notify_waiters();
                     return match answer {
                         Err(_) => Err(BrokerError::Unavailable(format!(
@@ -141,19 +143,17 @@ impl ReplicatedPartition {
             drop(pending);
             let now = Instant::now();
             if now >= deadline {
-                return Err(match wait {
-                    Verdict::UnknownProducer => BrokerError::Fenced {
-                        code: "UNKNOWN_PRODUCER_ID",
-                        message: format!(
-                            "{}: the producer is unknown here (expired?) and its batch does not start at sequence 0",
-                            name()
-                        ),
-                    },
-                    _ => BrokerError::OutOfOrderSequence(format!(
-                        "{}: an earlier batch of the producer is not in yet",
+                // Retriable either way: the earlier batches may still come (a retry
+                // after a leader change); an unknown producer may also have expired
+                // (idle past `producers::EXPIRATION_MS`), and then its batches fail once
+                // their delivery timeout passes (Kafka's epoch bump, KIP-360, is not done).
+                return Err(BrokerError::OutOfOrderSequence(match wait {
+                    Verdict::UnknownProducer => format!(
+                        "{}: the producer is unknown here and the batch does not start at sequence 0 (its earlier batches not in yet, or the producer expired)",
                         name()
-                    )),
-                });
+                    ),
+                    _ => format!("{}: an earlier batch of the producer is not in yet", name()),
+                }));
             }
             let _ = tokio::time::timeout(deadline - now, changed).await;
         }
