@@ -3,12 +3,14 @@
 //! - [`wait_until`], [`eventually`]: poll a condition with a deadline instead of sleeping.
 //! - [`TestBroker`]: a broker in this process on a free port with its own data directory.
 //! - [`raft_group`]: a Raft group of in-process nodes over real gRPC.
+//! - [`history`]: a fault run's history and the checkers that judge it.
 //! - [`proxy`]: a TCP proxy that loses a broker's answers on demand.
 //! - [`cluster`]: brokers with `peers` in this process, stopped, restarted and cut off.
 //! - [`ChildTest`]: re-run the current test binary as a child process running one named
 //!   test, so a test can SIGKILL a real process in the middle of its work.
 
 pub mod cluster;
+pub mod history;
 pub mod netns;
 pub mod procs;
 pub mod proxy;
@@ -108,6 +110,14 @@ impl ChildTest {
     /// The next line the child printed, or `None` once its stdout is closed.
     pub fn next_line(&mut self) -> Option<String> {
         self.lines.next().map(|l| l.expect("child stdout"))
+    }
+
+    /// Sends `signal` (`libc::SIGSTOP`, `SIGCONT`, ...) to the child.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with the pid of a child this process has not reaped yet.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
     }
 
     /// Kills the child with SIGKILL and waits for it; returns the lines it had printed
