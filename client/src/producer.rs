@@ -100,6 +100,10 @@ pub struct ProducerConfig {
     /// before it fails (Kafka's `delivery.timeout.ms`): retriable errors such as a
     /// leader election under load are retried until then.
     pub delivery_timeout: Duration,
+    /// How long one produce request may go unanswered before it is failed and retried
+    /// (Kafka's `request.timeout.ms`, 30 s): a broker that took a request and then never
+    /// answers (stopped, or a connection silently gone) cannot hold records forever.
+    pub request_timeout: Duration,
     /// Backoff between retries; doubles every third attempt, up to 1 s (a leader election
     /// takes about one election timeout, so waiting longer only delays the failover).
     pub retry_backoff: Duration,
@@ -122,6 +126,7 @@ impl Default for ProducerConfig {
             max_in_flight_per_partition: 5,
             retries: u32::MAX,
             delivery_timeout: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(100),
             buffer_memory: 64 << 20,
             metadata_max_age: Duration::from_secs(300),

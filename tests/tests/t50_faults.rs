@@ -328,6 +328,7 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
     if child_arg().is_some() {
         return;
     }
+    rafka_tests::init_tracing();
     let secs = env_u64("RAFKA_FAULT_SECS").unwrap_or(75);
     let seed = env_u64("RAFKA_FAULT_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -426,8 +427,15 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
 
     // Everything heals; the producers finish what they have in flight.
     stop_producers.store(true, Ordering::Relaxed);
-    for p in producers {
-        p.await.expect("producer task");
+    for (k, p) in producers.into_iter().enumerate() {
+        // Every delivery resolves within its delivery timeout (30 s) plus one request
+        // timeout (30 s): one that does not is an anomaly of its own.
+        tokio::time::timeout(Duration::from_secs(90), p)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("producer {k}: deliveries still unresolved 90 s after the faults ended")
+            })
+            .expect("producer task");
     }
     let acked_end: Vec<u64> = {
         let h = history.lock().unwrap();
@@ -503,15 +511,22 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
                 .collect()
         })
         .collect();
-    for (nemesis, from, to, _) in &events {
+    let mut timeline = Vec::new();
+    for (nemesis, from, to, what) in &events {
+        let mut worst = Duration::ZERO;
         for acks in &by_partition {
-            let gap = longest_gap(acks, *from, *to);
-            let e = availability.entry(format!("{nemesis:?}")).or_default();
-            *e = (*e).max(gap);
+            worst = worst.max(longest_gap(acks, *from, *to));
         }
+        let e = availability.entry(format!("{nemesis:?}")).or_default();
+        *e = (*e).max(worst);
+        timeline.push(format!(
+            "{{\"at_s\":{:.1},\"nemesis\":\"{nemesis:?}\",\"what\":{what:?},\"longest_unavailable_ms\":{}}}",
+            from.as_secs_f64(),
+            worst.as_millis()
+        ));
     }
     let json = format!(
-        "{{\"seed\":{seed},\"fault_secs\":{secs},\"events\":{},\"sent\":{},\"acked\":{},\"failed\":{},\"polled\":{},\"anomalies\":{},\"longest_unavailable_ms\":{{{}}},\"notes\":[{}]}}",
+        "{{\"seed\":{seed},\"fault_secs\":{secs},\"events\":{},\"sent\":{},\"acked\":{},\"failed\":{},\"polled\":{},\"anomalies\":{},\"longest_unavailable_ms\":{{{}}},\"events_detail\":[{}],\"notes\":[{}]}}",
         events.len(),
         h.sent.len(),
         h.acked.len(),
@@ -523,6 +538,7 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
             .map(|(k, v)| format!("\"{k}\":{}", v.as_millis()))
             .collect::<Vec<_>>()
             .join(","),
+        timeline.join(","),
         notes
             .iter()
             .map(|n| format!("{:?}", n))

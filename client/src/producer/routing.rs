@@ -173,11 +173,25 @@ async fn send(inner: &Inner, topic: &str, leader: u32, parts: Parts, attempt: u3
         0 => inner.cluster.broker(),
         id => inner.cluster.broker_at(id),
     };
-    let answer = client.clone().produce(request).await;
+    let timeout = inner.config.request_timeout;
+    let answer = match tokio::time::timeout(timeout, client.clone().produce(request)).await {
+        Ok(answer) => answer.map(|r| r.into_inner()).map_err(ClientError::from),
+        Err(_) => {
+            tracing::warn!(
+                topic,
+                leader,
+                "produce request unanswered within {timeout:?}; retrying"
+            );
+            Err(ClientError::Broker {
+                code: tonic::Code::DeadlineExceeded,
+                message: format!("{topic}: no answer from broker {leader} within {timeout:?}"),
+            })
+        }
+    };
     Step::Answered {
         sent_to: leader,
         parts,
-        answer: answer.map(|r| r.into_inner()).map_err(ClientError::from),
+        answer,
         attempt,
     }
 }
