@@ -39,6 +39,9 @@ pub(crate) struct Cluster {
     meta: RwLock<Meta>,
 }
 
+/// How long one broker may take to answer a metadata request before the next is asked.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
     let url = if addr.contains("://") {
         addr.to_string()
@@ -49,6 +52,11 @@ fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
         .map_err(|e| ClientError::InvalidArgument(format!("bad address `{addr}`: {e}")))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
+        // A connection whose broker vanished without a word (a silent network) is found
+        // and dropped, failing what waits on it, instead of holding requests forever.
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
         .initial_stream_window_size(Some(8 << 20))
         .initial_connection_window_size(Some(32 << 20)))
 }
@@ -248,10 +256,16 @@ impl Cluster {
                 topics: topics.clone(),
             };
             let answer = match self.channel(&addr) {
-                Ok(c) => Self::broker_client(c)
-                    .metadata(request)
-                    .await
-                    .map_err(ClientError::from),
+                Ok(c) => {
+                    let mut client = Self::broker_client(c);
+                    match tokio::time::timeout(METADATA_TIMEOUT, client.metadata(request)).await {
+                        Ok(answer) => answer.map_err(ClientError::from),
+                        Err(_) => Err(ClientError::Broker {
+                            code: tonic::Code::DeadlineExceeded,
+                            message: format!("no metadata from {addr} within {METADATA_TIMEOUT:?}"),
+                        }),
+                    }
+                }
                 Err(e) => Err(e),
             };
             match answer {

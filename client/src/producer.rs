@@ -366,6 +366,28 @@ impl Producer {
         }
     }
 
+    /// What the producer holds now, for diagnostics: records not yet acknowledged and,
+    /// per partition with any, its open batch, sealed batches waiting, requests in flight
+    /// and next sequence number.
+    pub fn queue_state(&self) -> String {
+        let st = self.inner.lock();
+        let mut out = format!("{} records pending", st.pending);
+        for (topic, queues) in &st.queues {
+            for (p, q) in queues.iter().enumerate() {
+                if q.open.is_some() || !q.ready.is_empty() || q.in_flight > 0 {
+                    out.push_str(&format!(
+                        "; {topic}-{p}: open {}, ready {}, in flight {}, next sequence {}",
+                        q.open.as_ref().map_or(0, |o| o.builder.record_count()),
+                        q.ready.len(),
+                        q.in_flight,
+                        q.next_seq
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// Flushes, then stops the producer; later sends fail with [`ClientError::Closed`].
     pub async fn close(&self) {
         self.flush().await;

@@ -237,6 +237,7 @@ async fn produce(
     stop: Arc<AtomicBool>,
     h: Arc<Mutex<History>>,
     t0: Instant,
+    shown: Arc<Mutex<Vec<Arc<Producer>>>>,
 ) {
     let producer = Producer::connect(
         &bootstrap,
@@ -248,6 +249,8 @@ async fn produce(
     )
     .await
     .expect("producer");
+    let producer = Arc::new(producer);
+    shown.lock().unwrap().push(producer.clone());
     let mut pending = FuturesUnordered::new();
     let mut i = 0u64;
     let record = |r: Result<rafka_client::RecordMetadata, rafka_client::ClientError>,
@@ -348,6 +351,7 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
     let history = Arc::new(Mutex::new(History::default()));
     let stop_producers = Arc::new(AtomicBool::new(false));
     let until = Arc::new(Mutex::new(None));
+    let shown = Arc::new(Mutex::new(Vec::new()));
     let producers: Vec<_> = (0..2)
         .map(|k| {
             tokio::spawn(produce(
@@ -356,6 +360,7 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
                 stop_producers.clone(),
                 history.clone(),
                 t0,
+                shown.clone(),
             ))
         })
         .collect();
@@ -433,7 +438,9 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
         tokio::time::timeout(Duration::from_secs(90), p)
             .await
             .unwrap_or_else(|_| {
-                panic!("producer {k}: deliveries still unresolved 90 s after the faults ended")
+                let states: Vec<String> =
+                    shown.lock().unwrap().iter().map(|p| p.queue_state()).collect();
+                panic!("producer {k}: deliveries still unresolved 90 s after the faults ended: {states:?}")
             })
             .expect("producer task");
     }
