@@ -41,6 +41,8 @@ pub struct History {
     pub acked: Vec<Ack>,
     /// Writes that failed (may or may not be stored: neither is an anomaly).
     pub failed: usize,
+    /// The failures' errors (their first 120 characters), counted.
+    pub failures: BTreeMap<String, usize>,
     /// Per consumer, its polls in order.
     pub polls: Vec<Vec<Poll>>,
     /// Per replica, per partition, its log's values in offset order (offsets dense from

@@ -263,7 +263,11 @@ async fn produce(
                 offset: m.offset,
                 at: t0.elapsed(),
             }),
-            Err(_) => h.failed += 1,
+            Err(e) => {
+                h.failed += 1;
+                let e: String = e.to_string().chars().take(120).collect();
+                *h.failures.entry(e).or_default() += 1;
+            }
         }
     };
     while !stop.load(Ordering::Relaxed) {
@@ -440,7 +444,8 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
             .unwrap_or_else(|_| {
                 let states: Vec<String> =
                     shown.lock().unwrap().iter().map(|p| p.queue_state()).collect();
-                panic!("producer {k}: deliveries still unresolved 90 s after the faults ended: {states:?}")
+                let failures = history.lock().unwrap().failures.clone();
+                panic!("producer {k}: deliveries still unresolved 90 s after the faults ended: {states:?}; failed deliveries so far: {failures:?}")
             })
             .expect("producer task");
     }
@@ -533,11 +538,12 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
         ));
     }
     let json = format!(
-        "{{\"seed\":{seed},\"fault_secs\":{secs},\"events\":{},\"sent\":{},\"acked\":{},\"failed\":{},\"polled\":{},\"anomalies\":{},\"longest_unavailable_ms\":{{{}}},\"events_detail\":[{}],\"notes\":[{}]}}",
+        "{{\"seed\":{seed},\"fault_secs\":{secs},\"events\":{},\"sent\":{},\"acked\":{},\"failed\":{},\"failures\":{:?},\"polled\":{},\"anomalies\":{},\"longest_unavailable_ms\":{{{}}},\"events_detail\":[{}],\"notes\":[{}]}}",
         events.len(),
         h.sent.len(),
         h.acked.len(),
         h.failed,
+        format!("{:?}", h.failures),
         h.polls[0].len(),
         anomalies.json(),
         availability
