@@ -107,7 +107,9 @@ pub struct RecordMetadata {
 }
 
 impl RecordMetadata {
-    /// The offset reported with acks=none.
+    /// The offset reported with acks=none, and for a retried idempotent batch that the
+    /// broker had written before but whose offset it no longer keeps (older than the
+    /// producer's last five batches).
     pub const UNKNOWN_OFFSET: u64 = u64::MAX;
 }
 

@@ -344,6 +344,7 @@ impl ReplicatedPartition {
             log_end_offset: results
                 .as_ref()
                 .and_then(|r| r.last())
+                .filter(|r| r.next_offset != super::sequencer::UNKNOWN_OFFSET)
                 .map_or_else(|| self.high_watermark(), |r| r.next_offset),
         })
     }

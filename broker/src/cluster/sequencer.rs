@@ -16,6 +16,9 @@ use super::replica::{ReplicatedPartition, COMMIT_TIMEOUT};
 use crate::error::BrokerError;
 use crate::raft::types::{typ, AppendResult, BatchData};
 
+/// The base offset answered for a batch written before whose offset is no longer known.
+pub const UNKNOWN_OFFSET: u64 = u64::MAX;
+
 /// How long a batch ahead of a missing one waits for it before answering out of order.
 const GAP_WAIT: Duration = Duration::from_secs(1);
 
@@ -129,14 +132,16 @@ impl ReplicatedPartition {
                     })
                 }
                 Verdict::TooOld if !in_flight => {
-                    return Err(BrokerError::Fenced {
-                        code: "OUT_OF_ORDER_SEQUENCE_NUMBER",
-                        message: format!(
-                            "{}: older than the producer's last {} batches and not one of them",
-                            name(),
-                            super::producers::WINDOW
-                        ),
-                    })
+                    // At or below the producer's last committed sequence: sequences are
+                    // accepted only in order, so this batch was written before (a retry
+                    // whose answer was lost while later batches went on). Its offsets
+                    // have left the window: answered as written, offset unknown (Kafka's
+                    // DUPLICATE_SEQUENCE_NUMBER, which its producer takes as success).
+                    return Ok(AppendResult {
+                        base_offset: UNKNOWN_OFFSET,
+                        next_offset: UNKNOWN_OFFSET,
+                        error: None,
+                    });
                 }
                 Verdict::TooOld | Verdict::Gap | Verdict::UnknownProducer => verdict,
             };
