@@ -134,6 +134,31 @@ impl Cluster {
         Self::broker_client(channel)
     }
 
+    /// Moves the default broker to the next known one (after a request to it failed
+    /// without an answer: it may be down), round the known brokers and the bootstrap
+    /// list.
+    pub fn next_default(&self) {
+        let mut candidates: Vec<String> = {
+            let meta = self.read();
+            let mut known: Vec<_> = meta.brokers.iter().collect();
+            known.sort();
+            known.into_iter().map(|(_, a)| a.clone()).collect()
+        };
+        for b in &self.bootstrap {
+            if !candidates.contains(b) {
+                candidates.push(b.clone());
+            }
+        }
+        let mut default = self.default.write().unwrap_or_else(|e| e.into_inner());
+        let next = candidates
+            .iter()
+            .position(|a| *a == *default)
+            .map_or(0, |i| (i + 1) % candidates.len());
+        if let Some(a) = candidates.get(next) {
+            *default = a.clone();
+        }
+    }
+
     /// A client of the Broker service on broker `id`, or on the default broker when its
     /// address is unknown.
     pub fn broker_at(&self, id: u32) -> BrokerClient<Channel> {

@@ -14,10 +14,11 @@
 //! number of its first record per partition. The partition leader appends each batch
 //! once and in sequence order (a retried batch already written is answered with the
 //! original's offsets; one ahead of a missing batch waits for it), so a partition may
-//! have up to `max_in_flight_per_partition` (1 by default, up to 5) requests in flight
-//! and retries still neither duplicate nor reorder. Without idempotence a partition has one request in
-//! flight, so retries never reorder its records; batches sealed meanwhile ride together
-//! in its next request.
+//! have up to `max_in_flight_per_partition` (5 by default) requests in flight and
+//! retries still neither duplicate nor reorder. A batch that fails for good would leave
+//! a gap no later batch can pass: the partition's later batches move to a new producer
+//! id. Without idempotence a partition has one request in flight, so retries never
+//! reorder its records; batches sealed meanwhile ride together in its next request.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -91,9 +92,7 @@ pub struct ProducerConfig {
     /// `acks=all` and off otherwise; `Some(true)` with other acks is refused.
     pub enable_idempotence: Option<bool>,
     /// Requests in flight per partition when idempotent, 1 to 5 (Kafka's
-    /// `max.in.flight.requests.per.connection`); without idempotence 1. The default is
-    /// 1 for now: with more, a partition's producer was seen stuck behind a sequence gap
-    /// after its leader was killed (an open bug, docs/reliability.md).
+    /// `max.in.flight.requests.per.connection`, default 5); without idempotence 1.
     pub max_in_flight_per_partition: usize,
     /// Attempts after the first for a retriable error (also bounded by
     /// `delivery_timeout`).
@@ -125,7 +124,7 @@ impl Default for ProducerConfig {
             compression: Compression::None,
             max_in_flight: 16,
             enable_idempotence: None,
-            max_in_flight_per_partition: 1,
+            max_in_flight_per_partition: 5,
             retries: u32::MAX,
             delivery_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(30),
@@ -150,6 +149,8 @@ struct SealedBatch {
     records: usize,
     completion: Completion,
     _reserved: Reservation,
+    /// The partition's generation when the batch was stamped (see `PartitionQueue`).
+    generation: u64,
 }
 
 #[derive(Default)]
@@ -160,6 +161,19 @@ struct PartitionQueue {
     in_flight: usize,
     /// Sequence number of the next record (idempotent producers).
     next_seq: i32,
+    /// The producer id and epoch this partition's batches are stamped with, when not
+    /// the producer's own: a partition moves to a new producer id when one of its
+    /// batches fails for good, since the leader would refuse every later sequence as
+    /// out of order behind the missing one (Kafka bumps the epoch instead, KIP-360).
+    identity: Option<(i64, i16)>,
+    /// Bumped at each such move. The batches of an older generation still in flight are
+    /// not retried (they could only be refused as out of order), and no batch of the new
+    /// generation goes out while one of the old is in flight (order).
+    generation: u64,
+    /// The generation of the requests in flight.
+    sent_generation: u64,
+    /// A new producer id is on its way: the partition sends nothing meanwhile.
+    resetting: bool,
 }
 
 #[derive(Default)]
@@ -416,11 +430,11 @@ impl Inner {
 fn seal(queue: &mut PartitionQueue, codec: Compression, producer: Option<(i64, i16)>) {
     if let Some(mut open) = queue.open.take() {
         let records = open.builder.record_count();
-        if let Some((id, epoch)) = producer {
+        if let Some((id, epoch)) = queue.identity.or(producer) {
             let seq = queue.next_seq;
             open.builder.set_producer(id, epoch, seq);
             // Sequences wrap to 0 after i32::MAX, as Kafka's.
-            queue.next_seq = ((seq as i64 + records as i64) % (i32::MAX as i64 + 1)) as i32;
+            queue.next_seq = seq_after(seq, records);
         }
         let bytes = open
             .builder
@@ -430,8 +444,15 @@ fn seal(queue: &mut PartitionQueue, codec: Compression, producer: Option<(i64, i
             records,
             completion: open.completion,
             _reserved: open.reserved,
+            generation: queue.generation,
         });
     }
+}
+
+/// The sequence number after `records` records from `seq` (sequences wrap to 0 after
+/// `i32::MAX`, as Kafka's).
+fn seq_after(seq: i32, records: usize) -> i32 {
+    ((seq as i64 + records as i64) % (i32::MAX as i64 + 1)) as i32
 }
 
 /// A partition's batches in one request.
@@ -510,8 +531,15 @@ fn collect(inner: &Inner) -> (Vec<Outgoing>, Option<Instant>, bool) {
             }
             busy |= q.in_flight > 0 || !q.ready.is_empty() || q.open.is_some();
             let mut round = 0;
-            while q.in_flight < inner.per_partition && !q.ready.is_empty() {
+            // After a move to a new producer id, the old generation's requests finish
+            // first.
+            while q.in_flight < inner.per_partition
+                && !q.ready.is_empty()
+                && !q.resetting
+                && (q.in_flight == 0 || q.sent_generation == q.generation)
+            {
                 q.in_flight += 1;
+                q.sent_generation = q.generation;
                 let batches: Vec<SealedBatch> = match inner.producer {
                     Some(_) if inner.per_partition > 1 => q.ready.pop_front().into_iter().collect(),
                     _ => q.ready.drain(..).collect(),
@@ -541,7 +569,7 @@ fn collect(inner: &Inner) -> (Vec<Outgoing>, Option<Instant>, bool) {
 /// Result of producing one partition's batches.
 type PartitionResult = Result<v1::ProducePartitionResult, ClientError>;
 
-async fn send_request(inner: &Inner, out: Outgoing) {
+async fn send_request(inner: &Arc<Inner>, out: Outgoing) {
     let parts = out
         .partitions
         .iter()
@@ -558,10 +586,25 @@ async fn send_request(inner: &Inner, out: Outgoing) {
         })
         .collect();
     let topic = out.topic;
+    let generations: HashMap<u32, u64> = out
+        .partitions
+        .iter()
+        .map(|(p, batches)| (*p, batches.first().map_or(0, |b| b.generation)))
+        .collect();
+    // A partition that moved to a new producer id since: its retries would be refused.
+    let superseded = |p: u32| {
+        let st = inner.lock();
+        let now = st
+            .queues
+            .get(&topic)
+            .and_then(|qs| qs.get(p as usize))
+            .map(|q| q.generation);
+        now.is_some() && now != generations.get(&p).copied()
+    };
     let mut waiting: HashMap<u32, Vec<SealedBatch>> = out.partitions.into_iter().collect();
     // Each partition's batches complete as soon as its own outcome is known: a slow
     // partition (an election) holds up no other partition of the request.
-    produce_routed(inner, &topic, parts, |partition, result| {
+    produce_routed(inner, &topic, parts, superseded, |partition, result| {
         if let Some(batches) = waiting.remove(&partition) {
             complete_partition(inner, &topic, partition, batches, &result);
         }
@@ -575,7 +618,7 @@ async fn send_request(inner: &Inner, out: Outgoing) {
 /// Completes one partition's batches with its produce outcome and lets its next batches
 /// go.
 fn complete_partition(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     topic: &str,
     partition: u32,
     batches: Vec<SealedBatch>,
@@ -583,6 +626,7 @@ fn complete_partition(
 ) {
     let bases = result.as_ref().ok().map(|r| &r.base_offsets);
     let mut finished = 0;
+    let generation = batches.first().map_or(0, |b| b.generation);
     for (i, b) in batches.into_iter().enumerate() {
         finished += b.records;
         let base = bases.and_then(|v| v.get(i)).copied();
@@ -604,10 +648,77 @@ fn complete_partition(
         .and_then(|qs| qs.get_mut(partition as usize))
     {
         q.in_flight -= 1;
+        // A batch failed for good: its sequence numbers never reach the leader (or may
+        // have, unknown), so the partition's later batches move to a new producer id.
+        if result.is_err() && inner.producer.is_some() && generation == q.generation {
+            q.generation += 1;
+            q.resetting = true;
+            tokio::spawn(move_to_new_producer_id(
+                inner.clone(),
+                topic.to_string(),
+                partition,
+            ));
+        }
     }
     st.pending -= finished;
     if st.pending == 0 {
         inner.idle.notify_waiters();
+    }
+    drop(st);
+    inner.wake.notify_one();
+}
+
+/// Moves a partition whose batch failed to a new producer id: the batches not sent yet
+/// are stamped anew from sequence 0. While no id can be had (the cluster unreachable
+/// past the delivery timeout) they fail, as Kafka's expire in its accumulator.
+async fn move_to_new_producer_id(inner: Arc<Inner>, topic: String, partition: u32) {
+    let identity = loop {
+        match init_producer_id(&inner.cluster, &inner.config).await {
+            Ok(identity) => break identity,
+            Err(e) => {
+                tracing::warn!(topic, partition, "no new producer id: {e}");
+                let mut st = inner.lock();
+                let failed: Vec<SealedBatch> = st
+                    .queues
+                    .get_mut(&topic)
+                    .and_then(|qs| qs.get_mut(partition as usize))
+                    .map(|q| q.ready.drain(..).collect())
+                    .unwrap_or_default();
+                let records: usize = failed.iter().map(|b| b.records).sum();
+                st.pending -= records;
+                if st.pending == 0 {
+                    inner.idle.notify_waiters();
+                }
+                drop(st);
+                for b in failed {
+                    b.completion.complete(Err(e.clone()));
+                }
+            }
+        }
+    };
+    let mut st = inner.lock();
+    if let Some(q) = st
+        .queues
+        .get_mut(&topic)
+        .and_then(|qs| qs.get_mut(partition as usize))
+    {
+        let mut seq = 0;
+        for b in q.ready.iter_mut() {
+            if let Some(bytes) = batch::restamp_producer(&b.bytes, identity.0, identity.1, seq) {
+                b.bytes = bytes;
+            }
+            b.generation = q.generation;
+            seq = seq_after(seq, b.records);
+        }
+        tracing::info!(
+            topic,
+            partition,
+            "a batch failed: the partition's next batches go as producer {} from sequence 0",
+            identity.0
+        );
+        q.next_seq = seq;
+        q.identity = Some(identity);
+        q.resetting = false;
     }
     drop(st);
     inner.wake.notify_one();
@@ -622,12 +733,15 @@ async fn init_producer_id(
     let deadline = Instant::now() + config.delivery_timeout;
     let mut backoff = config.retry_backoff.min(Duration::from_millis(50));
     loop {
-        let answer = cluster
-            .broker()
-            .clone()
-            .init_producer_id(v1::InitProducerIdRequest {})
-            .await
-            .map_err(ClientError::from);
+        let mut client = cluster.broker();
+        let request = client.init_producer_id(v1::InitProducerIdRequest {});
+        let answer = match tokio::time::timeout(config.request_timeout, request).await {
+            Ok(answer) => answer.map_err(ClientError::from),
+            Err(_) => Err(ClientError::Broker {
+                code: tonic::Code::DeadlineExceeded,
+                message: format!("no producer id within {:?}", config.request_timeout),
+            }),
+        };
         match answer {
             Ok(r) => {
                 let r = r.into_inner();
@@ -641,6 +755,8 @@ async fn init_producer_id(
             }
             Err(e) if e.is_retriable() && Instant::now() + backoff < deadline => {
                 tracing::debug!("init producer id: {e}; retrying");
+                // The broker asked may be down: the next attempt asks another.
+                cluster.next_default();
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }

@@ -136,6 +136,76 @@ async fn without_idempotence_the_same_loss_stores_a_duplicate() {
     assert_eq!(offset, 101);
 }
 
+/// A batch that fails for good (its requests never reach the broker before its delivery
+/// timeout) leaves a gap in the producer's sequences. The partition's later batches
+/// move to a new producer id and are stored, instead of being refused as out of order
+/// behind the missing batch until they fail too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_does_not_block_the_later_batches_of_its_partition() {
+    let mut proxy = LossyProxy::bind().await;
+    let advertised = proxy.addr.to_string();
+    let broker = TestBroker::start_with(
+        std::sync::Arc::new(tempfile::tempdir().unwrap()),
+        move |c| c.advertised_address = Some(advertised),
+    )
+    .await;
+    proxy.start(broker.addr.clone());
+    let topic = "gap";
+    Admin::connect(&broker.addr)
+        .await
+        .unwrap()
+        .create_topic(topic, 1, 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let producer = Producer::connect(
+        &proxy.addr.to_string(),
+        ProducerConfig {
+            linger: Duration::from_millis(1),
+            retry_backoff: Duration::from_millis(20),
+            delivery_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_millis(300),
+            max_in_flight_per_partition: 5,
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let send = |i: usize| producer.send(ProducerRecord::new(topic, i.to_string()).partition(0));
+    for i in 0..10 {
+        send(i).await.unwrap();
+    }
+    producer.flush().await;
+
+    proxy.hold_requests();
+    let lost = send(10).await.unwrap();
+    let outcome = tokio::time::timeout(DEADLINE, lost)
+        .await
+        .expect("the held record resolves");
+    assert!(
+        outcome.is_err(),
+        "record 10 never reached the broker: {outcome:?}"
+    );
+    proxy.cut();
+
+    let mut later = Vec::new();
+    for i in 11..30 {
+        later.push(send(i).await.unwrap());
+    }
+    for (i, d) in (11..).zip(later) {
+        let m = tokio::time::timeout(DEADLINE, d)
+            .await
+            .expect("resolves")
+            .unwrap_or_else(|e| panic!("record {i} after the failed batch: {e}"));
+        assert_eq!(
+            m.offset,
+            i as u64 - 1,
+            "record {i} follows the gap directly"
+        );
+    }
+    let expected: Vec<String> = (0..10).chain(11..30).map(|i| i.to_string()).collect();
+    assert_eq!(values(&broker.addr, topic, 29).await, expected);
+}
+
 /// One batch of `n` records of producer `pid`/`epoch` starting at sequence `seq`.
 fn batch(pid: i64, epoch: i16, seq: i32, n: usize) -> bytes::Bytes {
     let mut b = rafka_client::batch::BatchBuilder::new().producer(pid, epoch, seq);

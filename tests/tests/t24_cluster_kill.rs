@@ -157,6 +157,7 @@ async fn kill_the_leader_mid_stream_and_lose_nothing_acknowledged() {
     if child_arg().is_some() {
         return;
     }
+    rafka_tests::init_tracing();
     let mut brokers = Brokers::start(3);
     let admin = Admin::connect(&brokers.bootstrap()).await.expect("admin");
     admin

@@ -56,11 +56,13 @@ type StepFuture<'a> = Pin<Box<dyn Future<Output = Step> + Send + 'a>>;
 /// Sends each partition's records to its leader (one request per leader), following
 /// redirects and retrying retriable failures; hands each partition's outcome to `done` as
 /// soon as it is known. A partition is in one request or one wait at a time, so its
-/// records are never reordered.
+/// records are never reordered. A failed partition for which `superseded` holds is not
+/// retried (its producer moved on to a new producer id).
 pub(super) async fn produce_routed(
     inner: &Inner,
     topic: &str,
     pending: Parts,
+    superseded: impl Fn(u32) -> bool,
     mut done: impl FnMut(u32, PartitionResult),
 ) {
     let deadline = Instant::now() + inner.config.delivery_timeout;
@@ -83,6 +85,20 @@ pub(super) async fn produce_routed(
         let mut then = Then::Now;
         let mut last = None;
         for (e, parts) in failures(topic, parts, answer, &mut done) {
+            let (parts, give_up): (Parts, Parts) =
+                parts.into_iter().partition(|(p, _)| !superseded(*p));
+            for (p, _) in give_up {
+                done(
+                    p,
+                    Err(ClientError::RetriesExhausted {
+                        attempts: attempt + 1,
+                        last: Box::new(e.clone()),
+                    }),
+                );
+            }
+            if parts.is_empty() {
+                continue;
+            }
             if e.is_retriable() && attempt < inner.config.retries && Instant::now() < deadline {
                 then = then.max(match &e {
                     // A redirect to another broker: go there. The first time at once,

@@ -213,6 +213,27 @@ impl BatchBuilder {
     }
 }
 
+/// A copy of the sealed batch `batch` with its producer fields set anew and its checksum
+/// recomputed (an idempotent producer moving batches it has not sent yet to a new
+/// producer id). `None` when `batch` is shorter than a header.
+pub fn restamp_producer(
+    batch: &[u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Option<Bytes> {
+    if batch.len() < HEADER_LEN {
+        return None;
+    }
+    let mut b = batch.to_vec();
+    put(&mut b, field::PRODUCER_ID, &producer_id.to_be_bytes());
+    put(&mut b, field::PRODUCER_EPOCH, &producer_epoch.to_be_bytes());
+    put(&mut b, field::BASE_SEQUENCE, &base_sequence.to_be_bytes());
+    let crc = crc32fast::hash(&b[field::ATTRIBUTES..]);
+    put(&mut b, field::CRC, &crc.to_be_bytes());
+    Some(Bytes::from(b))
+}
+
 /// Encoded size of a record's key, value and headers.
 fn fields_len(r: &Record<'_>) -> usize {
     let mut n = bytes_len(r.key) + bytes_len(r.value);

@@ -29,7 +29,7 @@ pub mod compression;
 pub mod varint;
 mod view;
 
-pub use builder::{BatchBuilder, Header, Record};
+pub use builder::{restamp_producer, BatchBuilder, Header, Record};
 pub use view::{
     batch_len_at, verify_stored, BatchHeader, RecordBatch, RecordHeaders, RecordView, Records,
     ValidatedBatch,

@@ -412,3 +412,17 @@ fn control_payload_batches_carry_bytes_and_take_no_offset() {
         Err(BatchError::BadRecord { .. })
     ));
 }
+
+#[test]
+fn restamping_sets_the_producer_fields_and_keeps_the_batch_valid() {
+    let buf = sample();
+    let out = restamp_producer(&buf, 77, 3, 1_000).unwrap();
+    let batch = RecordBatch::parse(&out).expect("the checksum was recomputed");
+    let h = batch.header();
+    assert_eq!(
+        (h.producer_id, h.producer_epoch, h.base_sequence),
+        (77, 3, 1_000)
+    );
+    assert_eq!(&out[field::RECORD_COUNT..], &buf[field::RECORD_COUNT..]);
+    assert!(restamp_producer(&buf[..HEADER_LEN - 1], 1, 0, 0).is_none());
+}
