@@ -16,6 +16,9 @@ use crate::{ClientError, TopicPartition};
 const RETRY_FOR: Duration = Duration::from_secs(30);
 /// Pause before retrying one.
 const BACKOFF: Duration = Duration::from_millis(100);
+/// How long one coordinator request may go unanswered before the coordinator is looked
+/// up again (a broker stopped or cut off answers nothing, and a member's poll waits).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Commits and fetches one group's offsets, finding (and re-finding) its coordinator.
 #[derive(Clone)]
@@ -61,9 +64,19 @@ impl GroupOffsets {
     {
         let deadline = tokio::time::Instant::now() + RETRY_FOR;
         loop {
-            let answer = match self.coordinator().await {
-                Ok(client) => call(client).await.map_err(ClientError::from),
-                Err(e) => Err(e),
+            let attempt = async {
+                let client = self.coordinator().await?;
+                call(client).await.map_err(ClientError::from)
+            };
+            let answer = match tokio::time::timeout(REQUEST_TIMEOUT, attempt).await {
+                Ok(answer) => answer,
+                Err(_) => Err(ClientError::Broker {
+                    code: tonic::Code::DeadlineExceeded,
+                    message: format!(
+                        "group `{}`: no answer from its coordinator within {REQUEST_TIMEOUT:?}",
+                        self.group
+                    ),
+                }),
             };
             match answer {
                 Ok(r) => return Ok(r.into_inner()),

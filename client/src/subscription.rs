@@ -124,10 +124,19 @@ impl Consumer {
         };
         let now = Instant::now();
         if sub.next_commit.is_some_and(|at| at <= now) {
-            self.commit().await?;
             let interval = self.config.auto_commit_interval.unwrap_or_default();
             if let Some(s) = &mut self.subscription {
                 s.next_commit = Some(now + interval);
+            }
+            // A failed auto-commit is logged and left to the next one, as Kafka's: were
+            // it the poll's error, a member the coordinator no longer knows (a new
+            // coordinator after a failover) would never heartbeat again to rejoin. The
+            // heartbeat goes at once, to find out.
+            if let Err(e) = self.commit().await {
+                tracing::warn!("auto-commit failed: {e}");
+                if let Some(s) = &mut self.subscription {
+                    s.next_heartbeat = Instant::now();
+                }
             }
         }
         let due = self.subscription.as_ref().map(|s| s.next_heartbeat);

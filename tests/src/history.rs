@@ -43,8 +43,15 @@ pub struct History {
     pub failed: usize,
     /// The failures' errors (their first 120 characters), counted.
     pub failures: BTreeMap<String, usize>,
-    /// Per consumer, its polls in order.
+    /// Per consumer, its polls in order (a group member's, per assignment: after a
+    /// rebalance a member resumes from the committed offsets, so records may come again,
+    /// but never out of order within one).
     pub polls: Vec<Vec<Poll>>,
+    /// How many of `polls` (the last ones) are a consumer group's: together they must
+    /// have delivered every record of the final log.
+    pub group_streams: usize,
+    /// The group's committed offsets, per partition, in the order they were read.
+    pub committed: BTreeMap<u32, Vec<u64>>,
     /// Per replica, per partition, its log's values in offset order (offsets dense from
     /// the log start, which is 0 in a fault run: no retention).
     pub logs: Vec<BTreeMap<u32, Vec<String>>>,
@@ -72,6 +79,10 @@ pub struct Anomalies {
     pub divergent_partitions: usize,
     /// Partitions where some replica is shorter than the acknowledged writes.
     pub short_replicas: usize,
+    /// Records of the final log the consumer group never delivered.
+    pub unconsumed_by_group: usize,
+    /// Times a partition's committed group offset was read lower than before.
+    pub committed_backwards: usize,
 }
 
 impl Anomalies {
@@ -86,12 +97,14 @@ impl Anomalies {
             + self.never_sent
             + self.divergent_partitions
             + self.short_replicas
+            + self.unconsumed_by_group
+            + self.committed_backwards
     }
 
     /// As a JSON object.
     pub fn json(&self) -> String {
         format!(
-            "{{\"lost\":{},\"duplicates\":{},\"wrong_offset\":{},\"inconsistent_offsets\":{},\"poll_skips\":{},\"nonmonotonic_polls\":{},\"never_sent\":{},\"divergent_partitions\":{},\"short_replicas\":{}}}",
+            "{{\"lost\":{},\"duplicates\":{},\"wrong_offset\":{},\"inconsistent_offsets\":{},\"poll_skips\":{},\"nonmonotonic_polls\":{},\"never_sent\":{},\"divergent_partitions\":{},\"short_replicas\":{},\"unconsumed_by_group\":{},\"committed_backwards\":{}}}",
             self.lost,
             self.duplicates,
             self.wrong_offset,
@@ -100,7 +113,9 @@ impl Anomalies {
             self.nonmonotonic_polls,
             self.never_sent,
             self.divergent_partitions,
-            self.short_replicas
+            self.short_replicas,
+            self.unconsumed_by_group,
+            self.committed_backwards
         )
     }
 }
@@ -183,6 +198,35 @@ pub fn check(h: &History) -> (Anomalies, Vec<String>) {
                 note(format!(
                     "consumer {c} saw {} at {}-{}, the log holds {:?}",
                     p.value, p.partition, p.offset, stored_here
+                ));
+            }
+        }
+    }
+    if h.group_streams > 0 {
+        let mut delivered: HashSet<(u32, u64)> = HashSet::new();
+        for polls in &h.polls[h.polls.len().saturating_sub(h.group_streams)..] {
+            delivered.extend(polls.iter().map(|p| (p.partition, p.offset)));
+        }
+        for (&p, values) in reference {
+            let missing = (0..values.len() as u64)
+                .filter(|o| !delivered.contains(&(p, *o)))
+                .count();
+            if missing > 0 {
+                a.unconsumed_by_group += missing;
+                note(format!(
+                    "partition {p}: the group never delivered {missing} of {} records",
+                    values.len()
+                ));
+            }
+        }
+    }
+    for (p, seen) in &h.committed {
+        for w in seen.windows(2) {
+            if w[1] < w[0] {
+                a.committed_backwards += 1;
+                note(format!(
+                    "partition {p}: committed offset went from {} back to {}",
+                    w[0], w[1]
                 ));
             }
         }
@@ -316,6 +360,29 @@ mod tests {
         h.logs[1] = log(&["a"]);
         let (a, _) = check(&h);
         assert_eq!((a.short_replicas, a.divergent_partitions), (1, 0));
+    }
+
+    #[test]
+    fn the_group_delivers_every_record_and_never_commits_backwards() {
+        let poll = |offset: u64, value: &str| Poll {
+            partition: 0,
+            offset,
+            value: value.into(),
+        };
+        let mut h = history();
+        // Two assignments of one member: the second resumes at a committed offset.
+        h.polls.push(vec![poll(0, "a")]);
+        h.polls.push(vec![poll(0, "a"), poll(1, "b")]);
+        h.group_streams = 2;
+        h.committed.insert(0, vec![0, 1, 1, 2]);
+        let (a, notes) = check(&h);
+        assert_eq!(a, Anomalies::default(), "{notes:?}");
+
+        h.polls.pop();
+        h.group_streams = 1;
+        h.committed.insert(0, vec![0, 2, 1]);
+        let (a, _) = check(&h);
+        assert_eq!((a.unconsumed_by_group, a.committed_backwards), (1, 1));
     }
 
     #[test]

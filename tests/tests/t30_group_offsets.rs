@@ -185,3 +185,77 @@ async fn committed_offsets_survive_the_loss_of_the_coordinator() {
         600
     );
 }
+
+/// A subscribed member whose coordinator dies: the new coordinator does not know it (a
+/// group's membership lives in its coordinator's memory), so its next auto-commit is
+/// refused. The member must rejoin and go on reading and committing; before, the
+/// refused auto-commit failed every poll ahead of the heartbeat that would have rejoined,
+/// and the member stalled for good (found by the fault suite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_rejoins_a_new_coordinator_and_its_commits_go_on() {
+    let mut cluster = TestCluster::start(3).await;
+    fill(&cluster.bootstrap(), "events", 3, 3, 600).await;
+    let parts: Vec<TopicPartition> = (0..3).map(|p| TopicPartition::new("events", p)).collect();
+    let mut member = Consumer::connect(
+        &cluster.bootstrap(),
+        ConsumerConfig {
+            group_id: Some("audit".into()),
+            auto_commit_interval: Some(Duration::from_millis(100)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    member.subscribe(&["events"]).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let start = std::time::Instant::now();
+    while seen.len() < 300 {
+        assert!(
+            start.elapsed() < WAIT,
+            "read {} before the failover",
+            seen.len()
+        );
+        for r in member.poll(Duration::from_millis(200)).await.unwrap() {
+            seen.insert((r.partition, r.offset));
+        }
+    }
+
+    let mut g = GroupClient::connect(format!("http://{}", cluster.brokers[0].addr))
+        .await
+        .unwrap();
+    let coordinator = g
+        .find_coordinator(v1::FindCoordinatorRequest {
+            group: "audit".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .node_id;
+    cluster.stop(coordinator).await;
+
+    let live: Vec<String> = cluster
+        .running()
+        .iter()
+        .map(|&b| cluster.brokers[b as usize - 1].addr.clone())
+        .collect();
+    let mut reader = group_consumer(&live.join(","), "audit").await;
+    let start = std::time::Instant::now();
+    loop {
+        // Errors while the coordinator moves are retried by polling again.
+        if let Ok(records) = member.poll(Duration::from_millis(200)).await {
+            seen.extend(records.iter().map(|r| (r.partition, r.offset)));
+        }
+        let committed: u64 = reader
+            .committed(&parts)
+            .await
+            .map_or(0, |c| c.values().sum());
+        if seen.len() == 600 && committed == 600 {
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "after the coordinator's loss the member read {} of 600 and committed {committed}",
+            seen.len()
+        );
+    }
+}

@@ -3,30 +3,33 @@
 //! nemesis breaks things on a schedule: kill -9 of a partition leader and of any broker
 //! (restarted, sometimes with the tail of a log file cut off while it was down),
 //! SIGSTOP/SIGCONT of a leader, a leader isolated from the other brokers (the old
-//! leader in the minority), any broker isolated, and a bridge (two brokers cut apart,
-//! the third seeing both). Afterwards everything heals, every replica is read whole,
-//! and the checkers of `rafka_tests::history` judge the history: lost acknowledged
-//! writes, duplicates, values at other offsets than acknowledged, inconsistent offsets
-//! between the consumer and the log, skipped or backward polls, values never sent,
-//! divergent or short replicas. Every count must be 0. Availability (the longest
-//! time a partition acknowledged no write during each fault and its recovery) is
-//! reported. Not yet among the nemeses: packet loss and delay (this kernel has no
-//! netem; they need a userspace proxy between the namespaces), a flipped byte in a
-//! sealed segment and a deleted index.
+//! leader in the minority), any broker isolated, a bridge (two brokers cut apart, the
+//! third seeing both), and a broker killed whose index files are deleted while it is
+//! down. Besides the assigned consumer, a consumer group of two members reads with
+//! auto-commit, and its committed offsets are read throughout. Afterwards everything
+//! heals, every replica is read whole, and the checkers of `rafka_tests::history` judge
+//! the history: lost acknowledged writes, duplicates, values at other offsets than
+//! acknowledged, inconsistent offsets between the consumers and the log, skipped or
+//! backward polls, values never sent, divergent or short replicas, records the group
+//! never delivered, committed offsets going backwards. Every count must be 0.
+//! Availability (the longest time a partition acknowledged no write during each fault
+//! and its recovery) is reported. Not yet among the nemeses: packet loss and delay
+//! (this kernel has no netem; they need a userspace proxy between the namespaces) and a
+//! flipped byte in a sealed segment.
 //!
 //! `RAFKA_FAULT_SECS` (default 75) sets the length of the nemesis phase and
 //! `RAFKA_FAULT_SEED` the schedule; the result is written as JSON to
 //! `target/faults/result-SEED.json`. Needs root, `ip` and `nft` (as t40).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use rafka_client::{
-    Admin, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
-    TopicPartition,
+    Admin, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, RebalanceListener,
+    SeekTo, TopicPartition,
 };
 use rafka_proto::batch::{BatchHeader, RecordBatch};
 use rafka_proto::v1::{self, broker_client::BrokerClient};
@@ -43,6 +46,9 @@ fn broker_child() {
 }
 
 const TOPIC: &str = "faults";
+const GROUP: &str = "faults-group";
+/// Small segments, so a run seals many (and a deleted index may be a sealed one's).
+const SEGMENT_BYTES: &str = "1048576";
 const PARTITIONS: u32 = 3;
 /// How long a fault lasts, and how long the cluster then has to recover.
 const FAULT_FOR: Duration = Duration::from_secs(4);
@@ -111,6 +117,32 @@ impl Cluster {
         }
     }
 
+    /// Deletes the index files of one of the broker's segments of `partition` (sealed
+    /// or active), while it is down: the broker must rebuild them.
+    fn delete_index(&self, id: u32, partition: u32, rng: &mut Rng) -> Option<String> {
+        let dir = self.dirs[id as usize - 1]
+            .path()
+            .join(format!("{TOPIC}-{partition}"));
+        let mut indexes: Vec<_> = std::fs::read_dir(&dir)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "index"))
+            .collect();
+        indexes.sort();
+        if indexes.is_empty() {
+            return None;
+        }
+        let index = indexes[rng.below(indexes.len() as u32) as usize].clone();
+        let time_index = index.with_extension("timeindex");
+        std::fs::remove_file(&index).ok()?;
+        let _ = std::fs::remove_file(&time_index);
+        Some(format!(
+            "{} deleted ({} segments)",
+            index.display(),
+            indexes.len()
+        ))
+    }
+
     fn bootstrap(&self) -> String {
         self.addrs.join(",")
     }
@@ -163,13 +195,14 @@ enum Nemesis {
     KillLeader,
     KillAny,
     KillAndTruncate,
+    KillAndDeleteIndex,
     PauseLeader,
     IsolateLeader,
     IsolateAny,
     Bridge,
 }
 
-const NEMESES: [Nemesis; 7] = [
+const NEMESES: [Nemesis; 8] = [
     Nemesis::KillLeader,
     Nemesis::PauseLeader,
     Nemesis::IsolateLeader,
@@ -177,6 +210,7 @@ const NEMESES: [Nemesis; 7] = [
     Nemesis::Bridge,
     Nemesis::KillAny,
     Nemesis::IsolateAny,
+    Nemesis::KillAndDeleteIndex,
 ];
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -330,6 +364,104 @@ async fn consume(bootstrap: String, until: Arc<Mutex<Option<Vec<u64>>>>) -> Vec<
     }
 }
 
+/// Counts the member's assignments: each starts a new stream of polls.
+struct Assignments(Arc<AtomicUsize>);
+
+impl RebalanceListener for Assignments {
+    fn on_revoked(&mut self, _: &[TopicPartition]) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+    fn on_assigned(&mut self, _: &[TopicPartition]) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A member of the consumer group (auto-commit every 300 ms) until `done`; returns its
+/// polls, one stream per assignment.
+async fn group_member(bootstrap: String, done: Arc<AtomicBool>) -> Vec<Vec<Poll>> {
+    let mut consumer = Consumer::connect(
+        &bootstrap,
+        ConsumerConfig {
+            group_id: Some(GROUP.into()),
+            auto_commit_interval: Some(Duration::from_millis(300)),
+            ..ConsumerConfig::default()
+        },
+    )
+    .await
+    .expect("group consumer");
+    consumer.subscribe(&[TOPIC]).expect("subscribe");
+    let assignments = Arc::new(AtomicUsize::new(0));
+    consumer.set_rebalance_listener(Assignments(assignments.clone()));
+    let mut streams: BTreeMap<usize, Vec<Poll>> = BTreeMap::new();
+    while !done.load(Ordering::SeqCst) {
+        // Errors (a coordinator or leader down) are retried by polling again.
+        if let Ok(records) = consumer.poll(Duration::from_millis(200)).await {
+            let stream = streams
+                .entry(assignments.load(Ordering::SeqCst))
+                .or_default();
+            for r in records {
+                stream.push(Poll {
+                    partition: r.partition,
+                    offset: r.offset,
+                    value: String::from_utf8_lossy(&r.value.unwrap_or_default()).into_owned(),
+                });
+            }
+        }
+    }
+    let _ = consumer.close().await;
+    streams.into_values().collect()
+}
+
+/// Reads the group's committed offsets every 100 ms; once the final high watermarks are
+/// known (`until`) and every partition's committed offset reached them (or a deadline
+/// passed), tells the members they are `done`. Returns the offsets read, per partition.
+async fn watch_committed(
+    bootstrap: String,
+    until: Arc<Mutex<Option<Vec<u64>>>>,
+    done: Arc<AtomicBool>,
+) -> BTreeMap<u32, Vec<u64>> {
+    let mut reader = Consumer::connect(
+        &bootstrap,
+        ConsumerConfig {
+            group_id: Some(GROUP.into()),
+            ..ConsumerConfig::default()
+        },
+    )
+    .await
+    .expect("committed-offset reader");
+    let tps: Vec<_> = (0..PARTITIONS)
+        .map(|p| TopicPartition::new(TOPIC, p))
+        .collect();
+    let mut seen: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    let mut deadline = None;
+    loop {
+        if let Ok(c) = reader.committed(&tps).await {
+            for (tp, o) in c {
+                let s = seen.entry(tp.partition).or_default();
+                if s.last() != Some(&o) {
+                    s.push(o);
+                }
+            }
+        }
+        if let Some(ends) = until.lock().unwrap().clone() {
+            let reached = (0..PARTITIONS).all(|p| {
+                seen.get(&p).and_then(|s| s.last()).copied().unwrap_or(0) >= ends[p as usize]
+            });
+            let d = *deadline.get_or_insert_with(|| Instant::now() + WAIT);
+            if reached || Instant::now() > d {
+                if !reached {
+                    eprintln!(
+                        "the group's committed offsets stopped at {seen:?}, short of {ends:?}"
+                    );
+                }
+                done.store(true, Ordering::SeqCst);
+                return seen;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
     if child_arg().is_some() {
@@ -347,7 +479,12 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
     let mut cluster = Cluster::new();
     let admin = Admin::connect(&cluster.bootstrap()).await.expect("admin");
     admin
-        .create_topic(TOPIC, PARTITIONS, 3, BTreeMap::new())
+        .create_topic(
+            TOPIC,
+            PARTITIONS,
+            3,
+            BTreeMap::from([("segment.bytes".to_string(), SEGMENT_BYTES.to_string())]),
+        )
         .await
         .expect("create");
 
@@ -369,6 +506,15 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
         })
         .collect();
     let consumer = tokio::spawn(consume(cluster.bootstrap(), until.clone()));
+    let group_done = Arc::new(AtomicBool::new(false));
+    let members: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(group_member(cluster.bootstrap(), group_done.clone())))
+        .collect();
+    let committed = tokio::spawn(watch_committed(
+        cluster.bootstrap(),
+        until.clone(),
+        group_done.clone(),
+    ));
 
     // The nemesis: faults in a seeded order, each followed by time to recover.
     let mut events: Vec<(Nemesis, Duration, Duration, String)> = Vec::new();
@@ -386,7 +532,10 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
         let any = 1 + rng.below(3);
         let start = t0.elapsed();
         let what = match nemesis {
-            Nemesis::KillLeader | Nemesis::KillAny | Nemesis::KillAndTruncate => {
+            Nemesis::KillLeader
+            | Nemesis::KillAny
+            | Nemesis::KillAndTruncate
+            | Nemesis::KillAndDeleteIndex => {
                 let victim = if nemesis == Nemesis::KillLeader {
                     leader
                 } else {
@@ -395,11 +544,14 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
                 cluster.kill(victim);
                 let mut what = format!("kill -9 broker {victim}");
                 tokio::time::sleep(FAULT_FOR).await;
-                if nemesis == Nemesis::KillAndTruncate {
-                    let p = rng.below(PARTITIONS);
-                    if let Some(t) = cluster.truncate_tail(victim, p, &mut rng) {
-                        what.push_str(&format!("; {t}"));
-                    }
+                let p = rng.below(PARTITIONS);
+                let damage = match nemesis {
+                    Nemesis::KillAndTruncate => cluster.truncate_tail(victim, p, &mut rng),
+                    Nemesis::KillAndDeleteIndex => cluster.delete_index(victim, p, &mut rng),
+                    _ => None,
+                };
+                if let Some(d) = damage {
+                    what.push_str(&format!("; {d}"));
                 }
                 cluster.start(victim);
                 what
@@ -499,9 +651,17 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
     // The consumer reads up to the end, then stops.
     *until.lock().unwrap() = Some(marks.clone());
     let polls = consumer.await.expect("consumer task");
+    let committed = committed.await.expect("committed-offset task");
+    let mut group_polls = Vec::new();
+    for m in members {
+        group_polls.extend(m.await.expect("group member task"));
+    }
 
     let mut h = std::mem::take(&mut *history.lock().unwrap());
     h.polls = vec![polls];
+    h.group_streams = group_polls.len();
+    h.polls.extend(group_polls);
+    h.committed = committed;
     for addr in &cluster.addrs {
         let mut log = BTreeMap::new();
         for p in 0..PARTITIONS {
@@ -538,13 +698,14 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
         ));
     }
     let json = format!(
-        "{{\"seed\":{seed},\"fault_secs\":{secs},\"events\":{},\"sent\":{},\"acked\":{},\"failed\":{},\"failures\":{:?},\"polled\":{},\"anomalies\":{},\"longest_unavailable_ms\":{{{}}},\"events_detail\":[{}],\"notes\":[{}]}}",
+        "{{\"seed\":{seed},\"fault_secs\":{secs},\"events\":{},\"sent\":{},\"acked\":{},\"failed\":{},\"failures\":{:?},\"polled\":{},\"polled_by_group\":{},\"anomalies\":{},\"longest_unavailable_ms\":{{{}}},\"events_detail\":[{}],\"notes\":[{}]}}",
         events.len(),
         h.sent.len(),
         h.acked.len(),
         h.failed,
         format!("{:?}", h.failures),
         h.polls[0].len(),
+        h.polls[1..].iter().map(Vec::len).sum::<usize>(),
         anomalies.json(),
         availability
             .iter()
