@@ -111,12 +111,48 @@ impl ClientError {
     /// True for errors worth retrying (the broker is busy, restarting or moving).
     pub fn is_retriable(&self) -> bool {
         match self {
+            // Cancelled: the connection closed under the request (hyper's "operation was
+            // canceled", as when a proxy between closes it cleanly), its fate unknown.
             Self::Broker { code, .. } => matches!(
                 code,
-                Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Unknown
+                Code::Unavailable
+                    | Code::DeadlineExceeded
+                    | Code::Aborted
+                    | Code::Unknown
+                    | Code::Cancelled
             ),
             Self::Connect { .. } | Self::NotLeader { .. } => true,
             _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_failures_are_retriable_and_refusals_are_not() {
+        let broker = |code| ClientError::Broker {
+            code,
+            message: String::new(),
+        };
+        // A connection closed cleanly under a request (hyper's "operation was canceled")
+        // arrives as Cancelled: the request's fate is unknown, so it is retried.
+        for code in [
+            Code::Cancelled,
+            Code::Unknown,
+            Code::Unavailable,
+            Code::Aborted,
+        ] {
+            assert!(broker(code).is_retriable(), "{code:?}");
+        }
+        for code in [
+            Code::InvalidArgument,
+            Code::FailedPrecondition,
+            Code::NotFound,
+        ] {
+            assert!(!broker(code).is_retriable(), "{code:?}");
         }
     }
 }

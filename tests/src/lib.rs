@@ -10,6 +10,7 @@
 //!   test, so a test can SIGKILL a real process in the middle of its work.
 
 pub mod cluster;
+pub mod delay;
 pub mod history;
 pub mod netns;
 pub mod procs;

@@ -106,7 +106,27 @@ impl Net {
         }
     }
 
-    /// Lifts every cut of brokers `a` and `b`.
+    /// Drops `percent` of the packets between brokers `a` and `b` at random, each way on
+    /// each side (so about twice that end to end): a lossy link, the kind `netem` would
+    /// make (nftables' `numgen random`; this kernel has no `sch_netem`).
+    pub fn lossy(&self, a: u32, b: u32, percent: u32) {
+        let p = percent.to_string();
+        for (me, other) in [(a, b), (b, a)] {
+            let ns = self.netns(me);
+            let ip = self.ip(other);
+            for (chain, dir) in [("in", "saddr"), ("out", "daddr")] {
+                run(
+                    "ip",
+                    &[
+                        "netns", "exec", &ns, "nft", "add", "rule", "inet", "cut", chain, "ip",
+                        dir, &ip, "numgen", "random", "mod", "100", "<", &p, "drop",
+                    ],
+                );
+            }
+        }
+    }
+
+    /// Lifts every cut (and loss) of brokers `a` and `b`.
     pub fn heal(&self, a: u32, b: u32) {
         for id in [a, b] {
             let ns = self.netns(id);

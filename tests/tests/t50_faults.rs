@@ -4,8 +4,10 @@
 //! (restarted, sometimes with the tail of a log file cut off while it was down),
 //! SIGSTOP/SIGCONT of a leader, a leader isolated from the other brokers (the old
 //! leader in the minority), any broker isolated, a bridge (two brokers cut apart, the
-//! third seeing both), and a broker killed whose index files are deleted while it is
-//! down. Besides the assigned consumer, a consumer group of two members reads with
+//! third seeing both), a broker killed whose index files are deleted while it is
+//! down, lossy links (10–30% of the packets between brokers dropped at random), and
+//! delayed links (20–200 ms each way on every connection to a broker, through a
+//! forwarder in front of each broker, `rafka_tests::delay`). Besides the assigned consumer, a consumer group of two members reads with
 //! auto-commit, and its committed offsets are read throughout. Afterwards everything
 //! heals, every replica is read whole, and the checkers of `rafka_tests::history` judge
 //! the history: lost acknowledged writes, duplicates, values at other offsets than
@@ -13,12 +15,11 @@
 //! backward polls, values never sent, divergent or short replicas, records the group
 //! never delivered, committed offsets going backwards. Every count must be 0.
 //! Availability (the longest time a partition acknowledged no write during each fault
-//! and its recovery) is reported. Not yet among the nemeses: packet loss and delay
-//! (this kernel has no netem; they need a userspace proxy between the namespaces) and a
-//! flipped byte in a sealed segment.
+//! and its recovery) is reported. Not yet among the nemeses: a flipped byte in a
+//! sealed segment.
 //!
-//! `RAFKA_FAULT_SECS` (default 75) sets the length of the nemesis phase and
-//! `RAFKA_FAULT_SEED` the schedule; the result is written as JSON to
+//! `RAFKA_FAULT_SECS` (default 90: every nemesis once) sets the length of the nemesis
+//! phase and `RAFKA_FAULT_SEED` the schedule; the result is written as JSON to
 //! `target/faults/result-SEED.json`. Needs root, `ip` and `nft` (as t40).
 
 use std::collections::BTreeMap;
@@ -34,6 +35,7 @@ use rafka_client::{
 use rafka_proto::batch::{BatchHeader, RecordBatch};
 use rafka_proto::v1::{self, broker_client::BrokerClient};
 use rafka_tests::cluster::{peer_list, WAIT};
+use rafka_tests::delay::DelayProxy;
 use rafka_tests::history::{check, longest_gap, Ack, History, Poll};
 use rafka_tests::netns::Net;
 use rafka_tests::procs::READY;
@@ -57,7 +59,11 @@ const RECOVER_FOR: Duration = Duration::from_secs(4);
 /// The brokers, their namespaces and processes.
 struct Cluster {
     net: Net,
+    /// Where each broker listens (port 9092), and clients bootstrap.
     addrs: Vec<String>,
+    /// In front of each broker in its namespace (port 9093): the address the brokers
+    /// know each other by (and advertise), so links can be delayed.
+    delays: Vec<DelayProxy>,
     dirs: Vec<tempfile::TempDir>,
     peers: String,
     children: Vec<Option<ChildTest>>,
@@ -67,9 +73,21 @@ impl Cluster {
     fn new() -> Self {
         let net = Net::new(3);
         let addrs: Vec<String> = (1..=3).map(|id| format!("{}:9092", net.ip(id))).collect();
+        let fronts: Vec<String> = (1..=3).map(|id| format!("{}:9093", net.ip(id))).collect();
+        let delays = (1..=3)
+            .map(|id| {
+                let i = id as usize - 1;
+                DelayProxy::start(
+                    &net.netns(id),
+                    fronts[i].parse().expect("address"),
+                    addrs[i].parse().expect("address"),
+                )
+            })
+            .collect();
         let mut c = Self {
-            peers: peer_list(&addrs),
+            peers: peer_list(&fronts),
             addrs,
+            delays,
             dirs: (0..3).map(|_| tempfile::tempdir().unwrap()).collect(),
             children: (0..3).map(|_| None).collect(),
             net,
@@ -200,9 +218,11 @@ enum Nemesis {
     IsolateLeader,
     IsolateAny,
     Bridge,
+    LossyLinks,
+    DelayedLinks,
 }
 
-const NEMESES: [Nemesis; 8] = [
+const NEMESES: [Nemesis; 10] = [
     Nemesis::KillLeader,
     Nemesis::PauseLeader,
     Nemesis::IsolateLeader,
@@ -211,6 +231,8 @@ const NEMESES: [Nemesis; 8] = [
     Nemesis::KillAny,
     Nemesis::IsolateAny,
     Nemesis::KillAndDeleteIndex,
+    Nemesis::LossyLinks,
+    Nemesis::DelayedLinks,
 ];
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -468,7 +490,7 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
         return;
     }
     rafka_tests::init_tracing();
-    let secs = env_u64("RAFKA_FAULT_SECS").unwrap_or(75);
+    let secs = env_u64("RAFKA_FAULT_SECS").unwrap_or(90);
     let seed = env_u64("RAFKA_FAULT_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -579,6 +601,28 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
                 tokio::time::sleep(FAULT_FOR).await;
                 cluster.net.heal(a, b);
                 format!("cut {a} from {b} (the third sees both)")
+            }
+            Nemesis::LossyLinks => {
+                let percent = 10 + rng.below(21);
+                for (a, b) in [(1, 2), (2, 3), (1, 3)] {
+                    cluster.net.lossy(a, b, percent);
+                }
+                tokio::time::sleep(FAULT_FOR).await;
+                for (a, b) in [(1, 2), (2, 3), (1, 3)] {
+                    cluster.net.heal(a, b);
+                }
+                format!("{percent}% of packets dropped each way on every link between brokers")
+            }
+            Nemesis::DelayedLinks => {
+                let delay = Duration::from_millis(20 + rng.below(181) as u64);
+                for d in &cluster.delays {
+                    d.set_delay(delay);
+                }
+                tokio::time::sleep(FAULT_FOR).await;
+                for d in &cluster.delays {
+                    d.set_delay(Duration::ZERO);
+                }
+                format!("every connection to a broker delayed {delay:?} each way")
             }
         };
         tokio::time::sleep(RECOVER_FOR).await;
