@@ -151,6 +151,8 @@ struct SealedBatch {
     _reserved: Reservation,
     /// The partition's generation when the batch was stamped (see `PartitionQueue`).
     generation: u64,
+    /// Sealed because it reached `batch_size` (not by its linger or a flush).
+    full: bool,
 }
 
 #[derive(Default)]
@@ -159,6 +161,8 @@ struct PartitionQueue {
     ready: VecDeque<SealedBatch>,
     /// Requests in flight.
     in_flight: usize,
+    /// Batches in those requests.
+    batches_in_flight: usize,
     /// Sequence number of the next record (idempotent producers).
     next_seq: i32,
     /// The producer id and epoch this partition's batches are stamped with, when not
@@ -323,7 +327,7 @@ impl Producer {
             .is_some_and(|o| o.builder.len() + size > batch_size);
         let producer = inner.producer;
         if overflowed {
-            seal(queue, codec, producer);
+            seal(queue, codec, producer, true);
             wake = true;
         }
         let open = queue.open.get_or_insert_with(|| {
@@ -340,7 +344,7 @@ impl Producer {
         let delivery = open.completion.record(partition, delta, timestamp);
         let full = open.builder.len() >= batch_size;
         if full {
-            seal(queue, codec, producer);
+            seal(queue, codec, producer, true);
             wake = true;
         }
         if (full || overflowed) && record.partition.is_none() && record.key.is_none() {
@@ -427,7 +431,7 @@ impl Inner {
 }
 
 /// Moves the open batch, sealed (and compressed), to the ready queue.
-fn seal(queue: &mut PartitionQueue, codec: Compression, producer: Option<(i64, i16)>) {
+fn seal(queue: &mut PartitionQueue, codec: Compression, producer: Option<(i64, i16)>, full: bool) {
     if let Some(mut open) = queue.open.take() {
         let records = open.builder.record_count();
         if let Some((id, epoch)) = queue.identity.or(producer) {
@@ -445,6 +449,7 @@ fn seal(queue: &mut PartitionQueue, codec: Compression, producer: Option<(i64, i
             completion: open.completion,
             _reserved: open.reserved,
             generation: queue.generation,
+            full,
         });
     }
 }
@@ -454,6 +459,10 @@ fn seal(queue: &mut PartitionQueue, codec: Compression, producer: Option<(i64, i
 fn seq_after(seq: i32, records: usize) -> i32 {
     ((seq as i64 + records as i64) % (i32::MAX as i64 + 1)) as i32
 }
+
+/// Batches of a partition in flight at most when pipelining: the leader's window (it
+/// remembers each producer's last five batches per partition, as Kafka's).
+const WINDOW: usize = 5;
 
 /// A partition's batches in one request.
 type PartitionBatches = (u32, Vec<SealedBatch>);
@@ -505,11 +514,14 @@ async fn run_sender(inner: Arc<Inner>) {
 
 /// Seals lingering batches that are due and takes every sendable partition's batches:
 /// one request per topic with every ready batch, or with idempotence and more than one
-/// request in flight per partition as many as a partition may have in flight, each with
-/// one batch per partition (as Kafka), so the batches in flight never outnumber the
-/// leader's window of five and a retry of any of them is still recognised as a duplicate
-/// (a retried request of more than five batches gets the first ones back as written
-/// before, their offsets unknown).
+/// request in flight per partition, batches up to the leader's window of five in flight
+/// (so a retry of any of them is still recognised as a duplicate; a retried request of
+/// more than five batches gets the first ones back as written before, their offsets
+/// unknown). A partition with nothing in flight sends its ready batches together; one
+/// with requests in flight adds a request only for a full batch (a backlog: pipelining
+/// keeps the link busy), while batches sealed by their linger wait and go together
+/// with the next: under moderate load one request per round trip, not one per linger,
+/// keeps the requests (and Raft entries and syncs) few and the tail latency low.
 fn collect(inner: &Inner) -> (Vec<Outgoing>, Option<Instant>, bool) {
     let now = Instant::now();
     let mut st = inner.lock();
@@ -524,7 +536,7 @@ fn collect(inner: &Inner) -> (Vec<Outgoing>, Option<Instant>, bool) {
             if let Some(open) = &q.open {
                 let due = open.first_at + inner.config.linger;
                 if flushing || due <= now {
-                    seal(q, codec, inner.producer);
+                    seal(q, codec, inner.producer, false);
                 } else {
                     next = Some(next.map_or(due, |n| n.min(due)));
                 }
@@ -533,17 +545,24 @@ fn collect(inner: &Inner) -> (Vec<Outgoing>, Option<Instant>, bool) {
             let mut round = 0;
             // After a move to a new producer id, the old generation's requests finish
             // first.
+            let pipelined = inner.producer.is_some() && inner.per_partition > 1;
             while q.in_flight < inner.per_partition
                 && !q.ready.is_empty()
                 && !q.resetting
-                && (q.in_flight == 0 || q.sent_generation == q.generation)
+                && (q.in_flight == 0
+                    || (q.sent_generation == q.generation
+                        && (flushing || q.ready.front().is_some_and(|b| b.full))))
+                && (!pipelined || q.batches_in_flight < WINDOW)
             {
-                q.in_flight += 1;
-                q.sent_generation = q.generation;
-                let batches: Vec<SealedBatch> = match inner.producer {
-                    Some(_) if inner.per_partition > 1 => q.ready.pop_front().into_iter().collect(),
-                    _ => q.ready.drain(..).collect(),
+                let n = if pipelined {
+                    q.ready.len().min(WINDOW - q.batches_in_flight)
+                } else {
+                    q.ready.len()
                 };
+                q.in_flight += 1;
+                q.batches_in_flight += n;
+                q.sent_generation = q.generation;
+                let batches: Vec<SealedBatch> = q.ready.drain(..n).collect();
                 let requests = by_topic.entry(topic.clone()).or_default();
                 if requests.len() <= round {
                     requests.push(Vec::new());
@@ -627,6 +646,7 @@ fn complete_partition(
     let bases = result.as_ref().ok().map(|r| &r.base_offsets);
     let mut finished = 0;
     let generation = batches.first().map_or(0, |b| b.generation);
+    let count = batches.len();
     for (i, b) in batches.into_iter().enumerate() {
         finished += b.records;
         let base = bases.and_then(|v| v.get(i)).copied();
@@ -648,6 +668,7 @@ fn complete_partition(
         .and_then(|qs| qs.get_mut(partition as usize))
     {
         q.in_flight -= 1;
+        q.batches_in_flight -= count;
         // A batch failed for good: its sequence numbers never reach the leader (or may
         // have, unknown), so the partition's later batches move to a new producer id.
         if result.is_err() && inner.producer.is_some() && generation == q.generation {
