@@ -20,8 +20,13 @@ use crate::cluster::Cluster;
 use crate::group::GroupOffsets;
 use crate::{ClientError, ConsumerRecord, Header, TopicPartition};
 
-/// Attempts of a metadata-dependent request before its error is returned.
-const RETRIES: u32 = 20;
+/// How long `seek` retries a retriable failure before returning it (Kafka's
+/// `default.api.timeout.ms`): a leader election after a broker's death takes seconds,
+/// and a broker behind a proxy fails fast (the connection accepted, then closed), so a
+/// count of attempts ran out before the new leader was there.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one offset lookup may go unanswered (a stopped or cut-off broker).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause before retrying after a retriable error (Kafka's `retry.backoff.ms`); a
 /// partition that keeps failing waits twice as long each time, up to the maximum.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
@@ -256,8 +261,8 @@ impl Consumer {
     }
 
     /// Moves an assigned partition's position. `Earliest`, `Latest` and `Timestamp` ask
-    /// the partition's leader now (retrying for a few seconds); a consumer that should
-    /// wait out a partition without a leader leaves the position to
+    /// the partition's leader now (retrying retriable failures for up to 60 s); a
+    /// consumer that should wait out a partition without a leader leaves the position to
     /// `auto_offset_reset`, which `poll` resolves per partition as leaders allow.
     pub async fn seek(&mut self, tp: &TopicPartition, to: SeekTo) -> Result<(), ClientError> {
         if !self.positions.contains_key(tp) {
@@ -267,9 +272,21 @@ impl Consumer {
         }
         let offset = match to {
             SeekTo::Offset(o) => o,
-            SeekTo::Earliest => self.list_offset(tp, Spec::Earliest(true), RETRIES).await?.0,
-            SeekTo::Latest => self.list_offset(tp, Spec::Latest(true), RETRIES).await?.0,
-            SeekTo::Timestamp(ts) => self.list_offset(tp, Spec::Timestamp(ts), RETRIES).await?.0,
+            SeekTo::Earliest => {
+                self.list_offset(tp, Spec::Earliest(true), SEEK_TIMEOUT)
+                    .await?
+                    .0
+            }
+            SeekTo::Latest => {
+                self.list_offset(tp, Spec::Latest(true), SEEK_TIMEOUT)
+                    .await?
+                    .0
+            }
+            SeekTo::Timestamp(ts) => {
+                self.list_offset(tp, Spec::Timestamp(ts), SEEK_TIMEOUT)
+                    .await?
+                    .0
+            }
         };
         self.positions.insert(tp.clone(), Some(offset));
         let key = tp.clone();
@@ -284,35 +301,43 @@ impl Consumer {
     }
 
     /// Resolves an offset; for a timestamp past every record, the high watermark.
-    /// Retriable failures are retried `retries` times (with a pause and fresh metadata).
+    /// Retriable failures are retried for `retry_for` (backing off, with fresh metadata).
     async fn list_offset(
         &self,
         tp: &TopicPartition,
         spec: Spec,
-        retries: u32,
+        retry_for: Duration,
     ) -> Result<(u64, u64, u64), ClientError> {
         let request = v1::ListOffsetsRequest {
             topic: tp.topic.clone(),
             partition: tp.partition,
             spec: Some(spec),
         };
-        let mut attempt = 0;
+        let deadline = Instant::now() + retry_for;
+        let mut backoff = RETRY_BACKOFF;
         let r = loop {
             let leader = self.cluster.partition(&tp.topic, tp.partition).await.leader;
-            match self
-                .cluster
-                .broker_at(leader)
-                .list_offsets(request.clone())
-                .await
-            {
+            let mut client = self.cluster.broker_at(leader);
+            let answer =
+                match tokio::time::timeout(REQUEST_TIMEOUT, client.list_offsets(request.clone()))
+                    .await
+                {
+                    Ok(answer) => answer.map_err(ClientError::from),
+                    Err(_) => Err(ClientError::Broker {
+                        code: tonic::Code::DeadlineExceeded,
+                        message: format!("{tp}: no offset answer within {REQUEST_TIMEOUT:?}"),
+                    }),
+                };
+            match answer {
                 Ok(r) => break r.into_inner(),
-                Err(s) => {
-                    let e = ClientError::from(s);
-                    if !e.is_retriable() || attempt >= retries {
+                Err(e) => {
+                    if !e.is_retriable() || Instant::now() + backoff > deadline {
                         return Err(e);
                     }
-                    attempt += 1;
-                    self.recover(&tp.topic, &e).await;
+                    tracing::debug!(%tp, "offset lookup failed, retrying: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                    let _ = self.cluster.refresh(&tp.topic).await;
                 }
             }
         };
@@ -334,7 +359,7 @@ impl Consumer {
                 )))
             }
         };
-        let (offset, ..) = self.list_offset(tp, spec, 0).await?;
+        let (offset, ..) = self.list_offset(tp, spec, Duration::ZERO).await?;
         self.positions.insert(tp.clone(), Some(offset));
         Ok(())
     }
@@ -561,13 +586,6 @@ impl Consumer {
         Ok(())
     }
 
-    /// After a retriable error: a short pause, then fresh metadata for `topic`.
-    async fn recover(&self, topic: &str, e: &ClientError) {
-        tracing::debug!(topic, "consumer request failed, refreshing metadata: {e}");
-        tokio::time::sleep(RETRY_BACKOFF).await;
-        let _ = self.cluster.refresh(topic).await;
-    }
-
     /// After an out-of-range answer to a fetch of `partitions`: resets each whose
     /// position is outside its log, per `auto_offset_reset`.
     async fn reset_out_of_range(
@@ -578,7 +596,10 @@ impl Consumer {
             let Some(&pos) = self.positions.get(tp) else {
                 continue; // no longer assigned
             };
-            match self.list_offset(tp, Spec::Earliest(true), 0).await {
+            match self
+                .list_offset(tp, Spec::Earliest(true), Duration::ZERO)
+                .await
+            {
                 Ok((_, start, end)) if pos.is_none_or(|p| p < start || p > end) => {
                     match self.reset(tp).await {
                         Err(e) if e.is_retriable() => {
