@@ -12,10 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A peer not heard from for this long is taken for down (a refused connection counts
-/// at once, so a dead process is seen within one heartbeat round). Long enough that a
-/// busy broker's late heartbeats (a restart of thousands of partitions on two cores)
-/// do not make its groups campaign.
-pub const ALIVE_WINDOW: Duration = Duration::from_secs(3);
+/// at once, so a dead process is seen within one heartbeat round; a stopped, cut-off or
+/// proxied one only by its silence). Six heartbeat rounds: long enough that a busy
+/// broker's late heartbeats (a restart of 5,000 partitions on two cores) did not make
+/// its groups campaign; it was 3 s, and a silent broker's partitions then stayed
+/// unwritable for 3 s before anyone campaigned (docs/reliability.md).
+pub const ALIVE_WINDOW: Duration = Duration::from_millis(1500);
 /// How long after a broker's start its word that it is still opening replicas holds:
 /// one that never finishes (a replica that cannot open) must not hold elections up.
 pub const OPENING_MAX: Duration = Duration::from_secs(30);
