@@ -91,19 +91,7 @@ impl Net {
 
     /// Drops every packet between brokers `a` and `b`, both ways, on both sides.
     pub fn cut(&self, a: u32, b: u32) {
-        for (me, other) in [(a, b), (b, a)] {
-            let ns = self.netns(me);
-            let ip = self.ip(other);
-            for (chain, dir) in [("in", "saddr"), ("out", "daddr")] {
-                run(
-                    "ip",
-                    &[
-                        "netns", "exec", &ns, "nft", "add", "rule", "inet", "cut", chain, "ip",
-                        dir, &ip, "drop",
-                    ],
-                );
-            }
-        }
+        self.add_rules(a, b, &["drop"]);
     }
 
     /// Drops `percent` of the packets between brokers `a` and `b` at random, each way on
@@ -111,17 +99,22 @@ impl Net {
     /// make (nftables' `numgen random`; this kernel has no `sch_netem`).
     pub fn lossy(&self, a: u32, b: u32, percent: u32) {
         let p = percent.to_string();
+        self.add_rules(a, b, &["numgen", "random", "mod", "100", "<", &p, "drop"]);
+    }
+
+    /// Adds `verdict` (an nftables statement) for the packets between `a` and `b`, both
+    /// ways, in both namespaces.
+    fn add_rules(&self, a: u32, b: u32, verdict: &[&str]) {
         for (me, other) in [(a, b), (b, a)] {
             let ns = self.netns(me);
             let ip = self.ip(other);
             for (chain, dir) in [("in", "saddr"), ("out", "daddr")] {
-                run(
-                    "ip",
-                    &[
-                        "netns", "exec", &ns, "nft", "add", "rule", "inet", "cut", chain, "ip",
-                        dir, &ip, "numgen", "random", "mod", "100", "<", &p, "drop",
-                    ],
-                );
+                let mut args = vec![
+                    "netns", "exec", &ns, "nft", "add", "rule", "inet", "cut", chain, "ip", dir,
+                    &ip,
+                ];
+                args.extend_from_slice(verdict);
+                run("ip", &args);
             }
         }
     }

@@ -139,15 +139,7 @@ impl Cluster {
     /// Deletes the index files of one of the broker's segments of `partition` (sealed
     /// or active), while it is down: the broker must rebuild them.
     fn delete_index(&self, id: u32, partition: u32, rng: &mut Rng) -> Option<String> {
-        let dir = self.dirs[id as usize - 1]
-            .path()
-            .join(format!("{TOPIC}-{partition}"));
-        let mut indexes: Vec<_> = std::fs::read_dir(&dir)
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "index"))
-            .collect();
-        indexes.sort();
+        let indexes = self.segment_files(id, partition, "index");
         if indexes.is_empty() {
             return None;
         }
@@ -162,6 +154,21 @@ impl Cluster {
         ))
     }
 
+    /// The broker's files of `partition` with extension `ext`, oldest segment first.
+    fn segment_files(&self, id: u32, partition: u32, ext: &str) -> Vec<std::path::PathBuf> {
+        let dir = self.dirs[id as usize - 1]
+            .path()
+            .join(format!("{TOPIC}-{partition}"));
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .collect();
+        files.sort();
+        files
+    }
+
     fn bootstrap(&self) -> String {
         self.addrs.join(",")
     }
@@ -169,15 +176,7 @@ impl Cluster {
     /// Cuts the last bytes off the newest log segment of one of the broker's partitions
     /// (a torn write), while it is down.
     fn truncate_tail(&self, id: u32, partition: u32, rng: &mut Rng) -> Option<String> {
-        let dir = self.dirs[id as usize - 1]
-            .path()
-            .join(format!("{TOPIC}-{partition}"));
-        let mut logs: Vec<_> = std::fs::read_dir(&dir)
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "log"))
-            .collect();
-        logs.sort();
+        let logs = self.segment_files(id, partition, "log");
         let last = logs.last()?;
         let len = std::fs::metadata(last).ok()?.len();
         let cut = 1 + rng.below(4096) as u64;
