@@ -58,10 +58,9 @@ async fn values(addr: &str, topic: &str, n: usize) -> Vec<String> {
     out
 }
 
-/// Sends records 0..100, then record 100 whose answer is lost after it was committed,
-/// then 101..200; returns the offset the producer was told for record 100 and the
-/// partition's values.
-async fn lose_one_answer(idempotent: bool) -> (u64, Vec<String>) {
+/// A broker whose clients reach it through a [`LossyProxy`] (the address it
+/// advertises), with a one-partition topic `topic`.
+async fn broker_behind_proxy(topic: &str) -> (TestBroker, LossyProxy) {
     let mut proxy = LossyProxy::bind().await;
     let advertised = proxy.addr.to_string();
     let broker = TestBroker::start_with(
@@ -70,13 +69,21 @@ async fn lose_one_answer(idempotent: bool) -> (u64, Vec<String>) {
     )
     .await;
     proxy.start(broker.addr.clone());
-    let topic = "idem";
     Admin::connect(&broker.addr)
         .await
         .unwrap()
         .create_topic(topic, 1, 1, BTreeMap::new())
         .await
         .unwrap();
+    (broker, proxy)
+}
+
+/// Sends records 0..100, then record 100 whose answer is lost after it was committed,
+/// then 101..200; returns the offset the producer was told for record 100 and the
+/// partition's values.
+async fn lose_one_answer(idempotent: bool) -> (u64, Vec<String>) {
+    let (broker, proxy) = broker_behind_proxy("idem").await;
+    let topic = "idem";
     let producer = Producer::connect(
         &proxy.addr.to_string(),
         ProducerConfig {
@@ -142,21 +149,8 @@ async fn without_idempotence_the_same_loss_stores_a_duplicate() {
 /// behind the missing batch until they fail too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_batch_does_not_block_the_later_batches_of_its_partition() {
-    let mut proxy = LossyProxy::bind().await;
-    let advertised = proxy.addr.to_string();
-    let broker = TestBroker::start_with(
-        std::sync::Arc::new(tempfile::tempdir().unwrap()),
-        move |c| c.advertised_address = Some(advertised),
-    )
-    .await;
-    proxy.start(broker.addr.clone());
+    let (broker, proxy) = broker_behind_proxy("gap").await;
     let topic = "gap";
-    Admin::connect(&broker.addr)
-        .await
-        .unwrap()
-        .create_topic(topic, 1, 1, BTreeMap::new())
-        .await
-        .unwrap();
     let producer = Producer::connect(
         &proxy.addr.to_string(),
         ProducerConfig {
