@@ -37,6 +37,8 @@ pub(crate) struct Cluster {
     default: RwLock<String>,
     channels: Mutex<HashMap<String, Channel>>,
     meta: RwLock<Meta>,
+    /// When each topic's metadata was last asked for by [`Cluster::refresh_if_stale`].
+    refreshed: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 /// How long one broker may take to answer a metadata request before the next is asked.
@@ -91,6 +93,7 @@ impl Cluster {
                         default: RwLock::new(addr.clone()),
                         channels: Mutex::new(HashMap::from([(addr.clone(), channel)])),
                         meta: RwLock::default(),
+                        refreshed: Mutex::default(),
                     }))
                 }
                 Err(e) => last = format!("{addr}: {e}"),
@@ -248,7 +251,19 @@ impl Cluster {
 
     /// Asks the cluster for `topic`'s metadata again; returns its partition count.
     pub async fn refresh(&self, topic: &str) -> Result<u32, ClientError> {
-        let resp = self.metadata(vec![topic.to_string()]).await?;
+        self.refresh_avoiding(topic, None).await
+    }
+
+    /// As [`Cluster::refresh`], asking broker `avoid` last: a broker that just failed a
+    /// request (stopped, or cut off from its peers) knows least who leads now.
+    pub async fn refresh_avoiding(
+        &self,
+        topic: &str,
+        avoid: Option<u32>,
+    ) -> Result<u32, ClientError> {
+        let resp = self
+            .metadata_avoiding(vec![topic.to_string()], avoid)
+            .await?;
         resp.topics
             .iter()
             .find(|t| t.name == topic)
@@ -259,17 +274,50 @@ impl Cluster {
             })
     }
 
+    /// Refreshes `topic`'s metadata (asking `avoid` last) unless that was done in the
+    /// last `max_age`: many requests waiting on one silent broker ask once between them.
+    pub async fn refresh_if_stale(&self, topic: &str, avoid: u32, max_age: Duration) {
+        let now = std::time::Instant::now();
+        {
+            let mut refreshed = self.refreshed.lock().unwrap_or_else(|e| e.into_inner());
+            if refreshed
+                .get(topic)
+                .is_some_and(|t| now.duration_since(*t) < max_age)
+            {
+                return;
+            }
+            refreshed.insert(topic.to_string(), now);
+        }
+        if let Err(e) = self.refresh_avoiding(topic, Some(avoid)).await {
+            tracing::debug!(topic, "metadata refresh failed: {e}");
+        }
+    }
+
     /// Metadata of `topics` (all when empty) from the first broker that answers: the
     /// default one, then every known broker, then the bootstrap list. Updates the cache.
     pub async fn metadata(&self, topics: Vec<String>) -> Result<MetadataResponse, ClientError> {
+        self.metadata_avoiding(topics, None).await
+    }
+
+    /// As [`Cluster::metadata`], with broker `avoid` asked last.
+    async fn metadata_avoiding(
+        &self,
+        topics: Vec<String>,
+        avoid: Option<u32>,
+    ) -> Result<MetadataResponse, ClientError> {
         let mut candidates = vec![self.default_address()];
-        {
+        let avoided = {
             let meta = self.read();
             let mut known: Vec<_> = meta.brokers.iter().collect();
             known.sort();
             candidates.extend(known.into_iter().map(|(_, a)| a.clone()));
-        }
+            avoid.and_then(|id| meta.brokers.get(&id).cloned())
+        };
         candidates.extend(self.bootstrap.iter().cloned());
+        if let Some(avoided) = avoided {
+            candidates.retain(|a| *a != avoided);
+            candidates.push(avoided);
+        }
         let mut last = None;
         let mut tried = Vec::new();
         for addr in candidates {

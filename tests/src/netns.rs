@@ -147,3 +147,81 @@ impl Drop for Net {
             .output();
     }
 }
+
+/// Brokers 1..=n as processes, each in its own namespace of a [`Net`], started with each
+/// other as peers (`procs::peers_broker_child`); killed when dropped, before the
+/// namespaces go.
+pub struct NetBrokers {
+    children: Vec<Option<crate::ChildTest>>,
+    /// Each broker's data directory.
+    pub dirs: Vec<tempfile::TempDir>,
+    /// Each broker's address (`ip:9092`).
+    pub addrs: Vec<String>,
+    /// The namespaces and links.
+    pub net: Net,
+}
+
+impl NetBrokers {
+    /// Starts `n` brokers and waits until each serves.
+    pub fn start(n: u32) -> Self {
+        let net = Net::new(n);
+        let addrs: Vec<String> = (1..=n).map(|id| format!("{}:9092", net.ip(id))).collect();
+        let peers = crate::cluster::peer_list(&addrs);
+        let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+        let children = (1..=n)
+            .map(|id| {
+                let i = id as usize - 1;
+                let arg = format!("{id}|{}|{}|{peers}", addrs[i], dirs[i].path().display());
+                let mut child =
+                    crate::ChildTest::spawn_in(Some(&net.netns(id)), "broker_child", &arg);
+                while !child
+                    .next_line()
+                    .expect("broker ready")
+                    .contains(crate::procs::READY)
+                {}
+                Some(child)
+            })
+            .collect();
+        Self {
+            children,
+            dirs,
+            addrs,
+            net,
+        }
+    }
+
+    /// The comma-separated addresses of every broker.
+    pub fn bootstrap(&self) -> String {
+        self.addrs.join(",")
+    }
+
+    /// Sends `signal` to broker `id`'s process.
+    pub fn signal(&self, id: u32, signal: i32) {
+        if let Some(child) = &self.children[id as usize - 1] {
+            child.signal(signal);
+        }
+    }
+
+    /// Cuts broker `id` off from every other broker (clients still reach it).
+    pub fn isolate(&self, id: u32) {
+        for other in (1..=self.net.n).filter(|o| *o != id) {
+            self.net.cut(id, other);
+        }
+    }
+
+    /// Lifts every cut of broker `id`.
+    pub fn heal(&self, id: u32) {
+        for other in (1..=self.net.n).filter(|o| *o != id) {
+            self.net.heal(id, other);
+        }
+    }
+}
+
+impl Drop for NetBrokers {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().filter_map(Option::take) {
+            // A stopped process is killed all the same (SIGKILL needs no SIGCONT).
+            child.kill();
+        }
+    }
+}

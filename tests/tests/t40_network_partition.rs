@@ -9,27 +9,14 @@ use std::time::{Duration, Instant};
 
 use rafka_client::{Admin, Producer, ProducerConfig};
 use rafka_proto::v1::{self, broker_client::BrokerClient};
-use rafka_tests::cluster::{assert_acked_readable, peer_list, produce_acked, WAIT};
-use rafka_tests::netns::Net;
-use rafka_tests::procs::READY;
-use rafka_tests::{child_arg, eventually, ChildTest};
+use rafka_tests::cluster::{assert_acked_readable, produce_acked, WAIT};
+use rafka_tests::netns::NetBrokers;
+use rafka_tests::{child_arg, eventually};
 
 /// A broker process: `id|address|data dir|peers`.
 #[test]
 fn broker_child() {
     rafka_tests::procs::peers_broker_child()
-}
-
-/// Broker processes, killed when the test ends (pass or fail): a process left alive
-/// would keep its namespace and the test's output pipes.
-struct Procs(Vec<ChildTest>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for child in std::mem::take(&mut self.0) {
-            child.kill();
-        }
-    }
 }
 
 /// How long the link stays cut: longer than a link takes to give up a silent stream.
@@ -40,23 +27,9 @@ async fn a_follower_cut_off_by_the_network_catches_up_after_the_heal() {
     if child_arg().is_some() {
         return;
     }
-    let net = Net::new(3);
-    let addrs: Vec<String> = (1..=3).map(|id| format!("{}:9092", net.ip(id))).collect();
-    let peers = peer_list(&addrs);
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    // Dropped before `net`, so the namespaces are empty when it removes them.
-    let _children = Procs(
-        (1..=3u32)
-            .map(|id| {
-                let i = id as usize - 1;
-                let arg = format!("{id}|{}|{}|{peers}", addrs[i], dirs[i].path().display());
-                let mut child = ChildTest::spawn_in(Some(&net.netns(id)), "broker_child", &arg);
-                while !child.next_line().expect("broker ready").contains(READY) {}
-                child
-            })
-            .collect(),
-    );
-    let bootstrap = addrs.join(",");
+    let brokers = NetBrokers::start(3);
+    let (net, addrs) = (&brokers.net, &brokers.addrs);
+    let bootstrap = brokers.bootstrap();
     let admin = Admin::connect(&bootstrap).await.expect("admin");
     admin
         .create_topic("cut", 1, 3, BTreeMap::new())

@@ -78,7 +78,10 @@ impl ReplicatedPartition {
     pub async fn append(&self, batch: ValidatedBatch) -> Result<AppendResult, BrokerError> {
         let started = std::time::Instant::now();
         let write = self.raft.client_write(BatchData(batch.bytes().clone()));
-        let written = tokio::time::timeout(COMMIT_TIMEOUT, write).await;
+        let written = tokio::select! {
+            written = tokio::time::timeout(COMMIT_TIMEOUT, write) => written,
+            () = self.until_fenced() => return Err(self.fenced_error()),
+        };
         crate::metrics::STAGES.raft_commit.since(started);
         let Ok(written) = written else {
             return Err(BrokerError::Unavailable(format!(
@@ -109,6 +112,9 @@ impl ReplicatedPartition {
     ) -> Result<Option<Vec<AppendResult>>, BrokerError> {
         if !self.is_leader() {
             return Err(self.not_leader(self.leader()));
+        }
+        if self.fenced() {
+            return Err(self.fenced_error());
         }
         let idempotent = |b: &ValidatedBatch| {
             rafka_proto::batch::BatchHeader::parse(b.bytes()).is_ok_and(|h| h.producer_id >= 0)
@@ -163,6 +169,7 @@ impl ReplicatedPartition {
         let mut committed = Box::pin(committed);
         let outcome = tokio::time::timeout(COMMIT_TIMEOUT, async {
             tokio::select! {
+                () = self.until_fenced() => (false, Err(self.fenced_error())),
                 Ok((base_offset, next_offset)) = local => (true, Ok(AppendResult {
                     base_offset,
                     next_offset,
@@ -188,6 +195,37 @@ impl ReplicatedPartition {
                 self.topic, self.partition
             )))
         })
+    }
+
+    /// True while this replica leads its group but does not reach a majority of its
+    /// voters (see [`Liveness::reaches_majority`]): an isolated leader. It accepts no
+    /// writes and fails those waiting for a commit with not-leader, so that clients
+    /// find the majority's new leader instead of waiting for the partition to heal.
+    pub fn fenced(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(self.node)
+            && m.state == typ::ServerState::Leader
+            && !self.liveness.reaches_majority(
+                m.membership_config.membership().get_joint_config(),
+                std::time::Instant::now(),
+            )
+    }
+
+    /// Resolves once this replica is [`fenced`](Self::fenced) (never, while it reaches
+    /// a majority): raced against a commit that may never come.
+    pub async fn until_fenced(&self) {
+        let mut changes = self.liveness.subscribe();
+        while !self.fenced() {
+            if changes.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// The answer of a fenced leader: not the leader, the leader unknown here.
+    fn fenced_error(&self) -> BrokerError {
+        self.not_leader(None)
     }
 
     /// True while this replica leads its group.

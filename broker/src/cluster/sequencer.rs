@@ -107,7 +107,13 @@ impl ReplicatedPartition {
                     };
                     drop(pending);
                     self.sequencer.changed.notify_waiters();
-                    let answer = tokio::time::timeout(COMMIT_TIMEOUT, answer).await;
+                    let answer = tokio::select! {
+                        answer = tokio::time::timeout(COMMIT_TIMEOUT, answer) => answer,
+                        () = self.until_fenced() => {
+                            self.sequencer.changed.notify_waiters();
+                            return Err(self.not_leader(None));
+                        }
+                    };
                     crate::metrics::STAGES.raft_commit.since(proposed_at);
                     self.sequencer.changed.notify_waiters();
                     return match answer {

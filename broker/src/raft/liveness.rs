@@ -30,6 +30,10 @@ pub struct Liveness {
     /// This broker is still opening its replicas.
     opening: std::sync::atomic::AtomicBool,
     inner: Mutex<Inner>,
+    /// Bumped whenever the set of live peers changes (seen by [`Liveness::view`], which
+    /// the steering loop calls every round): leaders waiting on a commit look again
+    /// whether they still reach a majority.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -37,6 +41,8 @@ struct Inner {
     peers: HashMap<u64, PeerView>,
     /// Groups this broker leads, by the peer that is a member of them.
     leading: HashMap<u64, Arc<Vec<u64>>>,
+    /// The live peers the last view saw.
+    last_alive: Vec<u64>,
 }
 
 struct PeerView {
@@ -109,6 +115,7 @@ impl Liveness {
             started: Instant::now(),
             opening: std::sync::atomic::AtomicBool::new(true),
             inner: Mutex::default(),
+            changed: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -136,6 +143,35 @@ impl Liveness {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A receiver that sees a change whenever the set of live peers changes.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Whether this broker, with the peers it hears from now, is a majority of
+    /// `voters` (for a joint membership: of each of its configs). A leader that is not
+    /// must stop accepting writes: the others may have elected a new leader already
+    /// (they campaign after the same [`ALIVE_WINDOW`] of silence). A peer never heard
+    /// from counts as alive during this broker's first [`ALIVE_WINDOW`] (its first
+    /// heartbeats are still on their way).
+    pub fn reaches_majority<'a>(
+        &self,
+        configs: impl IntoIterator<Item = &'a std::collections::BTreeSet<u64>>,
+        now: Instant,
+    ) -> bool {
+        let inner = self.lock();
+        let young = now.saturating_duration_since(self.started) < ALIVE_WINDOW;
+        configs.into_iter().all(|voters| {
+            let reached = voters
+                .iter()
+                .filter(|&&v| {
+                    v == self.me || inner.peers.get(&v).map_or(young, |p| p.is_alive(now))
+                })
+                .count();
+            reached * 2 > voters.len()
+        })
     }
 
     /// Sets what this broker leads, by member peer: the content of its next heartbeats.
@@ -265,7 +301,7 @@ impl Liveness {
     /// Everything at once, for a pass over all groups.
     pub fn view(&self, now: Instant) -> LiveView {
         use std::hash::{Hash, Hasher};
-        let inner = self.lock();
+        let mut inner = self.lock();
         let mut view = LiveView::default();
         let mut summary = Vec::with_capacity(inner.peers.len());
         if self.is_opening() {
@@ -291,6 +327,12 @@ impl Liveness {
             summary.push((id, p.returns, Some((p.led_version, opening, sees))));
         }
         summary.sort_unstable();
+        let mut alive: Vec<u64> = view.alive.iter().copied().collect();
+        alive.sort_unstable();
+        if alive != inner.last_alive {
+            inner.last_alive = alive;
+            self.changed.send_modify(|v| *v += 1);
+        }
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         (self.is_opening(), summary).hash(&mut hasher);
         view.fingerprint = hasher.finish();
@@ -438,5 +480,33 @@ mod tests {
         l.heard(3, 21, vec![], false, late);
         assert!(!l.is_peer_opening(3, late));
         assert_ne!(l.view(late).fingerprint, opening);
+    }
+
+    #[test]
+    fn a_majority_is_this_broker_and_the_peers_it_hears_and_losing_one_is_announced() {
+        use std::collections::BTreeSet;
+        let l = Liveness::new(1);
+        let t0 = Instant::now();
+        let three: BTreeSet<u64> = [1, 2, 3].into();
+        let alone: BTreeSet<u64> = [1].into();
+        let mut changes = l.subscribe();
+        // Peers not heard from yet count during the broker's first window only.
+        assert!(l.reaches_majority([&three], t0));
+        let later = t0 + ALIVE_WINDOW * 2;
+        assert!(!l.reaches_majority([&three], later));
+        assert!(l.reaches_majority([&alone], later), "a group of one");
+        l.heard(2, 10, vec![], false, later);
+        assert!(l.reaches_majority([&three], later));
+        // Joint membership: a majority of each config.
+        let other: BTreeSet<u64> = [1, 4, 5].into();
+        assert!(!l.reaches_majority([&three, &other], later));
+        // Broker 2 falls silent: the next view announces the change, and a leader of the
+        // three is alone.
+        l.view(later);
+        changes.mark_unchanged();
+        let silent = later + ALIVE_WINDOW + Duration::from_millis(1);
+        assert!(!l.reaches_majority([&three], silent));
+        l.view(silent);
+        assert!(changes.has_changed().unwrap());
     }
 }

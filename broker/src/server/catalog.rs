@@ -407,7 +407,9 @@ async fn topic_info(node: &ClusterNode, name: &str, entry: &TopicEntry) -> v1::T
             ..Default::default()
         };
         if let Some(r) = node.partition(name, i as u32).await {
-            info.leader = r.leader().map_or(0, |l| l as u32);
+            // An isolated leader (no majority in reach) names no leader: the majority
+            // may have elected another already.
+            info.leader = r.leader().filter(|_| !r.fenced()).map_or(0, |l| l as u32);
             info.log_start_offset = r.reader().log_start_offset();
             info.high_watermark = r.high_watermark();
             info.size_bytes = r.reader().size_bytes();

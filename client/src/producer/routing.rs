@@ -23,6 +23,14 @@ use crate::ClientError;
 /// The wait before following a redirect again: a new leader is usually elected within
 /// milliseconds.
 const REDIRECT_BACKOFF: Duration = Duration::from_millis(10);
+/// How long a produce request may go unanswered before the client starts asking the
+/// other brokers whether its partitions are led elsewhere now; and how often it asks
+/// then. A stopped leader (SIGSTOP, a stalled machine) answers nothing and the rest of
+/// the cluster elects another within ~2 s; waiting out the request timeout (30 s)
+/// would leave its partitions unwritable that long. Kafka's producer waits; an abandoned
+/// request is retried as after a timeout (an idempotent producer's retry is stored once).
+const HEDGE_AFTER: Duration = Duration::from_millis(750);
+const HEDGE_EVERY: Duration = Duration::from_millis(250);
 
 /// Partitions and their records.
 type Parts = Vec<(u32, Bytes)>;
@@ -46,6 +54,9 @@ enum Step {
         parts: Parts,
         answer: Result<v1::ProduceResponse, ClientError>,
         attempt: u32,
+        /// The request was given up because its partitions are led elsewhere now (the
+        /// metadata is fresh: route again at once).
+        moved: bool,
     },
     /// Failed partitions waited out their backoff: route them again.
     Ready { parts: Parts, attempt: u32 },
@@ -69,7 +80,7 @@ pub(super) async fn produce_routed(
     let mut steps: FuturesUnordered<StepFuture<'_>> = FuturesUnordered::new();
     route(inner, topic, pending, 0, &mut steps);
     while let Some(step) = steps.next().await {
-        let (sent_to, parts, answer, attempt) = match step {
+        let (sent_to, parts, answer, attempt, moved) = match step {
             Step::Ready { parts, attempt } => {
                 route(inner, topic, parts, attempt, &mut steps);
                 continue;
@@ -79,7 +90,8 @@ pub(super) async fn produce_routed(
                 parts,
                 answer,
                 attempt,
-            } => (sent_to, parts, answer, attempt),
+                moved,
+            } => (sent_to, parts, answer, attempt, moved),
         };
         let mut retry = Vec::new();
         let mut then = Then::Now;
@@ -125,6 +137,7 @@ pub(super) async fn produce_routed(
                         code: tonic::Code::Aborted,
                         ..
                     } => Then::Wait,
+                    _ if moved => Then::Now,
                     _ => Then::Refresh,
                 });
                 tracing::debug!(topic, attempt, "produce failed, retrying: {e}");
@@ -146,7 +159,7 @@ pub(super) async fn produce_routed(
         }
         if !retry.is_empty() {
             steps.push(Box::pin(wait_then(
-                inner, topic, retry, attempt, then, last,
+                inner, topic, retry, attempt, then, sent_to, last,
             )));
         }
     }
@@ -190,18 +203,62 @@ async fn send(inner: &Inner, topic: &str, leader: u32, parts: Parts, attempt: u3
         id => inner.cluster.broker_at(id),
     };
     let timeout = inner.config.request_timeout;
-    let answer = match tokio::time::timeout(timeout, client.clone().produce(request)).await {
-        Ok(answer) => answer.map(|r| r.into_inner()).map_err(ClientError::from),
-        Err(_) => {
+    let sent = Instant::now();
+    let mut client = client.clone();
+    let call = client.produce(request);
+    tokio::pin!(call);
+    let mut check = sent + HEDGE_AFTER;
+    let (answer, moved) = loop {
+        tokio::select! {
+            answer = &mut call => {
+                break (answer.map(|r| r.into_inner()).map_err(ClientError::from), false);
+            }
+            () = tokio::time::sleep_until(check.min(sent + timeout)) => {}
+        }
+        if sent.elapsed() >= timeout {
             tracing::warn!(
                 topic,
                 leader,
                 "produce request unanswered within {timeout:?}; retrying"
             );
-            Err(ClientError::Broker {
-                code: tonic::Code::DeadlineExceeded,
-                message: format!("{topic}: no answer from broker {leader} within {timeout:?}"),
-            })
+            break (
+                Err(ClientError::Broker {
+                    code: tonic::Code::DeadlineExceeded,
+                    message: format!("{topic}: no answer from broker {leader} within {timeout:?}"),
+                }),
+                false,
+            );
+        }
+        check = Instant::now() + HEDGE_EVERY;
+        if leader == 0 {
+            continue;
+        }
+        inner
+            .cluster
+            .refresh_if_stale(topic, leader, HEDGE_EVERY)
+            .await;
+        let elsewhere = parts.iter().find_map(|(p, _)| {
+            let now = inner.cluster.leader(topic, *p);
+            (now != 0 && now != leader).then_some((*p, now))
+        });
+        if let Some((p, now)) = elsewhere {
+            tracing::info!(
+                topic,
+                leader,
+                partition = p,
+                "broker {leader} silent for {:?} and partition {p} led by broker {now} now: sending again there",
+                sent.elapsed()
+            );
+            break (
+                Err(ClientError::NotLeader {
+                    leader: None,
+                    message: format!(
+                        "{topic}-{p}: broker {leader} silent for {:?}, broker {now} leads now",
+                        sent.elapsed()
+                    ),
+                }),
+                true,
+            );
         }
     };
     Step::Answered {
@@ -209,6 +266,7 @@ async fn send(inner: &Inner, topic: &str, leader: u32, parts: Parts, attempt: u3
         parts,
         answer,
         attempt,
+        moved,
     }
 }
 
@@ -219,6 +277,7 @@ async fn wait_then(
     parts: Parts,
     attempt: u32,
     then: Then,
+    sent_to: u32,
     last: Option<ClientError>,
 ) -> Step {
     match then {
@@ -231,7 +290,8 @@ async fn wait_then(
                 .saturating_mul(1 << (attempt / 3).min(10))
                 .min(Duration::from_secs(1));
             tokio::time::sleep(backoff).await;
-            if let Err(e) = inner.cluster.refresh(topic).await {
+            let avoid = (sent_to != 0).then_some(sent_to);
+            if let Err(e) = inner.cluster.refresh_avoiding(topic, avoid).await {
                 tracing::debug!(topic, "metadata refresh failed: {e}; last error: {last:?}");
             }
         }
