@@ -319,6 +319,7 @@ impl Cluster {
             candidates.push(avoided);
         }
         let mut last = None;
+        let mut fallback = None;
         let mut tried = Vec::new();
         for addr in candidates {
             if tried.contains(&addr) {
@@ -342,6 +343,11 @@ impl Cluster {
                 Err(e) => Err(e),
             };
             match answer {
+                // The broker to avoid answered first (known only by another address):
+                // its answer is the last resort.
+                Ok(r) if avoid.is_some_and(|a| a == r.get_ref().answered_by) => {
+                    fallback = Some((addr, r.into_inner()));
+                }
                 Ok(r) => {
                     let r = r.into_inner();
                     self.learn(&r);
@@ -352,6 +358,11 @@ impl Cluster {
                 Err(e) if !e.is_retriable() => return Err(e),
                 Err(e) => last = Some(e),
             }
+        }
+        if let Some((addr, r)) = fallback {
+            self.learn(&r);
+            *self.default.write().unwrap_or_else(|e| e.into_inner()) = addr;
+            return Ok(r);
         }
         Err(last.unwrap_or_else(|| ClientError::Connect {
             addresses: self.bootstrap.join(","),

@@ -738,14 +738,14 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
         .collect();
     let mut timeline = Vec::new();
     for (nemesis, from, to, what) in &events {
-        let mut worst = Duration::ZERO;
-        for acks in &by_partition {
-            worst = worst.max(longest_gap(acks, *from, *to));
-        }
+        let (worst, partition) = (by_partition.iter().enumerate())
+            .map(|(p, acks)| (longest_gap(acks, *from, *to), p))
+            .max()
+            .unwrap_or_default();
         let e = availability.entry(format!("{nemesis:?}")).or_default();
         *e = (*e).max(worst);
         timeline.push(format!(
-            "{{\"at_s\":{:.1},\"nemesis\":\"{nemesis:?}\",\"what\":{what:?},\"longest_unavailable_ms\":{}}}",
+            "{{\"at_s\":{:.1},\"nemesis\":\"{nemesis:?}\",\"what\":{what:?},\"longest_unavailable_ms\":{},\"partition\":{partition}}}",
             from.as_secs_f64(),
             worst.as_millis()
         ));

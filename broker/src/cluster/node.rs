@@ -116,6 +116,7 @@ impl ClusterNode {
         let liveness = Liveness::new(id as u64);
         channels.set_liveness(liveness.clone());
         let groups = RaftGroups::default();
+        groups.set_liveness(liveness.clone());
         let opened = open_group::<ClusterState>(
             id as u64,
             METADATA_GROUP,

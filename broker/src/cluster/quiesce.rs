@@ -338,6 +338,7 @@ impl Steering {
             topic = %p.topic,
             partition = p.partition,
             rank,
+            me,
             "no live leader: campaigning"
         );
         if let Err(e) = p.raft.trigger().elect().await {

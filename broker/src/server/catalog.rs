@@ -108,6 +108,7 @@ pub(crate) async fn metadata(
         topics,
         controller_id: node.metadata_leader().unwrap_or(0),
         metadata_voters: node.metadata_voters(),
+        answered_by: node.id(),
     })
 }
 
