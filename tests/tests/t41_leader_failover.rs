@@ -125,6 +125,62 @@ async fn a_stopped_leaders_writes_go_to_the_new_leader_while_it_is_stopped() {
     assert_acked_readable(&brokers.bootstrap(), TOPIC, &acked).await;
 }
 
+/// Elections without a wait when the first replica in line cannot win: the follower
+/// first in the partition's replica order (the one that campaigns first) is cut off
+/// from the leader while writes go on, so its log falls behind the other follower's;
+/// then the leader is isolated. The behind follower's campaign is refused for its log,
+/// and the refusing follower must campaign at once rather than wait its own turn
+/// (`cluster::quiesce`'s stagger: 3 s after the first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_follower_with_the_longer_log_stands_at_once_when_the_first_in_line_is_behind() {
+    if child_arg().is_some() {
+        return;
+    }
+    let brokers = NetBrokers::start(3);
+    let (producer, mut acked, leader) = setup(&brokers).await;
+    let admin = Admin::connect(&brokers.bootstrap()).await.expect("admin");
+    let meta = admin.metadata(&[TOPIC]).await.expect("metadata");
+    let replicas = meta.topics[0].partitions[0].replicas.clone();
+    let mut followers = replicas.iter().copied().filter(|&r| r != leader);
+    let (behind, ahead) = (followers.next().unwrap(), followers.next().unwrap());
+
+    brokers.net.cut(leader, behind);
+    let (more, failed) = produce_acked(&producer, TOPIC, "behind", 200, 50).await;
+    assert_eq!(failed, 0);
+    acked.extend(more);
+    brokers.net.cut(leader, ahead);
+    let isolated = Instant::now();
+    let addr = format!("http://{}", brokers.addrs[ahead as usize - 1]);
+    let mut client = BrokerClient::connect(addr).await.expect("connect");
+    // One liveness window (1.5 s) until the followers take the leader for down, an
+    // election, and slack; the stagger alone would make it 4.5 s or more.
+    let within = Duration::from_secs(4);
+    loop {
+        let meta = client
+            .metadata(v1::MetadataRequest {
+                topics: vec![TOPIC.into()],
+            })
+            .await
+            .expect("metadata")
+            .into_inner();
+        if meta.topics[0].partitions[0].leader == ahead {
+            break;
+        }
+        assert!(
+            isolated.elapsed() < within,
+            "broker {ahead} (ahead) not leading {within:?} after broker {leader} was isolated (broker {behind} was behind)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "broker {ahead} leads {:?} after the isolation",
+        isolated.elapsed()
+    );
+    write_through(&producer, isolated, &mut acked).await;
+    brokers.heal(leader);
+    assert_acked_readable(&brokers.bootstrap(), TOPIC, &acked).await;
+}
+
 /// One batch of one record, acks=all, not idempotent; the partition's error (a failed
 /// request as its status), or a default one when it was appended.
 async fn raw_produce(client: &mut BrokerClient<tonic::transport::Channel>) -> v1::PartitionError {
