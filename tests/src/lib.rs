@@ -4,12 +4,14 @@
 //! - [`TestBroker`]: a broker in this process on a free port with its own data directory.
 //! - [`raft_group`]: a Raft group of in-process nodes over real gRPC.
 //! - [`history`]: a fault run's history and the checkers that judge it.
+//! - [`damage`]: file damage done to a stopped broker (torn tail, lost index, bit rot).
 //! - [`proxy`]: a TCP proxy that loses a broker's answers on demand.
 //! - [`cluster`]: brokers with `peers` in this process, stopped, restarted and cut off.
 //! - [`ChildTest`]: re-run the current test binary as a child process running one named
 //!   test, so a test can SIGKILL a real process in the middle of its work.
 
 pub mod cluster;
+pub mod damage;
 pub mod delay;
 pub mod history;
 pub mod netns;

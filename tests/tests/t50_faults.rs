@@ -7,7 +7,10 @@
 //! third seeing both), a broker killed whose index files are deleted while it is
 //! down, lossy links (10–30% of the packets between brokers dropped at random), and
 //! delayed links (20–200 ms each way on every connection to a broker, through a
-//! forwarder in front of each broker, `rafka_tests::delay`). Besides the assigned consumer, a consumer group of two members reads with
+//! forwarder in front of each broker, `rafka_tests::delay`), and a broker killed that
+//! finds one bit flipped in one of its sealed segments at its restart (bit rot: its
+//! scrubber must find it and repair it from another replica before the replicas are
+//! compared). Besides the assigned consumer, a consumer group of two members reads with
 //! auto-commit, and its committed offsets are read throughout. Afterwards everything
 //! heals, every replica is read whole, and the checkers of `rafka_tests::history` judge
 //! the history: lost acknowledged writes, duplicates, values at other offsets than
@@ -15,8 +18,7 @@
 //! backward polls, values never sent, divergent or short replicas, records the group
 //! never delivered, committed offsets going backwards. Every count must be 0.
 //! Availability (the longest time a partition acknowledged no write during each fault
-//! and its recovery) is reported. Not yet among the nemeses: a flipped byte in a
-//! sealed segment.
+//! and its recovery) is reported.
 //!
 //! `RAFKA_FAULT_SECS` (default 90: every nemesis once) sets the length of the nemesis
 //! phase, `RAFKA_FAULT_SEED` the schedule and `RAFKA_FAULT_NEMESES` (names, comma
@@ -36,6 +38,7 @@ use rafka_client::{
 use rafka_proto::batch::{BatchHeader, RecordBatch};
 use rafka_proto::v1::{self, broker_client::BrokerClient};
 use rafka_tests::cluster::{peer_list, WAIT};
+use rafka_tests::damage;
 use rafka_tests::delay::DelayProxy;
 use rafka_tests::history::{check, longest_gap, Ack, History, Poll};
 use rafka_tests::netns::Net;
@@ -136,53 +139,15 @@ impl Cluster {
         }
     }
 
-    /// Deletes the index files of one of the broker's segments of `partition` (sealed
-    /// or active), while it is down: the broker must rebuild them.
-    fn delete_index(&self, id: u32, partition: u32, rng: &mut Rng) -> Option<String> {
-        let indexes = self.segment_files(id, partition, "index");
-        if indexes.is_empty() {
-            return None;
-        }
-        let index = indexes[rng.below(indexes.len() as u32) as usize].clone();
-        let time_index = index.with_extension("timeindex");
-        std::fs::remove_file(&index).ok()?;
-        let _ = std::fs::remove_file(&time_index);
-        Some(format!(
-            "{} deleted ({} segments)",
-            index.display(),
-            indexes.len()
-        ))
-    }
-
-    /// The broker's files of `partition` with extension `ext`, oldest segment first.
-    fn segment_files(&self, id: u32, partition: u32, ext: &str) -> Vec<std::path::PathBuf> {
-        let dir = self.dirs[id as usize - 1]
+    /// The broker's directory of `partition`.
+    fn partition_dir(&self, id: u32, partition: u32) -> std::path::PathBuf {
+        self.dirs[id as usize - 1]
             .path()
-            .join(format!("{TOPIC}-{partition}"));
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == ext))
-            .collect();
-        files.sort();
-        files
+            .join(format!("{TOPIC}-{partition}"))
     }
 
     fn bootstrap(&self) -> String {
         self.addrs.join(",")
-    }
-
-    /// Cuts the last bytes off the newest log segment of one of the broker's partitions
-    /// (a torn write), while it is down.
-    fn truncate_tail(&self, id: u32, partition: u32, rng: &mut Rng) -> Option<String> {
-        let logs = self.segment_files(id, partition, "log");
-        let last = logs.last()?;
-        let len = std::fs::metadata(last).ok()?.len();
-        let cut = 1 + rng.below(4096) as u64;
-        let file = std::fs::OpenOptions::new().write(true).open(last).ok()?;
-        file.set_len(len.saturating_sub(cut)).ok()?;
-        Some(format!("{} cut by {cut} bytes", last.display()))
     }
 }
 
@@ -214,6 +179,7 @@ enum Nemesis {
     KillAny,
     KillAndTruncate,
     KillAndDeleteIndex,
+    KillAndFlipBit,
     PauseLeader,
     IsolateLeader,
     IsolateAny,
@@ -222,7 +188,7 @@ enum Nemesis {
     DelayedLinks,
 }
 
-const NEMESES: [Nemesis; 10] = [
+const NEMESES: [Nemesis; 11] = [
     Nemesis::KillLeader,
     Nemesis::PauseLeader,
     Nemesis::IsolateLeader,
@@ -233,6 +199,7 @@ const NEMESES: [Nemesis; 10] = [
     Nemesis::KillAndDeleteIndex,
     Nemesis::LossyLinks,
     Nemesis::DelayedLinks,
+    Nemesis::KillAndFlipBit,
 ];
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -252,6 +219,7 @@ async fn read_values(addr: &str, partition: u32, below: u64) -> Vec<String> {
         .expect("connect")
         .max_decoding_message_size(usize::MAX);
     let mut out = Vec::new();
+    let started = Instant::now();
     while (out.len() as u64) < below {
         let data = client
             .fetch(v1::FetchRequest {
@@ -266,9 +234,20 @@ async fn read_values(addr: &str, partition: u32, below: u64) -> Vec<String> {
                 max_wait_ms: 10_000,
                 max_bytes: 0,
             })
-            .await
-            .expect("fetch")
-            .into_inner();
+            .await;
+        // A replica refuses a batch whose bits flipped on its disk (DATA_LOSS) until its
+        // scrubber repaired it from another replica.
+        let data = match data {
+            Err(s) if s.code() == tonic::Code::DataLoss && started.elapsed() < WAIT => {
+                eprintln!(
+                    "{addr} partition {partition}: {} (waiting for the repair)",
+                    s.message()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            other => other.expect("fetch").into_inner(),
+        };
         let mut rest = &data.partitions[0].records[..];
         while !rest.is_empty() && (out.len() as u64) < below {
             let (batch, len) = RecordBatch::parse_prefix(rest).expect("a valid batch");
@@ -566,7 +545,8 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
             Nemesis::KillLeader
             | Nemesis::KillAny
             | Nemesis::KillAndTruncate
-            | Nemesis::KillAndDeleteIndex => {
+            | Nemesis::KillAndDeleteIndex
+            | Nemesis::KillAndFlipBit => {
                 let victim = if nemesis == Nemesis::KillLeader {
                     leader
                 } else {
@@ -576,9 +556,12 @@ async fn no_anomalies_under_kills_pauses_partitions_and_torn_writes() {
                 let mut what = format!("kill -9 broker {victim}");
                 tokio::time::sleep(FAULT_FOR).await;
                 let p = rng.below(PARTITIONS);
+                let dir = cluster.partition_dir(victim, p);
+                let pick = |n| rng.below(n);
                 let damage = match nemesis {
-                    Nemesis::KillAndTruncate => cluster.truncate_tail(victim, p, &mut rng),
-                    Nemesis::KillAndDeleteIndex => cluster.delete_index(victim, p, &mut rng),
+                    Nemesis::KillAndTruncate => damage::truncate_tail(&dir, pick),
+                    Nemesis::KillAndDeleteIndex => damage::delete_index(&dir, pick),
+                    Nemesis::KillAndFlipBit => damage::flip_bit(&dir, pick),
                     _ => None,
                 };
                 if let Some(d) = damage {

@@ -24,6 +24,7 @@ pub mod placement;
 pub mod producers;
 mod quiesce;
 pub mod replica;
+pub mod scrub;
 mod sequencer;
 
 use std::collections::{BTreeMap, BTreeSet};

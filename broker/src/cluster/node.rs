@@ -167,6 +167,7 @@ impl ClusterNode {
         }
         node.tasks.spawn(Self::follow(node.clone()));
         node.tasks.spawn(Self::steer(node.clone()));
+        node.tasks.spawn(Self::scrub(node.clone()));
         Ok(node)
     }
 

@@ -16,6 +16,7 @@
 //! - `recovery`  verifying a segment from its last index entry; index placement rules
 //! - `partition` the writer: append, roll, sync, truncate, retention, poisoning
 //! - `reader`    concurrent reads and timestamp lookups
+//! - `scrub`     verifying sealed segments whole; repairing one from another copy
 //! - `discard`   a removed replica's files freed step by step
 //!
 //! This module is synchronous and knows nothing of the network or of Raft. The on-disk
@@ -30,12 +31,14 @@ mod maps;
 mod partition;
 mod reader;
 mod recovery;
+mod scrub;
 mod segment;
 
 pub use config::{FlushPolicy, LogConfig, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 pub use error::LogError;
 pub use partition::{Appended, Locator, PartitionLog};
 pub use reader::LogReader;
+pub use scrub::{SealedRange, MAX_RAW_READ};
 pub use segment::SyncHandle;
 
 #[cfg(test)]

@@ -79,8 +79,11 @@ impl PartitionLog {
         let mut sealed = BTreeMap::new();
         let mut expected: Option<u64> = None;
         let last = bases.pop();
-        for base in bases {
-            let seg = SealedSegment::open(&dir, base, &config)?;
+        let nexts: Vec<Option<u64>> = (bases.iter().skip(1).copied().map(Some))
+            .chain([last])
+            .collect();
+        for (base, next_base) in bases.into_iter().zip(nexts) {
+            let seg = SealedSegment::open(&dir, base, next_base, &config)?;
             check_contiguous(&seg.view.path, expected, base)?;
             expected = Some(seg.view.next_offset());
             sealed.insert(base, seg);

@@ -104,25 +104,60 @@ fn deleted_or_truncated_index_is_rebuilt() {
 }
 
 #[test]
-fn corrupt_sealed_segment_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut log = PartitionLog::open(dir.path(), small(4096)).unwrap();
-    for i in 0..60u8 {
-        log.append(&batch(2, 80, i as i64, i)).unwrap();
+fn a_damaged_sealed_segment_opens_serves_no_damage_and_is_repaired_from_a_copy() {
+    // Two replicas of the same log: the same batches appended with the same config.
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    for dir in &dirs {
+        let mut log = PartitionLog::open(dir.path(), small(4096)).unwrap();
+        for i in 0..60u8 {
+            log.append(&batch(2, 80, i as i64, i)).unwrap();
+        }
     }
-    drop(log);
-    let first = segment_files(dir.path(), "log").remove(0);
+    // A bit flips near the end of the first replica's first segment (after its last
+    // index entry: the part verified at open).
+    let first = segment_files(dirs[0].path(), "log").remove(0);
     let len = fs::metadata(&first).unwrap().len();
     let mut f = OpenOptions::new().write(true).open(&first).unwrap();
     f.seek(SeekFrom::Start(len - 10)).unwrap();
     f.write_all(&[0x55]).unwrap();
     drop(f);
-    let err = PartitionLog::open(dir.path(), small(4096)).err().unwrap();
+    let damaged = PartitionLog::open(dirs[0].path(), small(4096)).unwrap();
+    let copy = PartitionLog::open(dirs[1].path(), small(4096)).unwrap();
+    let (d, c) = (damaged.reader(), copy.reader());
+    assert_eq!(d.log_end_offset(), c.log_end_offset(), "opened whole");
+    let seg = d.sealed_segments()[0];
+    assert_eq!(seg, c.sealed_segments()[0]);
+    let err = d.verify_segment(seg.base).unwrap_err();
     assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
+    // The damaged batch is never served.
+    let last = seg.next - 1;
+    assert!(matches!(
+        d.read(last, 1 << 20),
+        Err(LogError::Corrupt { .. })
+    ));
+    // A copy that is not the same offsets, or damaged too, is refused.
+    let wrong = c.read_raw(seg.next, c.log_end_offset(), 1 << 20).unwrap();
+    assert!(d.repair_segment(seg.base, &wrong).is_err());
+    let mut bad = c.read_raw(seg.base, seg.next, 1 << 20).unwrap();
+    bad[20] ^= 1;
+    assert!(d.repair_segment(seg.base, &bad).is_err());
+    // The replica's copy repairs it: one byte rewritten.
+    let good = c.read_raw(seg.base, seg.next, 1 << 20).unwrap();
+    assert_eq!(good.len(), seg.len);
     assert!(
-        err.to_string().contains("00000000000000000000.log"),
-        "{err}"
+        c.read_raw(seg.base, seg.next, seg.len - 1).is_err(),
+        "bounded"
     );
+    assert_eq!(d.repair_segment(seg.base, &good).unwrap(), 1);
+    d.verify_segment(seg.base).unwrap();
+    assert_eq!(
+        d.read(last, 1 << 20).unwrap(),
+        c.read(last, 1 << 20).unwrap()
+    );
+    drop((damaged, copy));
+    // And it opens as intact.
+    let reopened = PartitionLog::open(dirs[0].path(), small(4096)).unwrap();
+    reopened.reader().verify_segment(seg.base).unwrap();
 }
 
 #[test]

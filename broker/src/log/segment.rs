@@ -523,8 +523,16 @@ pub(crate) struct SealedSegment {
 impl SealedSegment {
     /// Opens a sealed segment. The batches after its last index entry are verified and must
     /// end exactly at the end of the file; a missing or inconsistent index is rebuilt.
-    /// Damage is an error: a sealed segment is never silently truncated.
-    pub fn open(dir: &Path, base: u64, config: &LogConfig) -> Result<Self, LogError> {
+    /// A sealed segment is never truncated: damage is an error, unless `next_base` (the
+    /// next segment's base offset) says where its offsets end. Then it opens whole, as
+    /// long as the file, indexed up to the damage: reads of the damaged batch fail by
+    /// its checksum until the scrubber (`cluster::scrub`) repairs it from a replica.
+    pub fn open(
+        dir: &Path,
+        base: u64,
+        next_base: Option<u64>,
+        config: &LogConfig,
+    ) -> Result<Self, LogError> {
         let [log, index, time_index] = paths(dir, base);
         let file = File::open(&log).map_err(LogError::io(&log))?;
         let len = file.metadata().map_err(LogError::io(&log))?.len() as usize;
@@ -540,22 +548,31 @@ impl SealedSegment {
             &stored_times,
             config.index_interval_bytes,
         );
+        let mut next_offset = scan.next_offset;
         if let Some((position, stop)) = scan.stop {
             let reason = match stop {
                 Stop::Zeros => "zeros before the end of a sealed segment".to_string(),
                 Stop::Damaged(why) => why,
             };
-            return Err(LogError::Corrupt {
-                path: log,
-                position,
-                reason,
-            });
+            match next_base.filter(|&n| n > scan.next_offset) {
+                Some(n) => {
+                    tracing::warn!(segment = %log.display(), position, "damaged sealed segment ({reason}): opened with its offsets up to {n} (the next segment's base) until it is repaired from a replica");
+                    next_offset = n;
+                }
+                None => {
+                    return Err(LogError::Corrupt {
+                        path: log,
+                        position,
+                        reason,
+                    })
+                }
+            }
         }
         let mut times = scan.times;
         if len > 0 {
             times.push(TimeEntry {
                 ts: scan.indexer.max_ts,
-                rel: (scan.next_offset - base) as u32,
+                rel: (next_offset - base) as u32,
             });
         }
         let offsets = scan.offsets;
@@ -580,7 +597,7 @@ impl SealedSegment {
             path: log,
             files: Files::Lazy(lazy),
             len: AtomicUsize::new(len),
-            next_offset: AtomicU64::new(scan.next_offset),
+            next_offset: AtomicU64::new(next_offset),
             max_timestamp: AtomicI64::new(scan.indexer.max_ts),
         };
         Ok(Self {

@@ -1,5 +1,6 @@
 //! Topics (create, delete, configs, partitions, reassignment, replication factor) and
-//! brokers (decommission, rebalance, preferred-leader election).
+//! brokers (decommission, rebalance, preferred-leader election), and a replica's stored
+//! batches (for repair by another replica).
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use rafka_proto::v1::{self, admin_server};
 use tonic::{Request, Response, Status};
 
 use super::{catalog, Shared};
+use crate::error::BrokerError;
 use crate::topics::check_not_internal;
 
 pub(crate) struct AdminService {
@@ -128,6 +130,38 @@ impl admin_server::Admin for AdminService {
         Ok(Response::new(
             catalog::elect_preferred_leaders(&self.shared.node, named).await,
         ))
+    }
+
+    async fn read_replica_log(
+        &self,
+        request: Request<v1::ReadReplicaLogRequest>,
+    ) -> Result<Response<v1::ReadReplicaLogResponse>, Status> {
+        let req = request.into_inner();
+        let p = (self.shared.node.partition(&req.topic, req.partition).await).ok_or_else(|| {
+            BrokerError::Unavailable(format!(
+                "{}-{}: no replica on this broker",
+                req.topic, req.partition
+            ))
+        })?;
+        let hw = p.high_watermark();
+        if req.to_offset > hw {
+            return Err(BrokerError::Unavailable(format!(
+                "{}-{}: offset {} is above this replica's high watermark {hw}",
+                req.topic, req.partition, req.to_offset
+            ))
+            .into());
+        }
+        let reader = p.reader().clone();
+        let (from, to) = (req.from_offset, req.to_offset);
+        let records = tokio::task::spawn_blocking(move || {
+            reader.read_raw(from, to, crate::log::MAX_RAW_READ)
+        })
+        .await
+        .map_err(|e| BrokerError::Internal(e.to_string()))?
+        .map_err(|e| p.log_error(e))?;
+        Ok(Response::new(v1::ReadReplicaLogResponse {
+            records: records.into(),
+        }))
     }
 
     async fn alter_topic_config(
