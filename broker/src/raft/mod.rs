@@ -17,6 +17,7 @@
 //! - `group`          opening a group: log, store, state machine, network, Raft settings
 //! - `network`        the peer gRPC service carrying every group, and its clients
 //! - `liveness`       node-level heartbeats: which brokers are up, what each leads
+//! - `step_up`        a voter that refuses a candidate behind its log stands itself
 //! - `votes`          one vote journal per broker, synced by group commit
 //! - `state_machine`  `RaftStateMachine`: offsets only; the data stays in the log
 //!
@@ -38,6 +39,7 @@ pub mod log_store;
 pub mod network;
 pub mod state_file;
 pub mod state_machine;
+mod step_up;
 pub mod types;
 pub mod votes;
 

@@ -612,53 +612,17 @@ async fn append(groups: &RaftGroups, req: pb::AppendEntriesRequest) -> Result<By
     to_json(&raft.append_entries(rpc).await)
 }
 
-/// Runs one Vote on its group; returns the JSON of openraft's result. A vote refused
-/// because the candidate's log is behind this replica's, while no live leader leads the
-/// group here, makes this replica campaign at once: the candidate first in line (the
-/// preferred replica) cannot win, and the replica that could would otherwise wait its
-/// turn (`cluster::quiesce`'s stagger, seconds).
+/// Runs one Vote on its group; returns the JSON of openraft's result. A refusal may make
+/// this replica stand itself (see `step_up`).
 async fn vote(groups: &RaftGroups, req: pb::RaftRequest) -> Result<Bytes, Status> {
     let raft = groups.get(req.group)?;
     let rpc: VoteRequest<u64> = serde_json::from_slice(&req.json).map_err(bad_request)?;
-    let (theirs, their_term) = (rpc.last_log_id, rpc.vote.leader_id().term);
+    let asked = (rpc.last_log_id, rpc.vote.leader_id().term);
     let answer = raft.vote(rpc).await;
     if let (Ok(r), Some(liveness)) = (&answer, groups.liveness.get()) {
-        let (follower, leader) = {
-            let m = raft.metrics();
-            let m = m.borrow();
-            let voter = m.membership_config.voter_ids().any(|v| v == m.id);
-            (
-                voter && m.state == openraft::ServerState::Follower,
-                m.current_leader,
-            )
-        };
-        let leader_down = leader.is_none_or(|l| liveness.is_down(l, Instant::now()));
-        if !r.vote_granted && r.last_log_id > theirs && follower && leader_down {
-            tracing::debug!(group = req.group, ?theirs, mine = ?r.last_log_id, "refused a candidate behind this log: campaigning");
-            tokio::spawn(step_up(raft.clone(), their_term));
-        }
+        super::step_up::after_vote(&raft, liveness, req.group, asked, r);
     }
     to_json(&answer)
-}
-
-/// Campaigns with a term above `their_term`, the refused candidate's: it has voted for
-/// itself in its term and refuses any other candidate of that term (openraft does not
-/// raise a voter's term when it refuses a vote, so one campaign may not be enough).
-async fn step_up(raft: Raft<TypeConfig>, their_term: u64) {
-    for _ in 0..3 {
-        if raft.trigger().elect().await.is_err() {
-            return;
-        }
-        let above = |m: &typ::RaftMetrics| m.vote.leader_id().term > their_term;
-        let waited = raft.wait(Some(Duration::from_millis(100)));
-        if waited
-            .metrics(above, "a term above the candidate's")
-            .await
-            .is_ok()
-        {
-            return;
-        }
-    }
 }
 
 /// Answers one call of an `Exchange` stream.
