@@ -370,3 +370,49 @@ fn a_dev_cluster_replicates_and_reports_its_status() {
     }
     assert!(cluster.stop().success(), "graceful shutdown on SIGTERM");
 }
+
+/// `rafka start` with RUST_LOG=info, stderr captured: its log lines, once SIGTERM
+/// stopped it.
+fn start_logs(extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(RAFKA)
+        .args(["start", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rafka start");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("read the listening line");
+    assert!(line.starts_with("rafka broker listening on "), "{line}");
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit {:?}", out.status);
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn logs_are_json_lines_when_asked_and_plain_text_off_a_terminal() {
+    let json = start_logs(&["--log-format", "json"]);
+    let lines: Vec<&str> = json.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log lines");
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(
+            v.get("level").is_some() && v.get("timestamp").is_some(),
+            "{l}"
+        );
+    }
+    let text = start_logs(&[]);
+    assert!(!text.trim().is_empty(), "no log lines");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes off a terminal: {text}"
+    );
+}

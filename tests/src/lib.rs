@@ -136,6 +136,8 @@ impl ChildTest {
 pub struct TestBroker {
     /// `host:port` clients connect to.
     pub addr: String,
+    /// `host:port` of its HTTP port (`/metrics`, `/health/...`).
+    pub http: String,
     dir: std::sync::Arc<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), rafka_broker::error::BrokerError>>>,
@@ -170,12 +172,18 @@ impl TestBroker {
         let server = rafka_broker::server::Server::open(config)
             .await
             .expect("open broker");
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a free port");
+        let http_addr = http.local_addr().expect("local addr").to_string();
+        server.serve_http(http);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(listener, async {
             let _ = stopped.await;
         }));
         Self {
             addr,
+            http: http_addr,
             dir,
             stop: Some(stop),
             task: Some(task),

@@ -21,7 +21,7 @@ pub struct StartArgs {
     /// Address to listen on (port 0 picks a free one; the bound address is printed).
     #[arg(long, env = "RAFKA_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Address of the HTTP port (`/metrics`, `/health/live`; port 0 picks a free one,
+    /// Address of the HTTP port (`/metrics`, `/health/live`, `/health/ready`; port 0 picks a free one,
     /// printed). Without it (or `http_listen` in the config) there is none.
     #[arg(long, env = "RAFKA_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
@@ -36,6 +36,19 @@ pub struct StartArgs {
     /// an id the cluster does not use); restarts need it no more.
     #[arg(long, env = "RAFKA_JOIN", conflicts_with = "peers")]
     join: Option<String>,
+    /// Log lines as text (colours only on a terminal) or as JSON objects, one per line
+    /// (for log shippers); `RUST_LOG` filters them.
+    #[arg(long, env = "RAFKA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields, span.
+    Json,
 }
 
 /// Options of `rafka dev-cluster`.
@@ -60,20 +73,23 @@ pub struct DevClusterArgs {
 const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,openraft::replication=off,\
                                   openraft::engine::handler::replication_handler=off";
 
-fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
 }
 
 /// `rafka dev-cluster`: N brokers on loopback in this process, each with its own data
 /// directory and port, replicating through Raft; prints the bootstrap list.
 pub async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<()> {
-    init_tracing();
+    init_tracing(LogFormat::Text);
     if args.nodes == 0 || args.nodes > 9 {
         anyhow::bail!("--nodes must be 1 to 9, not {}", args.nodes);
     }
@@ -128,7 +144,7 @@ pub async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<()> {
 }
 
 pub async fn run(args: StartArgs) -> anyhow::Result<()> {
-    init_tracing();
+    init_tracing(args.log_format);
     let mut config = match &args.config {
         Some(path) => BrokerConfig::from_file(path).map_err(anyhow::Error::msg)?,
         None => BrokerConfig::default(),

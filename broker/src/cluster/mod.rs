@@ -18,6 +18,7 @@
 pub mod balance;
 mod drain;
 mod join;
+pub mod metrics;
 mod moves;
 pub mod node;
 pub mod placement;

@@ -723,6 +723,7 @@ impl ClusterNode {
             preferred: Mutex::new(entry.replicas.clone()),
             liveness: self.liveness.clone(),
             sequencer: Default::default(),
+            traffic: Default::default(),
         });
         self.running_mut()
             .insert((topic.to_string(), partition), replica);

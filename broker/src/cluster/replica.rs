@@ -61,6 +61,8 @@ pub struct ReplicatedPartition {
     pub(super) liveness: Arc<Liveness>,
     /// Idempotent producers' batches accepted here and not yet committed.
     pub(super) sequencer: Sequencer,
+    /// Records and bytes appended here as leader and served by fetches (`/metrics`).
+    pub traffic: super::metrics::Traffic,
 }
 
 /// Where a produce's batches landed.
@@ -116,6 +118,12 @@ impl ReplicatedPartition {
         if self.fenced() {
             return Err(self.fenced_error());
         }
+        let (records, bytes) = batches.iter().fold((0, 0), |(r, b), v| {
+            (
+                r + v.header().record_count.max(0) as u64,
+                b + v.bytes().len() as u64,
+            )
+        });
         let idempotent = |b: &ValidatedBatch| {
             rafka_proto::batch::BatchHeader::parse(b.bytes()).is_ok_and(|h| h.producer_id >= 0)
         };
@@ -134,6 +142,7 @@ impl ReplicatedPartition {
                         .await
                         .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
                 }
+                self.traffic.appended(records, bytes);
                 return Ok(None);
             }
             Acks::All => {
@@ -150,7 +159,9 @@ impl ReplicatedPartition {
                 futures::future::join_all(batches.into_iter().map(|b| self.append_local(b))).await
             }
         };
-        results.into_iter().collect::<Result<Vec<_>, _>>().map(Some)
+        let results = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        self.traffic.appended(records, bytes);
+        Ok(Some(results))
     }
 
     /// Proposes a batch and returns once it is in this leader's log (or committed, or

@@ -42,6 +42,22 @@ impl BrokerService {
     }
 }
 
+/// Records in `records` (whole batches; control batches hold none): walks the headers.
+fn record_count(records: &[u8]) -> u64 {
+    let mut rest = records;
+    let mut n = 0;
+    while let Ok(h) = BatchHeader::parse(rest) {
+        if !h.is_control() {
+            n += h.record_count.max(0) as u64;
+        }
+        match rest.get(h.total_len()..) {
+            Some(r) if h.total_len() > 0 => rest = r,
+            _ => break,
+        }
+    }
+    n
+}
+
 /// Offset after the last batch in `records` (which holds whole batches).
 fn next_offset_after(records: &[u8]) -> Option<u64> {
     let mut rest = records;
@@ -87,6 +103,10 @@ fn read_partition(
             .read_below(offset, max_bytes, high_watermark)
             .map_err(|e| p.log_error(e))?
     };
+    if !records.is_empty() {
+        p.traffic
+            .fetched(record_count(&records), records.len() as u64);
+    }
     Ok(v1::PartitionData {
         topic: p.topic.clone(),
         partition: p.partition,

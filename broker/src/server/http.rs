@@ -1,31 +1,90 @@
-//! The broker's HTTP port: `/metrics` (Prometheus text) and `/health/live`.
+//! The broker's HTTP port: `/metrics` (Prometheus text: the stage histograms, this
+//! broker's replicas and partitions, the process), `/health/live` and `/health/ready`.
 
-use axum::http::header;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
+
+use crate::cluster::node::ClusterNode;
 
 /// The content type of the OpenMetrics text `prometheus-client` writes.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The HTTP routes.
-pub fn router() -> Router {
+/// The HTTP routes; the cluster metrics and readiness need `node`.
+pub fn router(node: Option<Arc<ClusterNode>>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/health/live", get(|| async { "ok\n" }))
+        .route("/health/ready", get(ready))
+        .with_state(node)
 }
 
-async fn metrics() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, OPENMETRICS)],
-        crate::metrics::text(),
-    )
+async fn metrics(State(node): State<Option<Arc<ClusterNode>>>) -> impl IntoResponse {
+    let mut registry = crate::metrics::registry();
+    if let Some(node) = &node {
+        node.register_metrics(&mut registry);
+    }
+    register_process(&mut registry);
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    ([(header::CONTENT_TYPE, OPENMETRICS)], out)
+}
+
+/// 200 once the broker knows the cluster's metadata and has opened every replica placed
+/// on it; 503 before (what an orchestrator's readiness probe waits for).
+async fn ready(State(node): State<Option<Arc<ClusterNode>>>) -> impl IntoResponse {
+    match node {
+        Some(n) if n.is_ready() => (StatusCode::OK, "ready\n"),
+        Some(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: metadata not known yet or replicas still opening\n",
+        ),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no broker\n"),
+    }
+}
+
+/// The process's resident memory, CPU time and open files, from `/proc/self` (left out
+/// where it cannot be read).
+fn register_process(registry: &mut Registry) {
+    let page = 4096.0;
+    if let Some(rss) = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+    {
+        let g = ConstGauge::new(rss * page);
+        registry.register_with_unit("process_resident_memory", "Resident memory", Unit::Bytes, g);
+    }
+    // utime and stime, fields 14 and 15, after the command name in parentheses.
+    if let Some(ticks) = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+        })
+    {
+        // Linux reports CPU time in clock ticks of 1/100 s (USER_HZ).
+        let c = ConstCounter::new(ticks / 100.0);
+        registry.register_with_unit("process_cpu", "CPU time, user and system", Unit::Seconds, c);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        let g = ConstGauge::new(fds.count() as i64);
+        registry.register("process_open_fds", "Open file descriptors", g);
+    }
 }
 
 /// Serves the routes on `listener` until the future is dropped.
-pub async fn serve(listener: TcpListener) {
-    if let Err(e) = axum::serve(listener, router()).await {
+pub async fn serve(listener: TcpListener, node: Option<Arc<ClusterNode>>) {
+    if let Err(e) = axum::serve(listener, router(node)).await {
         tracing::warn!("http server stopped: {e}");
     }
 }
@@ -47,7 +106,7 @@ mod tests {
     async fn metrics_and_liveness_over_http() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(super::serve(listener));
+        let server = tokio::spawn(super::serve(listener, None));
         crate::metrics::STAGES
             .produce_validate
             .observe(std::time::Duration::from_micros(10));
@@ -62,7 +121,9 @@ mod tests {
             "{metrics}"
         );
         assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
+        assert!(metrics.contains("rafka_process_open_fds"), "{metrics}");
         assert!(get(addr, "/health/live").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/health/ready").await.starts_with("HTTP/1.1 503"));
         assert!(get(addr, "/nothing").await.starts_with("HTTP/1.1 404"));
         server.abort();
     }

@@ -192,7 +192,7 @@ impl Server {
         self.shared
             .node
             .tasks()
-            .spawn_until_stopped(http::serve(listener));
+            .spawn_until_stopped(http::serve(listener, Some(self.shared.node.clone())));
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains and syncs.

@@ -1,0 +1,234 @@
+//! The broker's view of its replicas as metrics: read when `/metrics` is scraped, so the
+//! produce and fetch paths pay only for the traffic counters (a few relaxed atomic adds
+//! per request and partition, none per record).
+//!
+//! Per partition replica on this broker (labels `topic`, `partition`): log start and end
+//! offsets, high watermark, size, segments, Raft term, the leader as known here, whether
+//! this broker leads, records and bytes in (appended as leader) and out (fetched from
+//! this replica); per follower of a partition led here, its lag in Raft entries. Per
+//! broker: partitions led, under-replicated partitions (led here, with a voter down),
+//! offline partitions (replicas here that know no live leader).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::node::ClusterNode;
+use crate::raft::types::typ;
+
+/// A replica's traffic, counted where requests are answered.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    records_in: AtomicU64,
+    bytes_in: AtomicU64,
+    records_out: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl Traffic {
+    /// Counts records appended here as leader.
+    pub fn appended(&self, records: u64, bytes: u64) {
+        self.records_in.fetch_add(records, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts records served by a fetch from this replica.
+    pub fn fetched(&self, records: u64, bytes: u64) {
+        self.records_out.fetch_add(records, Ordering::Relaxed);
+        self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// A gauge family registered under `name`.
+fn gauges(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+) -> Family<Labels, Gauge> {
+    let family = Family::<Labels, Gauge>::default();
+    match unit {
+        Some(u) => registry.register_with_unit(name, help, u, family.clone()),
+        None => registry.register(name, help, family.clone()),
+    }
+    family
+}
+
+/// A counter family registered under `name` (`_total` is added).
+fn counters(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+) -> Family<Labels, Counter> {
+    let family = Family::<Labels, Counter>::default();
+    match unit {
+        Some(u) => registry.register_with_unit(name, help, u, family.clone()),
+        None => registry.register(name, help, family.clone()),
+    }
+    family
+}
+
+impl ClusterNode {
+    /// Adds this broker's replica and partition metrics, as they are now, to `registry`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let r = registry;
+        let log_start = gauges(
+            r,
+            "partition_log_start_offset",
+            "First offset the replica holds",
+            None,
+        );
+        let log_end = gauges(
+            r,
+            "partition_log_end_offset",
+            "Offset the replica's next record gets",
+            None,
+        );
+        let hw = gauges(
+            r,
+            "partition_high_watermark",
+            "Offsets below this are committed, as the replica knows",
+            None,
+        );
+        let size = gauges(
+            r,
+            "partition_size",
+            "Bytes of the replica's log segments",
+            Some(Unit::Bytes),
+        );
+        let segments = gauges(r, "partition_segments", "Log segments of the replica", None);
+        let term = gauges(
+            r,
+            "partition_raft_term",
+            "The Raft term of the partition's group on this replica",
+            None,
+        );
+        let leader = gauges(
+            r,
+            "partition_leader",
+            "The partition's leader as this replica knows it (0: none)",
+            None,
+        );
+        let is_leader = gauges(
+            r,
+            "partition_is_leader",
+            "1 where this broker leads the partition",
+            None,
+        );
+        let lag = gauges(
+            r,
+            "partition_follower_lag_entries",
+            "Raft entries a follower lacks, as its leader here sees it",
+            None,
+        );
+        let records_in = counters(
+            r,
+            "partition_produced_records",
+            "Records appended as leader",
+            None,
+        );
+        let bytes_in = counters(
+            r,
+            "partition_produced",
+            "Record batch bytes appended as leader",
+            Some(Unit::Bytes),
+        );
+        let records_out = counters(
+            r,
+            "partition_fetched_records",
+            "Records served by fetches from this replica",
+            None,
+        );
+        let bytes_out = counters(
+            r,
+            "partition_fetched",
+            "Record batch bytes served by fetches",
+            Some(Unit::Bytes),
+        );
+        let broker = gauges(r, "broker_partitions", "Partitions on this broker by state: replicas, leading, under_replicated (led here, a voter down), offline (no live leader known)", None);
+        let me = self.id();
+        let (mut replicas, mut leading, mut under, mut offline) = (0, 0, 0, 0);
+        let now = std::time::Instant::now();
+        for p in self.running_replicas() {
+            let labels: Labels = vec![
+                ("topic", p.topic.clone()),
+                ("partition", p.partition.to_string()),
+            ];
+            let reader = p.reader();
+            log_start
+                .get_or_create(&labels)
+                .set(reader.log_start_offset() as i64);
+            log_end
+                .get_or_create(&labels)
+                .set(reader.log_end_offset() as i64);
+            hw.get_or_create(&labels).set(p.high_watermark() as i64);
+            size.get_or_create(&labels).set(reader.size_bytes() as i64);
+            segments
+                .get_or_create(&labels)
+                .set(reader.segment_count() as i64);
+            let (current_term, voters, leads) = {
+                let m = p.raft.metrics();
+                let m = m.borrow();
+                let voters: Vec<u64> = m.membership_config.voter_ids().collect();
+                (m.current_term, voters, m.state == typ::ServerState::Leader)
+            };
+            term.get_or_create(&labels).set(current_term as i64);
+            let known = p.leader();
+            leader.get_or_create(&labels).set(known.unwrap_or(0) as i64);
+            is_leader.get_or_create(&labels).set(i64::from(leads));
+            replicas += 1;
+            if leads {
+                leading += 1;
+                for (follower, entries) in p.replica_lags() {
+                    let mut l = labels.clone();
+                    l.push(("follower", follower.to_string()));
+                    lag.get_or_create(&l).set(entries as i64);
+                }
+                if voters
+                    .iter()
+                    .any(|&v| v != me as u64 && self.liveness().is_down(v, now))
+                {
+                    under += 1;
+                }
+            }
+            if known.is_none() {
+                offline += 1;
+            }
+            let t = &p.traffic;
+            records_in
+                .get_or_create(&labels)
+                .inc_by(t.records_in.load(Ordering::Relaxed));
+            bytes_in
+                .get_or_create(&labels)
+                .inc_by(t.bytes_in.load(Ordering::Relaxed));
+            records_out
+                .get_or_create(&labels)
+                .inc_by(t.records_out.load(Ordering::Relaxed));
+            bytes_out
+                .get_or_create(&labels)
+                .inc_by(t.bytes_out.load(Ordering::Relaxed));
+        }
+        for (state, n) in [
+            ("replicas", replicas),
+            ("leading", leading),
+            ("under_replicated", under),
+            ("offline", offline),
+        ] {
+            broker
+                .get_or_create(&vec![("state", state.to_string())])
+                .set(n);
+        }
+    }
+
+    /// Whether this broker is ready for traffic: it knows the cluster's metadata (a
+    /// metadata leader) and has opened every replica placed on it.
+    pub fn is_ready(&self) -> bool {
+        self.metadata_leader().is_some() && !self.liveness().is_opening()
+    }
+}

@@ -1,0 +1,169 @@
+//! The broker's HTTP port as a scraper and an orchestrator see it: `/metrics` parsed by
+//! a Prometheus text-format parser, its counters moving by exactly the records produced
+//! and fetched, its gauges matching the log; `/health/ready` once the broker serves.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rafka_client::{Admin, Producer, ProducerConfig, ProducerRecord};
+use rafka_proto::v1::{self, broker_client::BrokerClient};
+use rafka_tests::{eventually, TestBroker};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// `GET path` over HTTP/1.1; the status code and the body.
+async fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let status = out
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_default();
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+/// The scraped samples, by metric name and label set.
+async fn scrape(addr: &str) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
+    let (status, body) = get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let parsed = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+    parsed
+        .samples
+        .into_iter()
+        .filter_map(|s| {
+            let v = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => return None,
+            };
+            let labels: BTreeMap<String, String> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Some(((s.metric, labels), v))
+        })
+        .collect()
+}
+
+fn sample(
+    samples: &BTreeMap<(String, BTreeMap<String, String>), f64>,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let labels: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    *samples
+        .get(&(name.to_string(), labels.clone()))
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_exactly_what_was_produced_and_fetched() {
+    let broker = TestBroker::start().await;
+    eventually("ready", Duration::from_secs(30), || async {
+        get(&broker.http, "/health/ready").await.0 == 200
+    })
+    .await;
+    assert_eq!(get(&broker.http, "/health/live").await.0, 200);
+    let admin = Admin::connect(&broker.addr).await.expect("admin");
+    admin
+        .create_topic("m", 2, 1, BTreeMap::new())
+        .await
+        .expect("create");
+    let producer = Producer::connect(&broker.addr, ProducerConfig::default())
+        .await
+        .expect("producer");
+    let mut deliveries = Vec::new();
+    for (partition, n) in [(0u32, 1_000u32), (1, 500)] {
+        for i in 0..n {
+            let record =
+                ProducerRecord::new("m", format!("v{i}").into_bytes()).partition(partition);
+            deliveries.push(producer.send(record).await.expect("send"));
+        }
+    }
+    for d in deliveries {
+        d.await.expect("delivered");
+    }
+
+    // Partition 0 read whole by raw fetches from offset 0, batch after batch.
+    let mut client = BrokerClient::connect(format!("http://{}", broker.addr))
+        .await
+        .expect("connect");
+    let mut offset = 0;
+    let mut bytes = 0;
+    while offset < 1_000 {
+        let data = client
+            .fetch(v1::FetchRequest {
+                partitions: vec![v1::FetchPartition {
+                    topic: "m".into(),
+                    partition: 0,
+                    offset,
+                    max_bytes: 4096,
+                    min_offset: 0,
+                }],
+                min_bytes: 0,
+                max_wait_ms: 0,
+                max_bytes: 0,
+            })
+            .await
+            .expect("fetch")
+            .into_inner();
+        let records = &data.partitions[0].records;
+        bytes += records.len();
+        let mut rest = &records[..];
+        while !rest.is_empty() {
+            let h = rafka_proto::batch::BatchHeader::parse(rest).expect("batch");
+            offset = h.next_offset() as u64;
+            rest = &rest[h.total_len()..];
+        }
+    }
+
+    let s = scrape(&broker.http).await;
+    let p0 = [("topic", "m"), ("partition", "0")];
+    let p1 = [("topic", "m"), ("partition", "1")];
+    assert_eq!(
+        sample(&s, "rafka_partition_produced_records_total", &p0),
+        1_000.0
+    );
+    assert_eq!(
+        sample(&s, "rafka_partition_produced_records_total", &p1),
+        500.0
+    );
+    assert_eq!(
+        sample(&s, "rafka_partition_fetched_records_total", &p0),
+        1_000.0
+    );
+    assert_eq!(
+        sample(&s, "rafka_partition_fetched_records_total", &p1),
+        0.0
+    );
+    assert_eq!(
+        sample(&s, "rafka_partition_fetched_bytes_total", &p0),
+        bytes as f64
+    );
+    assert_eq!(sample(&s, "rafka_partition_log_end_offset", &p0), 1_000.0);
+    assert_eq!(sample(&s, "rafka_partition_high_watermark", &p1), 500.0);
+    assert_eq!(sample(&s, "rafka_partition_is_leader", &p0), 1.0);
+    assert!(sample(&s, "rafka_partition_size_bytes", &p0) >= bytes as f64);
+    assert_eq!(
+        sample(&s, "rafka_broker_partitions", &[("state", "offline")]),
+        0.0
+    );
+    assert!(sample(&s, "rafka_process_resident_memory_bytes", &[]) > 0.0);
+    assert!(sample(&s, "rafka_produce_request_seconds_count", &[]) > 0.0);
+
+    // Bad requests to the HTTP port: unknown paths, a huge query string.
+    assert_eq!(get(&broker.http, "/nothing/../metrics").await.0, 404);
+    let long = format!("/metrics?{}", "x".repeat(100_000));
+    let (status, _) = get(&broker.http, &long).await;
+    assert!(status == 200 || status == 414 || status == 431, "{status}");
+    broker.stop().await;
+}
