@@ -25,7 +25,7 @@ pub const SCRUB_RATE: u64 = 128 << 20;
 pub const SCRUB_EVERY: Duration = Duration::from_secs(6 * 3600);
 /// How often the scrubber looks for segments due (new replicas, newly sealed segments,
 /// or verified longer than [`SCRUB_EVERY`] ago).
-pub const SCRUB_TICK: Duration = Duration::from_secs(5);
+pub const SCRUB_TICK: Duration = Duration::from_secs(1);
 /// The wait before a damaged segment is tried again when no replica could repair it
 /// (the others down, or this replica's high watermark not yet past it after a restart).
 const RETRY_REPAIR: Duration = Duration::from_millis(500);

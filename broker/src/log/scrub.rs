@@ -19,7 +19,7 @@
 use std::fs::OpenOptions;
 use std::sync::Arc;
 
-use rafka_proto::batch::verify_stored;
+use rafka_proto::batch::{field, verify_stored};
 
 use super::file::write_all_at;
 use super::segment::SegmentView;
@@ -161,7 +161,9 @@ impl LogReader {
 }
 
 /// The cut of `copy` (some record-less batches dropped from each end) that is as long
-/// as `data` and differs from it only within one of its batches, if there is one.
+/// as `data` and differs from it only in batches that are damaged in `data`: ones that
+/// fail their checks there, or differ only in the header fields the checksum does not
+/// cover (offset, length, leader epoch, magic, checksum itself).
 fn best_cut<'a>(data: &[u8], copy: &'a [u8]) -> Option<&'a [u8]> {
     // Batch boundaries of the copy, and whether each batch is record-less.
     let mut bounds = vec![0];
@@ -178,22 +180,19 @@ fn best_cut<'a>(data: &[u8], copy: &'a [u8]) -> Option<&'a [u8]> {
     let trail = empty.iter().rev().take_while(|&&e| e).count();
     for i in 0..=lead.min(batches) {
         for j in 0..=trail.min(batches - i) {
-            let cut = &copy[bounds[i]..bounds[batches - j]];
-            if cut.len() != data.len() {
+            let (from, to) = (bounds[i], bounds[batches - j]);
+            if to - from != data.len() {
                 continue;
             }
-            let first = cut.iter().zip(data).position(|(a, b)| a != b);
-            let last = cut.iter().zip(data).rposition(|(a, b)| a != b);
-            let within_one = match (first, last) {
-                (None, _) | (_, None) => true,
-                (Some(f), Some(l)) => {
-                    // The batch of the copy holding the first difference holds the last.
-                    let at = bounds[i..].partition_point(|&b| b - bounds[i] <= f);
-                    bounds.get(i + at).is_some_and(|&end| l < end - bounds[i])
-                }
-            };
-            if within_one {
-                return Some(cut);
+            let damaged_only = (i..batches - j).all(|k| {
+                let (s, e) = (bounds[k] - from, bounds[k + 1] - from);
+                let (mine, theirs) = (&data[s..e], &copy[bounds[k]..bounds[k + 1]]);
+                mine == theirs
+                    || verify_stored(mine).is_err()
+                    || mine[field::ATTRIBUTES..] == theirs[field::ATTRIBUTES..]
+            });
+            if damaged_only {
+                return Some(&copy[from..to]);
             }
         }
     }
@@ -203,9 +202,16 @@ fn best_cut<'a>(data: &[u8], copy: &'a [u8]) -> Option<&'a [u8]> {
 /// Verifies that `data` is whole batches; returns the first one's base offset and the
 /// offset after the last, or where and why it is damaged.
 fn verify_all(data: &[u8]) -> Result<(Option<u64>, u64), (usize, String)> {
-    let (mut pos, mut first, mut next) = (0, None, 0);
+    let (mut pos, mut first, mut next, mut epoch) = (0, None, 0, i32::MIN);
     while pos < data.len() {
         let (h, n) = verify_stored(&data[pos..]).map_err(|e| (pos, e.to_string()))?;
+        // The checksum covers neither the base offset nor the leader epoch (the Raft
+        // term, which never falls along a log).
+        if h.partition_leader_epoch < epoch {
+            let why = format!("leader epoch {} after {epoch}", h.partition_leader_epoch);
+            return Err((pos, why));
+        }
+        epoch = h.partition_leader_epoch;
         if first.is_some() && h.base_offset as u64 != next {
             return Err((
                 pos,
