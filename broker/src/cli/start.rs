@@ -133,9 +133,10 @@ pub async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<()> {
             let _ = stop.wait_for(|s| *s).await;
         })));
     }
+    let shutdown = shutdown_signal();
     println!("rafka dev cluster of {} brokers", args.nodes);
     println!("bootstrap: {}", addresses.join(","));
-    shutdown_signal().await;
+    shutdown.await;
     let _ = stop_tx.send(true);
     for t in tasks {
         t.await??;
@@ -187,31 +188,48 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         server.serve_http(http);
         println!("rafka http listening on {addr}");
     }
+    let shutdown = shutdown_signal();
     // Scripts and tests read this line to learn the port.
     println!("rafka broker listening on {bound}");
-    server.serve(listener, shutdown_signal()).await?;
+    server.serve(listener, shutdown).await?;
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Registers for SIGINT and SIGTERM now, so that one arriving before the broker serves
+/// (right after it printed its address) stops it gracefully instead of killing it, and
+/// returns a future that completes on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut term, mut int) = signals;
+            let term = async {
+                match &mut term {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
                 }
             };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            let int = async {
+                match &mut int {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = term => {}
+                _ = int => {}
+            }
         }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested");
 }

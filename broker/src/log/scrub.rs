@@ -13,8 +13,8 @@
 //! read_raw`]). Record-less control batches (Raft's blank and membership entries) take
 //! no offset, so those at either end of the range may lie in this segment or a
 //! neighbour: of the ways to cut the copy to the segment's length, the one that differs
-//! from the damaged bytes only within one batch is taken, and it must verify batch by
-//! batch before a byte is written.
+//! from this replica's bytes only in batches damaged here is taken, and it must verify
+//! batch by batch before a byte is written.
 
 use std::fs::OpenOptions;
 use std::sync::Arc;
@@ -105,7 +105,7 @@ impl LogReader {
     /// (`copy`, from [`read_raw`](Self::read_raw) of `base..next`): only the bytes that
     /// differ, then synced. Returns how many bytes changed. Refused unless some cut of
     /// the copy (dropping control batches at its ends) is as long as the segment,
-    /// differs from it within one batch only, verifies batch by batch, and holds
+    /// differs from it only in batches damaged here, verifies batch by batch, and holds
     /// exactly the segment's offsets.
     pub fn repair_segment(&self, base: u64, copy: &[u8]) -> Result<usize, LogError> {
         let seg = self.segment(base)?;
@@ -115,7 +115,7 @@ impl LogReader {
         let data = &files.data[..len];
         let with = best_cut(data, copy).ok_or_else(|| {
             refuse(format!(
-                "no cut of the {}-byte copy matches the {len}-byte segment outside one batch",
+                "no cut of the {}-byte copy matches the {len}-byte segment outside its damaged batches",
                 copy.len()
             ))
         })?;
