@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rafka_client::{Admin, Producer, ProducerConfig, ProducerRecord};
 use rafka_proto::v1::{self, broker_client::BrokerClient};
+use rafka_tests::cluster::{produce_acked, TestCluster, WAIT};
 use rafka_tests::{eventually, TestBroker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -25,10 +26,17 @@ async fn get(addr: &str, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
+type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
+
 /// The scraped samples, by metric name and label set.
-async fn scrape(addr: &str) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
+async fn scrape(addr: &str) -> Samples {
     let (status, body) = get(addr, "/metrics").await;
     assert_eq!(status, 200, "{body}");
+    parse(&body)
+}
+
+/// Samples of a Prometheus text page.
+fn parse(body: &str) -> Samples {
     let lines = body.lines().map(|l| Ok(l.to_string()));
     let parsed = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
     parsed
@@ -51,11 +59,7 @@ async fn scrape(addr: &str) -> BTreeMap<(String, BTreeMap<String, String>), f64>
         .collect()
 }
 
-fn sample(
-    samples: &BTreeMap<(String, BTreeMap<String, String>), f64>,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
+fn sample(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
     let labels: BTreeMap<String, String> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -166,4 +170,42 @@ async fn metrics_count_exactly_what_was_produced_and_fetched() {
     let (status, _) = get(&broker.http, &long).await;
     assert!(status == 200 || status == 414 || status == 431, "{status}");
     broker.stop().await;
+}
+
+/// Partitions led by broker `id` with a voter down, as its metrics say.
+fn under_replicated(cluster: &TestCluster, id: u32) -> f64 {
+    let text = cluster.node(id).metrics_text();
+    sample(
+        &parse(&text),
+        "rafka_broker_partitions",
+        &[("state", "under_replicated")],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_is_under_replicated_while_a_follower_is_down() {
+    let mut cluster = TestCluster::start(3).await;
+    let admin = Admin::connect(&cluster.bootstrap()).await.expect("admin");
+    admin
+        .create_topic("u", 1, 3, BTreeMap::new())
+        .await
+        .expect("create");
+    let producer = Producer::connect(&cluster.bootstrap(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    let (_, failed) = produce_acked(&producer, "u", "a", 100, 50).await;
+    assert_eq!(failed, 0);
+    let leader = cluster.leader_of("u", 0).await;
+    let follower = (1..=3).find(|&b| b != leader).unwrap();
+    assert_eq!(under_replicated(&cluster, leader), 0.0);
+    cluster.stop(follower).await;
+    eventually("the partition shows as under-replicated", WAIT, || async {
+        under_replicated(&cluster, leader) >= 1.0
+    })
+    .await;
+    cluster.restart(follower).await;
+    eventually("the partition no longer under-replicated", WAIT, || async {
+        under_replicated(&cluster, leader) == 0.0
+    })
+    .await;
 }

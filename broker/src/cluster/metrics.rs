@@ -11,9 +11,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::encoding::EncodeMetric;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::TypedMetric;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::node::ClusterNode;
@@ -44,14 +46,17 @@ impl Traffic {
 
 type Labels = Vec<(&'static str, String)>;
 
-/// A gauge family registered under `name`.
-fn gauges(
+/// A family of metrics `M` registered under `name` (a counter's gets `_total`).
+fn family<M>(
     registry: &mut Registry,
     name: &str,
     help: &str,
     unit: Option<Unit>,
-) -> Family<Labels, Gauge> {
-    let family = Family::<Labels, Gauge>::default();
+) -> Family<Labels, M>
+where
+    M: EncodeMetric + TypedMetric + Default + std::fmt::Debug + Send + Sync + 'static,
+{
+    let family = Family::<Labels, M>::default();
     match unit {
         Some(u) => registry.register_with_unit(name, help, u, family.clone()),
         None => registry.register(name, help, family.clone()),
@@ -59,19 +64,17 @@ fn gauges(
     family
 }
 
-/// A counter family registered under `name` (`_total` is added).
+fn gauges(r: &mut Registry, name: &str, help: &str, unit: Option<Unit>) -> Family<Labels, Gauge> {
+    family(r, name, help, unit)
+}
+
 fn counters(
-    registry: &mut Registry,
+    r: &mut Registry,
     name: &str,
     help: &str,
     unit: Option<Unit>,
 ) -> Family<Labels, Counter> {
-    let family = Family::<Labels, Counter>::default();
-    match unit {
-        Some(u) => registry.register_with_unit(name, help, u, family.clone()),
-        None => registry.register(name, help, family.clone()),
-    }
-    family
+    family(r, name, help, unit)
 }
 
 impl ClusterNode {
@@ -224,6 +227,16 @@ impl ClusterNode {
                 .get_or_create(&vec![("state", state.to_string())])
                 .set(n);
         }
+    }
+
+    /// This broker's replica and partition metrics alone, in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let mut registry = Registry::with_prefix("rafka");
+        self.register_metrics(&mut registry);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
     }
 
     /// Whether this broker is ready for traffic: it knows the cluster's metadata (a
