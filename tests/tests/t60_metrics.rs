@@ -162,6 +162,32 @@ async fn metrics_count_exactly_what_was_produced_and_fetched() {
         0.0
     );
     assert!(sample(&s, "rafka_process_resident_memory_bytes", &[]) > 0.0);
+    // Requests by method and code: the fetches above, and one refused.
+    let fetch_ok = [
+        ("service", "rafka.v1.Broker"),
+        ("method", "Fetch"),
+        ("code", "OK"),
+    ];
+    let fetches = sample(&s, "rafka_requests_total", &fetch_ok);
+    assert!(fetches >= 1.0, "{fetches}");
+    let refused = client
+        .fetch(v1::FetchRequest {
+            partitions: vec![],
+            min_bytes: 0,
+            max_wait_ms: 0,
+            max_bytes: 0,
+        })
+        .await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let s = scrape(&broker.http).await;
+    let fetch_bad = [
+        ("service", "rafka.v1.Broker"),
+        ("method", "Fetch"),
+        ("code", "INVALID_ARGUMENT"),
+    ];
+    // Counters are per process: the other test here sends no empty fetch.
+    assert_eq!(sample(&s, "rafka_requests_total", &fetch_bad), 1.0);
+    assert!(sample(&s, "rafka_requests_total", &fetch_ok) >= fetches);
     assert!(sample(&s, "rafka_produce_request_seconds_count", &[]) > 0.0);
 
     // Bad requests to the HTTP port: unknown paths, a huge query string.

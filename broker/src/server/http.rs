@@ -1,5 +1,5 @@
 //! The broker's HTTP port: `/metrics` (Prometheus text: the stage histograms, this
-//! broker's replicas and partitions, the process), `/health/live` and `/health/ready`.
+//! broker's replicas and partitions, requests by method and code, the process), `/health/live` and `/health/ready`.
 
 use std::sync::Arc;
 
@@ -8,7 +8,8 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
@@ -33,6 +34,7 @@ async fn metrics(State(node): State<Option<Arc<ClusterNode>>>) -> impl IntoRespo
         node.register_metrics(&mut registry);
     }
     register_process(&mut registry);
+    register_requests(&mut registry);
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
@@ -49,6 +51,24 @@ async fn ready(State(node): State<Option<Arc<ClusterNode>>>) -> impl IntoRespons
             "not ready: metadata not known yet or replicas still opening\n",
         ),
         None => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no broker\n"),
+    }
+}
+
+/// Requests by gRPC service, method and status code (see `server::requests`).
+fn register_requests(registry: &mut Registry) {
+    let family = Family::<Vec<(&'static str, String)>, Counter>::default();
+    registry.register(
+        "requests",
+        "gRPC requests by service, method and status code",
+        family.clone(),
+    );
+    for ((service, method, code), n) in super::requests::counts() {
+        let labels = vec![
+            ("service", service),
+            ("method", method),
+            ("code", code.to_string()),
+        ];
+        family.get_or_create(&labels).inc_by(n);
     }
 }
 

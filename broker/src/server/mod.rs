@@ -18,6 +18,7 @@ mod catalog;
 mod group_service;
 pub mod http;
 mod lock;
+pub mod requests;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -230,6 +231,7 @@ impl Server {
             // found and closed, with the streams and tasks they hold.
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .layer(requests::CountRequests)
             .add_service(
                 BrokerServer::new(broker_service::BrokerService::new(shared.clone()))
                     .max_decoding_message_size(limit)
