@@ -162,6 +162,8 @@ async fn metrics_count_exactly_what_was_produced_and_fetched() {
         0.0
     );
     assert!(sample(&s, "rafka_process_resident_memory_bytes", &[]) > 0.0);
+    let free = sample(&s, "rafka_data_dir_free_bytes", &[]);
+    assert!(free > 0.0 && free <= sample(&s, "rafka_data_dir_capacity_bytes", &[]));
     // Requests by method and code: the fetches above, and one refused.
     let fetch_ok = [
         ("service", "rafka.v1.Broker"),

@@ -217,6 +217,14 @@ impl ClusterNode {
                 .get_or_create(&labels)
                 .inc_by(t.bytes_out.load(Ordering::Relaxed));
         }
+        if let Some((free, total)) = disk_space(self.data_dir()) {
+            let help = "Bytes available to the broker on its data directory's file system";
+            let free_g = gauges(r, "data_dir_free", help, Some(Unit::Bytes));
+            let help = "Size of the data directory's file system";
+            let total_g = gauges(r, "data_dir_capacity", help, Some(Unit::Bytes));
+            free_g.get_or_create(&vec![]).set(free as i64);
+            total_g.get_or_create(&vec![]).set(total as i64);
+        }
         for (state, n) in [
             ("replicas", replicas),
             ("leading", leading),
@@ -244,4 +252,21 @@ impl ClusterNode {
     pub fn is_ready(&self) -> bool {
         self.metadata_leader().is_some() && !self.liveness().is_opening()
     }
+}
+
+/// Bytes available (to an unprivileged writer) and in all on the file system of `dir`.
+fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `st` is written by statvfs on success.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs succeeded, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    // fsblkcnt_t and c_ulong are 64-bit on the Linux targets rafka builds for.
+    let unit = st.f_frsize;
+    Some((st.f_bavail * unit, st.f_blocks * unit))
 }

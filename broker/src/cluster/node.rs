@@ -207,6 +207,11 @@ impl ClusterNode {
     }
 
     /// Which peers are up and which groups they lead, as heard here.
+    /// The broker's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     pub(super) fn liveness(&self) -> &Arc<Liveness> {
         &self.liveness
     }
