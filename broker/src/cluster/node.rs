@@ -658,7 +658,7 @@ impl ClusterNode {
                 Some(p) => {
                     p.update_config(configs, config);
                     p.set_preferred_replicas(&entry.replicas);
-                    elect_if_orphaned(&p.raft, &entry, self.id).await;
+                    super::quiesce::elect_if_orphaned(&p.raft, &entry, self.id).await;
                     Ok(())
                 }
                 None => {
@@ -708,7 +708,7 @@ impl ClusterNode {
                 .collect();
             initialize(&raft, members).await;
         }
-        elect_if_orphaned(&raft, entry, self.id).await;
+        super::quiesce::elect_if_orphaned(&raft, entry, self.id).await;
         let reader = log.lock().unwrap_or_else(|e| e.into_inner()).reader();
         let replica = Arc::new(ReplicatedPartition {
             topic: topic.to_string(),
@@ -733,27 +733,6 @@ impl ClusterNode {
         self.running_mut()
             .insert((topic.to_string(), partition), replica);
         Ok(())
-    }
-}
-
-/// A replica left alone by a move that took its leader away elects itself here at once
-/// (steering would, a little later). Timers of every partition group are steered by
-/// `quiesce`: an idle group, and any group of one, runs none.
-async fn elect_if_orphaned(raft: &typ::Raft, entry: &PartitionEntry, me: u32) {
-    let alone = entry.replicas == [me] && entry.target.is_none();
-    if !alone {
-        return;
-    }
-    let orphaned = {
-        let m = raft.metrics();
-        let m = m.borrow();
-        let only_voter = m.membership_config.voter_ids().eq([me as u64]);
-        only_voter && m.current_leader != Some(me as u64)
-    };
-    if orphaned {
-        if let Err(e) = raft.trigger().elect().await {
-            tracing::debug!("electing a replica left alone by a move: {e}");
-        }
     }
 }
 

@@ -402,6 +402,27 @@ fn lead(
     (caught_up, announce_to)
 }
 
+/// A replica left alone by a move that took its leader away elects itself here at once
+/// (steering would, a little later). Timers of every partition group are steered by
+/// `quiesce`: an idle group, and any group of one, runs none.
+pub(super) async fn elect_if_orphaned(raft: &typ::Raft, entry: &super::PartitionEntry, me: u32) {
+    let alone = entry.replicas == [me] && entry.target.is_none();
+    if !alone {
+        return;
+    }
+    let orphaned = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        let only_voter = m.membership_config.voter_ids().eq([me as u64]);
+        only_voter && m.current_leader != Some(me as u64)
+    };
+    if orphaned {
+        if let Err(e) = raft.trigger().elect().await {
+            tracing::debug!("electing a replica left alone by a move: {e}");
+        }
+    }
+}
+
 /// What steering needs of a follower's metrics when no live peer leads its group.
 struct Follower {
     voter: bool,
