@@ -35,12 +35,19 @@ impl Broker {
     }
 
     fn start(dir: &std::path::Path) -> Self {
+        Self::spawn(dir, &[], "warn", Stdio::inherit())
+    }
+
+    /// `rafka start` on a free port with `extra` arguments, `RUST_LOG=log` and its
+    /// stderr to `stderr`; returns once it printed its address.
+    fn spawn(dir: &std::path::Path, extra: &[&str], log: &str, stderr: Stdio) -> Self {
         let mut child = Command::new(RAFKA)
             .args(["start", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
-            .env("RUST_LOG", "warn")
+            .args(extra)
+            .env("RUST_LOG", log)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn rafka start");
         let mut line = String::new();
@@ -375,23 +382,10 @@ fn a_dev_cluster_replicates_and_reports_its_status() {
 /// stopped it.
 fn start_logs(extra: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(RAFKA)
-        .args(["start", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rafka start");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("read the listening line");
-    assert!(line.starts_with("rafka broker listening on "), "{line}");
+    let broker = Broker::spawn(dir.path(), extra, "info", Stdio::piped());
     // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
+    unsafe { libc::kill(broker.child.id() as i32, libc::SIGTERM) };
+    let out = broker.child.wait_with_output().unwrap();
     assert!(out.status.success(), "exit {:?}", out.status);
     String::from_utf8(out.stderr).unwrap()
 }
