@@ -8,6 +8,7 @@
 //! group/      consumer groups: offsets in `__consumer_offsets`, membership, assignors
 //! topics      topic names: validation, the reserved names of internal topics
 //! metrics     stage latency histograms, Prometheus text, the HTTP port (`http`)
+//! console     the web console on the HTTP port: static assets and its JSON API
 //! migrate     data directories of earlier releases
 //! server/     tonic services (Broker, Group, Admin), validation, data-dir lock, shutdown
 //! config      broker settings (TOML, flags, env), partition limits, Kafka-named topic configs
@@ -19,6 +20,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod group;
 pub mod log;

@@ -386,6 +386,81 @@ impl Admin {
             .await
     }
 
+    /// Per partition with a committed offset: the committed offset, the partition's end
+    /// (its high watermark) and the lag between them, with the member that owns it.
+    pub async fn group_lag(&self, group: &str) -> Result<Vec<PartitionLag>, ClientError> {
+        let described = self.describe_group(group).await?;
+        let mut owner = BTreeMap::new();
+        for m in &described.members {
+            for a in &m.assignment {
+                owner.insert((a.topic.clone(), a.partition), m.member_id.clone());
+            }
+        }
+        let mut out = Vec::with_capacity(described.offsets.len());
+        for o in &described.offsets {
+            let end = self
+                .list_offset(
+                    &o.topic,
+                    o.partition,
+                    v1::list_offsets_request::Spec::Latest(true),
+                )
+                .await?
+                .high_watermark;
+            out.push(PartitionLag {
+                topic: o.topic.clone(),
+                partition: o.partition,
+                committed: o.offset,
+                end,
+                lag: end.saturating_sub(o.offset),
+                member: owner.remove(&(o.topic.clone(), o.partition)),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Moves a stopped group's committed offsets for every partition of `topic` to
+    /// `to`; refused (`FAILED_PRECONDITION`) while the group has members. Returns the
+    /// offsets set.
+    pub async fn reset_group_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        to: ResetTo,
+    ) -> Result<BTreeMap<crate::TopicPartition, u64>, ClientError> {
+        let described = self.describe_group(group).await?;
+        if !described.members.is_empty() {
+            return Err(ClientError::Broker {
+                code: tonic::Code::FailedPrecondition,
+                message: format!(
+                    "group {group} has {} active member(s); stop them first",
+                    described.members.len()
+                ),
+            });
+        }
+        // Fresh metadata: partitions may have been added since this client cached it.
+        let count = self.cluster.refresh(topic).await?;
+        let mut offsets = BTreeMap::new();
+        for p in 0..count {
+            use v1::list_offsets_request::Spec;
+            let spec = match to {
+                ResetTo::Earliest => Spec::Earliest(true),
+                ResetTo::Latest => Spec::Latest(true),
+                ResetTo::Timestamp(ts) => Spec::Timestamp(ts),
+                ResetTo::Offset(o) => {
+                    offsets.insert(crate::TopicPartition::new(topic, p), o);
+                    continue;
+                }
+            };
+            let r = self.list_offset(topic, p, spec).await?;
+            offsets.insert(
+                crate::TopicPartition::new(topic, p),
+                r.offset.unwrap_or(r.high_watermark),
+            );
+        }
+        self.set_group_offsets(group, &offsets).await?;
+        Ok(offsets)
+    }
+
     /// A partition's earliest, latest or by-timestamp offset (from its leader).
     pub async fn list_offset(
         &self,
@@ -405,4 +480,34 @@ impl Admin {
             .await?
             .into_inner())
     }
+}
+
+/// Where [`Admin::reset_group_offsets`] moves a group's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    /// Each partition's oldest record.
+    Earliest,
+    /// Each partition's end.
+    Latest,
+    /// This offset in every partition.
+    Offset(u64),
+    /// The first record at or after this time (ms since the epoch); the end if none.
+    Timestamp(i64),
+}
+
+/// A group's progress on one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// The group's committed offset.
+    pub committed: u64,
+    /// The partition's high watermark.
+    pub end: u64,
+    /// `end - committed` (0 if the commit is ahead).
+    pub lag: u64,
+    /// The member consuming it now, if any.
+    pub member: Option<String>,
 }

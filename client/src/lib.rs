@@ -42,7 +42,7 @@ mod producer;
 mod record;
 mod subscription;
 
-pub use admin::{Admin, TopicDescription};
+pub use admin::{Admin, PartitionLag, ResetTo, TopicDescription};
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
 pub use delivery::DeliveryFuture;
 pub use error::ClientError;

@@ -1,10 +1,7 @@
 //! `rafka group list|describe|reset-offsets|delete`.
 
-use std::collections::BTreeMap;
-
 use anyhow::bail;
-use rafka_client::{Admin, TopicPartition};
-use rafka_proto::v1::list_offsets_request::Spec;
+use rafka_client::{Admin, ResetTo};
 
 /// `rafka group ...`
 #[derive(clap::Subcommand)]
@@ -60,40 +57,16 @@ pub async fn group(bootstrap: &str, cmd: GroupCommand) -> anyhow::Result<()> {
             to_offset,
             to_timestamp,
         } => {
-            let spec = match (to_earliest, to_latest, to_offset, to_timestamp) {
-                (true, ..) => Some(Spec::Earliest(true)),
-                (_, true, ..) => Some(Spec::Latest(true)),
-                (.., Some(ts)) => Some(Spec::Timestamp(ts)),
-                (_, _, Some(_), _) => None,
+            let to = match (to_earliest, to_latest, to_offset, to_timestamp) {
+                (true, ..) => ResetTo::Earliest,
+                (_, true, ..) => ResetTo::Latest,
+                (.., Some(ts)) => ResetTo::Timestamp(ts),
+                (_, _, Some(o), _) => ResetTo::Offset(o),
                 _ => {
                     bail!("say where to: --to-earliest, --to-latest, --to-offset or --to-timestamp")
                 }
             };
-            let described = admin.describe_group(&group).await?;
-            if !described.members.is_empty() {
-                bail!(
-                    "group {group} has {} active member(s); stop them first",
-                    described.members.len()
-                );
-            }
-            let count = admin
-                .describe_topics(&[&topic])
-                .await?
-                .first()
-                .map_or(0, |t| t.partitions.len() as u32);
-            let mut offsets = BTreeMap::new();
-            for p in 0..count {
-                let offset = match (&spec, to_offset) {
-                    (Some(spec), _) => {
-                        let r = admin.list_offset(&topic, p, *spec).await?;
-                        r.offset.unwrap_or(r.high_watermark)
-                    }
-                    (None, Some(o)) => o,
-                    (None, None) => unreachable!("checked above"),
-                };
-                offsets.insert(TopicPartition::new(topic.clone(), p), offset);
-            }
-            admin.set_group_offsets(&group, &offsets).await?;
+            let offsets = admin.reset_group_offsets(&group, &topic, to).await?;
             for (tp, o) in &offsets {
                 println!("{}-{}  {o}", tp.topic, tp.partition);
             }
@@ -115,7 +88,6 @@ async fn describe(admin: &Admin, group: &str) -> anyhow::Result<()> {
         d.epoch,
         d.members.len()
     );
-    let mut owner = BTreeMap::new();
     for m in &d.members {
         let instance = if m.instance_id.is_empty() {
             String::new()
@@ -127,28 +99,19 @@ async fn describe(admin: &Admin, group: &str) -> anyhow::Result<()> {
             m.member_id,
             m.assignment.len()
         );
-        for a in &m.assignment {
-            owner.insert((a.topic.clone(), a.partition), m.member_id.clone());
-        }
     }
     println!(
         "  {:<28} {:>12} {:>12} {:>10}  member",
         "topic-partition", "committed", "end", "lag"
     );
-    for o in &d.offsets {
-        let end = admin
-            .list_offset(&o.topic, o.partition, Spec::Latest(true))
-            .await?
-            .high_watermark;
+    for p in admin.group_lag(group).await? {
         println!(
             "  {:<28} {:>12} {:>12} {:>10}  {}",
-            format!("{}-{}", o.topic, o.partition),
-            o.offset,
-            end,
-            end.saturating_sub(o.offset),
-            owner
-                .get(&(o.topic.clone(), o.partition))
-                .map_or("-", String::as_str)
+            format!("{}-{}", p.topic, p.partition),
+            p.committed,
+            p.end,
+            p.lag,
+            p.member.as_deref().unwrap_or("-")
         );
     }
     Ok(())

@@ -44,6 +44,19 @@ impl Traffic {
     }
 }
 
+/// Sums of [`Traffic`] over a broker's replicas.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct TrafficTotals {
+    /// Records appended as leader.
+    pub records_in: u64,
+    /// Batch bytes appended as leader.
+    pub bytes_in: u64,
+    /// Records served by fetches.
+    pub records_out: u64,
+    /// Batch bytes served by fetches.
+    pub bytes_out: u64,
+}
+
 type Labels = Vec<(&'static str, String)>;
 
 /// A family of metrics `M` registered under `name` (a counter's gets `_total`).
@@ -245,6 +258,28 @@ impl ClusterNode {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
+    }
+
+    /// This broker's traffic over all its replicas: records and bytes in (appended as
+    /// leader) and out (fetched), since it started.
+    pub fn traffic_totals(&self) -> TrafficTotals {
+        let mut t = TrafficTotals::default();
+        for p in self.running_replicas() {
+            let c = &p.traffic;
+            t.records_in += c.records_in.load(Ordering::Relaxed);
+            t.bytes_in += c.bytes_in.load(Ordering::Relaxed);
+            t.records_out += c.records_out.load(Ordering::Relaxed);
+            t.bytes_out += c.bytes_out.load(Ordering::Relaxed);
+        }
+        t
+    }
+
+    /// Whether broker `id` is alive as this broker sees it (itself always is).
+    pub fn is_broker_up(&self, id: u32) -> bool {
+        id == self.id()
+            || !self
+                .liveness()
+                .is_down(id as u64, std::time::Instant::now())
     }
 
     /// Whether this broker is ready for traffic: it knows the cluster's metadata (a

@@ -1,5 +1,7 @@
 //! The broker's HTTP port: `/metrics` (Prometheus text: the stage histograms, this
-//! broker's replicas and partitions, requests by method and code, the process), `/health/live` and `/health/ready`.
+//! broker's replicas and partitions, requests by method and code, the process),
+//! `/health/live` and `/health/ready`, and the web console (`/ui/`, `/api/v1/...`; see
+//! `console`) where the broker's client address is known.
 
 use std::sync::Arc;
 
@@ -19,13 +21,19 @@ use crate::cluster::node::ClusterNode;
 /// The content type of the OpenMetrics text `prometheus-client` writes.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The HTTP routes; the cluster metrics and readiness need `node`.
-pub fn router(node: Option<Arc<ClusterNode>>) -> Router {
-    Router::new()
+/// The HTTP routes; the cluster metrics and readiness need `node`, the console needs
+/// `node` and the address its clients connect to.
+pub fn router(node: Option<Arc<ClusterNode>>, address: Option<String>) -> Router {
+    let base = Router::new()
         .route("/metrics", get(metrics))
         .route("/health/live", get(|| async { "ok\n" }))
         .route("/health/ready", get(ready))
-        .with_state(node)
+        .with_state(node.clone());
+    let routes = match (node, address) {
+        (Some(node), Some(address)) => base.merge(crate::console::router(node, address)),
+        _ => base,
+    };
+    routes.layer(axum::middleware::from_fn(crate::console::guard))
 }
 
 async fn metrics(State(node): State<Option<Arc<ClusterNode>>>) -> impl IntoResponse {
@@ -103,8 +111,8 @@ fn register_process(registry: &mut Registry) {
 }
 
 /// Serves the routes on `listener` until the future is dropped.
-pub async fn serve(listener: TcpListener, node: Option<Arc<ClusterNode>>) {
-    if let Err(e) = axum::serve(listener, router(node)).await {
+pub async fn serve(listener: TcpListener, node: Option<Arc<ClusterNode>>, address: Option<String>) {
+    if let Err(e) = axum::serve(listener, router(node, address)).await {
         tracing::warn!("http server stopped: {e}");
     }
 }
@@ -126,7 +134,7 @@ mod tests {
     async fn metrics_and_liveness_over_http() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(super::serve(listener, None));
+        let server = tokio::spawn(super::serve(listener, None, None));
         crate::metrics::STAGES
             .produce_validate
             .observe(std::time::Duration::from_micros(10));

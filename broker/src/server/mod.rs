@@ -188,12 +188,14 @@ impl Server {
         &self.shared.node
     }
 
-    /// Serves the HTTP port (metrics, health) on `listener` until the broker stops.
+    /// Serves the HTTP port (metrics, health, the console) on `listener` until the
+    /// broker stops.
     pub fn serve_http(&self, listener: TcpListener) {
-        self.shared
-            .node
-            .tasks()
-            .spawn_until_stopped(http::serve(listener, Some(self.shared.node.clone())));
+        self.shared.node.tasks().spawn_until_stopped(http::serve(
+            listener,
+            Some(self.shared.node.clone()),
+            Some(self.shared.address.clone()),
+        ));
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains and syncs.
