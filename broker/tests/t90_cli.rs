@@ -1,92 +1,11 @@
 //! The `rafka` binary end to end: start a broker, create a topic, produce from stdin,
 //! consume, and shut down on SIGTERM.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
-const RAFKA: &str = env!("CARGO_BIN_EXE_rafka");
+mod common;
 
-struct Broker {
-    child: Child,
-    addr: String,
-}
-
-impl Broker {
-    /// `rafka dev-cluster`: its address is the bootstrap list it prints.
-    fn dev_cluster(nodes: u32, dir: &std::path::Path) -> Self {
-        let mut child = Command::new(RAFKA)
-            .args(["dev-cluster", "--nodes", &nodes.to_string(), "--data-dir"])
-            .arg(dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn rafka dev-cluster");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            assert!(out.read_line(&mut line).unwrap() > 0, "dev-cluster exited");
-            if let Some(list) = line.trim().strip_prefix("bootstrap: ") {
-                break list.to_string();
-            }
-        };
-        Self { child, addr }
-    }
-
-    fn start(dir: &std::path::Path) -> Self {
-        Self::spawn(dir, &[], "warn", Stdio::inherit())
-    }
-
-    /// `rafka start` on a free port with `extra` arguments, `RUST_LOG=log` and its
-    /// stderr to `stderr`; returns once it printed its address.
-    fn spawn(dir: &std::path::Path, extra: &[&str], log: &str, stderr: Stdio) -> Self {
-        let mut child = Command::new(RAFKA)
-            .args(["start", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .args(extra)
-            .env("RUST_LOG", log)
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn rafka start");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("rafka broker listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line `{line}`"))
-            .to_string();
-        Self { child, addr }
-    }
-
-    fn rafka(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(RAFKA)
-            .arg("--bootstrap")
-            .arg(&self.addr)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn rafka");
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
-        }
-        drop(input);
-        child.wait_with_output().unwrap()
-    }
-
-    /// SIGTERM, then the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        // SAFETY: sending a signal to our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().unwrap()
-    }
-}
+use common::Broker;
 
 fn ok(out: &Output) -> String {
     assert!(
@@ -101,7 +20,7 @@ fn ok(out: &Output) -> String {
 #[test]
 fn create_produce_consume_through_the_binary() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path());
+    let mut broker = Broker::start(dir.path());
     let out = broker.rafka(
         &[
             "topic",
@@ -272,7 +191,7 @@ fn create_produce_consume_through_the_binary() {
 #[test]
 fn a_dev_cluster_replicates_and_reports_its_status() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Broker::dev_cluster(3, dir.path());
+    let mut cluster = Broker::dev_cluster(3, dir.path());
     assert_eq!(cluster.addr.split(',').count(), 3, "{}", cluster.addr);
     let out = cluster.rafka(
         &[
@@ -382,12 +301,13 @@ fn a_dev_cluster_replicates_and_reports_its_status() {
 /// stopped it.
 fn start_logs(extra: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::spawn(dir.path(), extra, "info", Stdio::piped());
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(broker.child.id() as i32, libc::SIGTERM) };
-    let out = broker.child.wait_with_output().unwrap();
-    assert!(out.status.success(), "exit {:?}", out.status);
-    String::from_utf8(out.stderr).unwrap()
+    let mut broker = Broker::spawn(dir.path(), extra, "info", Stdio::piped());
+    let mut stderr = broker.child.stderr.take().unwrap();
+    let status = broker.stop();
+    assert!(status.success(), "exit {status:?}");
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut logs).unwrap();
+    logs
 }
 
 #[test]
