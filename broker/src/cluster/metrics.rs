@@ -167,6 +167,18 @@ impl ClusterNode {
             "Record batch bytes served by fetches",
             Some(Unit::Bytes),
         );
+        let elections = counters(
+            r,
+            "partition_leader_elections",
+            "Leaders elected for the partition's group (each new leader's first entry, applied here)",
+            None,
+        );
+        let installs = counters(
+            r,
+            "partition_snapshot_installs",
+            "Snapshots installed here from the leader (the replica had fallen below its log start)",
+            None,
+        );
         let broker = gauges(r, "broker_partitions", "Partitions on this broker by state: replicas, leading, under_replicated (led here, a voter down), offline (no live leader known)", None);
         let me = self.id();
         let (mut replicas, mut leading, mut under, mut offline) = (0, 0, 0, 0);
@@ -216,6 +228,13 @@ impl ClusterNode {
             if known.is_none() {
                 offline += 1;
             }
+            let counts = p.sm.counts();
+            elections
+                .get_or_create(&labels)
+                .inc_by(counts.leader_elections.load(Ordering::Relaxed));
+            installs
+                .get_or_create(&labels)
+                .inc_by(counts.snapshot_installs.load(Ordering::Relaxed));
             let t = &p.traffic;
             records_in
                 .get_or_create(&labels)

@@ -2,7 +2,7 @@
 //! cluster's answer (400 bad input, 404 unknown topic or partition, 409 a stopped group
 //! required, 503 no leader now).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,8 @@ const MAX_MESSAGES: usize = 500;
 const MAX_SHOWN: usize = 64 << 10;
 /// Longest a browse waits for records.
 const BROWSE_WAIT: Duration = Duration::from_secs(2);
+/// Longest a scrape waits for other leaders' high watermarks (groups' lag).
+const ENDS_WAIT: Duration = Duration::from_secs(1);
 
 /// What the API handlers share: this broker and a client of its cluster.
 #[derive(Clone)]
@@ -45,6 +47,60 @@ impl Console {
             address,
             admin: Arc::default(),
         }
+    }
+
+    /// The high watermark of each of `wanted`: from this broker's replica where it has
+    /// one, else from the partition's leader (asked at most [`ENDS_WAIT`]); partitions
+    /// not answered for are left out.
+    pub async fn partition_ends(
+        &self,
+        wanted: &BTreeSet<(String, u32)>,
+    ) -> BTreeMap<(String, u32), u64> {
+        let mut ends = BTreeMap::new();
+        let mut remote: BTreeSet<&str> = BTreeSet::new();
+        for (t, p) in wanted {
+            match self.node.partition(t, *p).await {
+                Some(r) => {
+                    ends.insert((t.clone(), *p), r.high_watermark());
+                }
+                None => {
+                    remote.insert(t);
+                }
+            }
+        }
+        if remote.is_empty() {
+            return ends;
+        }
+        let asked = async {
+            let admin = self.admin().await.ok()?;
+            let topics: Vec<&str> = remote.into_iter().collect();
+            let meta = admin.metadata(&topics).await.ok()?;
+            let leaders: BTreeSet<u32> = meta
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.leader))
+                .filter(|&l| l != 0 && l != self.node.id())
+                .collect();
+            let mut found = Vec::new();
+            for leader in leaders {
+                if let Ok(m) = admin.metadata_from(leader, &topics).await {
+                    for t in m.topics {
+                        for p in t.partitions.into_iter().filter(|p| p.leader == leader) {
+                            found.push(((t.name.clone(), p.partition), p.high_watermark));
+                        }
+                    }
+                }
+            }
+            Some(found)
+        };
+        if let Ok(Some(found)) = tokio::time::timeout(ENDS_WAIT, asked).await {
+            for (tp, hw) in found {
+                if wanted.contains(&tp) {
+                    ends.entry(tp).or_insert(hw);
+                }
+            }
+        }
+        ends
     }
 
     async fn admin(&self) -> Result<&Admin, ApiError> {

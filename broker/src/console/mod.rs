@@ -9,16 +9,12 @@
 
 mod api;
 
-use std::sync::Arc;
-
 use axum::extract::{DefaultBodyLimit, Path, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
-
-use crate::cluster::node::ClusterNode;
 
 pub use api::Console;
 
@@ -27,9 +23,8 @@ const MAX_URI: usize = 4096;
 /// Largest API request body (a topic's configs, a reset); larger: 413.
 const MAX_BODY: usize = 64 << 10;
 
-/// The console's routes: `/ui/...` and `/api/v1/...`, for the broker `node` whose
-/// clients connect to `address`.
-pub fn router(node: Arc<ClusterNode>, address: String) -> Router {
+/// The console's routes: `/ui/...` and `/api/v1/...`.
+pub fn router(console: Console) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/") }))
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
@@ -38,7 +33,7 @@ pub fn router(node: Arc<ClusterNode>, address: String) -> Router {
             "/ui/{file}",
             get(|Path(file): Path<String>| async move { asset(&file) }),
         )
-        .nest("/api/v1", api::routes(Console::new(node, address)))
+        .nest("/api/v1", api::routes(console))
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 

@@ -9,6 +9,7 @@
 //! answering, so a broker that becomes leader rebuilds it by replaying the partition.
 
 pub mod assign;
+pub mod coordinator;
 pub mod membership;
 
 use std::collections::{BTreeMap, HashMap};

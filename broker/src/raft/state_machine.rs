@@ -129,6 +129,17 @@ pub struct PartitionStateMachine<A: Applier = Offsets> {
     state: Arc<Mutex<SmState<A>>>,
     high_watermark: watch::Sender<u64>,
     storage: Option<SmStorage>,
+    counts: Arc<SmCounts>,
+}
+
+/// Events the state machine counts for `/metrics`, since it opened.
+#[derive(Debug, Default)]
+pub struct SmCounts {
+    /// Leaders elected: the blank entry each new leader commits first (entries replayed
+    /// when the replica opens are counted too).
+    pub leader_elections: AtomicU64,
+    /// Snapshots installed from a leader (the replica was behind its log start).
+    pub snapshot_installs: AtomicU64,
 }
 
 impl<A: Applier> Default for PartitionStateMachine<A> {
@@ -144,6 +155,7 @@ impl<A: Applier> PartitionStateMachine<A> {
             state: Arc::default(),
             high_watermark: watch::channel(0).0,
             storage: None,
+            counts: Arc::default(),
         }
     }
 
@@ -166,6 +178,7 @@ impl<A: Applier> PartitionStateMachine<A> {
             state: Arc::new(Mutex::new(state)),
             high_watermark: watch::channel(hw).0,
             storage: Some(storage),
+            counts: Arc::default(),
         })
     }
 
@@ -180,6 +193,11 @@ impl<A: Applier> PartitionStateMachine<A> {
         };
         let bytes = serde_json::to_vec(&file).map_err(sm_err)?;
         write_atomic(&storage.dir, SNAPSHOT_FILE, &bytes).map_err(sm_err)
+    }
+
+    /// Leader elections and snapshot installs seen here.
+    pub fn counts(&self) -> &SmCounts {
+        &self.counts
     }
 
     /// Follows the high watermark (the end of the last applied entry's records).
@@ -310,11 +328,14 @@ impl<A: Applier> RaftStateMachine<TypeConfig> for PartitionStateMachine<A> {
                         error: s.data.app.apply_batch(&batch),
                     }
                 }
-                EntryPayload::Blank => AppendResult {
-                    base_offset: hw,
-                    next_offset: hw,
-                    error: None,
-                },
+                EntryPayload::Blank => {
+                    self.counts.leader_elections.fetch_add(1, Ordering::Relaxed);
+                    AppendResult {
+                        base_offset: hw,
+                        next_offset: hw,
+                        error: None,
+                    }
+                }
                 EntryPayload::Membership(m) => {
                     s.data.membership = StoredMembership::new(Some(e.log_id), m);
                     AppendResult {
@@ -350,6 +371,9 @@ impl<A: Applier> RaftStateMachine<TypeConfig> for PartitionStateMachine<A> {
     ) -> Result<(), typ::StorageError> {
         let bytes = snapshot.into_inner();
         let data: SmData<A> = serde_json::from_slice(&bytes).map_err(sm_err)?;
+        self.counts
+            .snapshot_installs
+            .fetch_add(1, Ordering::Relaxed);
         let hw = data.high_watermark;
         if let Some(storage) = &self.storage {
             // The leader has no entries for what this replica lacks: like a Kafka follower

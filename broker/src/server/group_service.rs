@@ -12,31 +12,20 @@ use super::{catalog, Shared};
 use crate::cluster::node::ReplicatedPartition;
 use crate::error::{shown, BrokerError};
 use crate::group::assign::Tp;
-use crate::group::membership::{GroupState, Heartbeat, MembershipError};
+use crate::group::coordinator::catch_up;
+use crate::group::membership::{Heartbeat, MembershipError};
 use crate::group::{
-    commit_batch, delete_batch, offsets_partition, validate_group, OffsetsCache, MAX_GROUP_LEN,
-    MAX_METADATA_LEN, OFFSETS_PARTITIONS, OFFSETS_TOPIC,
+    commit_batch, delete_batch, offsets_partition, validate_group, MAX_GROUP_LEN, MAX_METADATA_LEN,
+    OFFSETS_PARTITIONS, OFFSETS_TOPIC,
 };
-
-/// Most bytes read from an offsets partition per step while catching up.
-const READ_STEP: usize = 4 << 20;
 
 pub(crate) struct GroupService {
     shared: Arc<Shared>,
-    /// Per offsets partition, what this broker has read of it.
-    caches: tokio::sync::Mutex<HashMap<u32, OffsetsCache>>,
-    /// Groups this broker coordinates: members and assignments (in memory; members
-    /// rejoin a new coordinator with their ids).
-    groups: std::sync::Mutex<HashMap<String, GroupState>>,
 }
 
 impl GroupService {
     pub fn new(shared: Arc<Shared>) -> Self {
-        Self {
-            shared,
-            caches: tokio::sync::Mutex::default(),
-            groups: std::sync::Mutex::default(),
-        }
+        Self { shared }
     }
 
     /// The offsets partition of `group`, creating the offsets topic on first use.
@@ -78,7 +67,7 @@ impl GroupService {
     ) -> Result<Vec<v1::CommittedOffset>, BrokerError> {
         let (p, served) = self.offsets_partition(group).await?;
         served.check_writable().await?;
-        let mut caches = self.caches.lock().await;
+        let mut caches = self.shared.groups.caches.lock().await;
         let cache = caches.entry(p).or_default();
         catch_up(cache, &served)?;
         Ok(cache.offsets(group, only))
@@ -97,7 +86,12 @@ impl GroupService {
 
     /// Refuses a change made without membership while the group has live members.
     fn check_no_members(&self, group: &str, what: &str) -> Result<(), BrokerError> {
-        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        let mut groups = self
+            .shared
+            .groups
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(g) = groups.get_mut(group) {
             g.expire(Instant::now());
             if !g.members.is_empty() {
@@ -112,34 +106,6 @@ impl GroupService {
             }
         }
         Ok(())
-    }
-}
-
-/// Reads the offsets partition from where `cache` stopped up to its high watermark.
-fn catch_up(
-    cache: &mut OffsetsCache,
-    served: &Arc<ReplicatedPartition>,
-) -> Result<(), BrokerError> {
-    loop {
-        let hw = served.high_watermark();
-        let start = served.reader().log_start_offset();
-        if cache.next < start || cache.next > hw {
-            // Retention dropped what was not read yet, or the log is not the one the
-            // cache was read from (it is shorter): start over from what is there.
-            *cache = OffsetsCache::starting_at(start);
-        }
-        if cache.next >= hw {
-            return Ok(());
-        }
-        let batches = served
-            .reader()
-            .read_below(cache.next, READ_STEP, hw)
-            .map_err(|e| served.log_error(e))?;
-        let before = cache.next;
-        cache.apply(&batches);
-        if cache.next == before {
-            return Ok(()); // nothing decodable moved it (a batch of control records only)
-        }
     }
 }
 
@@ -281,7 +247,12 @@ impl group_server::Group for GroupService {
         if req.member_id.is_empty() {
             self.check_no_members(&req.group, "offsets are committed without a member id")?;
         } else {
-            let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            let groups = self
+                .shared
+                .groups
+                .groups
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let tps: Vec<Tp> = req
                 .offsets
                 .iter()
@@ -342,7 +313,12 @@ impl group_server::Group for GroupService {
             session: Duration::from_millis(req.session_timeout_ms as u64),
         };
         let answer = {
-            let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            let mut groups = self
+                .shared
+                .groups
+                .groups
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let group = groups.entry(req.group.clone()).or_default();
             // Partitions of topics other members subscribe to count too.
             for m in group.members.values() {
@@ -382,12 +358,17 @@ impl group_server::Group for GroupService {
             if !served.is_leader() {
                 continue;
             }
-            let mut caches = self.caches.lock().await;
+            let mut caches = self.shared.groups.caches.lock().await;
             let cache = caches.entry(p).or_default();
             catch_up(cache, &served)?;
             names.extend(cache.groups());
         }
-        let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        let groups = self
+            .shared
+            .groups
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         names.extend(
             groups
                 .iter()
@@ -411,7 +392,12 @@ impl group_server::Group for GroupService {
             ..Default::default()
         };
         {
-            let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            let mut groups = self
+                .shared
+                .groups
+                .groups
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if let Some(g) = groups.get_mut(&group) {
                 g.expire(Instant::now());
                 resp.epoch = g.epoch;
@@ -456,7 +442,9 @@ impl group_server::Group for GroupService {
         }
         self.append_for(&group, delete_batch(&group, now_ms()))
             .await?;
-        self.groups
+        self.shared
+            .groups
+            .groups
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&group);

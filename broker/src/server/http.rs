@@ -3,6 +3,7 @@
 //! `/health/live` and `/health/ready`, and the web console (`/ui/`, `/api/v1/...`; see
 //! `console`) where the broker's client address is known.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -12,34 +13,58 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
 
-use crate::cluster::node::ClusterNode;
+use super::Shared;
+use crate::console::Console;
+use crate::group::coordinator::GroupView;
 
 /// The content type of the OpenMetrics text `prometheus-client` writes.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The HTTP routes; the cluster metrics and readiness need `node`, the console needs
-/// `node` and the address its clients connect to.
-pub fn router(node: Option<Arc<ClusterNode>>, address: Option<String>) -> Router {
+/// What the routes need of the broker (none in unit tests of the port alone).
+#[derive(Clone)]
+struct HttpState {
+    shared: Option<Arc<Shared>>,
+    console: Option<Console>,
+}
+
+/// The HTTP routes: metrics, health and, for a broker, the console.
+fn router(shared: Option<Arc<Shared>>) -> Router {
+    let console = shared
+        .as_ref()
+        .map(|s| Console::new(s.node.clone(), s.address.clone()));
     let base = Router::new()
         .route("/metrics", get(metrics))
         .route("/health/live", get(|| async { "ok\n" }))
         .route("/health/ready", get(ready))
-        .with_state(node.clone());
-    let routes = match (node, address) {
-        (Some(node), Some(address)) => base.merge(crate::console::router(node, address)),
-        _ => base,
+        .with_state(HttpState {
+            shared,
+            console: console.clone(),
+        });
+    let routes = match console {
+        Some(console) => base.merge(crate::console::router(console)),
+        None => base,
     };
     routes.layer(axum::middleware::from_fn(crate::console::guard))
 }
 
-async fn metrics(State(node): State<Option<Arc<ClusterNode>>>) -> impl IntoResponse {
+async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     let mut registry = crate::metrics::registry();
-    if let Some(node) = &node {
-        node.register_metrics(&mut registry);
+    if let Some(shared) = &state.shared {
+        shared.node.register_metrics(&mut registry);
+        let groups = shared.groups.view(&shared.node).await;
+        let wanted = groups
+            .iter()
+            .flat_map(|g| g.offsets.iter().map(|(t, p, _)| (t.clone(), *p)))
+            .collect();
+        let ends = match &state.console {
+            Some(c) => c.partition_ends(&wanted).await,
+            None => Default::default(),
+        };
+        register_groups(&mut registry, &groups, &ends);
     }
     register_process(&mut registry);
     register_requests(&mut registry);
@@ -51,14 +76,66 @@ async fn metrics(State(node): State<Option<Arc<ClusterNode>>>) -> impl IntoRespo
 
 /// 200 once the broker knows the cluster's metadata and has opened every replica placed
 /// on it; 503 before (what an orchestrator's readiness probe waits for).
-async fn ready(State(node): State<Option<Arc<ClusterNode>>>) -> impl IntoResponse {
-    match node {
-        Some(n) if n.is_ready() => (StatusCode::OK, "ready\n"),
+async fn ready(State(state): State<HttpState>) -> impl IntoResponse {
+    match state.shared {
+        Some(s) if s.node.is_ready() => (StatusCode::OK, "ready\n"),
         Some(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: metadata not known yet or replicas still opening\n",
         ),
         None => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no broker\n"),
+    }
+}
+
+/// Per group this broker coordinates: members, rebalances, and per partition the
+/// committed offset and the lag behind `ends` (partitions whose end is not known now
+/// have no lag sample).
+fn register_groups(
+    registry: &mut Registry,
+    groups: &[GroupView],
+    ends: &BTreeMap<(String, u32), u64>,
+) {
+    type Labels = Vec<(&'static str, String)>;
+    let members = Family::<Labels, Gauge>::default();
+    registry.register(
+        "group_members",
+        "Live members of a group coordinated here",
+        members.clone(),
+    );
+    let rebalances = Family::<Labels, Counter>::default();
+    registry.register(
+        "group_rebalances",
+        "Rebalances (new target assignments) of a group since this broker became its coordinator",
+        rebalances.clone(),
+    );
+    let committed = Family::<Labels, Gauge>::default();
+    registry.register(
+        "group_committed_offset",
+        "A group's committed offset of a partition",
+        committed.clone(),
+    );
+    let lag = Family::<Labels, Gauge>::default();
+    registry.register(
+        "group_lag",
+        "Records of a partition after the group's committed offset (high watermark - committed)",
+        lag.clone(),
+    );
+    for g in groups {
+        let labels = vec![("group", g.group.clone())];
+        members.get_or_create(&labels).set(g.members as i64);
+        rebalances.get_or_create(&labels).inc_by(g.rebalances);
+        for (topic, partition, offset) in &g.offsets {
+            let l = vec![
+                ("group", g.group.clone()),
+                ("topic", topic.clone()),
+                ("partition", partition.to_string()),
+            ];
+            committed.get_or_create(&l).set(*offset as i64);
+            if let Some(end) = ends.get(&(topic.clone(), *partition)) {
+                lag.get_or_create(&l)
+                    .set(end.saturating_sub(*offset) as i64);
+            }
+        }
     }
 }
 
@@ -111,8 +188,8 @@ fn register_process(registry: &mut Registry) {
 }
 
 /// Serves the routes on `listener` until the future is dropped.
-pub async fn serve(listener: TcpListener, node: Option<Arc<ClusterNode>>, address: Option<String>) {
-    if let Err(e) = axum::serve(listener, router(node, address)).await {
+pub(crate) async fn serve(listener: TcpListener, shared: Option<Arc<Shared>>) {
+    if let Err(e) = axum::serve(listener, router(shared)).await {
         tracing::warn!("http server stopped: {e}");
     }
 }
@@ -134,7 +211,7 @@ mod tests {
     async fn metrics_and_liveness_over_http() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(super::serve(listener, None, None));
+        let server = tokio::spawn(super::serve(listener, None));
         crate::metrics::STAGES
             .produce_validate
             .observe(std::time::Duration::from_micros(10));

@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub node: Arc<ClusterNode>,
     /// Address clients are told to use.
     pub address: String,
+    /// The groups this broker coordinates.
+    pub groups: Arc<crate::group::coordinator::Coordinator>,
 }
 
 /// A broker: its part of the cluster, opened from the data directory. Without peers it
@@ -178,6 +180,7 @@ impl Server {
                 config,
                 node,
                 address,
+                groups: Arc::default(),
             }),
             _lock: lock,
         })
@@ -191,11 +194,10 @@ impl Server {
     /// Serves the HTTP port (metrics, health, the console) on `listener` until the
     /// broker stops.
     pub fn serve_http(&self, listener: TcpListener) {
-        self.shared.node.tasks().spawn_until_stopped(http::serve(
-            listener,
-            Some(self.shared.node.clone()),
-            Some(self.shared.address.clone()),
-        ));
+        self.shared
+            .node
+            .tasks()
+            .spawn_until_stopped(http::serve(listener, Some(self.shared.clone())));
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains and syncs.
