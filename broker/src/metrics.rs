@@ -115,6 +115,30 @@ impl EncodeMetric for Static {
     }
 }
 
+/// A label set: (name, value) pairs.
+pub type LabelSet = Vec<(&'static str, String)>;
+
+/// Histograms told apart by labels, as one registered metric.
+#[derive(Debug)]
+pub struct Labeled(pub Vec<(LabelSet, std::sync::Arc<Histogram>)>);
+
+impl EncodeMetric for Labeled {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, h) in &self.0 {
+            let buckets = h.buckets();
+            let count = buckets.iter().map(|(_, c)| c).sum();
+            encoder
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(h.sum_seconds(), count, &buckets, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 /// Where a produced record spends its time, stage by stage, on the broker.
 #[derive(Debug)]
 pub struct Stages {

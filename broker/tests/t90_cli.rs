@@ -300,9 +300,16 @@ fn a_dev_cluster_replicates_and_reports_its_status() {
 /// `rafka start` with RUST_LOG=info, stderr captured: its log lines, once SIGTERM
 /// stopped it.
 fn start_logs(extra: &[&str]) -> String {
+    logs_of(extra, "info", |_| {})
+}
+
+/// The log lines of a `rafka start` with `extra` arguments and `RUST_LOG=filter`, after
+/// `work` ran against it and SIGTERM stopped it.
+fn logs_of(extra: &[&str], filter: &str, work: impl FnOnce(&Broker)) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let mut broker = Broker::spawn(dir.path(), extra, "info", Stdio::piped());
+    let mut broker = Broker::spawn(dir.path(), extra, filter, Stdio::piped());
     let mut stderr = broker.child.stderr.take().unwrap();
+    work(&broker);
     let status = broker.stop();
     assert!(status.success(), "exit {status:?}");
     let mut logs = String::new();
@@ -329,4 +336,47 @@ fn logs_are_json_lines_when_asked_and_plain_text_off_a_terminal() {
         !text.contains('\u{1b}'),
         "colour codes off a terminal: {text}"
     );
+}
+
+#[test]
+fn a_request_runs_in_a_span_with_the_clients_request_id_and_its_topic() {
+    let filter = "info,rafka_broker::server::requests=debug";
+    let mut echoed = None;
+    let logs = logs_of(&["--log-format", "json"], filter, |broker| {
+        ok(&broker.rafka(&["topic", "create", "traced"], None));
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        echoed = rt.block_on(async {
+            let mut client = rafka_proto::v1::broker_client::BrokerClient::connect(format!(
+                "http://{}",
+                broker.addr
+            ))
+            .await
+            .unwrap();
+            let mut request = tonic::Request::new(rafka_proto::v1::ListOffsetsRequest {
+                topic: "traced".into(),
+                partition: 0,
+                spec: Some(rafka_proto::v1::list_offsets_request::Spec::Latest(true)),
+            });
+            request
+                .metadata_mut()
+                .insert("x-request-id", "rid-test-42".parse().unwrap());
+            let answer = client.list_offsets(request).await.unwrap();
+            answer
+                .metadata()
+                .get("x-request-id")
+                .map(|v| v.to_str().unwrap().to_string())
+        });
+    });
+    assert_eq!(echoed.as_deref(), Some("rid-test-42"));
+    let line = logs
+        .lines()
+        .find(|l| l.contains("rid-test-42"))
+        .unwrap_or_else(|| panic!("no log line with the request id: {logs}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let span = &v["span"];
+    assert_eq!(span["name"], "request", "{line}");
+    assert_eq!(span["method"], "ListOffsets", "{line}");
+    assert_eq!(span["topic"], "traced", "{line}");
+    assert_eq!(span["partition"], 0, "{line}");
+    assert_eq!(v["fields"]["code"], "OK", "{line}");
 }

@@ -174,6 +174,8 @@ async fn metrics_count_exactly_what_was_produced_and_fetched() {
     ];
     let fetches = sample(&s, "rafka_requests_total", &fetch_ok);
     assert!(fetches >= 1.0, "{fetches}");
+    let timed = [("service", "rafka.v1.Broker"), ("method", "Fetch")];
+    assert!(sample(&s, "rafka_request_seconds_count", &timed) >= fetches);
     let refused = client
         .fetch(v1::FetchRequest {
             partitions: vec![],

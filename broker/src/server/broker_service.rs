@@ -197,6 +197,11 @@ impl broker_server::Broker for BrokerService {
     ) -> Result<Response<v1::ProduceResponse>, Status> {
         let started = std::time::Instant::now();
         let req = request.into_inner();
+        let only = match req.partitions.as_slice() {
+            [one] => Some(one.partition),
+            _ => None,
+        };
+        super::requests::record_target(&req.topic, only);
         let acks = v1::Acks::try_from(req.acks)
             .map_err(|_| BrokerError::InvalidRequest(format!("unknown acks value {}", req.acks)))?;
         // Everything is validated before anything is appended.
@@ -241,6 +246,11 @@ impl broker_server::Broker for BrokerService {
     ) -> Result<Response<v1::FetchResponse>, Status> {
         let _timer = STAGES.fetch_request.timer();
         let req = request.into_inner();
+        if let [one] = req.partitions.as_slice() {
+            super::requests::record_target(&one.topic, Some(one.partition));
+        } else if let Some(first) = req.partitions.first() {
+            super::requests::record_target(&first.topic, None);
+        }
         if req.partitions.is_empty() {
             return Err(
                 BrokerError::InvalidRequest("no partitions in fetch request".into()).into(),
@@ -336,6 +346,7 @@ impl broker_server::Broker for BrokerService {
         request: Request<v1::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = request.into_inner();
+        super::requests::record_target(&req.topic, Some(req.partition));
         let partition = self.partition(&req.topic, req.partition).await?;
         let max_bytes = match req.max_bytes {
             0 => DEFAULT_PARTITION_BYTES,
@@ -379,6 +390,7 @@ impl broker_server::Broker for BrokerService {
         request: Request<v1::ListOffsetsRequest>,
     ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
         let req = request.into_inner();
+        super::requests::record_target(&req.topic, Some(req.partition));
         let p = self.partition(&req.topic, req.partition).await?;
         let high_watermark = p.high_watermark();
         let log_start_offset = p.reader().log_start_offset();

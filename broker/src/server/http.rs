@@ -147,6 +147,16 @@ fn register_requests(registry: &mut Registry) {
         "gRPC requests by service, method and status code",
         family.clone(),
     );
+    let latency = super::requests::latencies()
+        .into_iter()
+        .map(|((service, method), h)| (vec![("service", service), ("method", method)], h))
+        .collect();
+    registry.register_with_unit(
+        "request",
+        "gRPC requests by service and method, from received to the answer's headers",
+        Unit::Seconds,
+        crate::metrics::Labeled(latency),
+    );
     for ((service, method, code), n) in super::requests::counts() {
         let labels = vec![
             ("service", service),
