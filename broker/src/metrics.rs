@@ -5,7 +5,7 @@
 //! clock read, a short search and two relaxed atomic adds: no lock, no allocation.
 //! The stages are process-wide statics (`STAGES`), observed where the work happens.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
@@ -31,6 +31,20 @@ const BOUNDS_NS: [u64; 30] = {
     out
 };
 
+/// Whether the hot path counts and times (`rafka start --metrics false` turns it off).
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the hot path's counting and timing on or off for the whole process.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether the hot path counts and times.
+#[inline]
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
 /// A latency histogram with `LATENCY_BOUNDS` buckets (and one past the last).
 #[derive(Debug)]
 pub struct Histogram {
@@ -49,6 +63,9 @@ impl Histogram {
 
     /// Counts one duration.
     pub fn observe(&self, d: Duration) {
+        if !enabled() {
+            return;
+        }
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let i = BOUNDS_NS.partition_point(|&b| b < ns);
         self.buckets[i].fetch_add(1, Ordering::Relaxed);

@@ -241,6 +241,7 @@ async fn metrics_count_exactly_what_was_produced_and_fetched() {
     assert_eq!(sample(&s, "rafka_group_lag", &g0), 0.0);
     assert_eq!(sample(&s, "rafka_group_committed_offset", &g0), 1_000.0);
     consumer.close().await.expect("leave");
+    dashboard_queries_only_served_metrics(&get(&broker.http, "/metrics").await.1);
 
     // Bad requests to the HTTP port: unknown paths, a huge query string.
     assert_eq!(get(&broker.http, "/nothing/../metrics").await.0, 404);
@@ -248,6 +249,56 @@ async fn metrics_count_exactly_what_was_produced_and_fetched() {
     let (status, _) = get(&broker.http, &long).await;
     assert_eq!(status, 414);
     broker.stop().await;
+}
+
+/// Dashboard metrics that have samples only where a partition has followers.
+const WITH_FOLLOWERS: &[&str] = &["rafka_partition_follower_lag_entries"];
+
+/// The metric families the Grafana dashboard in docs/ queries.
+fn dashboard_families() -> std::collections::BTreeSet<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana/rafka.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("JSON");
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in json["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let mut rest = expr;
+            while let Some(at) = rest.find("rafka_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                queried.insert(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 15, "{queried:?}");
+    queried
+        .iter()
+        .map(|name| {
+            ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name)
+                .to_string()
+        })
+        .collect()
+}
+
+/// Every metric the dashboard queries is one the broker serves (its family has a
+/// `# TYPE` line in `text`), those of followers aside.
+fn dashboard_queries_only_served_metrics(text: &str) {
+    for family in dashboard_families() {
+        if WITH_FOLLOWERS.contains(&family.as_str()) {
+            continue;
+        }
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "the dashboard queries {family}, which /metrics does not serve"
+        );
+    }
 }
 
 /// Partitions led by broker `id` with a voter down, as its metrics say.
@@ -276,6 +327,14 @@ async fn a_partition_is_under_replicated_while_a_follower_is_down() {
     let leader = cluster.leader_of("u", 0).await;
     let follower = (1..=3).find(|&b| b != leader).unwrap();
     assert_eq!(under_replicated(&cluster, leader), 0.0);
+    let text = cluster.node(leader).metrics_text();
+    for family in WITH_FOLLOWERS {
+        assert!(dashboard_families().contains(*family));
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family}: {text}"
+        );
+    }
     cluster.stop(follower).await;
     eventually("the partition shows as under-replicated", WAIT, || async {
         under_replicated(&cluster, leader) >= 1.0

@@ -40,6 +40,10 @@ pub struct StartArgs {
     /// (for log shippers); `RUST_LOG` filters them.
     #[arg(long, env = "RAFKA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Count traffic, time stages and requests (`false`: the hot path skips them and
+    /// `/metrics` shows only what is read when scraped; for measuring their cost).
+    #[arg(long, env = "RAFKA_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    metrics: bool,
 }
 
 /// How log lines are written.
@@ -146,6 +150,7 @@ pub async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<()> {
 
 pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
+    crate::metrics::set_enabled(args.metrics);
     let mut config = match &args.config {
         Some(path) => BrokerConfig::from_file(path).map_err(anyhow::Error::msg)?,
         None => BrokerConfig::default(),

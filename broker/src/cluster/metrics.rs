@@ -33,12 +33,18 @@ pub struct Traffic {
 impl Traffic {
     /// Counts records appended here as leader.
     pub fn appended(&self, records: u64, bytes: u64) {
+        if !crate::metrics::enabled() {
+            return;
+        }
         self.records_in.fetch_add(records, Ordering::Relaxed);
         self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Counts records served by a fetch from this replica.
     pub fn fetched(&self, records: u64, bytes: u64) {
+        if !crate::metrics::enabled() {
+            return;
+        }
         self.records_out.fetch_add(records, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
     }

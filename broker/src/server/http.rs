@@ -147,9 +147,25 @@ fn register_requests(registry: &mut Registry) {
         "gRPC requests by service, method and status code",
         family.clone(),
     );
-    let latency = super::requests::latencies()
+    let methods = super::requests::methods();
+    for m in &methods {
+        for (code, n) in m.codes() {
+            let labels = vec![
+                ("service", m.service.clone()),
+                ("method", m.method.clone()),
+                ("code", code.to_string()),
+            ];
+            family.get_or_create(&labels).inc_by(n);
+        }
+    }
+    let latency = methods
         .into_iter()
-        .map(|((service, method), h)| (vec![("service", service), ("method", method)], h))
+        .map(|m| {
+            (
+                vec![("service", m.service.clone()), ("method", m.method.clone())],
+                m.latency.clone(),
+            )
+        })
         .collect();
     registry.register_with_unit(
         "request",
@@ -157,14 +173,6 @@ fn register_requests(registry: &mut Registry) {
         Unit::Seconds,
         crate::metrics::Labeled(latency),
     );
-    for ((service, method, code), n) in super::requests::counts() {
-        let labels = vec![
-            ("service", service),
-            ("method", method),
-            ("code", code.to_string()),
-        ];
-        family.get_or_create(&labels).inc_by(n);
-    }
 }
 
 /// The process's resident memory, CPU time and open files, from `/proc/self` (left out

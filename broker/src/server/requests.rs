@@ -2,10 +2,11 @@
 //!
 //! - counted by service, method and status code (`rafka_requests_total`) and timed per
 //!   service and method (`rafka_request_seconds`, until the answer's headers are ready);
-//! - run inside a `request` span carrying its id, its method and, where the handler
+//! - client requests (not the peer service's Raft calls) run inside a `request` span
+//!   carrying its id, its method and, where the handler
 //!   records them, its topic and partition. The id is the client's `x-request-id`
-//!   header (up to 64 visible ASCII characters) or one made here; the answer carries
-//!   it back in `x-request-id`. With `RUST_LOG=rafka_broker::server::requests=debug`
+//!   header (up to 64 visible ASCII characters), which the answer carries back, or one
+//!   made here. With `RUST_LOG=rafka_broker::server::requests=debug`
 //!   each request is logged when answered.
 //!
 //! A unary call is counted when its answer's headers are ready: an error travels in
@@ -16,7 +17,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -31,73 +32,111 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// Longest request id taken from a client.
 const MAX_REQUEST_ID: usize = 64;
 
-/// Requests so far, by (service, method, code).
-static COUNTS: Mutex<BTreeMap<(String, String, &'static str), u64>> = Mutex::new(BTreeMap::new());
-/// Latency per (service, method).
-static LATENCY: Mutex<BTreeMap<(String, String), Arc<Histogram>>> = Mutex::new(BTreeMap::new());
-
-/// The counts so far: (service, method, code) and how many.
-pub fn counts() -> Vec<((String, String, &'static str), u64)> {
-    let counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
-    counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
+/// One gRPC method's numbers: calls by status code and their latency. Found once per
+/// call by its path (a read lock, no allocation), then counted with atomics.
+#[derive(Debug)]
+pub struct MethodStats {
+    /// The service's full name (`rafka.v1.Broker`).
+    pub service: String,
+    /// The method's name (`Fetch`).
+    pub method: String,
+    /// Calls per status code (`tonic::Code` as the index).
+    codes: [AtomicU64; 17],
+    /// Received to answer's headers.
+    pub latency: Arc<Histogram>,
+    /// A method of the brokers' peer service (Raft): no span per call, the Raft code
+    /// logs with its own context.
+    peer: bool,
 }
 
-/// The latency histograms so far, by (service, method).
-pub fn latencies() -> Vec<((String, String), Arc<Histogram>)> {
-    let l = LATENCY.lock().unwrap_or_else(|e| e.into_inner());
-    l.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+impl MethodStats {
+    /// Calls per status code name, those with any.
+    pub fn codes(&self) -> Vec<(&'static str, u64)> {
+        (0..17)
+            .filter_map(|i| {
+                let n = self.codes[i].load(Ordering::Relaxed);
+                (n > 0).then(|| (code_name(tonic::Code::from_i32(i as i32)), n))
+            })
+            .collect()
+    }
 }
 
-/// (service, method) of a gRPC path; unknown and over-long names under one name, so
-/// that the metrics stay bounded.
-fn method_of(path: &str) -> (&str, &str) {
+/// Every method seen so far, by gRPC path.
+static METHODS: RwLock<BTreeMap<String, Arc<MethodStats>>> = RwLock::new(BTreeMap::new());
+
+/// Every method seen so far.
+pub fn methods() -> Vec<Arc<MethodStats>> {
+    let m = METHODS.read().unwrap_or_else(|e| e.into_inner());
+    m.values().cloned().collect()
+}
+
+/// The numbers of the method at `path`; unknown and over-long names share one entry,
+/// so that the metrics stay bounded.
+fn stats_of(path: &str) -> Arc<MethodStats> {
+    if let Some(s) = METHODS.read().unwrap_or_else(|e| e.into_inner()).get(path) {
+        return s.clone();
+    }
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let service = parts.next().unwrap_or_default();
     let method = parts.next().unwrap_or_default();
     let known =
         !service.is_empty() && service.len() <= 64 && method.len() <= 64 && !method.contains('/');
-    if known {
-        (service, method)
+    let (key, service, method) = if known {
+        (path, service, method)
     } else {
-        ("unknown", "unknown")
-    }
-}
-
-fn latency_of(service: &str, method: &str) -> Arc<Histogram> {
-    let mut l = LATENCY.lock().unwrap_or_else(|e| e.into_inner());
-    l.entry((service.to_string(), method.to_string()))
-        .or_default()
+        ("/unknown/unknown", "unknown", "unknown")
+    };
+    let mut m = METHODS.write().unwrap_or_else(|e| e.into_inner());
+    m.entry(key.to_string())
+        .or_insert_with(|| {
+            Arc::new(MethodStats {
+                service: service.to_string(),
+                method: method.to_string(),
+                codes: [const { AtomicU64::new(0) }; 17],
+                latency: Arc::default(),
+                peer: service.starts_with("rafka.peer."),
+            })
+        })
         .clone()
 }
 
-fn count(service: &str, method: &str, code: tonic::Code) {
-    let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
-    *counts
-        .entry((service.to_string(), method.to_string(), code_name(code)))
-        .or_default() += 1;
+/// A request's id: the client's, or one made here (formatted only if a log line shows
+/// it).
+enum RequestId {
+    Client(http::HeaderValue),
+    Local(u64),
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // Checked to be visible ASCII when taken.
+            Self::Client(v) => f.write_str(v.to_str().unwrap_or_default()),
+            Self::Local(n) => write!(f, "{:x}-{n}", std::process::id()),
+        }
+    }
 }
 
 /// The client's request id if it is a sane one, else a new one (a per-process prefix
 /// and a sequence number).
-fn request_id(headers: &http::HeaderMap) -> String {
+fn request_id(headers: &http::HeaderMap) -> RequestId {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    if let Some(id) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        if !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return id.to_string();
+    if let Some(v) = headers.get(REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(u8::is_ascii_graphic) {
+            return RequestId::Client(v.clone());
         }
     }
-    format!(
-        "{:x}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    RequestId::Local(NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Names the topic and partition of the request being served in its span.
 pub fn record_target(topic: &str, partition: Option<u32>) {
     let span = tracing::Span::current();
-    span.record("topic", crate::error::shown(topic).to_string());
+    if span.is_disabled() {
+        return;
+    }
+    span.record("topic", tracing::field::display(crate::error::shown(topic)));
     if let Some(p) = partition {
         span.record("partition", p);
     }
@@ -156,26 +195,31 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if !crate::metrics::enabled() {
+            return Box::pin(self.0.call(request));
+        }
         let started = Instant::now();
-        let (service, method) = method_of(request.uri().path());
-        let (service, method) = (service.to_string(), method.to_string());
-        let latency = latency_of(&service, &method);
+        let stats = stats_of(request.uri().path());
         let id = request_id(request.headers());
-        let span = tracing::info_span!(
-            "request",
-            request_id = %id,
-            method = %method,
-            topic = tracing::field::Empty,
-            partition = tracing::field::Empty,
-        );
+        let span = if stats.peer {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "request",
+                request_id = %id,
+                method = %stats.method,
+                topic = tracing::field::Empty,
+                partition = tracing::field::Empty,
+            )
+        };
         let answer = span.in_scope(|| self.0.call(request));
         Box::pin(
             async move {
                 let mut answer = answer.await;
                 let code = match &mut answer {
                     Ok(response) => {
-                        if let Ok(v) = http::HeaderValue::from_str(&id) {
-                            response.headers_mut().insert(REQUEST_ID, v);
+                        if let RequestId::Client(v) = &id {
+                            response.headers_mut().insert(REQUEST_ID, v.clone());
                         }
                         response
                             .headers()
@@ -185,10 +229,10 @@ where
                     }
                     Err(_) => tonic::Code::Internal,
                 };
-                latency.since(started);
-                count(&service, &method, code);
+                stats.latency.since(started);
+                stats.codes[(code as usize).min(16)].fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
-                    service = %service,
+                    service = %stats.service,
                     code = code_name(code),
                     micros = started.elapsed().as_micros() as u64,
                     "answered"
