@@ -60,7 +60,9 @@ fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true)
         .initial_stream_window_size(Some(8 << 20))
-        .initial_connection_window_size(Some(32 << 20)))
+        .initial_connection_window_size(Some(32 << 20))
+        // Fetched records arrive in one DATA frame each, decoded in place (`fetch`).
+        .max_frame_size(crate::fetch::MAX_FRAME))
 }
 
 impl Cluster {
@@ -169,6 +171,18 @@ impl Cluster {
         match addr.map(|a| self.channel(&a)) {
             Some(Ok(channel)) => Self::broker_client(channel),
             _ => self.broker(),
+        }
+    }
+
+    /// The connection to broker `id`, or to the default broker when its address is
+    /// unknown.
+    pub fn channel_at(&self, id: u32) -> Channel {
+        let addr = self.read().brokers.get(&id).cloned();
+        match addr.map(|a| self.channel(&a)) {
+            Some(Ok(channel)) => channel,
+            _ => self
+                .channel(&self.default_address())
+                .expect("the default address was valid when it was chosen"),
         }
     }
 

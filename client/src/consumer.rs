@@ -467,7 +467,7 @@ impl Consumer {
         let max_wait_ms = timeout.min(self.config.fetch_max_wait).as_millis() as u32;
         let in_flight = self.in_flight.get_mut().unwrap_or_else(|e| e.into_inner());
         for (broker, partitions) in by_broker {
-            let mut client = self.cluster.broker_at(broker);
+            let channel = self.cluster.channel_at(broker);
             let asked: Vec<(TopicPartition, u64)> = partitions
                 .iter()
                 .map(|p| (TopicPartition::new(p.topic.clone(), p.partition), p.offset))
@@ -479,9 +479,9 @@ impl Consumer {
                 max_wait_ms,
                 max_bytes: self.config.fetch_max_bytes,
             };
-            in_flight.push(Box::pin(
-                async move { (asked, client.fetch(request).await) },
-            ));
+            in_flight.push(Box::pin(async move {
+                (asked, crate::fetch::fetch(channel, request).await)
+            }));
         }
         Ok(())
     }

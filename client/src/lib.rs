@@ -36,6 +36,7 @@ mod cluster;
 mod consumer;
 mod delivery;
 mod error;
+mod fetch;
 mod group;
 pub mod partitioner;
 mod producer;

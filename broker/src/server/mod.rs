@@ -15,6 +15,7 @@
 mod admin_service;
 mod broker_service;
 mod catalog;
+mod fetch_body;
 mod group_service;
 pub mod http;
 mod lock;
@@ -236,6 +237,7 @@ impl Server {
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .layer(requests::CountRequests)
+            .layer(fetch_body::DirectFetchLayer::new(shared.clone()))
             .add_service(
                 BrokerServer::new(broker_service::BrokerService::new(shared.clone()))
                     .max_decoding_message_size(limit)
