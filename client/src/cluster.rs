@@ -61,8 +61,8 @@ fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
         .keep_alive_while_idle(true)
         .initial_stream_window_size(Some(8 << 20))
         .initial_connection_window_size(Some(32 << 20))
-        // Fetched records arrive in one DATA frame each, decoded in place (`fetch`).
-        .max_frame_size(crate::fetch::MAX_FRAME))
+        // Fetched records arrive in one DATA frame each, decoded in place (`direct`).
+        .max_frame_size(rafka_proto::wire::MAX_FRAME))
 }
 
 impl Cluster {
@@ -133,10 +133,7 @@ impl Cluster {
 
     /// A client of the Broker service on the default broker.
     pub fn broker(&self) -> BrokerClient<Channel> {
-        let channel = self
-            .channel(&self.default_address())
-            .expect("the default address was valid when it was chosen");
-        Self::broker_client(channel)
+        Self::broker_client(self.default_channel())
     }
 
     /// Moves the default broker to the next known one (after a request to it failed
@@ -180,10 +177,14 @@ impl Cluster {
         let addr = self.read().brokers.get(&id).cloned();
         match addr.map(|a| self.channel(&a)) {
             Some(Ok(channel)) => channel,
-            _ => self
-                .channel(&self.default_address())
-                .expect("the default address was valid when it was chosen"),
+            _ => self.default_channel(),
         }
+    }
+
+    /// The connection to the default broker.
+    pub fn default_channel(&self) -> Channel {
+        self.channel(&self.default_address())
+            .expect("the default address was valid when it was chosen")
     }
 
     /// Broker `id`'s address, if the cluster has told us.

@@ -480,7 +480,7 @@ impl Consumer {
                 max_bytes: self.config.fetch_max_bytes,
             };
             in_flight.push(Box::pin(async move {
-                (asked, crate::fetch::fetch(channel, request).await)
+                (asked, crate::direct::fetch(channel, request).await)
             }));
         }
         Ok(())

@@ -7,6 +7,7 @@
 //!   view       RecordBatch: zero-copy validation and record iteration
 //!   compression  gzip, snappy, lz4 and zstd records sections, bounded decompression
 //! codec        the protobuf codec of the generated code (undecodable = INVALID_ARGUMENT)
+//! wire         produce requests and fetch answers as chains of Bytes, decoded in place
 //! v1           the gRPC API generated from proto/rafka.proto (services Broker, Group, Admin)
 //! peer         broker-to-broker Raft traffic, from proto/peer.proto (service RaftPeer)
 //! ```
@@ -16,6 +17,7 @@
 
 pub mod batch;
 pub mod codec;
+pub mod wire;
 
 /// The gRPC API, generated from `proto/rafka.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -15,7 +15,7 @@
 mod admin_service;
 mod broker_service;
 mod catalog;
-mod fetch_body;
+mod direct;
 mod group_service;
 pub mod http;
 mod lock;
@@ -231,13 +231,14 @@ impl Server {
         let result = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(8 << 20))
             .initial_connection_window_size(Some(32 << 20))
-            .max_frame_size(Some(1 << 20))
+            // Produced batches arrive in one DATA frame each, decoded in place (`direct`).
+            .max_frame_size(Some(rafka_proto::wire::MAX_FRAME))
             // Connections whose client vanished without a word (a cut network) are
             // found and closed, with the streams and tasks they hold.
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .layer(requests::CountRequests)
-            .layer(fetch_body::DirectFetchLayer::new(shared.clone()))
+            .layer(direct::DirectLayer::new(shared.clone(), limit))
             .add_service(
                 BrokerServer::new(broker_service::BrokerService::new(shared.clone()))
                     .max_decoding_message_size(limit)

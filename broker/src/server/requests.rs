@@ -2,12 +2,13 @@
 //!
 //! - counted by service, method and status code (`rafka_requests_total`) and timed per
 //!   service and method (`rafka_request_seconds`, until the answer's headers are ready);
-//! - client requests (not the peer service's Raft calls) run inside a `request` span
-//!   carrying its id, its method and, where the handler
-//!   records them, its topic and partition. The id is the client's `x-request-id`
-//!   header (up to 64 visible ASCII characters), which the answer carries back, or one
-//!   made here. With `RUST_LOG=rafka_broker::server::requests=debug`
-//!   each request is logged when answered.
+//! - with `RUST_LOG=info,rafka_broker::server::requests=debug`, run inside a `request`
+//!   span carrying its id, its method and, where the handler records them, its topic
+//!   and partition, and logged when answered. Client requests only (the peer service's
+//!   Raft calls log with their own context); at debug level, off by default, because a
+//!   span per request cost a single broker a few percent of its records per second.
+//!   The id is the client's `x-request-id` header (up to 64 visible ASCII
+//!   characters), which the answer carries back, or one made here.
 //!
 //! A unary call is counted when its answer's headers are ready: an error travels in
 //! them (`grpc-status`), and a success has none there. A streaming call is counted when
@@ -204,7 +205,7 @@ where
         let span = if stats.peer {
             tracing::Span::none()
         } else {
-            tracing::info_span!(
+            tracing::debug_span!(
                 "request",
                 request_id = %id,
                 method = %stats.method,

@@ -198,14 +198,13 @@ async fn send(inner: &Inner, topic: &str, leader: u32, parts: Parts, attempt: u3
             })
             .collect(),
     };
-    let client = match leader {
-        0 => inner.cluster.broker(),
-        id => inner.cluster.broker_at(id),
+    let channel = match leader {
+        0 => inner.cluster.default_channel(),
+        id => inner.cluster.channel_at(id),
     };
     let timeout = inner.config.request_timeout;
     let sent = Instant::now();
-    let mut client = client.clone();
-    let call = client.produce(request);
+    let call = crate::direct::produce(channel, &request);
     tokio::pin!(call);
     let mut check = sent + HEDGE_AFTER;
     let (answer, moved) = loop {
