@@ -46,6 +46,8 @@ pub struct BrokerConfig {
     pub join: String,
     /// Defaults for topic configs, by Kafka name (`retention.ms`, `flush`, ...).
     pub log: BTreeMap<String, String>,
+    /// TLS on the listener and the peer links (`[tls]`; none: plaintext).
+    pub tls: crate::tls::TlsSettings,
 }
 
 impl Default for BrokerConfig {
@@ -64,6 +66,7 @@ impl Default for BrokerConfig {
             peers: String::new(),
             join: String::new(),
             log: BTreeMap::new(),
+            tls: Default::default(),
         }
     }
 }

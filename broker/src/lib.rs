@@ -29,4 +29,5 @@ pub mod migrate;
 pub mod raft;
 pub mod server;
 pub mod tasks;
+pub mod tls;
 pub mod topics;

@@ -15,6 +15,13 @@ use crate::ClientError;
 /// A topic as the cluster describes it.
 pub type TopicDescription = v1::TopicInfo;
 
+/// Admin client settings.
+#[derive(Debug, Clone, Default)]
+pub struct AdminConfig {
+    /// TLS to the brokers (none: plaintext).
+    pub tls: Option<crate::TlsConfig>,
+}
+
 /// Administrative operations.
 #[derive(Clone)]
 pub struct Admin {
@@ -27,8 +34,13 @@ const RETRIES: u32 = 30;
 impl Admin {
     /// Connects to the cluster through a comma-separated bootstrap list.
     pub async fn connect(bootstrap: &str) -> Result<Self, ClientError> {
+        Self::connect_with(bootstrap, AdminConfig::default()).await
+    }
+
+    /// Connects with `config` (TLS).
+    pub async fn connect_with(bootstrap: &str, config: AdminConfig) -> Result<Self, ClientError> {
         Ok(Self {
-            cluster: Cluster::connect(bootstrap).await?,
+            cluster: Cluster::connect(bootstrap, config.tls).await?,
         })
     }
 

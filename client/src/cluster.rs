@@ -11,7 +11,7 @@ use rafka_proto::v1::group_client::GroupClient;
 use rafka_proto::v1::{MetadataRequest, MetadataResponse};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::ClientError;
+use crate::{ClientError, TlsConfig};
 
 /// A partition's replicas as the cluster last told us.
 #[derive(Debug, Clone, Default)]
@@ -39,18 +39,20 @@ pub(crate) struct Cluster {
     meta: RwLock<Meta>,
     /// When each topic's metadata was last asked for by [`Cluster::refresh_if_stale`].
     refreshed: Mutex<HashMap<String, std::time::Instant>>,
+    /// TLS of every connection (none: plaintext).
+    tls: Option<TlsConfig>,
 }
 
 /// How long one broker may take to answer a metadata request before the next is asked.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
-    let url = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
+fn endpoint(addr: &str, tls: Option<&TlsConfig>) -> Result<Endpoint, ClientError> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = match addr.split_once("://") {
+        Some((_, rest)) => format!("{scheme}://{rest}"),
+        None => format!("{scheme}://{addr}"),
     };
-    Ok(Endpoint::from_shared(url)
+    let endpoint = Endpoint::from_shared(url)
         .map_err(|e| ClientError::InvalidArgument(format!("bad address `{addr}`: {e}")))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
@@ -62,12 +64,37 @@ fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
         .initial_stream_window_size(Some(8 << 20))
         .initial_connection_window_size(Some(32 << 20))
         // Fetched records arrive in one DATA frame each, decoded in place (`direct`).
-        .max_frame_size(rafka_proto::wire::MAX_FRAME))
+        .max_frame_size(rafka_proto::wire::MAX_FRAME);
+    match tls {
+        Some(tls) => endpoint
+            .tls_config(tls.tonic())
+            .map_err(|e| ClientError::InvalidArgument(format!("TLS settings: {e}"))),
+        None => Ok(endpoint),
+    }
+}
+
+/// An error and its causes, `a: b: c` (tonic's "transport error" alone says nothing of
+/// a refused certificate or a closed connection).
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.ends_with(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
 }
 
 impl Cluster {
     /// Connects to the first reachable address of a comma-separated `bootstrap` list.
-    pub async fn connect(bootstrap: &str) -> Result<Arc<Self>, ClientError> {
+    pub async fn connect(
+        bootstrap: &str,
+        tls: Option<TlsConfig>,
+    ) -> Result<Arc<Self>, ClientError> {
         let addresses: Vec<String> = bootstrap
             .split(',')
             .map(str::trim)
@@ -81,7 +108,7 @@ impl Cluster {
         }
         let mut last = String::new();
         for addr in &addresses {
-            let ep = match endpoint(addr) {
+            let ep = match endpoint(addr, tls.as_ref()) {
                 Ok(e) => e,
                 Err(e) => {
                     last = e.to_string();
@@ -96,9 +123,10 @@ impl Cluster {
                         channels: Mutex::new(HashMap::from([(addr.clone(), channel)])),
                         meta: RwLock::default(),
                         refreshed: Mutex::default(),
+                        tls,
                     }))
                 }
-                Err(e) => last = format!("{addr}: {e}"),
+                Err(e) => last = format!("{addr}: {}", with_sources(&e)),
             }
         }
         Err(ClientError::Connect {
@@ -113,7 +141,7 @@ impl Cluster {
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let channel = endpoint(addr)?.connect_lazy();
+        let channel = endpoint(addr, self.tls.as_ref())?.connect_lazy();
         map.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

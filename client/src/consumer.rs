@@ -96,6 +96,8 @@ pub struct ConsumerConfig {
     /// With a subscription, commit positions this often (and before partitions are
     /// revoked, and on close); `None`: only `commit()` commits.
     pub auto_commit_interval: Option<Duration>,
+    /// TLS to the brokers (none: plaintext).
+    pub tls: Option<crate::TlsConfig>,
 }
 
 impl Default for ConsumerConfig {
@@ -112,6 +114,7 @@ impl Default for ConsumerConfig {
             session_timeout: Duration::from_secs(10),
             assignor: "cooperative-sticky".into(),
             auto_commit_interval: Some(Duration::from_secs(5)),
+            tls: None,
         }
     }
 }
@@ -150,7 +153,7 @@ type FetchAnswer = (
 impl Consumer {
     /// Connects through a comma-separated bootstrap list.
     pub async fn connect(bootstrap: &str, config: ConsumerConfig) -> Result<Self, ClientError> {
-        let cluster = Cluster::connect(bootstrap).await?;
+        let cluster = Cluster::connect(bootstrap, config.tls.clone()).await?;
         let group = config
             .group_id
             .clone()

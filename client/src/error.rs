@@ -70,6 +70,8 @@ fn code_name(code: Code) -> &'static str {
         Code::DeadlineExceeded => "deadline exceeded",
         Code::DataLoss => "data loss",
         Code::FailedPrecondition => "failed precondition",
+        Code::Unauthenticated => "unauthenticated",
+        Code::PermissionDenied => "permission denied",
         _ => "error",
     }
 }
@@ -85,9 +87,21 @@ impl From<tonic::Status> for ClientError {
                 message: s.message().to_string(),
             };
         }
+        // A failure of the connection itself ("transport error") says what happened
+        // only in its causes: a refused TLS handshake, a connection reset.
+        let mut message = s.message().to_string();
+        let mut source = std::error::Error::source(&s);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !message.ends_with(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = cause.source();
+        }
         Self::Broker {
             code: s.code(),
-            message: s.message().to_string(),
+            message,
         }
     }
 }

@@ -41,9 +41,10 @@ mod group;
 pub mod partitioner;
 mod producer;
 mod record;
+mod security;
 mod subscription;
 
-pub use admin::{Admin, PartitionLag, ResetTo, TopicDescription};
+pub use admin::{Admin, AdminConfig, PartitionLag, ResetTo, TopicDescription};
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
 pub use delivery::DeliveryFuture;
 pub use error::ClientError;
@@ -52,4 +53,5 @@ pub use rafka_proto::batch;
 pub use rafka_proto::batch::compression;
 pub use rafka_proto::batch::Compression;
 pub use record::{ConsumerRecord, Header, ProducerRecord, RecordMetadata, TopicPartition};
+pub use security::TlsConfig;
 pub use subscription::RebalanceListener;

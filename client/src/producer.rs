@@ -113,6 +113,8 @@ pub struct ProducerConfig {
     /// Metadata of the topics written to is asked for again this often, so partitions
     /// added to a topic get records (Kafka's `metadata.max.age.ms`, 5 minutes).
     pub metadata_max_age: Duration,
+    /// TLS to the brokers (none: plaintext).
+    pub tls: Option<crate::TlsConfig>,
 }
 
 impl Default for ProducerConfig {
@@ -131,6 +133,7 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             buffer_memory: 64 << 20,
             metadata_max_age: Duration::from_secs(300),
+            tls: None,
         }
     }
 }
@@ -240,7 +243,7 @@ impl Producer {
                 config.max_in_flight_per_partition
             )));
         }
-        let cluster = Cluster::connect(bootstrap).await?;
+        let cluster = Cluster::connect(bootstrap, config.tls.clone()).await?;
         let producer = if idempotent {
             Some(init_producer_id(&cluster, &config).await?)
         } else {

@@ -43,6 +43,7 @@ async fn start_cluster(n: u32) -> Vec<Broker> {
             LogConfig::default(),
             rafka_broker::tasks::Tasks::default(),
             rafka_broker::cluster::node::Founding::Peer,
+            None,
         )
         .await
         .unwrap();

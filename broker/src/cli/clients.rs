@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
+use super::Connection;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use rafka_client::{
@@ -161,8 +162,8 @@ fn parse_compression(s: &str) -> anyhow::Result<Compression> {
     s.parse().map_err(anyhow::Error::msg)
 }
 
-pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<()> {
-    let admin = Admin::connect(bootstrap).await?;
+pub async fn topic(conn: &Connection, cmd: TopicCommand) -> anyhow::Result<()> {
+    let admin = conn.admin().await?;
     match cmd {
         TopicCommand::Create {
             name,
@@ -264,8 +265,8 @@ pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn cluster(bootstrap: &str, cmd: ClusterCommand) -> anyhow::Result<()> {
-    let admin = Admin::connect(bootstrap).await?;
+pub async fn cluster(conn: &Connection, cmd: ClusterCommand) -> anyhow::Result<()> {
+    let admin = conn.admin().await?;
     match cmd {
         ClusterCommand::Status => status(&admin).await,
         ClusterCommand::Rebalance { dry_run } => {
@@ -367,13 +368,20 @@ async fn status(admin: &Admin) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn produce(bootstrap: &str, args: ProduceArgs) -> anyhow::Result<()> {
+pub async fn produce(conn: &Connection, args: ProduceArgs) -> anyhow::Result<()> {
     let config = ProducerConfig {
         acks: args.acks.parse()?,
         compression: parse_compression(&args.compression)?,
         ..ProducerConfig::default()
     };
-    let producer = Producer::connect(bootstrap, config).await?;
+    let producer = Producer::connect(
+        &conn.bootstrap,
+        ProducerConfig {
+            tls: conn.tls.clone(),
+            ..config
+        },
+    )
+    .await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1024);
     // Read stdin on a blocking thread; lines flow to the async side.
     let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -433,7 +441,7 @@ fn render(format: &str, r: &ConsumerRecord) -> String {
         .replace("{value}", &text(&r.value))
 }
 
-pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<()> {
+pub async fn consume(conn: &Connection, args: ConsumeArgs) -> anyhow::Result<()> {
     // With a group and no explicit partition or offset, join the group: its members
     // share the topic's partitions.
     let member = args.group.is_some() && args.partition.is_none() && args.offset.is_none();
@@ -447,7 +455,14 @@ pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<()> {
         auto_commit_interval: None,
         ..Default::default()
     };
-    let mut consumer = Consumer::connect(bootstrap, config).await?;
+    let mut consumer = Consumer::connect(
+        &conn.bootstrap,
+        ConsumerConfig {
+            tls: conn.tls.clone(),
+            ..config
+        },
+    )
+    .await?;
     if member {
         consumer.subscribe(&[&args.topic])?;
     } else {

@@ -40,8 +40,8 @@ pub enum GroupCommand {
     },
 }
 
-pub async fn group(bootstrap: &str, cmd: GroupCommand) -> anyhow::Result<()> {
-    let admin = Admin::connect(bootstrap).await?;
+pub async fn group(conn: &super::Connection, cmd: GroupCommand) -> anyhow::Result<()> {
+    let admin = conn.admin().await?;
     match cmd {
         GroupCommand::List => {
             for g in admin.list_groups().await? {

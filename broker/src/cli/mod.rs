@@ -10,8 +10,9 @@
 //! rafka group list | describe G | reset-offsets G --topic T --to-... | delete G
 //! ```
 //!
-//! Global `--bootstrap ADDR[,ADDR]` (env `RAFKA_BOOTSTRAP`), default `127.0.0.1:9092`.
-//! Errors print one line and exit non-zero.
+//! Global `--bootstrap ADDR[,ADDR]` (env `RAFKA_BOOTSTRAP`), default `127.0.0.1:9092`;
+//! global `--tls-ca`, `--tls-cert`, `--tls-key`: TLS for a client command, and the
+//! broker's own files for `rafka start`. Errors print one line and exit non-zero.
 
 mod clients;
 mod groups;
@@ -33,8 +34,62 @@ pub struct Cli {
         default_value = "127.0.0.1:9092"
     )]
     bootstrap: String,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// TLS files: a client command's (the CA, and a client certificate if the brokers want
+/// one), or a broker's own (`rafka start`: its certificate, key and the cluster CA).
+#[derive(clap::Args, Clone, Default)]
+pub struct TlsArgs {
+    /// CA certificate (PEM) brokers are verified against; with it, clients speak TLS.
+    /// For `rafka start`: the cluster CA (turns TLS on, with --tls-cert and --tls-key).
+    #[arg(long, global = true, env = "RAFKA_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Certificate chain (PEM): a client's certificate, or a broker's own.
+    #[arg(long, global = true, env = "RAFKA_TLS_CERT")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, global = true, env = "RAFKA_TLS_KEY")]
+    tls_key: Option<std::path::PathBuf>,
+}
+
+/// Where a client command connects, and how.
+pub struct Connection {
+    /// Brokers, comma-separated.
+    pub bootstrap: String,
+    /// TLS (none: plaintext).
+    pub tls: Option<rafka_client::TlsConfig>,
+}
+
+impl Connection {
+    fn new(bootstrap: String, args: &TlsArgs) -> anyhow::Result<Self> {
+        let tls = match &args.tls_ca {
+            Some(ca) => Some(rafka_client::TlsConfig::from_files(
+                ca,
+                args.tls_cert.as_deref(),
+                args.tls_key.as_deref(),
+            )?),
+            None if args.tls_cert.is_some() || args.tls_key.is_some() => {
+                anyhow::bail!("--tls-cert and --tls-key need --tls-ca (the brokers' CA)")
+            }
+            None => None,
+        };
+        Ok(Self { bootstrap, tls })
+    }
+
+    /// An admin client of the cluster.
+    pub async fn admin(&self) -> anyhow::Result<rafka_client::Admin> {
+        Ok(rafka_client::Admin::connect_with(
+            &self.bootstrap,
+            rafka_client::AdminConfig {
+                tls: self.tls.clone(),
+            },
+        )
+        .await?)
+    }
 }
 
 #[derive(Subcommand)]
@@ -61,6 +116,34 @@ enum Command {
 /// Threads for blocking work at most (see [`main`]).
 const MAX_BLOCKING_THREADS: usize = 64;
 
+/// On SIGPIPE, exits at once if standard output is a pipe whose reader is gone, and
+/// otherwise ignores it: a socket a broker closed (a TLS handshake it refused) raises
+/// SIGPIPE too, and must be an error with a message, not a silent death.
+fn end_quietly_when_stdout_closes() {
+    extern "C" fn on_sigpipe(_: libc::c_int) {
+        let mut fd = libc::pollfd {
+            fd: libc::STDOUT_FILENO,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: poll and _exit are async-signal-safe; `fd` lives on this stack.
+        unsafe {
+            if libc::poll(&mut fd, 1, 0) == 1 && fd.revents & libc::POLLERR != 0 {
+                libc::_exit(141);
+            }
+        }
+    }
+    // SAFETY: installing a handler that only calls async-signal-safe functions, before
+    // any thread is started.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigpipe as extern "C" fn(libc::c_int) as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGPIPE, &action, std::ptr::null_mut());
+    }
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -68,8 +151,7 @@ pub fn main() -> ExitCode {
         // Client commands end quietly when their output is closed (`rafka ... | head`),
         // like other Unix tools; brokers keep ignoring SIGPIPE (a closed socket is an
         // error there, not a reason to exit).
-        // SAFETY: setting a signal disposition before any thread is started.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        end_quietly_when_stdout_closes();
     }
     // Blocking work (syncs, opening files) is short; tokio's default of up to 512
     // threads let a broker creating thousands of partitions run hundreds, each with
@@ -86,14 +168,15 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        let conn = || Connection::new(cli.bootstrap.clone(), &cli.tls);
         match cli.command {
-            Command::Start(args) => start::run(args).await,
+            Command::Start(args) => start::run(args, cli.tls).await,
             Command::DevCluster(args) => start::dev_cluster(args).await,
-            Command::Topic(cmd) => clients::topic(&cli.bootstrap, cmd).await,
-            Command::Produce(args) => clients::produce(&cli.bootstrap, args).await,
-            Command::Consume(args) => clients::consume(&cli.bootstrap, args).await,
-            Command::Cluster(cmd) => clients::cluster(&cli.bootstrap, cmd).await,
-            Command::Group(cmd) => groups::group(&cli.bootstrap, cmd).await,
+            Command::Topic(cmd) => clients::topic(&conn()?, cmd).await,
+            Command::Produce(args) => clients::produce(&conn()?, args).await,
+            Command::Consume(args) => clients::consume(&conn()?, args).await,
+            Command::Cluster(cmd) => clients::cluster(&conn()?, cmd).await,
+            Command::Group(cmd) => groups::group(&conn()?, cmd).await,
         }
     });
     match result {

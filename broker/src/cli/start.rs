@@ -67,6 +67,11 @@ pub struct DevClusterArgs {
     /// Parent of the brokers' data directories (`node-1`, `node-2`, ...).
     #[arg(long, default_value = "./rafka-dev-cluster")]
     data_dir: PathBuf,
+    /// TLS on every listener and peer link, with a throwaway CA and certificates made in
+    /// `<data-dir>/tls` (the CA for clients: `tls/ca.pem`; a client certificate:
+    /// `tls/client.pem`, `tls/client.key`).
+    #[arg(long)]
+    tls: bool,
 }
 
 /// openraft reports every vote and election at `info`, several lines each, and every
@@ -121,14 +126,33 @@ pub async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<()> {
         .map(|(i, a)| format!("{}={a}", i + 1))
         .collect();
     let peers = peers.join(",");
+    let tls_dir = args.data_dir.join("tls");
+    let ca = match args.tls {
+        true => Some(crate::tls::dev::DevCa::create(&tls_dir, "ca").map_err(anyhow::Error::msg)?),
+        false => None,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
+        let tls = match &ca {
+            Some(ca) => {
+                let cert = ca
+                    .issue(&tls_dir, &format!("node-{}", i + 1), &[])
+                    .map_err(anyhow::Error::msg)?;
+                crate::tls::TlsSettings {
+                    cert_file: cert.cert_file,
+                    key_file: cert.key_file,
+                    ca_file: ca.cert_file.clone(),
+                }
+            }
+            None => Default::default(),
+        };
         let config = BrokerConfig {
             node_id: i as u32 + 1,
             listen: listener.local_addr()?,
             data_dir: args.data_dir.join(format!("node-{}", i + 1)),
             peers: peers.clone(),
+            tls,
             ..Default::default()
         };
         let server = Server::open(config).await?;
@@ -140,6 +164,17 @@ pub async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     println!("rafka dev cluster of {} brokers", args.nodes);
     println!("bootstrap: {}", addresses.join(","));
+    if let Some(ca) = &ca {
+        let client = ca
+            .issue(&tls_dir, "client", &[])
+            .map_err(anyhow::Error::msg)?;
+        println!(
+            "tls: --tls-ca {} (client certificate: --tls-cert {} --tls-key {})",
+            ca.cert_file.display(),
+            client.cert_file.display(),
+            client.key_file.display()
+        );
+    }
     shutdown.await;
     let _ = stop_tx.send(true);
     for t in tasks {
@@ -148,7 +183,8 @@ pub async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(args: StartArgs) -> anyhow::Result<()> {
+/// `rafka start`: one broker until SIGINT or SIGTERM.
+pub async fn run(args: StartArgs, tls: super::TlsArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
     crate::metrics::set_enabled(args.metrics);
     let mut config = match &args.config {
@@ -172,6 +208,15 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     }
     if let Some(join) = args.join {
         config.join = join;
+    }
+    if let Some(ca) = tls.tls_ca {
+        config.tls.ca_file = ca;
+    }
+    if let Some(cert) = tls.tls_cert {
+        config.tls.cert_file = cert;
+    }
+    if let Some(key) = tls.tls_key {
+        config.tls.key_file = key;
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

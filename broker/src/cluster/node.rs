@@ -106,6 +106,7 @@ impl ClusterNode {
         defaults: LogConfig,
         tasks: Tasks,
         founding: Founding,
+        tls: Option<Arc<crate::tls::Tls>>,
     ) -> Result<Arc<Self>, BrokerError> {
         if !peers.contains_key(&id) {
             return Err(BrokerError::InvalidRequest(format!(
@@ -113,6 +114,9 @@ impl ClusterNode {
             )));
         }
         let channels = PeerChannels::default();
+        if let Some(tls) = tls {
+            channels.set_tls(tls);
+        }
         let liveness = Liveness::new(id as u64);
         channels.set_liveness(liveness.clone());
         let groups = RaftGroups::default();

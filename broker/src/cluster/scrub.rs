@@ -135,7 +135,7 @@ impl ReplicatedPartition {
             let Some(b) = brokers.get(&r).filter(|_| r as u64 != self.node) else {
                 continue;
             };
-            let copy = match fetch_range(&b.address, &self.topic, self.partition, seg).await {
+            let copy = match fetch_range(node, &b.address, &self.topic, self.partition, seg).await {
                 Ok(c) => c,
                 Err(e) => {
                     why.push(format!("broker {r}: {e}"));
@@ -158,18 +158,15 @@ impl ReplicatedPartition {
 /// Another replica's stored batches of `seg`'s offsets (control batches at both ends
 /// included), from the broker at `address`.
 async fn fetch_range(
+    node: &ClusterNode,
     address: &str,
     topic: &str,
     partition: u32,
     seg: SealedRange,
 ) -> Result<Vec<u8>, String> {
-    let url = if address.contains("://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
-    };
-    let channel = tonic::transport::Endpoint::from_shared(url)
-        .map_err(|e| e.to_string())?
+    let channel = node
+        .channels()
+        .endpoint(address)?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10))
         .connect()

@@ -36,16 +36,23 @@ pub struct Console {
     node: Arc<ClusterNode>,
     address: String,
     admin: Arc<OnceCell<Admin>>,
+    /// TLS to `address` (the broker's own CA and certificate), when it speaks TLS.
+    tls: Option<rafka_client::TlsConfig>,
 }
 
 impl Console {
     /// A console of `node`, reaching the cluster through `address` (connected on first
     /// use: the gRPC port may not serve yet when the HTTP port opens).
-    pub fn new(node: Arc<ClusterNode>, address: String) -> Self {
+    pub fn new(
+        node: Arc<ClusterNode>,
+        address: String,
+        tls: Option<rafka_client::TlsConfig>,
+    ) -> Self {
         Self {
             node,
             address,
             admin: Arc::default(),
+            tls,
         }
     }
 
@@ -106,7 +113,14 @@ impl Console {
     async fn admin(&self) -> Result<&Admin, ApiError> {
         Ok(self
             .admin
-            .get_or_try_init(|| Admin::connect(&self.address))
+            .get_or_try_init(|| {
+                Admin::connect_with(
+                    &self.address,
+                    rafka_client::AdminConfig {
+                        tls: self.tls.clone(),
+                    },
+                )
+            })
             .await?)
     }
 }
@@ -417,6 +431,7 @@ async fn messages(
         max_partition_fetch_bytes: 1 << 20,
         fetch_max_bytes: 1 << 20,
         auto_commit_interval: None,
+        tls: c.tls.clone(),
         ..Default::default()
     };
     let mut consumer = Consumer::connect(&c.address, config).await?;

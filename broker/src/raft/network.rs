@@ -45,8 +45,20 @@ struct AppendHeader {
     leader_commit: Option<typ::LogId>,
 }
 
-/// One lazily connected channel per peer address, shared by every group.
-type ChannelMap = Arc<Mutex<HashMap<String, Channel>>>;
+/// One lazily connected channel per peer address, shared by every group, and the TLS
+/// configuration they were dialled with.
+type ChannelMap = Arc<Mutex<Channels>>;
+
+/// See [`ChannelMap`].
+#[derive(Default)]
+struct Channels {
+    by_address: HashMap<String, Channel>,
+    /// Peers are dialled over TLS with this broker's certificate (none: plaintext).
+    tls: Option<Arc<crate::tls::Tls>>,
+    /// The TLS version the channels in `by_address` were made with: when the
+    /// certificates are loaded again, channels are dialled anew with the new ones.
+    tls_version: u64,
+}
 
 /// Peer connections: one lazily connected channel and one batching link per peer
 /// address, shared by every group.
@@ -61,6 +73,26 @@ pub struct PeerChannels {
 }
 
 impl PeerChannels {
+    /// Dials peers over TLS with `tls` from now on.
+    pub fn set_tls(&self, tls: Arc<crate::tls::Tls>) {
+        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        map.by_address.clear();
+        map.tls_version = tls.version();
+        map.tls = Some(tls);
+    }
+
+    /// An endpoint to the peer at `addr` (over TLS when peers are), for calls beside
+    /// the shared channels.
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, String> {
+        let tls = self
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tls
+            .clone();
+        endpoint(addr, tls.as_deref())
+    }
+
     /// Cuts (or, with an empty set, heals) the links from this broker to `addresses`:
     /// every RPC to them fails as unreachable, as on a partitioned network.
     pub fn set_cut(&self, addresses: HashSet<String>) {
@@ -177,15 +209,29 @@ impl PeerChannels {
 /// The shared channel to `addr`, created (not yet connected) when there is none.
 fn channel(channels: &ChannelMap, addr: &str) -> Result<Channel, String> {
     let mut map = channels.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(c) = map.get(addr) {
+    if let Some(tls) = &map.tls {
+        let version = tls.version();
+        if version != map.tls_version {
+            map.by_address.clear();
+            map.tls_version = version;
+        }
+    }
+    if let Some(c) = map.by_address.get(addr) {
         return Ok(c.clone());
     }
-    let url = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
+    let channel = endpoint(addr, map.tls.as_deref())?.connect_lazy();
+    map.by_address.insert(addr.to_string(), channel.clone());
+    Ok(channel)
+}
+
+/// How peers are dialled.
+fn endpoint(addr: &str, tls: Option<&crate::tls::Tls>) -> Result<Endpoint, String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = match addr.split_once("://") {
+        Some((_, rest)) => format!("{scheme}://{rest}"),
+        None => format!("{scheme}://{addr}"),
     };
-    let channel = Endpoint::from_shared(url)
+    let mut endpoint = Endpoint::from_shared(url)
         .map_err(|e| format!("bad peer address {addr}: {e}"))?
         .tcp_nodelay(true)
         // A SYN lost to a cut network is sent again after 1 s, then 3 s: a dial gives
@@ -199,10 +245,13 @@ fn channel(channels: &ChannelMap, addr: &str) -> Result<Channel, String> {
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true)
         .initial_stream_window_size(Some(8 << 20))
-        .initial_connection_window_size(Some(32 << 20))
-        .connect_lazy();
-    map.insert(addr.to_string(), channel.clone());
-    Ok(channel)
+        .initial_connection_window_size(Some(32 << 20));
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.client().1)
+            .map_err(|e| format!("TLS to peer {addr}: {e}"))?;
+    }
+    Ok(endpoint)
 }
 
 /// Drops the shared channel to `addr`: the next call dials a new connection (calls
@@ -211,6 +260,7 @@ fn forget(channels: &ChannelMap, addr: &str) {
     channels
         .lock()
         .unwrap_or_else(|e| e.into_inner())
+        .by_address
         .remove(addr);
 }
 

@@ -35,7 +35,7 @@ struct HttpState {
 fn router(shared: Option<Arc<Shared>>) -> Router {
     let console = shared
         .as_ref()
-        .map(|s| Console::new(s.node.clone(), s.address.clone()));
+        .map(|s| Console::new(s.node.clone(), s.address.clone(), own_tls(s)));
     let base = Router::new()
         .route("/metrics", get(metrics))
         .route("/health/live", get(|| async { "ok\n" }))
@@ -209,6 +209,20 @@ fn register_process(registry: &mut Registry) {
 pub(crate) async fn serve(listener: TcpListener, shared: Option<Arc<Shared>>) {
     if let Err(e) = axum::serve(listener, router(shared)).await {
         tracing::warn!("http server stopped: {e}");
+    }
+}
+
+/// TLS for the broker's own clients (the console): its CA, and its certificate as the
+/// client certificate.
+fn own_tls(shared: &Shared) -> Option<rafka_client::TlsConfig> {
+    shared.tls.as_ref()?;
+    let t = &shared.config.tls;
+    match rafka_client::TlsConfig::from_files(&t.ca_file, Some(&t.cert_file), Some(&t.key_file)) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!("the console cannot reach the broker over TLS: {e}");
+            None
+        }
     }
 }
 

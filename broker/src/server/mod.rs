@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     pub address: String,
     /// The groups this broker coordinates.
     pub groups: Arc<crate::group::coordinator::Coordinator>,
+    /// TLS of the listener and the peer links (none: plaintext).
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// A broker: its part of the cluster, opened from the data directory. Without peers it
@@ -80,6 +82,14 @@ impl Server {
                 config.node_id
             )));
         }
+        let tls =
+            if config.tls.is_set() {
+                Some(crate::tls::Tls::load(config.tls.clone()).map_err(|e| {
+                    BrokerError::InvalidRequest(format!("broker config [tls]: {e}"))
+                })?)
+            } else {
+                None
+            };
         let defaults = config
             .topic_defaults()
             .map_err(|e| BrokerError::InvalidRequest(format!("broker config [log]: {e}")))?;
@@ -138,6 +148,7 @@ impl Server {
             defaults,
             Tasks::default(),
             founding,
+            tls.clone(),
         )
         .await?;
         if let Some(topics) = legacy {
@@ -182,6 +193,7 @@ impl Server {
                 node,
                 address,
                 groups: Arc::default(),
+                tls,
             }),
             _lock: lock,
         })
@@ -221,14 +233,16 @@ impl Server {
             .max_encoding_message_size(usize::MAX);
         let tasks = shared.node.tasks().clone();
         tasks.spawn_until_stopped(run_background(shared.clone()));
-        let incoming = TcpListenerStream::new(listener).map(|conn| {
-            if let Ok(c) = &conn {
-                let _ = c.set_nodelay(true);
-            }
-            conn
-        });
-        tracing::info!(%local, data_dir = %shared.config.data_dir.display(), "rafka broker serving");
-        let result = tonic::transport::Server::builder()
+        if let Some(tls) = &shared.tls {
+            tasks.spawn_until_stopped(tls.clone().watch());
+        }
+        tracing::info!(
+            %local,
+            tls = shared.tls.is_some(),
+            data_dir = %shared.config.data_dir.display(),
+            "rafka broker serving"
+        );
+        let router = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(8 << 20))
             .initial_connection_window_size(Some(32 << 20))
             // Produced batches arrive in one DATA frame each, decoded in place (`direct`).
@@ -238,6 +252,7 @@ impl Server {
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .layer(requests::CountRequests)
+            .layer(crate::tls::PeerGate::new(shared.tls.is_some()))
             .layer(direct::DirectLayer::new(shared.clone(), limit))
             .add_service(
                 BrokerServer::new(broker_service::BrokerService::new(shared.clone()))
@@ -251,18 +266,35 @@ impl Server {
             .add_service(group_server::GroupServer::new(
                 group_service::GroupService::new(shared.clone()),
             ))
-            .add_service(peer)
-            .serve_with_incoming_shutdown(incoming, async {
-                tokio::select! {
-                    _ = shutdown => {}
-                    _ = shared.node.decommissioned() => {
-                        tracing::warn!("this broker was decommissioned: stopping and deleting its data");
-                    }
+            .add_service(peer);
+        let stopping = async {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = shared.node.decommissioned() => {
+                    tracing::warn!("this broker was decommissioned: stopping and deleting its data");
                 }
-                // Streams and background loops end now; requests in flight finish.
-                tasks.stop();
-            })
-            .await;
+            }
+            // Streams and background loops end now; requests in flight finish.
+            tasks.stop();
+        };
+        let result = match &shared.tls {
+            Some(tls) => {
+                router
+                    .serve_with_incoming_shutdown(tls.clone().incoming(listener), stopping)
+                    .await
+            }
+            None => {
+                let incoming = TcpListenerStream::new(listener).map(|conn| {
+                    if let Ok(c) = &conn {
+                        let _ = c.set_nodelay(true);
+                    }
+                    conn
+                });
+                router
+                    .serve_with_incoming_shutdown(incoming, stopping)
+                    .await
+            }
+        };
         tracing::info!("rafka broker stopping: syncing logs");
         shared.node.shutdown().await;
         let left = tasks.shut_down(SHUTDOWN_WAIT).await;

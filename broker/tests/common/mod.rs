@@ -21,9 +21,20 @@ pub struct Broker {
 impl Broker {
     /// `rafka dev-cluster`: its address is the bootstrap list it prints.
     pub fn dev_cluster(nodes: u32, dir: &std::path::Path) -> Self {
+        Self::dev_cluster_with(nodes, dir, &[]).0
+    }
+
+    /// `rafka dev-cluster` with `extra` arguments; with `--tls`, also the client
+    /// arguments it prints (`--tls-ca FILE ...`).
+    pub fn dev_cluster_with(
+        nodes: u32,
+        dir: &std::path::Path,
+        extra: &[&str],
+    ) -> (Self, Vec<String>) {
         let mut child = Command::new(RAFKA)
             .args(["dev-cluster", "--nodes", &nodes.to_string(), "--data-dir"])
             .arg(dir)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -38,11 +49,28 @@ impl Broker {
                 break list.to_string();
             }
         };
-        Self {
+        let mut tls = Vec::new();
+        if extra.contains(&"--tls") {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "dev-cluster exited");
+            let args = line
+                .trim()
+                .strip_prefix("tls: ")
+                .unwrap_or_else(|| panic!("no TLS line: {line}"));
+            // `--tls-ca A (client certificate: --tls-cert B --tls-key C)`
+            tls = args
+                .replace(['(', ')'], " ")
+                .replace("client certificate:", " ")
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+        }
+        let broker = Self {
             child,
             addr,
             http: None,
-        }
+        };
+        (broker, tls)
     }
 
     /// `rafka start` on a free port.
