@@ -48,6 +48,8 @@ pub struct BrokerConfig {
     pub log: BTreeMap<String, String>,
     /// TLS on the listener and the peer links (`[tls]`; none: plaintext).
     pub tls: crate::tls::TlsSettings,
+    /// Bearer-token authentication of client requests (`[auth]`; off by default).
+    pub auth: crate::auth::AuthSettings,
 }
 
 impl Default for BrokerConfig {
@@ -67,6 +69,7 @@ impl Default for BrokerConfig {
             join: String::new(),
             log: BTreeMap::new(),
             tls: Default::default(),
+            auth: Default::default(),
         }
     }
 }

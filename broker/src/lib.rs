@@ -17,6 +17,7 @@
 //! cli/        the `rafka` command
 //! ```
 
+pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -339,7 +339,7 @@ pub struct PeerGateService<S> {
 }
 
 /// gRPC path prefix of the peer service.
-const PEER_PATH: &str = "/rafka.peer.";
+pub(crate) const PEER_PATH: &str = "/rafka.peer.";
 
 impl<S, B> Service<http::Request<B>> for PeerGateService<S>
 where

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+use crate::security::Conn;
 use rafka_proto::v1::{self, admin_client::AdminClient};
-use tonic::transport::Channel;
 
 use crate::cluster::Cluster;
 use crate::group::GroupOffsets;
@@ -20,6 +20,8 @@ pub type TopicDescription = v1::TopicInfo;
 pub struct AdminConfig {
     /// TLS to the brokers (none: plaintext).
     pub tls: Option<crate::TlsConfig>,
+    /// Credentials for brokers that check bearer tokens.
+    pub credentials: Option<crate::Credentials>,
 }
 
 /// Administrative operations.
@@ -40,7 +42,7 @@ impl Admin {
     /// Connects with `config` (TLS).
     pub async fn connect_with(bootstrap: &str, config: AdminConfig) -> Result<Self, ClientError> {
         Ok(Self {
-            cluster: Cluster::connect(bootstrap, config.tls).await?,
+            cluster: Cluster::connect(bootstrap, config.tls, config.credentials.as_ref()).await?,
         })
     }
 
@@ -48,7 +50,7 @@ impl Admin {
     /// metadata (brokers forward admin requests to the metadata leader).
     async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, ClientError>
     where
-        F: FnMut(AdminClient<Channel>) -> Fut,
+        F: FnMut(AdminClient<Conn>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut attempt = 0;

@@ -9,9 +9,11 @@ use rafka_proto::v1::admin_client::AdminClient;
 use rafka_proto::v1::broker_client::BrokerClient;
 use rafka_proto::v1::group_client::GroupClient;
 use rafka_proto::v1::{MetadataRequest, MetadataResponse};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
-use crate::{ClientError, TlsConfig};
+use crate::security::{Conn, TokenSource};
+
+use crate::{ClientError, Credentials, TlsConfig};
 
 /// A partition's replicas as the cluster last told us.
 #[derive(Debug, Clone, Default)]
@@ -35,12 +37,14 @@ pub(crate) struct Cluster {
     bootstrap: Vec<String>,
     /// The broker asked for metadata and admin requests.
     default: RwLock<String>,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<String, Conn>>,
     meta: RwLock<Meta>,
     /// When each topic's metadata was last asked for by [`Cluster::refresh_if_stale`].
     refreshed: Mutex<HashMap<String, std::time::Instant>>,
     /// TLS of every connection (none: plaintext).
     tls: Option<TlsConfig>,
+    /// The bearer token every request carries (none: no credentials).
+    token: Option<Arc<TokenSource>>,
 }
 
 /// How long one broker may take to answer a metadata request before the next is asked.
@@ -94,7 +98,9 @@ impl Cluster {
     pub async fn connect(
         bootstrap: &str,
         tls: Option<TlsConfig>,
+        credentials: Option<&Credentials>,
     ) -> Result<Arc<Self>, ClientError> {
+        let token = credentials.map(TokenSource::new).transpose()?;
         let addresses: Vec<String> = bootstrap
             .split(',')
             .map(str::trim)
@@ -120,10 +126,14 @@ impl Cluster {
                     return Ok(Arc::new(Self {
                         bootstrap: addresses.clone(),
                         default: RwLock::new(addr.clone()),
-                        channels: Mutex::new(HashMap::from([(addr.clone(), channel)])),
+                        channels: Mutex::new(HashMap::from([(
+                            addr.clone(),
+                            Conn::new(channel, token.clone()),
+                        )])),
                         meta: RwLock::default(),
                         refreshed: Mutex::default(),
                         tls,
+                        token,
                     }))
                 }
                 Err(e) => last = format!("{addr}: {}", with_sources(&e)),
@@ -136,12 +146,15 @@ impl Cluster {
     }
 
     /// The channel to `addr`, connected lazily and kept.
-    fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
+    fn channel(&self, addr: &str) -> Result<Conn, ClientError> {
         let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let channel = endpoint(addr, self.tls.as_ref())?.connect_lazy();
+        let channel = Conn::new(
+            endpoint(addr, self.tls.as_ref())?.connect_lazy(),
+            self.token.clone(),
+        );
         map.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
@@ -153,14 +166,14 @@ impl Cluster {
             .clone()
     }
 
-    fn broker_client(channel: Channel) -> BrokerClient<Channel> {
+    fn broker_client(channel: Conn) -> BrokerClient<Conn> {
         BrokerClient::new(channel)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX)
     }
 
     /// A client of the Broker service on the default broker.
-    pub fn broker(&self) -> BrokerClient<Channel> {
+    pub fn broker(&self) -> BrokerClient<Conn> {
         Self::broker_client(self.default_channel())
     }
 
@@ -191,7 +204,7 @@ impl Cluster {
 
     /// A client of the Broker service on broker `id`, or on the default broker when its
     /// address is unknown.
-    pub fn broker_at(&self, id: u32) -> BrokerClient<Channel> {
+    pub fn broker_at(&self, id: u32) -> BrokerClient<Conn> {
         let addr = self.read().brokers.get(&id).cloned();
         match addr.map(|a| self.channel(&a)) {
             Some(Ok(channel)) => Self::broker_client(channel),
@@ -201,7 +214,7 @@ impl Cluster {
 
     /// The connection to broker `id`, or to the default broker when its address is
     /// unknown.
-    pub fn channel_at(&self, id: u32) -> Channel {
+    pub fn channel_at(&self, id: u32) -> Conn {
         let addr = self.read().brokers.get(&id).cloned();
         match addr.map(|a| self.channel(&a)) {
             Some(Ok(channel)) => channel,
@@ -210,7 +223,7 @@ impl Cluster {
     }
 
     /// The connection to the default broker.
-    pub fn default_channel(&self) -> Channel {
+    pub fn default_channel(&self) -> Conn {
         self.channel(&self.default_address())
             .expect("the default address was valid when it was chosen")
     }
@@ -221,7 +234,7 @@ impl Cluster {
     }
 
     /// A client of the Group service on the default broker.
-    pub fn group(&self) -> GroupClient<Channel> {
+    pub fn group(&self) -> GroupClient<Conn> {
         let channel = self
             .channel(&self.default_address())
             .expect("the default address was valid when it was chosen");
@@ -229,12 +242,12 @@ impl Cluster {
     }
 
     /// A client of the Group service at `addr`.
-    pub fn group_at(&self, addr: &str) -> Result<GroupClient<Channel>, ClientError> {
+    pub fn group_at(&self, addr: &str) -> Result<GroupClient<Conn>, ClientError> {
         Ok(GroupClient::new(self.channel(addr)?))
     }
 
     /// A client of the Admin service (brokers forward to the metadata leader).
-    pub fn admin(&self) -> AdminClient<Channel> {
+    pub fn admin(&self) -> AdminClient<Conn> {
         let channel = self
             .channel(&self.default_address())
             .expect("the default address was valid when it was chosen");
@@ -243,7 +256,7 @@ impl Cluster {
 
     /// A client of the Admin service on broker `id`, or on the default broker when its
     /// address is unknown.
-    pub fn admin_at(&self, id: u32) -> AdminClient<Channel> {
+    pub fn admin_at(&self, id: u32) -> AdminClient<Conn> {
         let addr = self.read().brokers.get(&id).cloned();
         match addr.map(|a| self.channel(&a)) {
             Some(Ok(channel)) => AdminClient::new(channel),

@@ -98,6 +98,8 @@ pub struct ConsumerConfig {
     pub auto_commit_interval: Option<Duration>,
     /// TLS to the brokers (none: plaintext).
     pub tls: Option<crate::TlsConfig>,
+    /// Credentials for brokers that check bearer tokens.
+    pub credentials: Option<crate::Credentials>,
 }
 
 impl Default for ConsumerConfig {
@@ -115,6 +117,7 @@ impl Default for ConsumerConfig {
             assignor: "cooperative-sticky".into(),
             auto_commit_interval: Some(Duration::from_secs(5)),
             tls: None,
+            credentials: None,
         }
     }
 }
@@ -153,7 +156,8 @@ type FetchAnswer = (
 impl Consumer {
     /// Connects through a comma-separated bootstrap list.
     pub async fn connect(bootstrap: &str, config: ConsumerConfig) -> Result<Self, ClientError> {
-        let cluster = Cluster::connect(bootstrap, config.tls.clone()).await?;
+        let cluster =
+            Cluster::connect(bootstrap, config.tls.clone(), config.credentials.as_ref()).await?;
         let group = config
             .group_id
             .clone()

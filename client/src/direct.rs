@@ -7,12 +7,12 @@
 
 use std::collections::VecDeque;
 
+use crate::security::Conn;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use prost::Message;
 use rafka_proto::v1;
 use rafka_proto::wire::{self, ChunkBody, Chunks};
-use tonic::transport::Channel;
 use tonic::Status;
 use tower_service::Service;
 
@@ -21,7 +21,7 @@ const MAX_ANSWER: usize = 1 << 30;
 
 /// `rafka.v1.Broker/Fetch` on `channel`.
 pub async fn fetch(
-    channel: Channel,
+    channel: Conn,
     request: v1::FetchRequest,
 ) -> Result<tonic::Response<v1::FetchResponse>, Status> {
     let mut answer = call(channel, "/rafka.v1.Broker/Fetch", wire::framed(&request)).await?;
@@ -32,7 +32,7 @@ pub async fn fetch(
 
 /// `rafka.v1.Broker/Produce` on `channel`.
 pub async fn produce(
-    channel: Channel,
+    channel: Conn,
     request: &v1::ProduceRequest,
 ) -> Result<tonic::Response<v1::ProduceResponse>, Status> {
     let answer = call(
@@ -49,7 +49,7 @@ pub async fn produce(
 /// Sends `chunks` (a framed message) to the unary method at `path`; the answer's
 /// message, unframed, or the call's error status.
 async fn call(
-    mut channel: Channel,
+    mut channel: Conn,
     path: &'static str,
     chunks: VecDeque<Bytes>,
 ) -> Result<Chunks, Status> {

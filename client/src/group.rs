@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::security::Conn;
 use rafka_proto::v1::{self, group_client::GroupClient};
-use tonic::transport::Channel;
 
 use crate::cluster::Cluster;
 use crate::{ClientError, TopicPartition};
@@ -40,7 +40,7 @@ impl GroupOffsets {
         }
     }
 
-    async fn coordinator(&mut self) -> Result<GroupClient<Channel>, ClientError> {
+    async fn coordinator(&mut self) -> Result<GroupClient<Conn>, ClientError> {
         if self.coordinator.is_none() {
             let found = self
                 .cluster
@@ -59,7 +59,7 @@ impl GroupOffsets {
     /// Runs `call` on the coordinator, re-finding it after retriable errors.
     pub(crate) async fn call<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
     where
-        F: FnMut(GroupClient<Channel>) -> Fut,
+        F: FnMut(GroupClient<Conn>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = tokio::time::Instant::now() + RETRY_FOR;

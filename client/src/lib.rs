@@ -53,5 +53,5 @@ pub use rafka_proto::batch;
 pub use rafka_proto::batch::compression;
 pub use rafka_proto::batch::Compression;
 pub use record::{ConsumerRecord, Header, ProducerRecord, RecordMetadata, TopicPartition};
-pub use security::TlsConfig;
+pub use security::{Credentials, TlsConfig};
 pub use subscription::RebalanceListener;

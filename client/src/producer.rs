@@ -115,6 +115,8 @@ pub struct ProducerConfig {
     pub metadata_max_age: Duration,
     /// TLS to the brokers (none: plaintext).
     pub tls: Option<crate::TlsConfig>,
+    /// Credentials for brokers that check bearer tokens.
+    pub credentials: Option<crate::Credentials>,
 }
 
 impl Default for ProducerConfig {
@@ -134,6 +136,7 @@ impl Default for ProducerConfig {
             buffer_memory: 64 << 20,
             metadata_max_age: Duration::from_secs(300),
             tls: None,
+            credentials: None,
         }
     }
 }
@@ -243,7 +246,8 @@ impl Producer {
                 config.max_in_flight_per_partition
             )));
         }
-        let cluster = Cluster::connect(bootstrap, config.tls.clone()).await?;
+        let cluster =
+            Cluster::connect(bootstrap, config.tls.clone(), config.credentials.as_ref()).await?;
         let producer = if idempotent {
             Some(init_producer_id(&cluster, &config).await?)
         } else {

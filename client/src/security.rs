@@ -1,9 +1,10 @@
-//! How a client secures its connections: TLS with the cluster's CA, and optionally a
-//! client certificate.
+//! How a client secures its connections: TLS with the cluster's CA (and optionally a
+//! client certificate), and the bearer token every request carries.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::ClientError;
 
@@ -81,5 +82,87 @@ impl TlsConfig {
             c = c.domain_name(d.clone());
         }
         c
+    }
+}
+
+/// How a client proves who it is to brokers that check bearer tokens.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Credentials {
+    /// A token obtained elsewhere (an OIDC issuer's access token), sent as it is.
+    Token(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        match self {
+            Self::Token(_) => f.write_str("Credentials::Token(..)"),
+        }
+    }
+}
+
+/// The `authorization` header every request carries.
+pub(crate) struct TokenSource {
+    header: std::sync::RwLock<Option<http::HeaderValue>>,
+}
+
+impl TokenSource {
+    /// The source of `credentials`' tokens.
+    pub(crate) fn new(credentials: &Credentials) -> Result<Arc<Self>, ClientError> {
+        let header = match credentials {
+            Credentials::Token(t) => bearer(t)?,
+        };
+        Ok(Arc::new(Self {
+            header: std::sync::RwLock::new(Some(header)),
+        }))
+    }
+
+    fn current(&self) -> Option<http::HeaderValue> {
+        self.header
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+fn bearer(token: &str) -> Result<http::HeaderValue, ClientError> {
+    let mut v = http::HeaderValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
+        ClientError::InvalidArgument("a token must be visible ASCII characters".into())
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// A connection to one broker: its channel, and the credentials each request carries.
+#[derive(Clone)]
+pub(crate) struct Conn {
+    channel: Channel,
+    token: Option<Arc<TokenSource>>,
+}
+
+impl Conn {
+    pub(crate) fn new(channel: Channel, token: Option<Arc<TokenSource>>) -> Self {
+        Self { channel, token }
+    }
+}
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
+    type Response = <Channel as tower_service::Service<http::Request<tonic::body::Body>>>::Response;
+    type Error = <Channel as tower_service::Service<http::Request<tonic::body::Body>>>::Error;
+    type Future = <Channel as tower_service::Service<http::Request<tonic::body::Body>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.channel.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(h) = self.token.as_ref().and_then(|t| t.current()) {
+            req.headers_mut().insert(http::header::AUTHORIZATION, h);
+        }
+        self.channel.call(req)
     }
 }

@@ -96,7 +96,14 @@ async fn admin(
     bootstrap: &str,
     tls: Option<TlsConfig>,
 ) -> Result<Admin, rafka_client::ClientError> {
-    let admin = Admin::connect_with(bootstrap, AdminConfig { tls }).await?;
+    let admin = Admin::connect_with(
+        bootstrap,
+        AdminConfig {
+            tls,
+            ..Default::default()
+        },
+    )
+    .await?;
     // The connection is made; a request shows whether the broker took it.
     admin.metadata(&[]).await?;
     Ok(admin)

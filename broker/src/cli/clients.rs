@@ -378,6 +378,7 @@ pub async fn produce(conn: &Connection, args: ProduceArgs) -> anyhow::Result<()>
         &conn.bootstrap,
         ProducerConfig {
             tls: conn.tls.clone(),
+            credentials: conn.credentials.clone(),
             ..config
         },
     )
@@ -459,6 +460,7 @@ pub async fn consume(conn: &Connection, args: ConsumeArgs) -> anyhow::Result<()>
         &conn.bootstrap,
         ConsumerConfig {
             tls: conn.tls.clone(),
+            credentials: conn.credentials.clone(),
             ..config
         },
     )

@@ -54,6 +54,10 @@ pub struct TlsArgs {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, global = true, env = "RAFKA_TLS_KEY")]
     tls_key: Option<std::path::PathBuf>,
+    /// Bearer token for brokers that check them (a client command; prefer the
+    /// environment variable: a flag shows in the process list).
+    #[arg(long, global = true, env = "RAFKA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// Where a client command connects, and how.
@@ -62,6 +66,8 @@ pub struct Connection {
     pub bootstrap: String,
     /// TLS (none: plaintext).
     pub tls: Option<rafka_client::TlsConfig>,
+    /// Credentials (none: anonymous).
+    pub credentials: Option<rafka_client::Credentials>,
 }
 
 impl Connection {
@@ -77,7 +83,15 @@ impl Connection {
             }
             None => None,
         };
-        Ok(Self { bootstrap, tls })
+        let credentials = args
+            .token
+            .as_ref()
+            .map(|t| rafka_client::Credentials::Token(t.clone()));
+        Ok(Self {
+            bootstrap,
+            tls,
+            credentials,
+        })
     }
 
     /// An admin client of the cluster.
@@ -86,6 +100,7 @@ impl Connection {
             &self.bootstrap,
             rafka_client::AdminConfig {
                 tls: self.tls.clone(),
+                credentials: self.credentials.clone(),
             },
         )
         .await?)

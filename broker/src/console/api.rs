@@ -118,6 +118,7 @@ impl Console {
                     &self.address,
                     rafka_client::AdminConfig {
                         tls: self.tls.clone(),
+                        credentials: None,
                     },
                 )
             })

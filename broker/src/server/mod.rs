@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     pub groups: Arc<crate::group::coordinator::Coordinator>,
     /// TLS of the listener and the peer links (none: plaintext).
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// Bearer-token verification (none: auth is off).
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
 }
 
 /// A broker: its part of the cluster, opened from the data directory. Without peers it
@@ -90,6 +92,11 @@ impl Server {
             } else {
                 None
             };
+        let auth = crate::auth::Authenticator::new(config.auth.clone())
+            .map_err(|e| BrokerError::InvalidRequest(format!("broker config [auth]: {e}")))?;
+        if auth.is_some() && tls.is_none() {
+            tracing::warn!("auth is on without TLS: bearer tokens travel in plaintext");
+        }
         let defaults = config
             .topic_defaults()
             .map_err(|e| BrokerError::InvalidRequest(format!("broker config [log]: {e}")))?;
@@ -194,6 +201,7 @@ impl Server {
                 address,
                 groups: Arc::default(),
                 tls,
+                auth,
             }),
             _lock: lock,
         })
@@ -236,6 +244,9 @@ impl Server {
         if let Some(tls) = &shared.tls {
             tasks.spawn_until_stopped(tls.clone().watch());
         }
+        if let Some(auth) = &shared.auth {
+            tasks.spawn_until_stopped(auth.clone().watch());
+        }
         tracing::info!(
             %local,
             tls = shared.tls.is_some(),
@@ -253,6 +264,7 @@ impl Server {
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .layer(requests::CountRequests)
             .layer(crate::tls::PeerGate::new(shared.tls.is_some()))
+            .layer(crate::auth::AuthLayer::new(shared.auth.clone()))
             .layer(direct::DirectLayer::new(shared.clone(), limit))
             .add_service(
                 BrokerServer::new(broker_service::BrokerService::new(shared.clone()))
