@@ -85,6 +85,9 @@ pub enum BrokerError {
     /// A malformed request.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The request's principal may not do this (no ACL allows it, or one denies it).
+    #[error("not authorized: {0}")]
+    NotAuthorized(String),
     /// A record batch failed validation.
     #[error("{}-{partition}: batch {index} of the request is invalid: {source}", shown(.topic))]
     InvalidBatch {
@@ -159,7 +162,9 @@ impl From<BrokerError> for Status {
         let code = match &e {
             BrokerError::UnknownTopic(_) | BrokerError::UnknownGroup(_) => Code::NotFound,
             BrokerError::TopicExists(_) => Code::AlreadyExists,
-            BrokerError::InternalTopic { .. } => Code::PermissionDenied,
+            BrokerError::InternalTopic { .. } | BrokerError::NotAuthorized(_) => {
+                Code::PermissionDenied
+            }
             BrokerError::UnknownPartition { .. }
             | BrokerError::InvalidRequest(_)
             | BrokerError::InvalidBatch { .. } => Code::InvalidArgument,

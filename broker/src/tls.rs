@@ -339,7 +339,14 @@ pub struct PeerGateService<S> {
 }
 
 /// gRPC path prefix of the peer service.
-pub(crate) const PEER_PATH: &str = "/rafka.peer.";
+const PEER_PATH: &str = "/rafka.peer.";
+
+/// Whether `path` is a call brokers make to each other: the peer service, and the
+/// admin call a replica repairs a damaged segment with. Such calls need a client
+/// certificate of the cluster CA (with TLS on) and no bearer token.
+pub(crate) fn is_peer_path(path: &str) -> bool {
+    path.starts_with(PEER_PATH) || path == "/rafka.v1.Admin/ReadReplicaLog"
+}
 
 impl<S, B> Service<http::Request<B>> for PeerGateService<S>
 where
@@ -356,7 +363,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if self.enforce && req.uri().path().starts_with(PEER_PATH) {
+        if self.enforce && is_peer_path(req.uri().path()) {
             let certified = req
                 .extensions()
                 .get::<TlsConnectInfo<TcpConnectInfo>>()

@@ -25,7 +25,7 @@ fn the_cli_uses_a_token_and_the_broker_never_logs_one() {
         &config,
         format!(
             "[auth]\nenabled = true\nissuer = \"https://issuer.test\"\naudience = \"rafka\"\n\
-             jwks_file = \"{}\"\n",
+             jwks_file = \"{}\"\nsuper_users = [\"ops\"]\n",
             jwks.display()
         ),
     )
@@ -85,13 +85,87 @@ fn the_cli_uses_a_token_and_the_broker_never_logs_one() {
         );
     }
 
+    // ACLs through the CLI: ops (a super user) lets dev write `audited`.
+    let dev = signer
+        .sign(
+            "k1",
+            &json!({"iss": "https://issuer.test", "aud": "rafka", "sub": "dev", "exp": now + 600}),
+        )
+        .unwrap();
+    let produce_as = |token: &str| {
+        let mut child = Command::new(RAFKA)
+            .arg("--bootstrap")
+            .arg(&broker.addr)
+            .args(["produce", "audited"])
+            .env("RAFKA_TOKEN", token)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = produce_as(&dev);
+    assert!(!out.status.success(), "dev wrote without an ACL");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
+    let grant = [
+        "acl",
+        "add",
+        "--principal",
+        "User:dev",
+        "--topic",
+        "audited",
+        "--operation",
+        "write,describe",
+    ];
+    let out = run(&grant, Some(&good));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("added 2 ACL entries"));
+    let listed = run(&["acl", "list", "--principal", "User:dev"], Some(&good));
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        listed.contains("allow") && listed.contains("topic audited"),
+        "{listed}"
+    );
+    let out = produce_as(&dev);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut revoke = grant;
+    revoke[1] = "remove";
+    let out = run(&revoke, Some(&good));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed 2 ACL entries"));
+    let out = run(
+        &[
+            "acl",
+            "add",
+            "--principal",
+            "dev",
+            "--cluster",
+            "--operation",
+            "all",
+        ],
+        Some(&good),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("User:<name>"));
+
     assert!(broker.stop().success());
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(
         logged.contains("request refused"),
         "the refusals are logged"
     );
-    for secret in [&good, &expired] {
+    for secret in [&good, &expired, &dev] {
         // Any part of a token: its signature is what would let a reader replay it.
         let signature = secret.rsplit('.').next().unwrap();
         assert!(!logged.contains(signature), "a token in the broker's log");

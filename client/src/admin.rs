@@ -109,6 +109,50 @@ impl Admin {
         Ok(())
     }
 
+    /// Adds access control entries (kept in the cluster; in force on every broker as
+    /// soon as it applied them).
+    pub async fn create_acls(&self, acls: Vec<v1::AclEntry>) -> Result<(), ClientError> {
+        let request = v1::CreateAclsRequest { acls };
+        self.call(|mut c| {
+            let r = request.clone();
+            async move { c.create_acls(r).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Removes access control entries (exact matches); how many existed.
+    pub async fn delete_acls(&self, acls: Vec<v1::AclEntry>) -> Result<u32, ClientError> {
+        let request = v1::DeleteAclsRequest { acls };
+        let resp = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.delete_acls(r).await }
+            })
+            .await?;
+        Ok(resp.deleted)
+    }
+
+    /// The access control entries, of one principal and/or resource type if given
+    /// (empty: all).
+    pub async fn list_acls(
+        &self,
+        principal: &str,
+        resource_type: &str,
+    ) -> Result<Vec<v1::AclEntry>, ClientError> {
+        let request = v1::ListAclsRequest {
+            principal: principal.to_string(),
+            resource_type: resource_type.to_string(),
+        };
+        let resp = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.list_acls(r).await }
+            })
+            .await?;
+        Ok(resp.acls)
+    }
+
     /// Changes topic configs.
     pub async fn alter_topic_config(
         &self,

@@ -51,6 +51,9 @@ async fn start(dir: &Path, jwks: &Path) -> (String, tokio::sync::oneshot::Sender
             audience: "rafka".into(),
             jwks_file: jwks.to_path_buf(),
             clock_skew_secs: 30,
+            // Authorization is t72's subject: here every authenticated principal is a
+            // super user.
+            super_users: vec!["svc".into()],
             ..Default::default()
         },
         ..Default::default()

@@ -8,6 +8,7 @@
 //! map lookup each. Peer RPCs are not bearer-authenticated: peers prove themselves with
 //! client certificates of the cluster CA (`crate::tls`). Tokens are never logged.
 
+pub mod acl;
 pub mod jwt;
 
 use std::collections::HashMap;
@@ -255,6 +256,64 @@ impl Authenticator {
     }
 }
 
+/// The ACLs in force on this broker: the metadata's, copied when they change (a
+/// request's check reads them without touching the metadata).
+#[derive(Default)]
+pub struct AclCache {
+    current: RwLock<Arc<Vec<acl::AclEntry>>>,
+}
+
+impl AclCache {
+    /// Follows the metadata of `node` until dropped: every applied change that touched
+    /// the ACLs replaces the copy (so a change is in force as soon as this broker
+    /// applied it).
+    pub async fn follow(self: Arc<Self>, node: Arc<crate::cluster::node::ClusterNode>) {
+        let mut changes = node.watch_state();
+        loop {
+            let same = {
+                let current = self.entries();
+                node.with_state(|s| s.acls == *current)
+            };
+            if !same {
+                let fresh = node.with_state(|s| s.acls.clone());
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The entries now.
+    pub fn entries(&self) -> Arc<Vec<acl::AclEntry>> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether `principal` may do `op` on the resource; the refusal names both.
+    pub fn authorize(
+        &self,
+        principal: &Principal,
+        op: acl::Operation,
+        ty: acl::ResourceType,
+        name: &str,
+    ) -> Result<(), String> {
+        if principal.super_user {
+            return Ok(());
+        }
+        acl::check(
+            &self.entries(),
+            &principal.name,
+            &principal.roles,
+            op,
+            ty,
+            name,
+        )
+    }
+}
+
 /// Authenticates every client RPC (the peer service excepted) and puts its
 /// [`Principal`] in the request's extensions; a request without a valid token is
 /// answered UNAUTHENTICATED with the reason.
@@ -304,7 +363,7 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         if let Some(auth) = &self.auth {
-            if !req.uri().path().starts_with(crate::tls::PEER_PATH) {
+            if !crate::tls::is_peer_path(req.uri().path()) {
                 let header = req
                     .headers()
                     .get(http::header::AUTHORIZATION)

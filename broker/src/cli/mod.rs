@@ -8,12 +8,15 @@
 //! rafka consume TOPIC [--from-beginning] [--offset N] [--partition P] [--max-messages N]
 //! rafka cluster status
 //! rafka group list | describe G | reset-offsets G --topic T --to-... | delete G
+//! rafka acl add|remove --principal User:P (--topic T | --group G | --cluster) --operation OP
+//! rafka acl list
 //! ```
 //!
 //! Global `--bootstrap ADDR[,ADDR]` (env `RAFKA_BOOTSTRAP`), default `127.0.0.1:9092`;
 //! global `--tls-ca`, `--tls-cert`, `--tls-key`: TLS for a client command, and the
 //! broker's own files for `rafka start`. Errors print one line and exit non-zero.
 
+mod acls;
 mod clients;
 mod groups;
 mod start;
@@ -126,6 +129,9 @@ enum Command {
     /// Consumer groups: list, describe (lag), reset offsets, delete.
     #[command(subcommand)]
     Group(groups::GroupCommand),
+    /// Access control entries: add, list, remove.
+    #[command(subcommand)]
+    Acl(acls::AclCommand),
 }
 
 /// Threads for blocking work at most (see [`main`]).
@@ -192,6 +198,7 @@ pub fn main() -> ExitCode {
             Command::Consume(args) => clients::consume(&conn()?, args).await,
             Command::Cluster(cmd) => clients::cluster(&conn()?, cmd).await,
             Command::Group(cmd) => groups::group(&conn()?, cmd).await,
+            Command::Acl(cmd) => acls::acl(&conn()?, cmd).await,
         }
     });
     match result {

@@ -128,7 +128,22 @@ pub enum Command {
     /// offset in the metadata log, unique in the cluster for good (offsets are never
     /// reused, across restarts and leader changes). Changes nothing else.
     InitProducerId,
+    /// Adds access control entries (those present already are kept once).
+    CreateAcls {
+        /// The entries.
+        acls: Vec<crate::auth::acl::AclEntry>,
+    },
+    /// Removes access control entries (exact matches; absent ones are ignored).
+    DeleteAcls {
+        /// The entries.
+        acls: Vec<crate::auth::acl::AclEntry>,
+    },
 }
+
+/// Most ACL entries one command adds.
+const MAX_ACLS_PER_COMMAND: usize = 1_000;
+/// Most ACL entries the cluster keeps.
+const MAX_ACLS: usize = 100_000;
 
 /// Why a command cannot be applied. Applying it then changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -217,6 +232,9 @@ pub struct ClusterState {
     /// Brokers decommissioned and removed; their ids are not registered again.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub removed: BTreeSet<u32>,
+    /// Access control entries, sorted, each once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acls: Vec<crate::auth::acl::AclEntry>,
 }
 
 impl ClusterState {
@@ -265,6 +283,31 @@ impl ClusterState {
                 self.removed.insert(*id);
             }
             Command::InitProducerId => {}
+            Command::CreateAcls { acls } => {
+                if acls.len() > MAX_ACLS_PER_COMMAND {
+                    return Err(MetadataError::Invalid(format!(
+                        "at most {MAX_ACLS_PER_COMMAND} ACL entries at once"
+                    )));
+                }
+                for a in acls {
+                    a.validate().map_err(MetadataError::Invalid)?;
+                }
+                let new = acls
+                    .iter()
+                    .filter(|a| self.acls.binary_search(a).is_err())
+                    .count();
+                if self.acls.len() + new > MAX_ACLS {
+                    return Err(MetadataError::Invalid(format!(
+                        "the cluster keeps at most {MAX_ACLS} ACL entries"
+                    )));
+                }
+                for a in acls {
+                    if let Err(at) = self.acls.binary_search(a) {
+                        self.acls.insert(at, a.clone());
+                    }
+                }
+            }
+            Command::DeleteAcls { acls } => self.acls.retain(|a| !acls.contains(a)),
             Command::Rebalance { moves } => {
                 if moves.is_empty() {
                     return Err(MetadataError::Invalid("a rebalance with no moves".into()));

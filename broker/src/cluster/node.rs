@@ -255,6 +255,11 @@ impl ClusterNode {
         self.metadata_sm.app()
     }
 
+    /// Reads the metadata in place (no copy); `f` must not block.
+    pub fn with_state<R>(&self, f: impl FnOnce(&ClusterState) -> R) -> R {
+        self.metadata_sm.with_app(f)
+    }
+
     /// Notified whenever this broker applies a metadata change.
     pub fn watch_state(&self) -> watch::Receiver<u64> {
         self.metadata_sm.watch_high_watermark()

@@ -8,6 +8,7 @@ use rafka_proto::v1::{self, admin_server};
 use tonic::{Request, Response, Status};
 
 use super::{catalog, Shared};
+use crate::auth::acl::{Operation, ResourceType};
 use crate::error::BrokerError;
 use crate::topics::check_not_internal;
 
@@ -21,14 +22,37 @@ impl AdminService {
     }
 }
 
+impl AdminService {
+    /// Refuses a cluster change (partition moves, brokers, leaders) without Alter on
+    /// the cluster.
+    fn may_alter_cluster<T>(&self, request: &Request<T>) -> Result<(), BrokerError> {
+        self.shared.authorize(
+            super::principal(request).as_ref(),
+            Operation::Alter,
+            ResourceType::Cluster,
+            "",
+        )
+    }
+}
+
 #[tonic::async_trait]
 impl admin_server::Admin for AdminService {
     async fn create_topic(
         &self,
         request: Request<v1::CreateTopicRequest>,
     ) -> Result<Response<v1::CreateTopicResponse>, Status> {
+        let who = super::principal(&request);
         let req = request.into_inner();
         check_not_internal(&req.name, "create")?;
+        // Create on the topic, or on the cluster (any topic), as Kafka has it.
+        if self
+            .shared
+            .authorize(who.as_ref(), Operation::Create, ResourceType::Cluster, "")
+            .is_err()
+        {
+            self.shared
+                .may_topic(who.as_ref(), Operation::Create, &req.name)?;
+        }
         let name = req.name.clone();
         let topic = catalog::create_topic(&self.shared.node, req, &self.shared.config).await?;
         tracing::info!(topic = %name, partitions = topic.partitions.len(), "created topic");
@@ -41,8 +65,11 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<v1::DeleteTopicRequest>,
     ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
+        let who = super::principal(&request);
         let name = request.into_inner().name;
         check_not_internal(&name, "delete")?;
+        self.shared
+            .may_topic(who.as_ref(), Operation::Delete, &name)?;
         catalog::delete_topic(&self.shared.node, name.clone()).await?;
         tracing::info!(topic = %name, "deleted topic");
         Ok(Response::new(v1::DeleteTopicResponse {}))
@@ -52,8 +79,11 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<v1::CreatePartitionsRequest>,
     ) -> Result<Response<v1::CreatePartitionsResponse>, Status> {
+        let who = super::principal(&request);
         let req = request.into_inner();
         check_not_internal(&req.name, "add partitions to")?;
+        self.shared
+            .may_topic(who.as_ref(), Operation::Alter, &req.name)?;
         let topic = catalog::add_partitions(
             &self.shared.node,
             req.name,
@@ -71,6 +101,7 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<v1::ReassignPartitionRequest>,
     ) -> Result<Response<v1::ReassignPartitionResponse>, Status> {
+        self.may_alter_cluster(&request)?;
         let req = request.into_inner();
         let topic = catalog::reassign_partition(
             &self.shared.node,
@@ -89,6 +120,7 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<v1::AlterReplicationFactorRequest>,
     ) -> Result<Response<v1::AlterReplicationFactorResponse>, Status> {
+        self.may_alter_cluster(&request)?;
         let req = request.into_inner();
         check_not_internal(&req.name, "change the replication factor of")?;
         let topic =
@@ -104,6 +136,7 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<v1::DecommissionBrokerRequest>,
     ) -> Result<Response<v1::DecommissionBrokerResponse>, Status> {
+        self.may_alter_cluster(&request)?;
         let id = request.into_inner().id;
         let moves = catalog::decommission_broker(&self.shared.node, id).await?;
         tracing::info!(broker = id, partitions = moves.len(), "decommissioning");
@@ -114,6 +147,7 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<v1::RebalanceRequest>,
     ) -> Result<Response<v1::RebalanceResponse>, Status> {
+        self.may_alter_cluster(&request)?;
         let dry_run = request.into_inner().dry_run;
         let moves = catalog::rebalance(&self.shared.node, dry_run).await?;
         if !dry_run {
@@ -126,6 +160,7 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<v1::ElectPreferredLeadersRequest>,
     ) -> Result<Response<v1::ElectPreferredLeadersResponse>, Status> {
+        self.may_alter_cluster(&request)?;
         let named = request.into_inner().partitions;
         Ok(Response::new(
             catalog::elect_preferred_leaders(&self.shared.node, named).await,
@@ -168,8 +203,11 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<v1::AlterTopicConfigRequest>,
     ) -> Result<Response<v1::AlterTopicConfigResponse>, Status> {
+        let who = super::principal(&request);
         let req = request.into_inner();
         check_not_internal(&req.name, "alter the config of")?;
+        self.shared
+            .may_topic(who.as_ref(), Operation::Alter, &req.name)?;
         let topic = catalog::alter_topic(
             &self.shared.node,
             req.name,
@@ -180,4 +218,79 @@ impl admin_server::Admin for AdminService {
             topic: Some(topic),
         }))
     }
+
+    async fn create_acls(
+        &self,
+        request: Request<v1::CreateAclsRequest>,
+    ) -> Result<Response<v1::CreateAclsResponse>, Status> {
+        self.may_alter_cluster(&request)?;
+        let acls = entries(&request.into_inner().acls)?;
+        let n = acls.len();
+        self.shared
+            .node
+            .propose(&crate::cluster::Command::CreateAcls { acls })
+            .await?;
+        tracing::info!(entries = n, "ACL entries added");
+        Ok(Response::new(v1::CreateAclsResponse {}))
+    }
+
+    async fn delete_acls(
+        &self,
+        request: Request<v1::DeleteAclsRequest>,
+    ) -> Result<Response<v1::DeleteAclsResponse>, Status> {
+        self.may_alter_cluster(&request)?;
+        let acls = entries(&request.into_inner().acls)?;
+        let before = self
+            .shared
+            .node
+            .with_state(|s| acls.iter().filter(|a| s.acls.contains(a)).count());
+        self.shared
+            .node
+            .propose(&crate::cluster::Command::DeleteAcls { acls })
+            .await?;
+        tracing::info!(entries = before, "ACL entries removed");
+        Ok(Response::new(v1::DeleteAclsResponse {
+            deleted: before as u32,
+        }))
+    }
+
+    async fn list_acls(
+        &self,
+        request: Request<v1::ListAclsRequest>,
+    ) -> Result<Response<v1::ListAclsResponse>, Status> {
+        self.shared.authorize(
+            super::principal(&request).as_ref(),
+            Operation::Describe,
+            ResourceType::Cluster,
+            "",
+        )?;
+        let req = request.into_inner();
+        let ty: Option<ResourceType> = match req.resource_type.as_str() {
+            "" => None,
+            t => Some(t.parse().map_err(BrokerError::InvalidRequest)?),
+        };
+        let acls = self.shared.node.with_state(|s| {
+            s.acls
+                .iter()
+                .filter(|a| req.principal.is_empty() || a.principal == req.principal)
+                .filter(|a| ty.is_none_or(|t| a.resource_type == t))
+                .map(crate::auth::acl::AclEntry::to_proto)
+                .collect()
+        });
+        Ok(Response::new(v1::ListAclsResponse { acls }))
+    }
+}
+
+/// Entries of a request, each checked; the error names the first bad one.
+fn entries(acls: &[v1::AclEntry]) -> Result<Vec<crate::auth::acl::AclEntry>, BrokerError> {
+    if acls.is_empty() {
+        return Err(BrokerError::InvalidRequest("no ACL entries given".into()));
+    }
+    acls.iter()
+        .enumerate()
+        .map(|(i, e)| {
+            crate::auth::acl::AclEntry::from_proto(e)
+                .map_err(|m| BrokerError::InvalidRequest(format!("ACL entry {i}: {m}")))
+        })
+        .collect()
 }

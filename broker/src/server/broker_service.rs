@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{catalog, Shared};
+use crate::auth::acl::Operation;
 use crate::cluster::node::ReplicatedPartition;
 use crate::error::BrokerError;
 use crate::log::LogError;
@@ -196,12 +197,15 @@ impl broker_server::Broker for BrokerService {
         request: Request<v1::ProduceRequest>,
     ) -> Result<Response<v1::ProduceResponse>, Status> {
         let started = std::time::Instant::now();
+        let who = super::principal(&request);
         let req = request.into_inner();
         let only = match req.partitions.as_slice() {
             [one] => Some(one.partition),
             _ => None,
         };
         super::requests::record_target(&req.topic, only);
+        self.shared
+            .may_topic(who.as_ref(), Operation::Write, &req.topic)?;
         let acks = v1::Acks::try_from(req.acks)
             .map_err(|_| BrokerError::InvalidRequest(format!("unknown acks value {}", req.acks)))?;
         // Everything is validated before anything is appended.
@@ -245,7 +249,18 @@ impl broker_server::Broker for BrokerService {
         request: Request<v1::FetchRequest>,
     ) -> Result<Response<v1::FetchResponse>, Status> {
         let _timer = STAGES.fetch_request.timer();
+        let who = super::principal(&request);
         let req = request.into_inner();
+        if self.shared.auth.is_some() {
+            let mut checked: Vec<&str> = Vec::new();
+            for fp in &req.partitions {
+                if !checked.contains(&fp.topic.as_str()) {
+                    self.shared
+                        .may_topic(who.as_ref(), Operation::Read, &fp.topic)?;
+                    checked.push(&fp.topic);
+                }
+            }
+        }
         if let [one] = req.partitions.as_slice() {
             super::requests::record_target(&one.topic, Some(one.partition));
         } else if let Some(first) = req.partitions.first() {
@@ -345,8 +360,11 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<v1::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let who = super::principal(&request);
         let req = request.into_inner();
         super::requests::record_target(&req.topic, Some(req.partition));
+        self.shared
+            .may_topic(who.as_ref(), Operation::Read, &req.topic)?;
         let partition = self.partition(&req.topic, req.partition).await?;
         let max_bytes = match req.max_bytes {
             0 => DEFAULT_PARTITION_BYTES,
@@ -389,8 +407,11 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<v1::ListOffsetsRequest>,
     ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
+        let who = super::principal(&request);
         let req = request.into_inner();
         super::requests::record_target(&req.topic, Some(req.partition));
+        self.shared
+            .may_topic(who.as_ref(), Operation::Describe, &req.topic)?;
         let p = self.partition(&req.topic, req.partition).await?;
         let high_watermark = p.high_watermark();
         let log_start_offset = p.reader().log_start_offset();
@@ -420,10 +441,23 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<v1::MetadataRequest>,
     ) -> Result<Response<v1::MetadataResponse>, Status> {
+        let who = super::principal(&request);
         let req = request.into_inner();
-        Ok(Response::new(
-            catalog::metadata(&self.shared.node, &req.topics).await?,
-        ))
+        // Topics asked for by name must be describable; a listing of all shows those
+        // that are (as Kafka's Metadata does).
+        for t in &req.topics {
+            self.shared
+                .may_topic(who.as_ref(), Operation::Describe, t)?;
+        }
+        let mut answer = catalog::metadata(&self.shared.node, &req.topics).await?;
+        if self.shared.auth.is_some() && req.topics.is_empty() {
+            answer.topics.retain(|t| {
+                self.shared
+                    .may_topic(who.as_ref(), Operation::Describe, &t.name)
+                    .is_ok()
+            });
+        }
+        Ok(Response::new(answer))
     }
 
     async fn init_producer_id(

@@ -133,6 +133,14 @@ fn answer(body: ChunkBody) -> http::Response<Body> {
     response
 }
 
+/// Who sent the request (the auth layer put it there), for the handler's ACL checks.
+fn principal_of(request: &http::Request<Body>) -> Option<Arc<crate::auth::Principal>> {
+    request
+        .extensions()
+        .get::<Arc<crate::auth::Principal>>()
+        .cloned()
+}
+
 fn invalid(e: String) -> Status {
     Status::invalid_argument(format!("the message is not valid protobuf: {e}"))
 }
@@ -141,11 +149,15 @@ async fn fetch(
     layer: &DirectLayer,
     request: http::Request<Body>,
 ) -> Result<http::Response<Body>, Status> {
+    let principal = principal_of(&request);
     let (metadata, chunks) = message(request, MAX_FETCH_REQUEST).await?;
     let decoded =
         prost::Message::decode(chunks.contiguous()).map_err(|e| invalid(e.to_string()))?;
     let mut req = tonic::Request::new(decoded);
     *req.metadata_mut() = metadata;
+    if let Some(p) = principal {
+        req.extensions_mut().insert(p);
+    }
     let out = layer.service.fetch(req).await?.into_inner();
     Ok(answer(ChunkBody::answer(wire::fetch_response(&out))))
 }
@@ -154,10 +166,14 @@ async fn produce(
     layer: &DirectLayer,
     request: http::Request<Body>,
 ) -> Result<http::Response<Body>, Status> {
+    let principal = principal_of(&request);
     let (metadata, mut chunks) = message(request, layer.max_produce).await?;
     let decoded = wire::decode_produce_request(&mut chunks).map_err(invalid)?;
     let mut req = tonic::Request::new(decoded);
     *req.metadata_mut() = metadata;
+    if let Some(p) = principal {
+        req.extensions_mut().insert(p);
+    }
     let out = layer.service.produce(req).await?.into_inner();
     Ok(answer(ChunkBody::answer(wire::framed(&out))))
 }

@@ -9,6 +9,7 @@ use rafka_proto::v1::{self, group_server};
 use tonic::{Request, Response, Status};
 
 use super::{catalog, Shared};
+use crate::auth::acl::{Operation, ResourceType};
 use crate::cluster::node::ReplicatedPartition;
 use crate::error::{shown, BrokerError};
 use crate::group::assign::Tp;
@@ -181,12 +182,30 @@ fn check_offsets(offsets: &[v1::CommittedOffset]) -> Result<(), BrokerError> {
     Ok(())
 }
 
+impl GroupService {
+    /// Refuses `op` on `group` as the ACLs say for the request's principal.
+    fn may_group<T>(
+        &self,
+        request: &Request<T>,
+        op: Operation,
+        group: &str,
+    ) -> Result<(), BrokerError> {
+        self.shared.authorize(
+            super::principal(request).as_ref(),
+            op,
+            ResourceType::Group,
+            group,
+        )
+    }
+}
+
 #[tonic::async_trait]
 impl group_server::Group for GroupService {
     async fn find_coordinator(
         &self,
         request: Request<v1::FindCoordinatorRequest>,
     ) -> Result<Response<v1::FindCoordinatorResponse>, Status> {
+        self.may_group(&request, Operation::Describe, &request.get_ref().group)?;
         let group = request.into_inner().group;
         let leader = match self.offsets_partition(&group).await {
             Ok((_, r)) => match r.leader() {
@@ -224,9 +243,15 @@ impl group_server::Group for GroupService {
         &self,
         request: Request<v1::CommitOffsetsRequest>,
     ) -> Result<Response<v1::CommitOffsetsResponse>, Status> {
+        self.may_group(&request, Operation::Read, &request.get_ref().group)?;
+        let who = super::principal(&request);
         let req = request.into_inner();
         validate_group(&req.group).map_err(BrokerError::InvalidRequest)?;
         check_offsets(&req.offsets)?;
+        for o in &req.offsets {
+            self.shared
+                .may_topic(who.as_ref(), Operation::Read, &o.topic)?;
+        }
         // Kafka answers UNKNOWN_TOPIC_OR_PARTITION for these; an offset past the log end
         // is stored as given (Kafka does the same; the consumer's reset policy applies
         // when it reads from there).
@@ -284,6 +309,7 @@ impl group_server::Group for GroupService {
         &self,
         request: Request<v1::FetchOffsetsRequest>,
     ) -> Result<Response<v1::FetchOffsetsResponse>, Status> {
+        self.may_group(&request, Operation::Describe, &request.get_ref().group)?;
         let req = request.into_inner();
         let offsets = self.committed(&req.group, &req.partitions).await?;
         Ok(Response::new(v1::FetchOffsetsResponse { offsets }))
@@ -293,6 +319,7 @@ impl group_server::Group for GroupService {
         &self,
         request: Request<v1::GroupHeartbeatRequest>,
     ) -> Result<Response<v1::GroupHeartbeatResponse>, Status> {
+        self.may_group(&request, Operation::Read, &request.get_ref().group)?;
         let req = request.into_inner();
         check_heartbeat(&req)?;
         let (_, served) = self.offsets_partition(&req.group).await?;
@@ -346,7 +373,7 @@ impl group_server::Group for GroupService {
 
     async fn list_groups(
         &self,
-        _request: Request<v1::ListGroupsRequest>,
+        request: Request<v1::ListGroupsRequest>,
     ) -> Result<Response<v1::ListGroupsResponse>, Status> {
         let mut names = BTreeSet::new();
         for p in 0..OFFSETS_PARTITIONS {
@@ -375,6 +402,8 @@ impl group_server::Group for GroupService {
                 .filter(|(_, g)| !g.members.is_empty())
                 .map(|(n, _)| n.clone()),
         );
+        // The groups the caller may describe.
+        names.retain(|g| self.may_group(&request, Operation::Describe, g).is_ok());
         Ok(Response::new(v1::ListGroupsResponse {
             groups: names.into_iter().collect(),
         }))
@@ -384,6 +413,7 @@ impl group_server::Group for GroupService {
         &self,
         request: Request<v1::DescribeGroupRequest>,
     ) -> Result<Response<v1::DescribeGroupResponse>, Status> {
+        self.may_group(&request, Operation::Describe, &request.get_ref().group)?;
         let group = request.into_inner().group;
         let offsets = self.committed(&group, &[]).await?;
         let mut resp = v1::DescribeGroupResponse {
@@ -434,6 +464,7 @@ impl group_server::Group for GroupService {
         &self,
         request: Request<v1::DeleteGroupRequest>,
     ) -> Result<Response<v1::DeleteGroupResponse>, Status> {
+        self.may_group(&request, Operation::Delete, &request.get_ref().group)?;
         let group = request.into_inner().group;
         validate_group(&group).map_err(BrokerError::InvalidRequest)?;
         self.check_no_members(&group, "a group is deleted")?;

@@ -53,6 +53,47 @@ pub(crate) struct Shared {
     pub tls: Option<Arc<crate::tls::Tls>>,
     /// Bearer-token verification (none: auth is off).
     pub auth: Option<Arc<crate::auth::Authenticator>>,
+    /// The ACLs in force (checked only with auth on).
+    pub acls: Arc<crate::auth::AclCache>,
+}
+
+/// The principal the auth layer found for a request (none with auth off).
+pub(crate) fn principal<T>(request: &tonic::Request<T>) -> Option<Arc<crate::auth::Principal>> {
+    request
+        .extensions()
+        .get::<Arc<crate::auth::Principal>>()
+        .cloned()
+}
+
+impl Shared {
+    /// Whether the request's principal (from its extensions) may do `op` on the
+    /// resource: always with auth off; with it, as the ACLs say.
+    pub fn authorize(
+        &self,
+        principal: Option<&Arc<crate::auth::Principal>>,
+        op: crate::auth::acl::Operation,
+        ty: crate::auth::acl::ResourceType,
+        name: &str,
+    ) -> Result<(), BrokerError> {
+        if self.auth.is_none() {
+            return Ok(());
+        }
+        let principal = principal
+            .ok_or_else(|| BrokerError::NotAuthorized("the request has no principal".into()))?;
+        self.acls
+            .authorize(principal, op, ty, name)
+            .map_err(BrokerError::NotAuthorized)
+    }
+
+    /// [`Shared::authorize`] for a topic.
+    pub fn may_topic(
+        &self,
+        principal: Option<&Arc<crate::auth::Principal>>,
+        op: crate::auth::acl::Operation,
+        topic: &str,
+    ) -> Result<(), BrokerError> {
+        self.authorize(principal, op, crate::auth::acl::ResourceType::Topic, topic)
+    }
 }
 
 /// A broker: its part of the cluster, opened from the data directory. Without peers it
@@ -202,6 +243,7 @@ impl Server {
                 groups: Arc::default(),
                 tls,
                 auth,
+                acls: Arc::default(),
             }),
             _lock: lock,
         })
@@ -246,6 +288,7 @@ impl Server {
         }
         if let Some(auth) = &shared.auth {
             tasks.spawn_until_stopped(auth.clone().watch());
+            tasks.spawn_until_stopped(shared.acls.clone().follow(shared.node.clone()));
         }
         tracing::info!(
             %local,
