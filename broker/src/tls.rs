@@ -65,6 +65,8 @@ impl TlsSettings {
 /// What one load of the files made.
 struct Material {
     server: Arc<rustls::ServerConfig>,
+    /// The same for the HTTP port (HTTP/1.1 by ALPN, no client certificate asked).
+    http: Arc<rustls::ServerConfig>,
     client: ClientTlsConfig,
     stamps: Vec<Option<SystemTime>>,
 }
@@ -192,6 +194,23 @@ impl Tls {
         self: Arc<Self>,
         listener: TcpListener,
     ) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> + Send + 'static {
+        self.accepting(listener, false)
+    }
+
+    /// The HTTP port's listener over TLS (HTTP/1.1), for axum.
+    pub fn http_listener(self: Arc<Self>, listener: TcpListener) -> std::io::Result<HttpsListener> {
+        let local = listener.local_addr()?;
+        Ok(HttpsListener {
+            incoming: Box::pin(self.accepting(listener, true)),
+            local,
+        })
+    }
+
+    fn accepting(
+        self: Arc<Self>,
+        listener: TcpListener,
+        http: bool,
+    ) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> + Send + 'static {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             loop {
@@ -208,7 +227,13 @@ impl Tls {
                     },
                 };
                 let _ = tcp.set_nodelay(true);
-                let acceptor = tokio_rustls::TlsAcceptor::from(self.material().server.clone());
+                let m = self.material();
+                let config = if http {
+                    m.http.clone()
+                } else {
+                    m.server.clone()
+                };
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -222,6 +247,36 @@ impl Tls {
             }
         });
         tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+}
+
+/// The HTTP port's connections over TLS (see [`Tls::http_listener`]).
+pub struct HttpsListener {
+    incoming: Pin<Box<dyn Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> + Send>>,
+    local: std::net::SocketAddr,
+}
+
+impl axum::serve::Listener for HttpsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        use futures::StreamExt;
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(s)) => {
+                    let from = s.get_ref().0.peer_addr().unwrap_or(self.local);
+                    return (s, from);
+                }
+                Some(Err(_)) => continue,
+                // The accept loop ended (the runtime is stopping): accept nothing more.
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
     }
 }
 
@@ -295,11 +350,22 @@ fn build(s: &TlsSettings) -> Result<Material, String> {
             )
         })?;
     server.alpn_protocols = vec![b"h2".to_vec()];
+    let mut http = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs(&cert_pem, &s.cert_file, "certificate")?, {
+            PrivateKeyDer::from_pem_slice(&key_pem)
+                .map_err(|e| format!("the TLS key {}: {e}", s.key_file.display()))?
+        })
+        .map_err(|e| format!("the TLS certificate {}: {e}", s.cert_file.display()))?;
+    http.alpn_protocols = vec![b"http/1.1".to_vec()];
     let client = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&ca_pem))
         .identity(Identity::from_pem(&cert_pem, &key_pem));
     Ok(Material {
         server: Arc::new(server),
+        http: Arc::new(http),
         client,
         stamps,
     })

@@ -153,6 +153,48 @@ impl Admin {
         Ok(resp.acls)
     }
 
+    /// Creates a client of the built-in authorization server; its secret (shown once).
+    pub async fn create_client(&self, id: &str, roles: Vec<String>) -> Result<String, ClientError> {
+        let request = v1::CreateClientRequest {
+            id: id.to_string(),
+            roles,
+        };
+        let resp = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.create_client(r).await }
+            })
+            .await?;
+        Ok(resp.secret)
+    }
+
+    /// Deletes a client of the built-in authorization server.
+    pub async fn delete_client(&self, id: &str) -> Result<(), ClientError> {
+        let request = v1::DeleteClientRequest { id: id.to_string() };
+        self.call(|mut c| {
+            let r = request.clone();
+            async move { c.delete_client(r).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The built-in authorization server's clients.
+    pub async fn list_clients(&self) -> Result<Vec<v1::ClientInfo>, ClientError> {
+        let resp = self
+            .call(|mut c| async move { c.list_clients(v1::ListClientsRequest {}).await })
+            .await?;
+        Ok(resp.clients)
+    }
+
+    /// Makes a new signing key for the built-in authorization server; its id.
+    pub async fn rotate_signing_key(&self) -> Result<String, ClientError> {
+        let resp = self
+            .call(|mut c| async move { c.rotate_signing_key(v1::RotateSigningKeyRequest {}).await })
+            .await?;
+        Ok(resp.kid)
+    }
+
     /// Changes topic configs.
     pub async fn alter_topic_config(
         &self,

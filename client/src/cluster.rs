@@ -100,7 +100,10 @@ impl Cluster {
         tls: Option<TlsConfig>,
         credentials: Option<&Credentials>,
     ) -> Result<Arc<Self>, ClientError> {
-        let token = credentials.map(TokenSource::new).transpose()?;
+        let token = match credentials {
+            Some(c) => Some(TokenSource::new(c, tls.as_ref()).await?),
+            None => None,
+        };
         let addresses: Vec<String> = bootstrap
             .split(',')
             .map(str::trim)

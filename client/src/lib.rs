@@ -38,6 +38,7 @@ mod delivery;
 mod direct;
 mod error;
 mod group;
+mod oauth;
 pub mod partitioner;
 mod producer;
 mod record;

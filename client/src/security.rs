@@ -91,13 +91,34 @@ impl TlsConfig {
 pub enum Credentials {
     /// A token obtained elsewhere (an OIDC issuer's access token), sent as it is.
     Token(String),
+    /// OAuth2 client credentials: tokens are fetched from `token_url` (the built-in
+    /// authorization server, `http(s)://broker:http-port/oauth/token`, or any OIDC
+    /// issuer's token endpoint) and fetched again before they expire, so requests never
+    /// go out with an expired one. An `https` URL is verified with the client's TLS CA.
+    ClientSecret {
+        /// The token endpoint.
+        token_url: String,
+        /// Client id.
+        client_id: String,
+        /// Client secret.
+        client_secret: String,
+    },
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the token.
+        // Never the token or the secret.
         match self {
             Self::Token(_) => f.write_str("Credentials::Token(..)"),
+            Self::ClientSecret {
+                token_url,
+                client_id,
+                ..
+            } => f
+                .debug_struct("Credentials::ClientSecret")
+                .field("token_url", token_url)
+                .field("client_id", client_id)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -108,14 +129,30 @@ pub(crate) struct TokenSource {
 }
 
 impl TokenSource {
-    /// The source of `credentials`' tokens.
-    pub(crate) fn new(credentials: &Credentials) -> Result<Arc<Self>, ClientError> {
-        let header = match credentials {
-            Credentials::Token(t) => bearer(t)?,
-        };
-        Ok(Arc::new(Self {
-            header: std::sync::RwLock::new(Some(header)),
-        }))
+    /// The source of `credentials`' tokens: for client credentials, the first token is
+    /// fetched now (wrong credentials fail here) and a task fetches the next ones.
+    pub(crate) async fn new(
+        credentials: &Credentials,
+        tls: Option<&TlsConfig>,
+    ) -> Result<Arc<Self>, ClientError> {
+        match credentials {
+            Credentials::Token(t) => Ok(Arc::new(Self {
+                header: std::sync::RwLock::new(Some(bearer(t)?)),
+            })),
+            Credentials::ClientSecret {
+                token_url,
+                client_id,
+                client_secret,
+            } => {
+                let fetcher = crate::oauth::Fetcher::new(token_url, client_id, client_secret, tls)?;
+                let (token, ttl) = fetcher.fetch().await?;
+                let source = Arc::new(Self {
+                    header: std::sync::RwLock::new(Some(bearer(&token)?)),
+                });
+                tokio::spawn(refresh(Arc::downgrade(&source), fetcher, ttl));
+                Ok(source)
+            }
+        }
     }
 
     fn current(&self) -> Option<http::HeaderValue> {
@@ -123,6 +160,41 @@ impl TokenSource {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+}
+
+/// Fetches a new token when four fifths of the current one's life have passed (a
+/// failure is retried every second while the current one is still good), until the
+/// source is dropped.
+async fn refresh(
+    source: std::sync::Weak<TokenSource>,
+    fetcher: crate::oauth::Fetcher,
+    mut ttl: std::time::Duration,
+) {
+    loop {
+        let wait = (ttl * 4 / 5).max(std::time::Duration::from_secs(1));
+        tokio::time::sleep(wait).await;
+        loop {
+            let Some(source) = source.upgrade() else {
+                return;
+            };
+            match fetcher
+                .fetch()
+                .await
+                .and_then(|(t, life)| Ok((bearer(&t)?, life)))
+            {
+                Ok((header, life)) => {
+                    *source.header.write().unwrap_or_else(|e| e.into_inner()) = Some(header);
+                    ttl = life;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("fetching a new token: {e}");
+                    drop(source);
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
     }
 }
 

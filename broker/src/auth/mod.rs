@@ -9,6 +9,7 @@
 //! client certificates of the cluster CA (`crate::tls`). Tokens are never logged.
 
 pub mod acl;
+pub mod issuer;
 pub mod jwt;
 
 use std::collections::HashMap;
@@ -44,6 +45,37 @@ pub struct AuthSettings {
     pub clock_skew_secs: u64,
     /// Principals (`sub`) allowed everything, internal topics included.
     pub super_users: Vec<String>,
+    /// Run the built-in authorization server on the HTTP port (`/oauth/token`), its
+    /// tokens verified by every broker without `jwks_file`.
+    pub builtin_issuer: bool,
+    /// Lifetime of the tokens the built-in server issues, in seconds.
+    pub token_ttl_secs: u64,
+    /// Clients of the built-in server given here rather than created with
+    /// `rafka auth client create` (the way to the first administrator): client id →
+    /// its secret's argon2 hash (`rafka auth hash-secret`) and roles.
+    pub clients: std::collections::BTreeMap<String, ConfigClient>,
+}
+
+/// A client of the built-in authorization server in the config.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfigClient {
+    /// The argon2 hash of its secret.
+    pub secret_hash: String,
+    /// Roles its tokens carry.
+    pub roles: Vec<String>,
+}
+
+impl AuthSettings {
+    /// The `iss` of the built-in server's tokens (and the one expected of tokens when
+    /// `issuer` is not set and the built-in server runs).
+    pub fn issuer_name(&self) -> &str {
+        if self.issuer.is_empty() {
+            "rafka"
+        } else {
+            &self.issuer
+        }
+    }
 }
 
 impl Default for AuthSettings {
@@ -56,6 +88,9 @@ impl Default for AuthSettings {
             roles_claim: "roles".into(),
             clock_skew_secs: 60,
             super_users: Vec::new(),
+            builtin_issuer: false,
+            token_ttl_secs: 3600,
+            clients: Default::default(),
         }
     }
 }
@@ -85,6 +120,8 @@ pub struct Authenticator {
     settings: AuthSettings,
     rules: Validation,
     keys: RwLock<Arc<KeySet>>,
+    /// The built-in server's public keys (from the metadata).
+    builtin: RwLock<Arc<KeySet>>,
     /// The key file's modification time at its last load.
     stamp: Mutex<Option<SystemTime>>,
     /// Last reload asked for by an unknown key id.
@@ -128,12 +165,24 @@ impl Authenticator {
         if !settings.enabled {
             return Ok(None);
         }
-        if settings.jwks_file.as_os_str().is_empty() {
-            return Err("auth is enabled but no jwks_file names the issuer's keys".into());
-        }
-        let (keys, stamp) = load_keys(&settings.jwks_file)?;
+        let (keys, stamp) = if settings.jwks_file.as_os_str().is_empty() {
+            if !settings.builtin_issuer {
+                return Err(
+                    "auth is enabled but neither jwks_file (an issuer's keys) nor \
+                            builtin_issuer is set"
+                        .into(),
+                );
+            }
+            (KeySet::default(), None)
+        } else {
+            load_keys(&settings.jwks_file)?
+        };
+        let issuer = match (settings.issuer.is_empty(), settings.builtin_issuer) {
+            (true, true) => settings.issuer_name().to_string(),
+            _ => settings.issuer.clone(),
+        };
         let rules = Validation {
-            issuer: settings.issuer.clone(),
+            issuer,
             audience: settings.audience.clone(),
             skew: Duration::from_secs(settings.clock_skew_secs),
             roles_claim: settings.roles_claim.clone(),
@@ -142,6 +191,7 @@ impl Authenticator {
             settings,
             rules,
             keys: RwLock::new(Arc::new(keys)),
+            builtin: RwLock::default(),
             stamp: Mutex::new(stamp),
             refreshed: Mutex::new(None),
             cache: Mutex::default(),
@@ -152,6 +202,9 @@ impl Authenticator {
     /// are forgotten when the keys changed (a removed key's tokens stop working).
     pub fn reload(&self, force: bool) -> Result<bool, String> {
         let path = &self.settings.jwks_file;
+        if path.as_os_str().is_empty() {
+            return Ok(false);
+        }
         let now_stamp = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         let mut stamp = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
         if !force && *stamp == now_stamp {
@@ -194,6 +247,40 @@ impl Authenticator {
         }
     }
 
+    /// Takes the built-in server's keys (as the metadata has them now); the remembered
+    /// tokens are forgotten when they changed.
+    pub fn set_builtin(&self, keys: KeySet) {
+        let mut current = self.builtin.write().unwrap_or_else(|e| e.into_inner());
+        if **current != keys {
+            *current = Arc::new(keys);
+            self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+    }
+
+    /// The keys tokens are verified with: the issuer's file and the built-in server's.
+    fn all_keys(&self) -> Arc<KeySet> {
+        let file = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let builtin = self
+            .builtin
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if builtin.keys.is_empty() {
+            return file;
+        }
+        if file.keys.is_empty() {
+            return builtin;
+        }
+        Arc::new(KeySet {
+            keys: file.keys.iter().chain(&builtin.keys).cloned().collect(),
+        })
+    }
+
+    /// Whether the built-in authorization server runs.
+    pub fn builtin_issuer(&self) -> bool {
+        self.settings.builtin_issuer
+    }
+
     /// The principal of an `authorization` header's bearer token.
     pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Arc<Principal>, String> {
         let header = header.ok_or("no bearer token (an `authorization: Bearer <token>` header)")?;
@@ -216,14 +303,14 @@ impl Authenticator {
                 return Ok(p.clone());
             }
         }
-        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let keys = self.all_keys();
         let verified = match jwt::verify(token, &keys, &self.rules, now) {
             Err(jwt::TokenError::UnknownKey(kid)) if self.may_refresh() => {
                 // A key the issuer added since the last load: read the keys once more.
                 if let Err(e) = self.reload(true) {
                     tracing::warn!("token signing keys: {e}");
                 }
-                let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let keys = self.all_keys();
                 jwt::verify(token, &keys, &self.rules, now).map_err(|e| {
                     tracing::debug!(kid, "token refused: {e}");
                     e.to_string()
@@ -267,9 +354,16 @@ impl AclCache {
     /// Follows the metadata of `node` until dropped: every applied change that touched
     /// the ACLs replaces the copy (so a change is in force as soon as this broker
     /// applied it).
-    pub async fn follow(self: Arc<Self>, node: Arc<crate::cluster::node::ClusterNode>) {
+    pub async fn follow(
+        self: Arc<Self>,
+        node: Arc<crate::cluster::node::ClusterNode>,
+        auth: Arc<Authenticator>,
+    ) {
         let mut changes = node.watch_state();
         loop {
+            if auth.builtin_issuer() {
+                auth.set_builtin(node.with_state(|s| issuer::key_set(&s.signing_keys)));
+            }
             let same = {
                 let current = self.entries();
                 node.with_state(|s| s.acls == *current)

@@ -17,6 +17,7 @@
 //! broker's own files for `rafka start`. Errors print one line and exit non-zero.
 
 mod acls;
+mod auth;
 mod clients;
 mod groups;
 mod start;
@@ -61,6 +62,21 @@ pub struct TlsArgs {
     /// environment variable: a flag shows in the process list).
     #[arg(long, global = true, env = "RAFKA_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// OAuth2 client id: tokens are fetched from --token-url with it and the secret.
+    #[arg(long, global = true, env = "RAFKA_CLIENT_ID")]
+    client_id: Option<String>,
+    /// The client's secret (prefer the environment variable).
+    #[arg(
+        long,
+        global = true,
+        env = "RAFKA_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    client_secret: Option<String>,
+    /// The authorization server's token endpoint, e.g. the built-in one's
+    /// `https://broker:9644/oauth/token`.
+    #[arg(long, global = true, env = "RAFKA_TOKEN_URL")]
+    token_url: Option<String>,
 }
 
 /// Where a client command connects, and how.
@@ -86,10 +102,28 @@ impl Connection {
             }
             None => None,
         };
-        let credentials = args
-            .token
-            .as_ref()
-            .map(|t| rafka_client::Credentials::Token(t.clone()));
+        let credentials = match (
+            &args.token,
+            &args.client_id,
+            &args.client_secret,
+            &args.token_url,
+        ) {
+            (Some(_), Some(_), _, _) => {
+                anyhow::bail!("give either --token or --client-id, not both")
+            }
+            (Some(t), None, _, _) => Some(rafka_client::Credentials::Token(t.clone())),
+            (None, Some(id), Some(secret), Some(url)) => {
+                Some(rafka_client::Credentials::ClientSecret {
+                    token_url: url.clone(),
+                    client_id: id.clone(),
+                    client_secret: secret.clone(),
+                })
+            }
+            (None, Some(_), _, _) => {
+                anyhow::bail!("--client-id needs --client-secret and --token-url")
+            }
+            (None, None, _, _) => None,
+        };
         Ok(Self {
             bootstrap,
             tls,
@@ -132,6 +166,9 @@ enum Command {
     /// Access control entries: add, list, remove.
     #[command(subcommand)]
     Acl(acls::AclCommand),
+    /// The built-in authorization server: clients, signing keys.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
 }
 
 /// Threads for blocking work at most (see [`main`]).
@@ -199,6 +236,7 @@ pub fn main() -> ExitCode {
             Command::Cluster(cmd) => clients::cluster(&conn()?, cmd).await,
             Command::Group(cmd) => groups::group(&conn()?, cmd).await,
             Command::Acl(cmd) => acls::acl(&conn()?, cmd).await,
+            Command::Auth(cmd) => auth::auth(&conn()?, cmd).await,
         }
     });
     match result {

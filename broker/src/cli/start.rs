@@ -72,6 +72,10 @@ pub struct DevClusterArgs {
     /// `tls/client.pem`, `tls/client.key`).
     #[arg(long)]
     tls: bool,
+    /// Bearer-token auth and ACLs, with the built-in authorization server on an HTTP
+    /// port per broker and a super user `admin` whose credentials are printed.
+    #[arg(long)]
+    auth: bool,
 }
 
 /// openraft reports every vote and election at `info`, several lines each, and every
@@ -131,8 +135,27 @@ pub async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<()> {
         true => Some(crate::tls::dev::DevCa::create(&tls_dir, "ca").map_err(anyhow::Error::msg)?),
         false => None,
     };
+    let admin_secret = crate::auth::issuer::new_secret().map_err(anyhow::Error::msg)?;
+    let auth = match args.auth {
+        true => crate::auth::AuthSettings {
+            enabled: true,
+            builtin_issuer: true,
+            super_users: vec!["admin".into()],
+            clients: std::collections::BTreeMap::from([(
+                "admin".to_string(),
+                crate::auth::ConfigClient {
+                    secret_hash: crate::auth::issuer::hash_secret(&admin_secret)
+                        .map_err(anyhow::Error::msg)?,
+                    roles: Vec::new(),
+                },
+            )]),
+            ..Default::default()
+        },
+        false => Default::default(),
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
+    let mut http_addresses = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let tls = match &ca {
             Some(ca) => {
@@ -153,9 +176,15 @@ pub async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<()> {
             data_dir: args.data_dir.join(format!("node-{}", i + 1)),
             peers: peers.clone(),
             tls,
+            auth: auth.clone(),
             ..Default::default()
         };
         let server = Server::open(config).await?;
+        if args.auth {
+            let http = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+            http_addresses.push(http.local_addr()?);
+            server.serve_http(http);
+        }
         let mut stop = stop_rx.clone();
         tasks.push(tokio::spawn(server.serve(listener, async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -173,6 +202,12 @@ pub async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<()> {
             ca.cert_file.display(),
             client.cert_file.display(),
             client.key_file.display()
+        );
+    }
+    if let Some(http) = http_addresses.first() {
+        let scheme = if args.tls { "https" } else { "http" };
+        println!(
+            "auth: --client-id admin --client-secret {admin_secret} --token-url {scheme}://{http}/oauth/token"
         );
     }
     shutdown.await;

@@ -138,6 +138,27 @@ pub enum Command {
         /// The entries.
         acls: Vec<crate::auth::acl::AclEntry>,
     },
+    /// Adds a client of the built-in authorization server (refused if the id is taken).
+    CreateOAuthClient {
+        /// Client id.
+        id: String,
+        /// Its secret's hash and roles.
+        client: crate::auth::issuer::OAuthClient,
+    },
+    /// Removes a client of the built-in authorization server.
+    DeleteOAuthClient {
+        /// Client id.
+        id: String,
+    },
+    /// A new signing key for the built-in authorization server, which signs from now
+    /// on; keys replaced more than `keep_ms` before it are dropped (their tokens have
+    /// expired).
+    AddSigningKey {
+        /// The key.
+        key: crate::auth::issuer::SigningKey,
+        /// How long a replaced key keeps verifying (the tokens' lifetime).
+        keep_ms: i64,
+    },
 }
 
 /// Most ACL entries one command adds.
@@ -235,6 +256,12 @@ pub struct ClusterState {
     /// Access control entries, sorted, each once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acls: Vec<crate::auth::acl::AclEntry>,
+    /// Clients of the built-in authorization server, by id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub oauth_clients: BTreeMap<String, crate::auth::issuer::OAuthClient>,
+    /// The built-in authorization server's signing keys, oldest first (the last signs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signing_keys: Vec<crate::auth::issuer::SigningKey>,
 }
 
 impl ClusterState {
@@ -308,6 +335,43 @@ impl ClusterState {
                 }
             }
             Command::DeleteAcls { acls } => self.acls.retain(|a| !acls.contains(a)),
+            Command::CreateOAuthClient { id, client } => {
+                if id.is_empty() || id.len() > crate::auth::issuer::MAX_CLIENT_ID {
+                    return Err(MetadataError::Invalid(format!(
+                        "a client id has 1 to {} bytes",
+                        crate::auth::issuer::MAX_CLIENT_ID
+                    )));
+                }
+                if self.oauth_clients.contains_key(id) {
+                    return Err(MetadataError::Invalid(format!(
+                        "client `{}` exists already",
+                        crate::error::shown(id)
+                    )));
+                }
+                self.oauth_clients.insert(id.clone(), client.clone());
+            }
+            Command::DeleteOAuthClient { id } => {
+                if self.oauth_clients.remove(id).is_none() {
+                    return Err(MetadataError::Invalid(format!(
+                        "no client `{}`",
+                        crate::error::shown(id)
+                    )));
+                }
+            }
+            Command::AddSigningKey { key, keep_ms } => {
+                // Key i was replaced when key i + 1 was made.
+                let cutoff = key.created_ms - keep_ms;
+                let replaced: Vec<i64> = self
+                    .signing_keys
+                    .iter()
+                    .skip(1)
+                    .map(|k| k.created_ms)
+                    .chain([key.created_ms])
+                    .collect();
+                let mut keep = replaced.iter().map(|&at| at >= cutoff);
+                self.signing_keys.retain(|_| keep.next().unwrap_or(true));
+                self.signing_keys.push(key.clone());
+            }
             Command::Rebalance { moves } => {
                 if moves.is_empty() {
                     return Err(MetadataError::Invalid("a rebalance with no moves".into()));

@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::{catalog, Shared};
 use crate::auth::acl::{Operation, ResourceType};
+use crate::auth::issuer;
 use crate::error::BrokerError;
 use crate::topics::check_not_internal;
 
@@ -278,6 +279,128 @@ impl admin_server::Admin for AdminService {
                 .collect()
         });
         Ok(Response::new(v1::ListAclsResponse { acls }))
+    }
+
+    async fn create_client(
+        &self,
+        request: Request<v1::CreateClientRequest>,
+    ) -> Result<Response<v1::CreateClientResponse>, Status> {
+        self.may_alter_cluster(&request)?;
+        let req = request.into_inner();
+        let roles_ok =
+            req.roles.len() <= 64 && req.roles.iter().all(|r| !r.is_empty() && r.len() <= 255);
+        if !roles_ok {
+            return Err(
+                BrokerError::InvalidRequest("at most 64 roles of 1 to 255 bytes".into()).into(),
+            );
+        }
+        if self
+            .shared
+            .node
+            .with_state(|s| s.oauth_clients.contains_key(&req.id))
+        {
+            return Err(BrokerError::InvalidRequest(format!(
+                "client `{}` exists already",
+                crate::error::shown(&req.id)
+            ))
+            .into());
+        }
+        let secret = issuer::new_secret().map_err(BrokerError::Internal)?;
+        let hashed = secret.clone();
+        let secret_hash = tokio::task::spawn_blocking(move || issuer::hash_secret(&hashed))
+            .await
+            .map_err(|e| BrokerError::Internal(e.to_string()))?
+            .map_err(BrokerError::Internal)?;
+        self.shared
+            .node
+            .propose(&crate::cluster::Command::CreateOAuthClient {
+                id: req.id.clone(),
+                client: issuer::OAuthClient {
+                    secret_hash,
+                    roles: req.roles,
+                },
+            })
+            .await?;
+        // The command may have been refused (the id taken): it is ours if the hash is.
+        let ours = self
+            .shared
+            .node
+            .with_state(|s| s.oauth_clients.contains_key(&req.id));
+        if !ours {
+            return Err(BrokerError::InvalidRequest(format!(
+                "client `{}` was not created",
+                crate::error::shown(&req.id)
+            ))
+            .into());
+        }
+        tracing::info!(client = %crate::error::shown(&req.id), "OAuth client created");
+        Ok(Response::new(v1::CreateClientResponse { secret }))
+    }
+
+    async fn delete_client(
+        &self,
+        request: Request<v1::DeleteClientRequest>,
+    ) -> Result<Response<v1::DeleteClientResponse>, Status> {
+        self.may_alter_cluster(&request)?;
+        let id = request.into_inner().id;
+        if !self
+            .shared
+            .node
+            .with_state(|s| s.oauth_clients.contains_key(&id))
+        {
+            return Err(BrokerError::InvalidRequest(format!(
+                "no client `{}`",
+                crate::error::shown(&id)
+            ))
+            .into());
+        }
+        self.shared
+            .node
+            .propose(&crate::cluster::Command::DeleteOAuthClient { id: id.clone() })
+            .await?;
+        tracing::info!(client = %crate::error::shown(&id), "OAuth client deleted");
+        Ok(Response::new(v1::DeleteClientResponse {}))
+    }
+
+    async fn list_clients(
+        &self,
+        request: Request<v1::ListClientsRequest>,
+    ) -> Result<Response<v1::ListClientsResponse>, Status> {
+        self.shared.authorize(
+            super::principal(&request).as_ref(),
+            Operation::Describe,
+            ResourceType::Cluster,
+            "",
+        )?;
+        let clients = self.shared.node.with_state(|s| {
+            s.oauth_clients
+                .iter()
+                .map(|(id, c)| v1::ClientInfo {
+                    id: id.clone(),
+                    roles: c.roles.clone(),
+                })
+                .collect()
+        });
+        Ok(Response::new(v1::ListClientsResponse { clients }))
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        request: Request<v1::RotateSigningKeyRequest>,
+    ) -> Result<Response<v1::RotateSigningKeyResponse>, Status> {
+        self.may_alter_cluster(&request)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let key = issuer::SigningKey::generate(now).map_err(BrokerError::Internal)?;
+        let kid = key.kid.clone();
+        let keep_ms = (self.shared.config.auth.token_ttl_secs as i64).saturating_mul(1000);
+        self.shared
+            .node
+            .propose(&crate::cluster::Command::AddSigningKey { key, keep_ms })
+            .await?;
+        tracing::info!(kid, "token signing key rotated");
+        Ok(Response::new(v1::RotateSigningKeyResponse { kid }))
     }
 }
 

@@ -41,13 +41,21 @@ fn router(shared: Option<Arc<Shared>>) -> Router {
         .route("/health/live", get(|| async { "ok\n" }))
         .route("/health/ready", get(ready))
         .with_state(HttpState {
-            shared,
+            shared: shared.clone(),
             console: console.clone(),
         });
-    let routes = match console {
+    let issuer = shared.as_ref().and_then(|s| {
+        s.auth.as_ref().filter(|a| a.builtin_issuer()).map(|_| {
+            crate::auth::issuer::Issuer::new(s.config.auth.clone(), s.node.clone(), s.tls.is_some())
+        })
+    });
+    let mut routes = match console {
         Some(console) => base.merge(crate::console::router(console)),
         None => base,
     };
+    if let Some(issuer) = issuer {
+        routes = routes.merge(super::oauth::router(issuer));
+    }
     routes.layer(axum::middleware::from_fn(crate::console::guard))
 }
 
@@ -206,8 +214,17 @@ fn register_process(registry: &mut Registry) {
 }
 
 /// Serves the routes on `listener` until the future is dropped.
+/// Serves the HTTP port on `listener` (over TLS when the broker has it).
 pub(crate) async fn serve(listener: TcpListener, shared: Option<Arc<Shared>>) {
-    if let Err(e) = axum::serve(listener, router(shared)).await {
+    let tls = shared.as_ref().and_then(|s| s.tls.clone());
+    let served = match tls {
+        Some(tls) => match tls.http_listener(listener) {
+            Ok(l) => axum::serve(l, router(shared)).await,
+            Err(e) => Err(e),
+        },
+        None => axum::serve(listener, router(shared)).await,
+    };
+    if let Err(e) = served {
         tracing::warn!("http server stopped: {e}");
     }
 }

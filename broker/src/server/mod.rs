@@ -19,6 +19,7 @@ mod direct;
 mod group_service;
 pub mod http;
 mod lock;
+mod oauth;
 pub mod requests;
 
 use std::collections::BTreeMap;
@@ -288,7 +289,18 @@ impl Server {
         }
         if let Some(auth) = &shared.auth {
             tasks.spawn_until_stopped(auth.clone().watch());
-            tasks.spawn_until_stopped(shared.acls.clone().follow(shared.node.clone()));
+            tasks.spawn_until_stopped(
+                shared
+                    .acls
+                    .clone()
+                    .follow(shared.node.clone(), auth.clone()),
+            );
+            if auth.builtin_issuer() {
+                tasks.spawn_until_stopped(crate::auth::issuer::ensure_signing_key(
+                    shared.node.clone(),
+                    shared.config.auth.token_ttl_secs,
+                ));
+            }
         }
         tracing::info!(
             %local,
