@@ -99,7 +99,12 @@ async fn http(
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 
 /// A bad token request: its body, headers, and the status and `error` expected.
-type Case = (&'static str, Vec<(&'static str, &'static str)>, u16, &'static str);
+type Case = (
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    u16,
+    &'static str,
+);
 
 fn creds(b: &Broker, id: &str, secret: &str, https: bool) -> Credentials {
     let scheme = if https { "https" } else { "http" };
