@@ -368,6 +368,140 @@ async fn the_console_creates_browses_and_resets_offsets_in_a_browser() {
     assert!(broker.stop().success());
 }
 
+/// `rafka ARGS` as the admin of a broker with auth; its stdout.
+fn as_admin(broker: &Broker, secret: &str, args: &[&str]) -> String {
+    let out = Command::new(RAFKA)
+        .args(["--bootstrap", &broker.addr])
+        .args(args)
+        .env("RAFKA_CLIENT_ID", "admin")
+        .env("RAFKA_CLIENT_SECRET", secret)
+        .env(
+            "RAFKA_TOKEN_URL",
+            format!("http://{}/oauth/token", broker.http.as_ref().unwrap()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rafka {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_the_console_logs_in_and_shows_what_the_acls_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_secret = "console-admin-secret";
+    let hash = rafka_broker::auth::issuer::hash_secret(admin_secret).unwrap();
+    let config = dir.path().join("rafka.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[auth]\nenabled = true\nbuiltin_issuer = true\nsuper_users = [\"admin\"]\n\
+             [auth.clients.admin]\nsecret_hash = \"{hash}\"\n"
+        ),
+    )
+    .unwrap();
+    let broker = Broker::spawn(
+        &dir.path().join("data"),
+        &[
+            "--http-listen",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        "warn",
+        Stdio::inherit(),
+    );
+    // The first signing key is made once the broker serves: wait for a token.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = Command::new(RAFKA)
+            .args(["--bootstrap", &broker.addr, "topic", "list"])
+            .env("RAFKA_CLIENT_ID", "admin")
+            .env("RAFKA_CLIENT_SECRET", admin_secret)
+            .env(
+                "RAFKA_TOKEN_URL",
+                format!("http://{}/oauth/token", broker.http.as_ref().unwrap()),
+            )
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no token for the admin");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    as_admin(&broker, admin_secret, &["topic", "create", "visible"]);
+    as_admin(&broker, admin_secret, &["topic", "create", "hidden"]);
+    let created = as_admin(
+        &broker,
+        admin_secret,
+        &["auth", "client", "create", "viewer"],
+    );
+    let secret = created
+        .lines()
+        .find_map(|l| l.strip_prefix("secret: "))
+        .expect("the new client's secret")
+        .to_string();
+    as_admin(
+        &broker,
+        admin_secret,
+        &[
+            "acl",
+            "add",
+            "--principal",
+            "User:viewer",
+            "--topic",
+            "visible",
+            "--operation",
+            "describe",
+        ],
+    );
+
+    let base = format!("http://{}/ui/", broker.http.clone().unwrap());
+    let driver = ChromeDriver::start();
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver, profile.path()).await;
+    c.goto(&format!("{base}#/topics")).await.unwrap();
+    // No token yet: the login form, and a wrong secret is refused on the page.
+    field(&c, "#login-id", "viewer").await;
+    field(&c, "#login-secret", "not-the-secret").await;
+    shot(&c, "login").await;
+    click(&c, "#login-submit").await;
+    wait_text(&c, "#error", "a wrong secret's refusal", |t| {
+        t.contains("wrong secret")
+    })
+    .await;
+    field(&c, "#login-secret", &secret).await;
+    click(&c, "#login-submit").await;
+    // Logged in as viewer: the topics its ACLs let it describe, and no others.
+    let row = "#topics-table tr[data-topic='visible'] td:nth-child(2)";
+    wait_text(&c, row, "the visible topic", |t| t == "1").await;
+    assert!(c
+        .find_all(Locator::Css("#topics-table tr[data-topic='hidden']"))
+        .await
+        .unwrap()
+        .is_empty());
+    shot(&c, "topics-as-viewer").await;
+    // Creating a topic is not among them: the refusal names the principal.
+    field(&c, "#new-topic-name", "mine").await;
+    click(&c, "#new-topic-create").await;
+    wait_text(&c, "#error", "the create's refusal", |t| {
+        t.contains("`viewer` may not create topic `mine`")
+    })
+    .await;
+    // Logging out shows the login form again.
+    click(&c, "#logout").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#login-id"))
+        .await
+        .expect("the login form after logging out");
+    c.close().await.unwrap();
+}
+
 #[test]
 fn bad_input_to_the_http_routes_gets_a_clear_refusal() {
     let dir = tempfile::tempdir().unwrap();

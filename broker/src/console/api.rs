@@ -38,6 +38,34 @@ pub struct Console {
     admin: Arc<OnceCell<Admin>>,
     /// TLS to `address` (the broker's own CA and certificate), when it speaks TLS.
     tls: Option<rafka_client::TlsConfig>,
+    /// With auth on, every API call acts as the user whose bearer token it carries
+    /// (from the console's login), so the user sees and does what the ACLs allow them.
+    auth: bool,
+    /// Admin clients by bearer token (a few users at a time).
+    by_token: Arc<tokio::sync::Mutex<std::collections::HashMap<String, Admin>>>,
+}
+
+tokio::task_local! {
+    /// The bearer token of the API request being served.
+    static BEARER: Option<String>;
+}
+
+/// Admin clients kept per token at most.
+const TOKEN_CLIENTS: usize = 64;
+
+/// Runs an API request with its bearer token in scope (see [`Console::admin`]).
+pub(super) async fn with_bearer(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let token = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
+    BEARER.scope(token, next.run(request)).await
 }
 
 impl Console {
@@ -47,13 +75,28 @@ impl Console {
         node: Arc<ClusterNode>,
         address: String,
         tls: Option<rafka_client::TlsConfig>,
+        auth: bool,
     ) -> Self {
         Self {
             node,
             address,
             admin: Arc::default(),
             tls,
+            auth,
+            by_token: Arc::default(),
         }
+    }
+
+    /// The credentials of the request being served (with auth on: its bearer token).
+    fn credentials(&self) -> Option<rafka_client::Credentials> {
+        if !self.auth {
+            return None;
+        }
+        BEARER
+            .try_with(|t| t.clone())
+            .ok()
+            .flatten()
+            .map(rafka_client::Credentials::Token)
     }
 
     /// The high watermark of each of `wanted`: from this broker's replica where it has
@@ -110,19 +153,47 @@ impl Console {
         ends
     }
 
-    async fn admin(&self) -> Result<&Admin, ApiError> {
-        Ok(self
-            .admin
-            .get_or_try_init(|| {
-                Admin::connect_with(
-                    &self.address,
-                    rafka_client::AdminConfig {
-                        tls: self.tls.clone(),
-                        credentials: None,
-                    },
-                )
-            })
-            .await?)
+    /// An admin client acting for the request's user (with auth on), else the
+    /// console's own.
+    async fn admin(&self) -> Result<Admin, ApiError> {
+        if !self.auth {
+            return Ok(self
+                .admin
+                .get_or_try_init(|| {
+                    Admin::connect_with(
+                        &self.address,
+                        rafka_client::AdminConfig {
+                            tls: self.tls.clone(),
+                            credentials: None,
+                        },
+                    )
+                })
+                .await?
+                .clone());
+        }
+        let Some(rafka_client::Credentials::Token(token)) = self.credentials() else {
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "log in: this cluster needs a token".into(),
+            ));
+        };
+        let mut clients = self.by_token.lock().await;
+        if let Some(a) = clients.get(&token) {
+            return Ok(a.clone());
+        }
+        if clients.len() >= TOKEN_CLIENTS {
+            clients.clear();
+        }
+        let admin = Admin::connect_with(
+            &self.address,
+            rafka_client::AdminConfig {
+                tls: self.tls.clone(),
+                credentials: Some(rafka_client::Credentials::Token(token.clone())),
+            },
+        )
+        .await?;
+        clients.insert(token, admin.clone());
+        Ok(admin)
     }
 }
 
@@ -182,6 +253,7 @@ pub(super) fn routes(console: Console) -> axum::Router {
         .route("/groups/{name}", get(group))
         .route("/groups/{name}/reset", post(reset_group))
         .fallback(|| async { ApiError::not_found("no such API route") })
+        .layer(axum::middleware::from_fn(with_bearer))
         .with_state(console)
 }
 
@@ -433,6 +505,7 @@ async fn messages(
         fetch_max_bytes: 1 << 20,
         auto_commit_interval: None,
         tls: c.tls.clone(),
+        credentials: c.credentials(),
         ..Default::default()
     };
     let mut consumer = Consumer::connect(&c.address, config).await?;

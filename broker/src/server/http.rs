@@ -33,9 +33,14 @@ struct HttpState {
 
 /// The HTTP routes: metrics, health and, for a broker, the console.
 fn router(shared: Option<Arc<Shared>>) -> Router {
-    let console = shared
-        .as_ref()
-        .map(|s| Console::new(s.node.clone(), s.address.clone(), own_tls(s)));
+    let console = shared.as_ref().map(|s| {
+        Console::new(
+            s.node.clone(),
+            s.address.clone(),
+            own_tls(s),
+            s.auth.is_some(),
+        )
+    });
     let base = Router::new()
         .route("/metrics", get(metrics))
         .route("/health/live", get(|| async { "ok\n" }))

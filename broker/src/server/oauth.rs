@@ -28,18 +28,25 @@ pub fn router(issuer: Arc<Issuer>) -> Router {
         .with_state(issuer)
 }
 
-fn error(e: OAuthError) -> Response {
+/// An error answer; `basic`: the client authenticated with HTTP Basic, which alone
+/// gets a `WWW-Authenticate` challenge with a 401 (RFC 6749 §5.2: a browser shows a
+/// password prompt for one, and would hold a console's request on it).
+fn error_for(e: OAuthError, basic: bool) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
     let mut r = (status, Json(e.body())).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, "no-store".parse().expect("static"));
-    if e.status == 401 {
+    if e.status == 401 && basic {
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             "Basic realm=\"rafka\"".parse().expect("static"),
         );
     }
     r
+}
+
+fn error(e: OAuthError) -> Response {
+    error_for(e, false)
 }
 
 fn bad(description: &str) -> Response {
@@ -100,6 +107,7 @@ async fn token(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Byte
         *slot = Some(v);
     }
     // HTTP Basic: `client_id:client_secret`, each form-encoded (RFC 6749 §2.3.1).
+    let basic_used = headers.contains_key(header::AUTHORIZATION);
     if let Some(basic) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -130,7 +138,7 @@ async fn token(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Byte
                 .insert(header::CACHE_CONTROL, "no-store".parse().expect("static"));
             r
         }
-        Err(e) => error(e),
+        Err(e) => error_for(e, basic_used),
     }
 }
 

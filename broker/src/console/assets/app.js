@@ -41,17 +41,62 @@ function showNotice(message) {
   box.hidden = !message;
 }
 
+// With auth on, every API call carries the token of the console's login (kept for this
+// tab only); an answer of 401 shows the login form.
+const TOKEN = "rafka-token";
+
+class LoginNeeded extends Error {}
+
 async function api(path, options) {
   const init = Object.assign({ headers: {} }, options || {});
   if (init.body !== undefined) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(init.body);
   }
+  const token = sessionStorage.getItem(TOKEN);
+  if (token) init.headers["authorization"] = "Bearer " + token;
   const r = await fetch("/api/v1" + path, init);
   let body = null;
   try { body = await r.json(); } catch (_) { body = null; }
+  if (r.status === 401) {
+    sessionStorage.removeItem(TOKEN);
+    throw new LoginNeeded((body && body.error) || "log in");
+  }
   if (!r.ok) throw new Error((body && body.error) || r.status + " " + r.statusText);
   return body;
+}
+
+// The login form: client credentials for the broker's authorization server.
+function login(reason) {
+  const id = el("input", { id: "login-id", required: true, autocomplete: "username" });
+  const secret = el("input", { id: "login-secret", type: "password", required: true, autocomplete: "current-password" });
+  const form = el("form", {
+    id: "login",
+    onsubmit: async (ev) => {
+      ev.preventDefault();
+      await act(async () => {
+        const r = await fetch("/oauth/token", {
+          method: "POST",
+          headers: { "content-type": "application/x-www-form-urlencoded" },
+          body: new URLSearchParams({ grant_type: "client_credentials", client_id: id.value.trim(), client_secret: secret.value }),
+        });
+        let body = null;
+        try { body = await r.json(); } catch (_) { body = null; }
+        if (!r.ok) throw new Error((body && (body.error_description || body.error)) || r.status + " " + r.statusText);
+        sessionStorage.setItem(TOKEN, body.access_token);
+        showLogout();
+        await render(false);
+      });
+    },
+  },
+  el("label", {}, "Client id", id), el("label", {}, "Client secret", secret),
+  el("button", { id: "login-submit", type: "submit" }, "Log in"));
+  return [el("h1", {}, "Log in"), el("p", { class: "muted" }, reason), form];
+}
+
+function showLogout() {
+  const out = document.getElementById("logout");
+  out.hidden = !sessionStorage.getItem(TOKEN);
 }
 
 function bytes(n) {
@@ -357,7 +402,10 @@ async function group(name) {
 
 async function act(f) {
   showError("");
-  try { await f(); } catch (e) { showError(e.message); }
+  try { await f(); } catch (e) {
+    if (e instanceof LoginNeeded) return render(false);
+    showError(e.message);
+  }
 }
 
 function route() {
@@ -394,6 +442,11 @@ async function render(refresh) {
     }
     showError("");
   } catch (e) {
+    if (e instanceof LoginNeeded) {
+      page().replaceChildren(...login(e.message));
+      showLogout();
+      return;
+    }
     showError(e.message);
   }
   if (r.refresh) timer = setTimeout(() => render(true), r.refresh);
@@ -401,6 +454,12 @@ async function render(refresh) {
 
 window.addEventListener("hashchange", () => { showNotice(""); render(false); });
 window.addEventListener("DOMContentLoaded", async () => {
+  showLogout();
+  document.getElementById("logout").addEventListener("click", (ev) => {
+    ev.preventDefault();
+    sessionStorage.removeItem(TOKEN);
+    render(false);
+  });
   try {
     const c = await api("/cluster");
     document.getElementById("broker").textContent = "broker " + c.node_id + " · " + c.brokers.length + " broker(s)";
