@@ -96,11 +96,26 @@ impl Cluster {
         .expect("connect")
     }
 
-    async fn producer(&self, who: &Credentials) -> Producer {
+    /// An idempotent producer (it asks for a producer id as it connects).
+    async fn producer(&self, who: &Credentials) -> Result<Producer, ClientError> {
         Producer::connect(
             &self.bootstrap(),
             ProducerConfig {
                 credentials: Some(who.clone()),
+                retries: 0,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// A producer with acks=leader (no producer id).
+    async fn plain_producer(&self, who: &Credentials) -> Producer {
+        Producer::connect(
+            &self.bootstrap(),
+            ProducerConfig {
+                credentials: Some(who.clone()),
+                acks: rafka_client::Acks::Leader,
                 retries: 0,
                 ..Default::default()
             },
@@ -215,7 +230,13 @@ async fn acls_decide_what_each_principal_may_do() {
         "alice",
         "describe group `g`",
     );
-    let alice_producer = c.producer(&alice).await;
+    // An idempotent producer needs write on some topic for its producer id.
+    denied(
+        c.producer(&alice).await.map(|_| ()),
+        "alice",
+        "write any topic",
+    );
+    let alice_producer = c.plain_producer(&alice).await;
     denied(
         produce_one(&alice_producer, "orders").await,
         "alice",
@@ -271,6 +292,10 @@ async fn acls_decide_what_each_principal_may_do() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+    let alice_producer = c
+        .producer(&alice)
+        .await
+        .expect("an idempotent producer now");
     produce_one(&alice_producer, "orders")
         .await
         .expect("alice writes orders");
@@ -292,7 +317,8 @@ async fn acls_decide_what_each_principal_may_do() {
     assert_eq!(admin.list_acls("User:alice", "").await.unwrap().len(), 2);
 
     // bob reads through his role, in a group of his prefix, and commits.
-    let bob_producer = c.producer(&bob).await;
+    denied(c.producer(&bob).await.map(|_| ()), "bob", "write any topic");
+    let bob_producer = c.plain_producer(&bob).await;
     denied(
         produce_one(&bob_producer, "orders").await,
         "bob",
@@ -338,7 +364,7 @@ async fn acls_decide_what_each_principal_may_do() {
     assert!(e.to_string().contains("internal topic"), "{e}");
 
     // Revoked: bob's running consumer is refused at its next fetch.
-    let more = c.producer(&admin_token).await;
+    let more = c.producer(&admin_token).await.unwrap();
     produce_one(&more, "orders").await.unwrap();
     let n = admin
         .delete_acls(vec![entry(

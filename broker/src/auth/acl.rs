@@ -259,6 +259,16 @@ pub fn check(
     }
 }
 
+/// Whether an entry allows `principal` to write some topic.
+pub fn may_write_some_topic(acls: &[AclEntry], principal: &super::Principal) -> bool {
+    acls.iter().any(|e| {
+        e.permission == Permission::Allow
+            && e.resource_type == ResourceType::Topic
+            && matches!(e.operation, Operation::Write | Operation::All)
+            && e.covers_principal(&principal.name, &principal.roles)
+    })
+}
+
 fn described(ty: ResourceType, name: &str) -> String {
     match ty {
         ResourceType::Cluster => String::new(),

@@ -386,6 +386,18 @@ impl AclCache {
             .clone()
     }
 
+    /// Whether `principal` may write some topic (what a producer id is for: Kafka's
+    /// InitProducerId asks the same, or IdempotentWrite on the cluster).
+    pub fn may_write_some_topic(&self, principal: &Principal) -> Result<(), String> {
+        if principal.super_user || acl::may_write_some_topic(&self.entries(), principal) {
+            return Ok(());
+        }
+        Err(format!(
+            "`{}` may not write any topic: an idempotent producer's id needs write on one",
+            principal.name
+        ))
+    }
+
     /// Whether `principal` may do `op` on the resource; the refusal names both.
     pub fn authorize(
         &self,

@@ -462,8 +462,16 @@ impl broker_server::Broker for BrokerService {
 
     async fn init_producer_id(
         &self,
-        _request: Request<v1::InitProducerIdRequest>,
+        request: Request<v1::InitProducerIdRequest>,
     ) -> Result<Response<v1::InitProducerIdResponse>, Status> {
+        if self.shared.auth.is_some() {
+            let who = super::principal(&request)
+                .ok_or_else(|| BrokerError::NotAuthorized("the request has no principal".into()))?;
+            self.shared
+                .acls
+                .may_write_some_topic(&who)
+                .map_err(BrokerError::NotAuthorized)?;
+        }
         let producer_id = self.shared.node.init_producer_id().await?;
         Ok(Response::new(v1::InitProducerIdResponse {
             producer_id,
