@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! rafka start [--config F] [--node-id N] [--listen ADDR] [--data-dir DIR] [--peers 1=A,2=B]
-//! rafka dev-cluster [--nodes 3]   N brokers on loopback, prints the bootstrap list
+//! rafka dev-cluster [--nodes 3] [--tls] [--auth]   N brokers on loopback, prints the bootstrap list
 //! rafka topic create|list|describe|delete|alter ...
 //! rafka produce TOPIC        one record per stdin line
 //! rafka consume TOPIC [--from-beginning] [--offset N] [--partition P] [--max-messages N]
@@ -10,11 +10,15 @@
 //! rafka group list | describe G | reset-offsets G --topic T --to-... | delete G
 //! rafka acl add|remove --principal User:P (--topic T | --group G | --cluster) --operation OP
 //! rafka acl list
+//! rafka auth client create|list|delete | rotate-key | hash-secret
+//! rafka tls dev-certs --out DIR --names a,b
 //! ```
 //!
 //! Global `--bootstrap ADDR[,ADDR]` (env `RAFKA_BOOTSTRAP`), default `127.0.0.1:9092`;
 //! global `--tls-ca`, `--tls-cert`, `--tls-key`: TLS for a client command, and the
-//! broker's own files for `rafka start`. Errors print one line and exit non-zero.
+//! broker's own files for `rafka start`; global `--token` or `--client-id`,
+//! `--client-secret`, `--token-url` (env `RAFKA_TOKEN`, ...): credentials of a client
+//! command. Errors print one line and exit non-zero.
 
 mod acls;
 mod auth;
