@@ -23,6 +23,12 @@ pub struct BrokerConfig {
     pub advertised_address: Option<String>,
     /// Address of the HTTP port (`/metrics`, `/health/live`); none without it.
     pub http_listen: Option<SocketAddr>,
+    /// Address of the Kafka-protocol listener (`host:port`, port 0 picks a free one), or
+    /// `off`. Default: `listen`'s host and port [`DEFAULT_KAFKA_PORT`] (a free port when
+    /// `listen`'s port is 0).
+    pub kafka_listen: Option<String>,
+    /// Address Kafka clients are told to use (Metadata); defaults to the bound one.
+    pub kafka_advertised_address: Option<String>,
     /// Where partition logs and topic metadata live.
     pub data_dir: PathBuf,
     /// Largest total of record bytes one produce request may carry.
@@ -59,6 +65,8 @@ impl Default for BrokerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
             advertised_address: None,
             http_listen: None,
+            kafka_listen: None,
+            kafka_advertised_address: None,
             data_dir: PathBuf::from("./rafka-data"),
             max_request_bytes: 64 << 20,
             retention_check_interval_ms: 5 * 60 * 1000,
@@ -74,7 +82,40 @@ impl Default for BrokerConfig {
     }
 }
 
+/// The Kafka listener's port by default (the gRPC listener has 9092).
+pub const DEFAULT_KAFKA_PORT: u16 = 9093;
+
 impl BrokerConfig {
+    /// Where the Kafka listener listens (none: `off`).
+    pub fn kafka_listen_addr(&self) -> Result<Option<SocketAddr>, String> {
+        match self.kafka_listen.as_deref().map(str::trim) {
+            Some("off") => Ok(None),
+            Some(a) => a
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("kafka_listen `{}` is neither host:port nor `off`", shown(a))),
+            None => {
+                let port = match self.listen.port() {
+                    0 => 0,
+                    _ => DEFAULT_KAFKA_PORT,
+                };
+                Ok(Some(SocketAddr::new(self.listen.ip(), port)))
+            }
+        }
+    }
+
+    /// The Kafka address this broker advertises: the configured one, else its bound
+    /// listener (once `kafka_listen` names it).
+    pub fn kafka_advertised(&self) -> Option<String> {
+        if let Some(a) = &self.kafka_advertised_address {
+            return Some(a.clone());
+        }
+        match self.kafka_listen_addr() {
+            Ok(Some(a)) if a.port() != 0 => Some(a.to_string()),
+            _ => None,
+        }
+    }
+
     /// Reads a TOML file; missing keys keep their defaults, unknown keys are errors.
     pub fn from_file(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)

@@ -25,6 +25,10 @@ pub struct StartArgs {
     /// printed). Without it (or `http_listen` in the config) there is none.
     #[arg(long, env = "RAFKA_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
+    /// Address of the Kafka-protocol listener (port 0 picks a free one, printed), or
+    /// `off`. Default: the host of --listen, port 9093 (a free one with --listen :0).
+    #[arg(long, env = "RAFKA_KAFKA_LISTEN")]
+    kafka_listen: Option<String>,
     /// Data directory.
     #[arg(long, env = "RAFKA_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -156,6 +160,7 @@ pub async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let mut http_addresses = Vec::new();
+    let mut kafka_addresses = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let tls = match &ca {
             Some(ca) => {
@@ -170,9 +175,12 @@ pub async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<()> {
             }
             None => Default::default(),
         };
+        let kafka = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        kafka_addresses.push(kafka.local_addr()?.to_string());
         let config = BrokerConfig {
             node_id: i as u32 + 1,
             listen: listener.local_addr()?,
+            kafka_listen: Some(kafka.local_addr()?.to_string()),
             data_dir: args.data_dir.join(format!("node-{}", i + 1)),
             peers: peers.clone(),
             tls,
@@ -180,6 +188,7 @@ pub async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<()> {
             ..Default::default()
         };
         let server = Server::open(config).await?;
+        server.serve_kafka(kafka);
         if args.auth {
             let http = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
             http_addresses.push(http.local_addr()?);
@@ -193,6 +202,7 @@ pub async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     println!("rafka dev cluster of {} brokers", args.nodes);
     println!("bootstrap: {}", addresses.join(","));
+    println!("kafka bootstrap: {}", kafka_addresses.join(","));
     if let Some(ca) = &ca {
         let client = ca
             .issue(&tls_dir, "client", &[])
@@ -235,6 +245,9 @@ pub async fn run(args: StartArgs, tls: super::TlsArgs) -> anyhow::Result<()> {
     if let Some(http) = args.http_listen {
         config.http_listen = Some(http);
     }
+    if let Some(kafka) = args.kafka_listen {
+        config.kafka_listen = Some(kafka);
+    }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
@@ -267,11 +280,27 @@ pub async fn run(args: StartArgs, tls: super::TlsArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let kafka = match config.kafka_listen_addr().map_err(anyhow::Error::msg)? {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen for Kafka clients on {addr} (--kafka-listen, or `off`)")
+            })?;
+            // Advertised as bound (`--kafka-listen :0`) unless the config says otherwise.
+            config.kafka_listen = Some(l.local_addr()?.to_string());
+            Some(l)
+        }
+        None => None,
+    };
     let server = Server::open(config).await?;
     if let Some(http) = http {
         let addr = http.local_addr()?;
         server.serve_http(http);
         println!("rafka http listening on {addr}");
+    }
+    if let Some(kafka) = kafka {
+        let addr = kafka.local_addr()?;
+        server.serve_kafka(kafka);
+        println!("rafka kafka listening on {addr}");
     }
     let shutdown = shutdown_signal();
     // Scripts and tests read this line to learn the port.

@@ -242,6 +242,7 @@ mod tests {
                 BrokerEntry {
                     address: format!("h:{id}"),
                     draining: false,
+                    kafka: None,
                 },
             );
         }

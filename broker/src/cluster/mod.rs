@@ -128,6 +128,14 @@ pub enum Command {
     /// offset in the metadata log, unique in the cluster for good (offsets are never
     /// reused, across restarts and leader changes). Changes nothing else.
     InitProducerId,
+    /// Records where a broker serves Kafka clients (its advertised Kafka listener), or
+    /// that it serves none.
+    SetKafkaAddress {
+        /// Broker id.
+        id: u32,
+        /// `host:port` Kafka clients use; none: no Kafka listener.
+        address: Option<String>,
+    },
     /// Adds access control entries (those present already are kept once).
     CreateAcls {
         /// The entries.
@@ -196,6 +204,9 @@ impl From<MetadataError> for crate::error::BrokerError {
     }
 }
 
+/// Longest Kafka address a broker may record.
+const MAX_ADDRESS_LEN: usize = 255;
+
 /// A registered broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerEntry {
@@ -204,6 +215,9 @@ pub struct BrokerEntry {
     /// Being decommissioned: its partitions move away and no new replica lands on it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub draining: bool,
+    /// Where it serves Kafka clients (`host:port`), once it said so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<String>,
 }
 
 /// One partition's replication.
@@ -275,12 +289,15 @@ impl ClusterState {
                          needs a new id"
                     )));
                 }
-                let draining = self.brokers.get(id).is_some_and(|b| b.draining);
+                let old = self.brokers.get(id);
+                let draining = old.is_some_and(|b| b.draining);
+                let kafka = old.and_then(|b| b.kafka.clone());
                 self.brokers.insert(
                     *id,
                     BrokerEntry {
                         address: address.clone(),
                         draining,
+                        kafka,
                     },
                 );
             }
@@ -310,6 +327,18 @@ impl ClusterState {
                 self.removed.insert(*id);
             }
             Command::InitProducerId => {}
+            Command::SetKafkaAddress { id, address } => {
+                let broker = self
+                    .brokers
+                    .get_mut(id)
+                    .ok_or_else(|| MetadataError::Invalid(format!("no broker {id}")))?;
+                if address.as_ref().is_some_and(|a| a.len() > MAX_ADDRESS_LEN) {
+                    return Err(MetadataError::Invalid(format!(
+                        "a Kafka address is at most {MAX_ADDRESS_LEN} bytes"
+                    )));
+                }
+                broker.kafka = address.clone();
+            }
             Command::CreateAcls { acls } => {
                 if acls.len() > MAX_ACLS_PER_COMMAND {
                     return Err(MetadataError::Invalid(format!(

@@ -217,3 +217,26 @@ fn commands_round_trip_through_batches_and_state_through_json() {
     assert_eq!(serde_json::from_slice::<ClusterState>(&json).unwrap(), s);
     assert!(Command::from_batch(b"junk").is_err());
 }
+
+#[test]
+fn kafka_addresses_are_recorded_kept_across_registrations_and_bounded() {
+    let mut s = cluster(2);
+    let set = |id, a: Option<&str>| Command::SetKafkaAddress {
+        id,
+        address: a.map(String::from),
+    };
+    s.apply(&set(2, Some("127.0.0.1:19093"))).unwrap();
+    assert_eq!(s.brokers[&2].kafka.as_deref(), Some("127.0.0.1:19093"));
+    // A broker registering again (a new gRPC address) keeps its Kafka address.
+    s.apply(&Command::RegisterBroker {
+        id: 2,
+        address: "127.0.0.1:7000".into(),
+    })
+    .unwrap();
+    assert_eq!(s.brokers[&2].kafka.as_deref(), Some("127.0.0.1:19093"));
+    assert!(s.apply(&set(9, Some("h:1"))).is_err(), "no broker 9");
+    let long = "h".repeat(300);
+    assert!(s.apply(&set(1, Some(&long))).is_err());
+    s.apply(&set(2, None)).unwrap();
+    assert_eq!(s.brokers[&2].kafka, None);
+}

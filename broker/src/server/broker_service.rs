@@ -73,7 +73,7 @@ fn next_offset_after(records: &[u8]) -> Option<u64> {
 
 /// Reads one partition below its high watermark, or says why it cannot. A replica that
 /// may be behind the reader answers an offset past its high watermark with no records.
-fn read_partition(
+pub(crate) fn read_partition(
     p: &Served,
     offset: u64,
     max_bytes: usize,
@@ -118,11 +118,11 @@ fn read_partition(
 }
 
 /// A partition and the validated batches a produce request brings it.
-type PartitionAppend = (Served, Vec<ValidatedBatch>);
+pub(crate) type PartitionAppend = (Served, Vec<ValidatedBatch>);
 
 /// Checks a whole produce request (size, partitions, every batch, leadership) before
 /// anything is appended.
-async fn validate_produce(
+pub(crate) async fn validate_produce(
     shared: &Shared,
     req: &v1::ProduceRequest,
 ) -> Result<Vec<PartitionAppend>, BrokerError> {

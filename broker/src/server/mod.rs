@@ -18,6 +18,7 @@ mod catalog;
 mod direct;
 mod group_service;
 pub mod http;
+mod kafka;
 mod lock;
 mod oauth;
 pub mod requests;
@@ -56,6 +57,8 @@ pub(crate) struct Shared {
     pub auth: Option<Arc<crate::auth::Authenticator>>,
     /// The ACLs in force (checked only with auth on).
     pub acls: Arc<crate::auth::AclCache>,
+    /// Address Kafka clients are told to use for this broker (none: no Kafka listener).
+    pub kafka_address: Option<String>,
 }
 
 /// The principal the auth layer found for a request (none with auth off).
@@ -236,8 +239,10 @@ impl Server {
                 }
             });
         }
+        let kafka_address = config.kafka_advertised();
         Ok(Self {
             shared: Arc::new(Shared {
+                kafka_address,
                 config,
                 node,
                 address,
@@ -262,6 +267,14 @@ impl Server {
             .node
             .tasks()
             .spawn_until_stopped(http::serve(listener, Some(self.shared.clone())));
+    }
+
+    /// Serves Kafka clients on `listener` until the broker stops, and records this
+    /// broker's Kafka address in the cluster metadata (for every broker's Metadata).
+    pub fn serve_kafka(&self, listener: TcpListener) {
+        let tasks = self.shared.node.tasks();
+        tasks.spawn_until_stopped(kafka::serve(listener, self.shared.clone()));
+        tasks.spawn_until_stopped(kafka::register(self.shared.clone()));
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains and syncs.

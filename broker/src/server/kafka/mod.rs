@@ -1,0 +1,243 @@
+//! The Kafka-protocol listener: existing Kafka clients (librdkafka, kcat, the Java and
+//! Python clients) over the same engine as the gRPC API.
+//!
+//! - `frame`   length-prefixed frames, request headers, ApiVersions' v0 fallback
+//! - `errors`  broker errors in Kafka's error codes
+//! - `batches` Kafka's CRC-32C record batches to and from rafka's stored form
+//! - `data`    Produce, Fetch, ListOffsets, InitProducerId
+//! - `meta`    ApiVersions, Metadata, topic admin, configs, DescribeCluster
+//!
+//! Codecs are the `kafka-protocol` crate's. A connection's requests are answered in the
+//! order they came, as Kafka promises; a malformed frame closes the connection with a
+//! log line and touches nothing else.
+
+mod batches;
+mod data;
+mod errors;
+mod frame;
+mod meta;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::Shared;
+
+/// One decoded request and what it needs to be answered.
+pub(crate) struct Call {
+    /// The request's header (API, version, correlation id, client id).
+    pub header: RequestHeader,
+    /// The principal of the connection (none with auth off or before SASL).
+    pub principal: Option<Arc<crate::auth::Principal>>,
+}
+
+impl Call {
+    fn api(&self) -> ApiKey {
+        ApiKey::try_from(self.header.request_api_key).unwrap_or(ApiKey::ApiVersions)
+    }
+
+    fn version(&self) -> i16 {
+        self.header.request_api_version
+    }
+}
+
+/// Serves Kafka clients on `listener` until the broker stops.
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let local = listener.local_addr().ok();
+    tracing::info!(?local, tls = shared.tls.is_some(), "kafka listener serving");
+    match shared.tls.clone() {
+        Some(tls) => {
+            let mut incoming = Box::pin(tls.incoming(listener));
+            while let Some(conn) = incoming.next().await {
+                let Ok(stream) = conn else { continue };
+                let from = stream
+                    .get_ref()
+                    .0
+                    .peer_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                spawn_connection(&shared, stream, from);
+            }
+        }
+        None => loop {
+            match listener.accept().await {
+                Ok((tcp, from)) => {
+                    let _ = tcp.set_nodelay(true);
+                    spawn_connection(&shared, tcp, from);
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: back off, keep serving.
+                    tracing::warn!("kafka accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        },
+    }
+}
+
+/// Keeps this broker's Kafka address in the cluster metadata: proposes it once the
+/// broker is registered, and again should it differ; retries while the metadata has no
+/// leader.
+pub(crate) async fn register(shared: Arc<Shared>) {
+    let Some(address) = shared.kafka_address.clone() else {
+        return;
+    };
+    let id = shared.node.id();
+    let mut state = shared.node.watch_state();
+    loop {
+        state.borrow_and_update();
+        let recorded = shared.node.with_state(|s| {
+            s.brokers
+                .get(&id)
+                .map(|b| b.kafka.as_deref() == Some(address.as_str()))
+        });
+        match recorded {
+            Some(true) => {}
+            // Not registered yet: its registration will change the state.
+            None => {}
+            Some(false) => {
+                let cmd = crate::cluster::Command::SetKafkaAddress {
+                    id,
+                    address: Some(address.clone()),
+                };
+                if let Err(e) = shared.node.propose(&cmd).await {
+                    tracing::debug!("recording the Kafka address {address}: {e}; retrying");
+                    tokio::time::sleep(REGISTER_RETRY).await;
+                    continue;
+                }
+                tracing::info!(%address, "kafka address recorded in the cluster metadata");
+                continue;
+            }
+        }
+        if state.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Wait between tries to record the Kafka address while the metadata has no leader.
+const REGISTER_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
+fn spawn_connection<S>(shared: &Arc<Shared>, stream: S, from: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let shared2 = shared.clone();
+    shared.node.tasks().spawn_until_stopped(async move {
+        if let Err(e) = connection(shared2, stream).await {
+            tracing::info!(%from, "kafka connection closed: {e}");
+        }
+    });
+}
+
+/// Why a connection was closed by the broker.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Closed {
+    /// The socket failed or the client went away mid-frame.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The client sent what no Kafka client sends.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+}
+
+/// Reads requests, answers each in order, until the client leaves or misbehaves.
+async fn connection<S>(shared: Arc<Shared>, stream: S) -> Result<(), Closed>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let max = frame::max_frame(shared.config.max_request_bytes);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let principal: Option<Arc<crate::auth::Principal>> = None;
+    loop {
+        let Some(body) = frame::read(&mut rd, &mut buf, max).await? else {
+            return Ok(()); // the client closed between requests
+        };
+        let answer = match frame::header(&body)? {
+            frame::Parsed::Request(header, mut rest) => {
+                let call = Call {
+                    header,
+                    principal: principal.clone(),
+                };
+                let api = call.api();
+                let request = RequestKind::decode(api, &mut rest, call.version()).map_err(|e| {
+                    Closed::Malformed(format!(
+                        "{api:?} v{} (correlation id {}): {e}",
+                        call.version(),
+                        call.header.correlation_id
+                    ))
+                })?;
+                match dispatch(&shared, &call, request).await? {
+                    Some(response) => Some(frame::response(&call.header, &response)?),
+                    None => None, // acks=0: Kafka sends no answer
+                }
+            }
+            frame::Parsed::UnsupportedApiVersions(correlation_id) => Some(
+                frame::api_versions_v0_error(correlation_id, meta::supported()),
+            ),
+        };
+        if let Some(out) = answer {
+            wr.write_all(&out).await?;
+        }
+    }
+}
+
+/// Answers one request: `None` for a request answered by silence (produce, acks=0).
+async fn dispatch(
+    shared: &Arc<Shared>,
+    call: &Call,
+    request: RequestKind,
+) -> Result<Option<ResponseKind>, Closed> {
+    let response = match request {
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(meta::api_versions(call, r)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(meta::metadata(shared, call, r).await),
+        RequestKind::Produce(r) => match data::produce(shared, call, r).await {
+            Some(answer) => ResponseKind::Produce(answer),
+            None => return Ok(None),
+        },
+        RequestKind::Fetch(r) => ResponseKind::Fetch(data::fetch(shared, call, r).await),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(data::list_offsets(shared, call, r).await)
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(data::init_producer_id(shared, call, r).await)
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(meta::create_topics(shared, call, r).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(meta::delete_topics(shared, call, r).await)
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(meta::create_partitions(shared, call, r).await)
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(meta::describe_configs(shared, call, r))
+        }
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            meta::incremental_alter_configs(shared, call, r).await,
+        ),
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(meta::describe_cluster(shared, call, r))
+        }
+        other => {
+            // ApiVersions never listed it: a client that sends it anyway is broken.
+            return Err(Closed::Malformed(format!(
+                "{:?} is not served here (ApiVersions does not list it)",
+                call.api()
+            )))
+            .inspect_err(|_| drop(other));
+        }
+    };
+    Ok(Some(response))
+}
+
+/// A zero-length `Bytes` (the records of a partition with nothing to send).
+pub(crate) fn no_records() -> Option<Bytes> {
+    Some(Bytes::new())
+}
