@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod damage;
 pub mod delay;
 pub mod history;
+pub mod kafka;
 pub mod netns;
 pub mod procs;
 pub mod proxy;
@@ -138,6 +139,8 @@ pub struct TestBroker {
     pub addr: String,
     /// `host:port` of its HTTP port (`/metrics`, `/health/...`).
     pub http: String,
+    /// `host:port` of its Kafka-protocol listener.
+    pub kafka: String,
     dir: std::sync::Arc<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), rafka_broker::error::BrokerError>>>,
@@ -167,6 +170,11 @@ impl TestBroker {
             .await
             .expect("bind a free port");
         config.listen = listener.local_addr().expect("local addr");
+        let kafka = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a free port");
+        let kafka_addr = kafka.local_addr().expect("local addr").to_string();
+        config.kafka_listen = Some(kafka_addr.clone());
         tweak(&mut config);
         let addr = config.listen.to_string();
         let server = rafka_broker::server::Server::open(config)
@@ -177,6 +185,7 @@ impl TestBroker {
             .expect("bind a free port");
         let http_addr = http.local_addr().expect("local addr").to_string();
         server.serve_http(http);
+        server.serve_kafka(kafka);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(listener, async {
             let _ = stopped.await;
@@ -184,6 +193,7 @@ impl TestBroker {
         Self {
             addr,
             http: http_addr,
+            kafka: kafka_addr,
             dir,
             stop: Some(stop),
             task: Some(task),
