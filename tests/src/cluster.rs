@@ -25,6 +25,7 @@ pub struct ClusterBroker {
 
 struct Running {
     node: Arc<ClusterNode>,
+    kafka: String,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), rafka_broker::error::BrokerError>>,
 }
@@ -57,14 +58,25 @@ async fn launch(
         peers: peers.to_string(),
         ..Default::default()
     };
+    let kafka = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a free port");
+    let kafka_addr = kafka.local_addr().expect("local addr").to_string();
+    config.kafka_listen = Some(kafka_addr.clone());
     tweak(&mut config);
     let server = Server::open(config).await.expect("open broker");
+    server.serve_kafka(kafka);
     let node = server.cluster().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.serve(listener, async {
         let _ = stopped.await;
     }));
-    Running { node, stop, task }
+    Running {
+        node,
+        kafka: kafka_addr,
+        stop,
+        task,
+    }
 }
 
 impl TestCluster {
@@ -104,6 +116,16 @@ impl TestCluster {
             .map(|b| b.addr.clone())
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Broker `id`'s Kafka listener (panics if it is stopped).
+    pub fn kafka_addr(&self, id: u32) -> String {
+        self.brokers[id as usize - 1]
+            .running
+            .as_ref()
+            .expect("broker running")
+            .kafka
+            .clone()
     }
 
     /// Broker `id`'s cluster node (panics if it is stopped).

@@ -123,3 +123,109 @@ pub fn python_script(script: &str, args: &[&str]) -> String {
     );
     stdout
 }
+
+/// A raw Kafka-protocol connection: requests encoded by the `kafka-protocol` crate, one
+/// at a time, for tests of exact answers and of malformed frames.
+pub struct KafkaConn {
+    stream: tokio::net::TcpStream,
+    correlation: i32,
+}
+
+impl KafkaConn {
+    /// Connects to a Kafka listener.
+    pub async fn connect(addr: &str) -> Self {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        Self {
+            stream,
+            correlation: 0,
+        }
+    }
+
+    /// Sends `request` as `version`; returns the decoded answer.
+    pub async fn call<R>(&mut self, version: i16, request: &R) -> R::Response
+    where
+        R: kafka_protocol::protocol::Request,
+    {
+        use bytes::BufMut;
+        use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+        self.correlation += 1;
+        let header = kafka_protocol::messages::RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(kafka_protocol::protocol::StrBytes::from_static_str(
+                "rafka-tests",
+            )));
+        let mut body = bytes::BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .expect("header");
+        request.encode(&mut body, version).expect("request");
+        let mut frame = bytes::BytesMut::new();
+        frame.put_i32(body.len() as i32);
+        frame.extend_from_slice(&body);
+        let mut answer = self
+            .send_raw(&frame)
+            .await
+            .unwrap_or_else(|| panic!("no answer to API {} v{version}", R::KEY));
+        let response_header = kafka_protocol::messages::ResponseHeader::decode(
+            &mut answer,
+            R::Response::header_version(version),
+        )
+        .expect("response header");
+        assert_eq!(response_header.correlation_id, self.correlation);
+        R::Response::decode(&mut answer, version).expect("response body")
+    }
+
+    /// Writes `bytes` and reads one answer frame's body; `None` if the broker closed the
+    /// connection instead.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Option<bytes::Bytes> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if self.stream.write_all(bytes).await.is_err() {
+            return None;
+        }
+        let read = async {
+            let size = self.stream.read_i32().await.ok()?;
+            let mut buf = vec![0u8; usize::try_from(size).ok()?];
+            self.stream.read_exact(&mut buf).await.ok()?;
+            Some(bytes::Bytes::from(buf))
+        };
+        tokio::time::timeout(CLIENT_WAIT, read).await.ok().flatten()
+    }
+
+    /// Whether the broker closed this connection (reads end of stream within `within`).
+    pub async fn closed_by_broker(&mut self, within: Duration) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut byte = [0u8; 1];
+        loop {
+            match tokio::time::timeout(within, self.stream.read(&mut byte)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue, // an answer in flight; keep reading
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// One Kafka record batch (CRC-32C) of `values` with `key`, as a producer sends it;
+/// `producer` is `(id, epoch, base sequence)` for an idempotent one.
+pub fn kafka_batch(key: &[u8], values: &[&[u8]], producer: Option<(i64, i16, i32)>) -> Vec<u8> {
+    let mut b = rafka_proto::batch::BatchBuilder::new();
+    if let Some((id, epoch, seq)) = producer {
+        b.set_producer(id, epoch, seq);
+    }
+    for v in values {
+        b.append(&rafka_proto::batch::Record {
+            timestamp: 1_700_000_000_000,
+            key: Some(key),
+            value: Some(v),
+            headers: &[],
+        });
+    }
+    let mut batch = b.seal().to_vec();
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}

@@ -87,7 +87,7 @@ pub(super) async fn produce(
         -1 => Ok(v1::Acks::All),
         _ => Err(E::InvalidRequiredAcks),
     };
-    let transactional = r.transactional_id.is_some();
+    let transactional = r.transactional_id.as_ref().is_some_and(|t| !t.is_empty());
     let mut work = Vec::new();
     for t in r.topic_data {
         let topic = resolve(shared, &t.name, t.topic_id);
@@ -471,7 +471,7 @@ pub(super) async fn init_producer_id(
     let mut out = InitProducerIdResponse::default();
     out.producer_id = ProducerId(-1);
     out.producer_epoch = -1;
-    if r.transactional_id.is_some() {
+    if r.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
         out.error_code = E::TransactionalIdAuthorizationFailed.code();
         tracing::info!(
             "InitProducerId with a transactional id refused: transactions are not supported"
