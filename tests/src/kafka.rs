@@ -229,3 +229,40 @@ pub fn kafka_batch(key: &[u8], values: &[&[u8]], producer: Option<(i64, i16, i32
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
     batch
 }
+
+impl KafkaConn {
+    /// Writes `frame` and then an ApiVersions v0 request (correlation id -7), and reads
+    /// answers until that one's: `true` if it came (the broker served on after `frame`,
+    /// answered or not, as for a produce with acks 0), `false` if the broker closed the
+    /// connection. Panics if neither happens within [`CLIENT_WAIT`].
+    pub async fn survives(&mut self, frame: &[u8]) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut ping = 10i32.to_be_bytes().to_vec();
+        ping.extend_from_slice(&18i16.to_be_bytes());
+        ping.extend_from_slice(&0i16.to_be_bytes());
+        ping.extend_from_slice(&(-7i32).to_be_bytes());
+        ping.extend_from_slice(&(-1i16).to_be_bytes());
+        let mut out = frame.to_vec();
+        out.extend_from_slice(&ping);
+        if self.stream.write_all(&out).await.is_err() {
+            return false;
+        }
+        let read = async {
+            loop {
+                let Ok(size) = self.stream.read_i32().await else {
+                    return false;
+                };
+                let mut buf = vec![0u8; usize::try_from(size).unwrap_or(0)];
+                if self.stream.read_exact(&mut buf).await.is_err() {
+                    return false;
+                }
+                if buf.len() >= 4 && buf[..4] == (-7i32).to_be_bytes() {
+                    return true;
+                }
+            }
+        };
+        tokio::time::timeout(CLIENT_WAIT, read)
+            .await
+            .expect("the broker neither served on nor closed the connection")
+    }
+}

@@ -315,7 +315,10 @@ async fn with_auth_on_a_connection_without_a_principal_may_do_nothing() {
         E::TopicAuthorizationFailed.code()
     );
     let id = c
-        .call(4, &InitProducerIdRequest::default().with_transactional_id(None))
+        .call(
+            4,
+            &InitProducerIdRequest::default().with_transactional_id(None),
+        )
         .await;
     assert_eq!(id.error_code, E::ClusterAuthorizationFailed.code());
 }
