@@ -184,29 +184,26 @@ fn check_offsets(offsets: &[v1::CommittedOffset]) -> Result<(), BrokerError> {
 
 impl GroupService {
     /// Refuses `op` on `group` as the ACLs say for the request's principal.
-    fn may_group<T>(
+    fn may_group(
         &self,
-        request: &Request<T>,
+        who: Option<&Arc<crate::auth::Principal>>,
         op: Operation,
         group: &str,
     ) -> Result<(), BrokerError> {
-        self.shared.authorize(
-            super::principal(request).as_ref(),
-            op,
-            ResourceType::Group,
-            group,
-        )
+        self.shared.authorize(who, op, ResourceType::Group, group)
     }
 }
 
-#[tonic::async_trait]
-impl group_server::Group for GroupService {
-    async fn find_coordinator(
+impl GroupService {
+    /// The broker coordinating the group: the leader of its offsets partition (the
+    /// offsets topic is created on first use). Shared by the gRPC and Kafka APIs.
+    pub(crate) async fn find_coordinator(
         &self,
-        request: Request<v1::FindCoordinatorRequest>,
-    ) -> Result<Response<v1::FindCoordinatorResponse>, Status> {
-        self.may_group(&request, Operation::Describe, &request.get_ref().group)?;
-        let group = request.into_inner().group;
+        who: Option<&Arc<crate::auth::Principal>>,
+        req: v1::FindCoordinatorRequest,
+    ) -> Result<v1::FindCoordinatorResponse, BrokerError> {
+        self.may_group(who, Operation::Describe, &req.group)?;
+        let group = req.group;
         let leader = match self.offsets_partition(&group).await {
             Ok((_, r)) => match r.leader() {
                 Some(l) => l as u32,
@@ -228,29 +225,27 @@ impl group_server::Group for GroupService {
             self.shared.address.clone()
         } else {
             self.shared.node.broker_address(leader).ok_or_else(|| {
-                Status::from(BrokerError::Unavailable(format!(
-                    "coordinator {leader} has no known address"
-                )))
+                BrokerError::Unavailable(format!("coordinator {leader} has no known address"))
             })?
         };
-        Ok(Response::new(v1::FindCoordinatorResponse {
+        Ok(v1::FindCoordinatorResponse {
             node_id: leader,
             address,
-        }))
+        })
     }
 
-    async fn commit_offsets(
+    /// Commits a group's offsets: by a member for what it owns, or without a member id
+    /// while the group has none. Shared by the gRPC and Kafka APIs.
+    pub(crate) async fn commit_offsets(
         &self,
-        request: Request<v1::CommitOffsetsRequest>,
-    ) -> Result<Response<v1::CommitOffsetsResponse>, Status> {
-        self.may_group(&request, Operation::Read, &request.get_ref().group)?;
-        let who = super::principal(&request);
-        let req = request.into_inner();
+        who: Option<&Arc<crate::auth::Principal>>,
+        req: v1::CommitOffsetsRequest,
+    ) -> Result<v1::CommitOffsetsResponse, BrokerError> {
+        self.may_group(who, Operation::Read, &req.group)?;
         validate_group(&req.group).map_err(BrokerError::InvalidRequest)?;
         check_offsets(&req.offsets)?;
         for o in &req.offsets {
-            self.shared
-                .may_topic(who.as_ref(), Operation::Read, &o.topic)?;
+            self.shared.may_topic(who, Operation::Read, &o.topic)?;
         }
         // Kafka answers UNKNOWN_TOPIC_OR_PARTITION for these; an offset past the log end
         // is stored as given (Kafka does the same; the consumer's reset policy applies
@@ -302,25 +297,28 @@ impl group_server::Group for GroupService {
         }
         let batch = commit_batch(&req.group, &req.offsets, now_ms());
         self.append_for(&req.group, batch).await?;
-        Ok(Response::new(v1::CommitOffsetsResponse {}))
+        Ok(v1::CommitOffsetsResponse {})
     }
 
-    async fn fetch_offsets(
+    /// The group's committed offsets (all, or those of the partitions asked for). Shared by the gRPC and Kafka APIs.
+    pub(crate) async fn fetch_offsets(
         &self,
-        request: Request<v1::FetchOffsetsRequest>,
-    ) -> Result<Response<v1::FetchOffsetsResponse>, Status> {
-        self.may_group(&request, Operation::Describe, &request.get_ref().group)?;
-        let req = request.into_inner();
+        who: Option<&Arc<crate::auth::Principal>>,
+        req: v1::FetchOffsetsRequest,
+    ) -> Result<v1::FetchOffsetsResponse, BrokerError> {
+        self.may_group(who, Operation::Describe, &req.group)?;
         let offsets = self.committed(&req.group, &req.partitions).await?;
-        Ok(Response::new(v1::FetchOffsetsResponse { offsets }))
+        Ok(v1::FetchOffsetsResponse { offsets })
     }
 
-    async fn heartbeat(
+    /// A member's heartbeat: it joins, keeps its session, and learns its assignment
+    /// (server-side assignment, as KIP-848). Shared by the gRPC and Kafka APIs.
+    pub(crate) async fn heartbeat(
         &self,
-        request: Request<v1::GroupHeartbeatRequest>,
-    ) -> Result<Response<v1::GroupHeartbeatResponse>, Status> {
-        self.may_group(&request, Operation::Read, &request.get_ref().group)?;
-        let req = request.into_inner();
+        who: Option<&Arc<crate::auth::Principal>>,
+        req: v1::GroupHeartbeatRequest,
+    ) -> Result<v1::GroupHeartbeatResponse, BrokerError> {
+        self.may_group(who, Operation::Read, &req.group)?;
         check_heartbeat(&req)?;
         let (_, served) = self.offsets_partition(&req.group).await?;
         served.check_writable().await?;
@@ -359,7 +357,7 @@ impl group_server::Group for GroupService {
                 .heartbeat(&req.group, hb, &partitions, Instant::now())
                 .map_err(membership_error)?
         };
-        Ok(Response::new(v1::GroupHeartbeatResponse {
+        Ok(v1::GroupHeartbeatResponse {
             member_id: answer.member_id,
             member_epoch: answer.epoch,
             assignment: answer
@@ -368,13 +366,16 @@ impl group_server::Group for GroupService {
                 .map(|(topic, partition)| v1::TopicPartitionRef { topic, partition })
                 .collect(),
             heartbeat_interval_ms: answer.interval.as_millis() as u32,
-        }))
+        })
     }
 
-    async fn list_groups(
+    /// The groups this broker coordinates (committed offsets or live members) that the
+    /// caller may describe. Shared by the gRPC and Kafka APIs.
+    pub(crate) async fn list_groups(
         &self,
-        request: Request<v1::ListGroupsRequest>,
-    ) -> Result<Response<v1::ListGroupsResponse>, Status> {
+        who: Option<&Arc<crate::auth::Principal>>,
+        _req: v1::ListGroupsRequest,
+    ) -> Result<v1::ListGroupsResponse, BrokerError> {
         let mut names = BTreeSet::new();
         for p in 0..OFFSETS_PARTITIONS {
             let served = match catalog::partition(&self.shared.node, OFFSETS_TOPIC, p).await {
@@ -403,18 +404,20 @@ impl group_server::Group for GroupService {
                 .map(|(n, _)| n.clone()),
         );
         // The groups the caller may describe.
-        names.retain(|g| self.may_group(&request, Operation::Describe, g).is_ok());
-        Ok(Response::new(v1::ListGroupsResponse {
+        names.retain(|g| self.may_group(who, Operation::Describe, g).is_ok());
+        Ok(v1::ListGroupsResponse {
             groups: names.into_iter().collect(),
-        }))
+        })
     }
 
-    async fn describe_group(
+    /// A group's state, committed offsets, members and their assignments. Shared by the gRPC and Kafka APIs.
+    pub(crate) async fn describe_group(
         &self,
-        request: Request<v1::DescribeGroupRequest>,
-    ) -> Result<Response<v1::DescribeGroupResponse>, Status> {
-        self.may_group(&request, Operation::Describe, &request.get_ref().group)?;
-        let group = request.into_inner().group;
+        who: Option<&Arc<crate::auth::Principal>>,
+        req: v1::DescribeGroupRequest,
+    ) -> Result<v1::DescribeGroupResponse, BrokerError> {
+        self.may_group(who, Operation::Describe, &req.group)?;
+        let group = req.group;
         let offsets = self.committed(&group, &[]).await?;
         let mut resp = v1::DescribeGroupResponse {
             group: group.clone(),
@@ -457,15 +460,17 @@ impl group_server::Group for GroupService {
             (true, true) => "dead",
         }
         .into();
-        Ok(Response::new(resp))
+        Ok(resp)
     }
 
-    async fn delete_group(
+    /// Forgets the offsets of a group without members. Shared by the gRPC and Kafka APIs.
+    pub(crate) async fn delete_group(
         &self,
-        request: Request<v1::DeleteGroupRequest>,
-    ) -> Result<Response<v1::DeleteGroupResponse>, Status> {
-        self.may_group(&request, Operation::Delete, &request.get_ref().group)?;
-        let group = request.into_inner().group;
+        who: Option<&Arc<crate::auth::Principal>>,
+        req: v1::DeleteGroupRequest,
+    ) -> Result<v1::DeleteGroupResponse, BrokerError> {
+        self.may_group(who, Operation::Delete, &req.group)?;
+        let group = req.group;
         validate_group(&group).map_err(BrokerError::InvalidRequest)?;
         self.check_no_members(&group, "a group is deleted")?;
         if self.committed(&group, &[]).await?.is_empty() {
@@ -479,7 +484,74 @@ impl group_server::Group for GroupService {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&group);
-        Ok(Response::new(v1::DeleteGroupResponse {}))
+        Ok(v1::DeleteGroupResponse {})
+    }
+}
+
+#[tonic::async_trait]
+impl group_server::Group for GroupService {
+    async fn find_coordinator(
+        &self,
+        request: Request<v1::FindCoordinatorRequest>,
+    ) -> Result<Response<v1::FindCoordinatorResponse>, Status> {
+        let who = super::principal(&request);
+        let answer =
+            GroupService::find_coordinator(self, who.as_ref(), request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn commit_offsets(
+        &self,
+        request: Request<v1::CommitOffsetsRequest>,
+    ) -> Result<Response<v1::CommitOffsetsResponse>, Status> {
+        let who = super::principal(&request);
+        let answer = GroupService::commit_offsets(self, who.as_ref(), request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn fetch_offsets(
+        &self,
+        request: Request<v1::FetchOffsetsRequest>,
+    ) -> Result<Response<v1::FetchOffsetsResponse>, Status> {
+        let who = super::principal(&request);
+        let answer = GroupService::fetch_offsets(self, who.as_ref(), request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<v1::GroupHeartbeatRequest>,
+    ) -> Result<Response<v1::GroupHeartbeatResponse>, Status> {
+        let who = super::principal(&request);
+        let answer = GroupService::heartbeat(self, who.as_ref(), request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn list_groups(
+        &self,
+        request: Request<v1::ListGroupsRequest>,
+    ) -> Result<Response<v1::ListGroupsResponse>, Status> {
+        let who = super::principal(&request);
+        let answer = GroupService::list_groups(self, who.as_ref(), request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<v1::DescribeGroupRequest>,
+    ) -> Result<Response<v1::DescribeGroupResponse>, Status> {
+        let who = super::principal(&request);
+        let answer = GroupService::describe_group(self, who.as_ref(), request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<v1::DeleteGroupRequest>,
+    ) -> Result<Response<v1::DeleteGroupResponse>, Status> {
+        let who = super::principal(&request);
+        let answer = GroupService::delete_group(self, who.as_ref(), request.into_inner()).await?;
+        Ok(Response::new(answer))
     }
 }
 
