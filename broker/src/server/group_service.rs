@@ -85,6 +85,12 @@ impl GroupService {
         Ok(())
     }
 
+    /// Succeeds if this broker coordinates `group` (leads its offsets partition).
+    pub(crate) async fn coordinates(&self, group: &str) -> Result<(), BrokerError> {
+        let (_, served) = self.offsets_partition(group).await?;
+        served.check_writable().await
+    }
+
     /// Refuses a change made without membership while the group has live members.
     fn check_no_members(&self, group: &str, what: &str) -> Result<(), BrokerError> {
         let mut groups = self
@@ -211,15 +217,14 @@ impl GroupService {
                     return Err(BrokerError::Unavailable(format!(
                         "group `{}`: its coordinator is being elected",
                         shown(&group)
-                    ))
-                    .into())
+                    )))
                 }
             },
             // Not a replica of that partition here: its preferred leader.
             Err(BrokerError::NotLeader {
                 leader: Some(l), ..
             }) => l as u32,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         let address = if leader == self.shared.config.node_id {
             self.shared.address.clone()
@@ -252,14 +257,13 @@ impl GroupService {
         // when it reads from there).
         for o in &req.offsets {
             match catalog::partition_count(&self.shared.node, &o.topic) {
-                None => return Err(BrokerError::UnknownTopic(o.topic.clone()).into()),
+                None => return Err(BrokerError::UnknownTopic(o.topic.clone())),
                 Some(count) if o.partition >= count => {
                     return Err(BrokerError::UnknownPartition {
                         topic: o.topic.clone(),
                         partition: o.partition,
                         count,
-                    }
-                    .into())
+                    })
                 }
                 Some(_) => {}
             }
@@ -290,8 +294,7 @@ impl GroupService {
                             shown(&req.member_id),
                             shown(&req.group)
                         ),
-                    }
-                    .into())
+                    })
                 }
             }
         }
@@ -474,7 +477,7 @@ impl GroupService {
         validate_group(&group).map_err(BrokerError::InvalidRequest)?;
         self.check_no_members(&group, "a group is deleted")?;
         if self.committed(&group, &[]).await?.is_empty() {
-            return Err(BrokerError::UnknownGroup(group).into());
+            return Err(BrokerError::UnknownGroup(group));
         }
         self.append_for(&group, delete_batch(&group, now_ms()))
             .await?;

@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     pub acls: Arc<crate::auth::AclCache>,
     /// Address Kafka clients are told to use for this broker (none: no Kafka listener).
     pub kafka_address: Option<String>,
+    /// The Kafka listener's group state (classic groups, KIP-848 members' last words).
+    pub kafka_groups: kafka::KafkaGroups,
 }
 
 /// The principal the auth layer found for a request (none with auth off).
@@ -243,6 +245,7 @@ impl Server {
         Ok(Self {
             shared: Arc::new(Shared {
                 kafka_address,
+                kafka_groups: Default::default(),
                 config,
                 node,
                 address,
@@ -275,6 +278,7 @@ impl Server {
         let tasks = self.shared.node.tasks();
         tasks.spawn_until_stopped(kafka::serve(listener, self.shared.clone()));
         tasks.spawn_until_stopped(kafka::register(self.shared.clone()));
+        tasks.spawn_until_stopped(kafka::expire_groups(self.shared.clone()));
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains and syncs.

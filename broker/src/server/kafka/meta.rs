@@ -45,6 +45,20 @@ const SERVED: &[(ApiKey, VersionRange)] = &[
         IncrementalAlterConfigsRequest::VERSIONS,
     ),
     (ApiKey::DescribeCluster, DescribeClusterRequest::VERSIONS),
+    (ApiKey::FindCoordinator, FindCoordinatorRequest::VERSIONS),
+    (ApiKey::OffsetCommit, OffsetCommitRequest::VERSIONS),
+    (ApiKey::OffsetFetch, OffsetFetchRequest::VERSIONS),
+    (ApiKey::JoinGroup, JoinGroupRequest::VERSIONS),
+    (ApiKey::SyncGroup, SyncGroupRequest::VERSIONS),
+    (ApiKey::Heartbeat, HeartbeatRequest::VERSIONS),
+    (ApiKey::LeaveGroup, LeaveGroupRequest::VERSIONS),
+    (ApiKey::ListGroups, ListGroupsRequest::VERSIONS),
+    (ApiKey::DescribeGroups, DescribeGroupsRequest::VERSIONS),
+    (ApiKey::DeleteGroups, DeleteGroupsRequest::VERSIONS),
+    (
+        ApiKey::ConsumerGroupHeartbeat,
+        ConsumerGroupHeartbeatRequest::VERSIONS,
+    ),
 ];
 
 /// The versions of `api` served, if it is.
@@ -82,7 +96,7 @@ pub(crate) fn kafka_address(shared: &Shared, id: u32) -> Option<String> {
 }
 
 /// `host:port` split, the port a number.
-fn host_port(address: &str) -> Option<(StrBytes, i32)> {
+pub(super) fn host_port(address: &str) -> Option<(StrBytes, i32)> {
     let (host, port) = address.rsplit_once(':')?;
     let port = port.parse::<u16>().ok()?;
     let host = host.trim_start_matches('[').trim_end_matches(']');

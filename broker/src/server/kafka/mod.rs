@@ -6,16 +6,22 @@
 //! - `batches` Kafka's CRC-32C record batches to and from rafka's stored form
 //! - `data`    Produce, Fetch, ListOffsets, InitProducerId
 //! - `meta`    ApiVersions, Metadata, topic admin, configs, DescribeCluster
+//! - `groups`  FindCoordinator, offsets, group listing, KIP-848's heartbeat
+//! - `classic` the classic group protocol (JoinGroup, SyncGroup, Heartbeat, LeaveGroup)
 //!
 //! Codecs are the `kafka-protocol` crate's. A connection's requests are answered in the
 //! order they came, as Kafka promises; a malformed frame closes the connection with a
 //! log line and touches nothing else.
 
 mod batches;
+mod classic;
 mod data;
 mod errors;
 mod frame;
+mod groups;
 mod meta;
+
+pub(crate) use groups::KafkaGroups;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -116,6 +122,15 @@ pub(crate) async fn register(shared: Arc<Shared>) {
         if state.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// Ends classic-group sessions and overdue rebalances while no request comes.
+pub(crate) async fn expire_groups(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(classic::EXPIRE_EVERY);
+    loop {
+        every.tick().await;
+        shared.kafka_groups.classic.expire_all();
     }
 }
 
@@ -224,6 +239,39 @@ async fn dispatch(
         ),
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(meta::describe_cluster(shared, call, r))
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(shared, call, r).await)
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(groups::offset_commit(shared, call, r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(groups::offset_fetch(shared, call, r).await)
+        }
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(groups::list_groups(shared, call, r).await)
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::describe_groups(shared, call, r).await)
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(groups::delete_groups(shared, call, r).await)
+        }
+        RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(
+            groups::consumer_group_heartbeat(shared, call, r).await,
+        ),
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(classic::join_group(shared, call, r).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(classic::sync_group(shared, call, r).await)
+        }
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(classic::heartbeat(shared, call, r).await)
+        }
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(classic::leave_group(shared, call, r).await)
         }
         other => {
             // ApiVersions never listed it: a client that sends it anyway is broken.
