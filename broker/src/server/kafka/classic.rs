@@ -65,6 +65,8 @@ struct Member {
 struct Group {
     state: State,
     generation: i32,
+    /// The generation before, whose members' commits still count (see `check_commit`).
+    previous_generation: i32,
     protocol_type: String,
     protocol: Option<String>,
     leader: Option<String>,
@@ -82,6 +84,7 @@ impl Group {
         Self {
             state: State::Empty,
             generation: 0,
+            previous_generation: 0,
             protocol_type: String::new(),
             protocol: None,
             leader: None,
@@ -128,6 +131,7 @@ impl Group {
             return;
         }
         self.members.retain(|_, m| m.joined);
+        self.previous_generation = self.generation;
         self.generation += 1;
         if self.members.is_empty() {
             self.state = State::Empty;
@@ -250,7 +254,13 @@ impl ClassicGroups {
     }
 
     /// Whether a commit by `member` at `generation` may go ahead; `None` when no classic
-    /// group of that id is known here.
+    /// group of that id is known here. A current member's commit of the generation just
+    /// ended is taken too (as rafka's own groups take the previous member epoch): it was
+    /// sent while the member's JoinGroup was answered, it can only be for partitions the
+    /// member still owns (cooperative assignors move a partition only after its owner
+    /// revoked it and committed, on this same connection), and Kafka's ILLEGAL_GENERATION
+    /// would make librdkafka drop the member's whole assignment as lost and re-consume
+    /// from the last commit.
     pub(super) fn check_commit(
         &self,
         group: &str,
@@ -271,11 +281,13 @@ impl ClassicGroups {
                 return Some(Err(E::UnknownMemberId));
             };
             m.last_seen = Instant::now();
-            Some(if generation != g.generation {
-                Err(E::IllegalGeneration)
-            } else {
-                Ok(())
-            })
+            Some(
+                if generation == g.generation || generation == g.previous_generation {
+                    Ok(())
+                } else {
+                    Err(E::IllegalGeneration)
+                },
+            )
         })
     }
 
@@ -686,6 +698,7 @@ pub(super) async fn leave_group(
         if removed {
             if g.members.is_empty() {
                 g.state = State::Empty;
+                g.previous_generation = g.generation;
                 g.generation += 1;
                 g.protocol = None;
                 g.leader = None;
