@@ -24,8 +24,9 @@ pub struct BrokerConfig {
     /// Address of the HTTP port (`/metrics`, `/health/live`); none without it.
     pub http_listen: Option<SocketAddr>,
     /// Address of the Kafka-protocol listener (`host:port`, port 0 picks a free one), or
-    /// `off`. Default: `listen`'s host and port [`DEFAULT_KAFKA_PORT`] (a free port when
-    /// `listen`'s port is 0).
+    /// `off`. Default: `listen`'s host, port [`DEFAULT_KAFKA_PORT`] when `listen` has the
+    /// default port 9092, else a free port (so brokers sharing a host never collide);
+    /// the bound address is printed and advertised.
     pub kafka_listen: Option<String>,
     /// Address Kafka clients are told to use (Metadata); defaults to the bound one.
     pub kafka_advertised_address: Option<String>,
@@ -62,7 +63,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             node_id: 1,
-            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_GRPC_PORT)),
             advertised_address: None,
             http_listen: None,
             kafka_listen: None,
@@ -82,7 +83,9 @@ impl Default for BrokerConfig {
     }
 }
 
-/// The Kafka listener's port by default (the gRPC listener has 9092).
+/// The gRPC listener's port by default.
+pub const DEFAULT_GRPC_PORT: u16 = 9092;
+/// The Kafka listener's port beside a gRPC listener on [`DEFAULT_GRPC_PORT`].
 pub const DEFAULT_KAFKA_PORT: u16 = 9093;
 
 impl BrokerConfig {
@@ -96,8 +99,8 @@ impl BrokerConfig {
                 .map_err(|_| format!("kafka_listen `{}` is neither host:port nor `off`", shown(a))),
             None => {
                 let port = match self.listen.port() {
-                    0 => 0,
-                    _ => DEFAULT_KAFKA_PORT,
+                    DEFAULT_GRPC_PORT => DEFAULT_KAFKA_PORT,
+                    _ => 0,
                 };
                 Ok(Some(SocketAddr::new(self.listen.ip(), port)))
             }
@@ -363,5 +366,30 @@ mod tests {
         assert_eq!(defaults.partitions_for(10_000, 0), Ok(10_000));
         assert!(defaults.partitions_for(10_001, 0).is_err());
         assert!(defaults.partitions_for(10_000, 10_001).is_err());
+    }
+
+    #[test]
+    fn the_kafka_listener_defaults_beside_the_grpc_one_and_can_be_off() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(
+            c.kafka_listen_addr().unwrap().unwrap().to_string(),
+            "127.0.0.1:9093"
+        );
+        assert_eq!(c.kafka_advertised().as_deref(), Some("127.0.0.1:9093"));
+        c.listen = "127.0.0.1:7000".parse().unwrap();
+        assert_eq!(
+            c.kafka_listen_addr().unwrap().unwrap().port(),
+            0,
+            "a free port"
+        );
+        assert_eq!(c.kafka_advertised(), None, "known once bound");
+        c.kafka_listen = Some("127.0.0.1:19093".into());
+        assert_eq!(c.kafka_advertised().as_deref(), Some("127.0.0.1:19093"));
+        c.kafka_advertised_address = Some("kafka.example:9093".into());
+        assert_eq!(c.kafka_advertised().as_deref(), Some("kafka.example:9093"));
+        c.kafka_listen = Some("off".into());
+        assert_eq!(c.kafka_listen_addr().unwrap(), None);
+        c.kafka_listen = Some("nonsense".into());
+        assert!(c.kafka_listen_addr().unwrap_err().contains("kafka_listen"));
     }
 }

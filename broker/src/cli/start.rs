@@ -26,7 +26,8 @@ pub struct StartArgs {
     #[arg(long, env = "RAFKA_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
     /// Address of the Kafka-protocol listener (port 0 picks a free one, printed), or
-    /// `off`. Default: the host of --listen, port 9093 (a free one with --listen :0).
+    /// `off`. Default: the host of --listen, port 9093 beside the default 9092, else a
+    /// free port.
     #[arg(long, env = "RAFKA_KAFKA_LISTEN")]
     kafka_listen: Option<String>,
     /// Data directory.
