@@ -54,11 +54,17 @@ impl Cluster {
                     .stderr(Stdio::inherit())
                     .spawn()
                     .expect("spawn rafka start");
-                let mut line = String::new();
-                BufReader::new(child.stdout.take().unwrap())
-                    .read_line(&mut line)
-                    .expect("read the listening line");
-                assert!(line.contains("listening on"), "unexpected `{line}`");
+                // Its last line says it serves (a Kafka listener's line comes first).
+                let mut out = BufReader::new(child.stdout.take().unwrap());
+                loop {
+                    let mut line = String::new();
+                    let n = out.read_line(&mut line).expect("read the listening line");
+                    assert!(n > 0, "rafka start exited before printing its address");
+                    if line.starts_with("rafka broker listening on") {
+                        break;
+                    }
+                    assert!(line.contains("listening on"), "unexpected `{line}`");
+                }
                 Some(child)
             })
             .collect();

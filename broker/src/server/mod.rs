@@ -59,8 +59,8 @@ pub(crate) struct Shared {
     pub acls: Arc<crate::auth::AclCache>,
     /// Address Kafka clients are told to use for this broker (none: no Kafka listener).
     pub kafka_address: Option<String>,
-    /// The Kafka listener's group state (classic groups, KIP-848 members' last words).
-    pub kafka_groups: kafka::KafkaGroups,
+    /// The Kafka listener's state (classic groups, KIP-848 members' last words, SASL).
+    pub kafka: kafka::KafkaState,
 }
 
 /// The principal the auth layer found for a request (none with auth off).
@@ -245,7 +245,7 @@ impl Server {
         Ok(Self {
             shared: Arc::new(Shared {
                 kafka_address,
-                kafka_groups: Default::default(),
+                kafka: Default::default(),
                 config,
                 node,
                 address,

@@ -16,6 +16,8 @@ pub struct Broker {
     pub addr: String,
     /// Its HTTP port's address, when started with one.
     pub http: Option<String>,
+    /// Its Kafka listener's address (`rafka start`).
+    pub kafka: Option<String>,
 }
 
 impl Broker {
@@ -69,6 +71,7 @@ impl Broker {
             child,
             addr,
             http: None,
+            kafka: None,
         };
         (broker, tls)
     }
@@ -92,6 +95,7 @@ impl Broker {
             .expect("spawn rafka start");
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut http = None;
+        let mut kafka = None;
         let addr = loop {
             let mut line = String::new();
             assert!(
@@ -101,13 +105,20 @@ impl Broker {
             let line = line.trim();
             if let Some(a) = line.strip_prefix("rafka http listening on ") {
                 http = Some(a.to_string());
+            } else if let Some(a) = line.strip_prefix("rafka kafka listening on ") {
+                kafka = Some(a.to_string());
             } else if let Some(a) = line.strip_prefix("rafka broker listening on ") {
                 break a.to_string();
             } else {
                 panic!("unexpected line `{line}`");
             }
         };
-        Self { child, addr, http }
+        Self {
+            child,
+            addr,
+            http,
+            kafka,
+        }
     }
 
     /// Runs `rafka --bootstrap ADDR args...` with `stdin`; its output.

@@ -432,7 +432,7 @@ pub(super) async fn join_group(
         .collect();
     let protocol_type = r.protocol_type.to_string();
     let client_id = call.header.client_id.as_deref().unwrap_or("").to_string();
-    let classic = &shared.kafka_groups.classic;
+    let classic = &shared.kafka.classic;
     let now = Instant::now();
     // Admit the member (or tell it its id first), and start a rebalance if needed.
     let admitted = classic.with(|groups| -> Result<(String, i32), (E, String)> {
@@ -549,7 +549,7 @@ pub(super) async fn sync_group(
         out.error_code = e.code();
         return out;
     }
-    let classic = &shared.kafka_groups.classic;
+    let classic = &shared.kafka.classic;
     let now = Instant::now();
     let checked = classic.with(|groups| -> Result<Duration, E> {
         let g = groups.get_mut(&group).ok_or(E::UnknownMemberId)?;
@@ -625,7 +625,7 @@ pub(super) async fn heartbeat(
         return out;
     }
     let now = Instant::now();
-    let result = shared.kafka_groups.classic.with(|groups| -> Result<(), E> {
+    let result = shared.kafka.classic.with(|groups| -> Result<(), E> {
         let g = groups.get_mut(&group).ok_or(E::UnknownMemberId)?;
         g.expire(now);
         let m = g.members.get_mut(&member).ok_or(E::UnknownMemberId)?;
@@ -668,7 +668,7 @@ pub(super) async fn leave_group(
         vec![(r.member_id.to_string(), None)]
     };
     let now = Instant::now();
-    let results: Vec<(String, Option<String>, i16)> = shared.kafka_groups.classic.with(|groups| {
+    let results: Vec<(String, Option<String>, i16)> = shared.kafka.classic.with(|groups| {
         let Some(g) = groups.get_mut(&group) else {
             return leaving
                 .into_iter()

@@ -45,12 +45,15 @@ struct ConsumerMember {
     sent: Option<BTreeSet<(String, u32)>>,
 }
 
-/// The Kafka listener's group state beside the group service's.
+/// The Kafka listener's state beside the engine's: its group state and the issuer
+/// SASL/PLAIN exchanges client secrets at.
 #[derive(Default)]
-pub(crate) struct KafkaGroups {
+pub(crate) struct KafkaState {
     consumers: Mutex<HashMap<(String, String), ConsumerMember>>,
     /// Groups of the classic protocol (JoinGroup/SyncGroup), by id.
     pub classic: super::classic::ClassicGroups,
+    /// Made on first use (it keeps the rate limit of wrong secrets).
+    pub issuer: std::sync::OnceLock<Arc<crate::auth::issuer::Issuer>>,
 }
 
 /// A group request's failure in Kafka's code: a broker that does not coordinate the
@@ -217,11 +220,11 @@ async fn commit(
     let mut member_id = String::new();
     let mut member_epoch = 0;
     if !member.is_empty() || r.generation_id_or_member_epoch >= 0 {
-        let classic = shared.kafka_groups.classic.check_commit(
-            group,
-            &member,
-            r.generation_id_or_member_epoch,
-        );
+        let classic =
+            shared
+                .kafka
+                .classic
+                .check_commit(group, &member, r.generation_id_or_member_epoch);
         match classic {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(e),
@@ -400,9 +403,9 @@ pub(super) async fn list_groups(
         }
     };
     let mut names: BTreeSet<String> = names.into_iter().collect();
-    names.extend(shared.kafka_groups.classic.names());
+    names.extend(shared.kafka.classic.names());
     for name in names {
-        let (state, group_type) = match shared.kafka_groups.classic.state(&name) {
+        let (state, group_type) = match shared.kafka.classic.state(&name) {
             Some(state) => (state, "classic"),
             None => (consumer_state(shared, &name), "consumer"),
         };
@@ -480,7 +483,7 @@ pub(super) async fn describe_groups(
     for id in r.groups {
         let name = id.0.to_string();
         let mut g = DescribedGroup::default().with_group_id(id);
-        if let Some(described) = shared.kafka_groups.classic.describe(&name) {
+        if let Some(described) = shared.kafka.classic.describe(&name) {
             if shared
                 .authorize(
                     call.principal.as_ref(),
@@ -544,7 +547,7 @@ pub(super) async fn delete_groups(
     for id in r.groups_names {
         let name = id.0.to_string();
         let mut result = DeletableGroupResult::default().with_group_id(id);
-        if shared.kafka_groups.classic.has_members(&name) {
+        if shared.kafka.classic.has_members(&name) {
             result.error_code = E::NonEmptyGroup.code();
         } else {
             let req = v1::DeleteGroupRequest {
@@ -554,7 +557,7 @@ pub(super) async fn delete_groups(
                 .delete_group(call.principal.as_ref(), req)
                 .await
             {
-                Ok(_) => shared.kafka_groups.classic.forget(&name),
+                Ok(_) => shared.kafka.classic.forget(&name),
                 Err(e) => result.error_code = group_code(&e).code(),
             }
         }
@@ -574,8 +577,8 @@ pub(super) async fn consumer_group_heartbeat(
     let mut out = ConsumerGroupHeartbeatResponse::default();
     let group = r.group_id.0.to_string();
     let member = r.member_id.to_string();
-    if shared.kafka_groups.classic.has_members(&group) {
-        out.error_code = E::GroupIdNotFound.code();
+    if shared.kafka.classic.has_members(&group) {
+        out.error_code = E::InconsistentGroupProtocol.code();
         out.error_message = Some(str_bytes(&format!(
             "group {group} uses the classic protocol; a consumer-protocol member cannot join it"
         )));
@@ -585,7 +588,7 @@ pub(super) async fn consumer_group_heartbeat(
     // Fill in what the member left out because it did not change.
     let known = {
         let consumers = shared
-            .kafka_groups
+            .kafka
             .consumers
             .lock()
             .unwrap_or_else(|e| e.into_inner());
@@ -647,7 +650,7 @@ pub(super) async fn consumer_group_heartbeat(
                 .map(|tp| (tp.topic.clone(), tp.partition))
                 .collect();
             let mut consumers = shared
-                .kafka_groups
+                .kafka
                 .consumers
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());

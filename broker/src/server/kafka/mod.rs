@@ -8,6 +8,7 @@
 //! - `meta`    ApiVersions, Metadata, topic admin, configs, DescribeCluster
 //! - `groups`  FindCoordinator, offsets, group listing, KIP-848's heartbeat
 //! - `classic` the classic group protocol (JoinGroup, SyncGroup, Heartbeat, LeaveGroup)
+//! - `sasl`    SaslHandshake and SaslAuthenticate: OAUTHBEARER and PLAIN
 //!
 //! Codecs are the `kafka-protocol` crate's. A connection's requests are answered in the
 //! order they came, as Kafka promises; a malformed frame closes the connection with a
@@ -20,8 +21,9 @@ mod errors;
 mod frame;
 mod groups;
 mod meta;
+mod sasl;
 
-pub(crate) use groups::KafkaGroups;
+pub(crate) use groups::KafkaState;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -130,7 +132,7 @@ pub(crate) async fn expire_groups(shared: Arc<Shared>) {
     let mut every = tokio::time::interval(classic::EXPIRE_EVERY);
     loop {
         every.tick().await;
-        shared.kafka_groups.classic.expire_all();
+        shared.kafka.classic.expire_all();
     }
 }
 
@@ -158,6 +160,9 @@ pub(crate) enum Closed {
     /// The client sent what no Kafka client sends.
     #[error("malformed request: {0}")]
     Malformed(String),
+    /// The connection's token expired and it did not authenticate again.
+    #[error("its token expired (a client authenticates again before: KIP-368)")]
+    Expired,
 }
 
 /// Reads requests, answers each in order, until the client leaves or misbehaves.
@@ -168,16 +173,23 @@ where
     let (mut rd, mut wr) = tokio::io::split(stream);
     let max = frame::max_frame(shared.config.max_request_bytes);
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let principal: Option<Arc<crate::auth::Principal>> = None;
+    let mut sasl = sasl::Sasl::default();
     loop {
         let Some(body) = frame::read(&mut rd, &mut buf, max).await? else {
             return Ok(()); // the client closed between requests
         };
         let answer = match frame::header(&body)? {
             frame::Parsed::Request(header, mut rest) => {
+                if sasl
+                    .principal
+                    .as_ref()
+                    .is_some_and(|p| p.expires <= crate::auth::now())
+                {
+                    return Err(Closed::Expired);
+                }
                 let call = Call {
                     header,
-                    principal: principal.clone(),
+                    principal: sasl.principal.clone(),
                 };
                 let api = call.api();
                 let request = RequestKind::decode(api, &mut rest, call.version()).map_err(|e| {
@@ -187,7 +199,16 @@ where
                         call.header.correlation_id
                     ))
                 })?;
-                match dispatch(&shared, &call, request).await? {
+                let response = match request {
+                    RequestKind::SaslHandshake(r) => Some(ResponseKind::SaslHandshake(
+                        sasl::handshake(&shared, &mut sasl, r),
+                    )),
+                    RequestKind::SaslAuthenticate(r) => Some(ResponseKind::SaslAuthenticate(
+                        sasl::authenticate(&shared, &mut sasl, call.version(), r).await,
+                    )),
+                    other => dispatch(&shared, &call, other).await?,
+                };
+                match response {
                     Some(response) => Some(frame::response(&call.header, &response)?),
                     None => None, // acks=0: Kafka sends no answer
                 }
