@@ -202,8 +202,9 @@ pub async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<()> {
     }
     let shutdown = shutdown_signal();
     println!("rafka dev cluster of {} brokers", args.nodes);
-    println!("bootstrap: {}", addresses.join(","));
+    // Before the `bootstrap:` line, which scripts wait for (and may stop reading at).
     println!("kafka bootstrap: {}", kafka_addresses.join(","));
+    println!("bootstrap: {}", addresses.join(","));
     if let Some(ca) = &ca {
         let client = ca
             .issue(&tls_dir, "client", &[])
