@@ -23,6 +23,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 mod chart;
+mod checksums;
 mod compare;
 mod group;
 mod jetstream;
@@ -69,6 +70,8 @@ enum Command {
     Chart(chart::ChartArgs),
     /// A workload file's name, replication factor, flush policy and backlog bytes, on one line.
     Describe(compare::DescribeArgs),
+    /// What the Kafka listener's checksum conversion (CRC-32C to CRC-32 and back) costs.
+    Checksums(checksums::ChecksumArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         Command::Compare(args) => compare::run(args),
         Command::Chart(args) => chart::run(args),
         Command::Describe(args) => compare::describe(args),
+        Command::Checksums(args) => checksums::run(args),
     }
 }
 

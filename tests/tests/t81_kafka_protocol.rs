@@ -322,3 +322,64 @@ async fn with_auth_on_a_connection_without_a_principal_may_do_nothing() {
         .await;
     assert_eq!(id.error_code, E::ClusterAuthorizationFailed.code());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kip_848_member_joins_by_heartbeat_and_is_described() {
+    let broker = TestBroker::start().await;
+    let admin = Admin::connect(&broker.addr).await.unwrap();
+    admin
+        .create_topic("hb", 3, 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let mut c = KafkaConn::connect(&broker.kafka).await;
+    let join = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("kip848")))
+        .with_member_id(StrBytes::from_static_str("member-one"))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(vec![name("hb")]))
+        .with_topic_partitions(Some(vec![]));
+    // The coordinator may still be starting the offsets topic: NOT_COORDINATOR until then.
+    let deadline = tokio::time::Instant::now() + rafka_tests::cluster::WAIT;
+    let joined = loop {
+        let answer = c.call(1, &join).await;
+        if answer.error_code == 0 {
+            break answer;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{answer:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(joined.member_id.as_deref(), Some("member-one"));
+    assert!(joined.member_epoch > 0);
+    let assigned: usize = joined.assignment.as_ref().map_or(0, |a| {
+        a.topic_partitions.iter().map(|t| t.partitions.len()).sum()
+    });
+    assert_eq!(assigned, 3, "{joined:?}");
+
+    let described = c
+        .call(
+            0,
+            &ConsumerGroupDescribeRequest::default()
+                .with_group_ids(vec![GroupId(StrBytes::from_static_str("kip848"))]),
+        )
+        .await;
+    let g = &described.groups[0];
+    assert_eq!(
+        (g.error_code, g.group_state.as_str()),
+        (0, "Stable"),
+        "{g:?}"
+    );
+    assert_eq!(g.members.len(), 1);
+    assert_eq!(g.members[0].member_id.as_str(), "member-one");
+    let parts: usize = g.members[0]
+        .assignment
+        .topic_partitions
+        .iter()
+        .map(|t| t.partitions.len())
+        .sum();
+    assert_eq!(parts, 3);
+
+    // Leaving (epoch -1) empties the group.
+    let leave = join.clone().with_member_epoch(-1);
+    assert_eq!(c.call(1, &leave).await.error_code, 0);
+}

@@ -143,7 +143,8 @@ pub struct ConsumeArgs {
     /// Stop after this long without records (ms).
     #[arg(long)]
     timeout_ms: Option<u64>,
-    /// Output per record; placeholders {topic} {partition} {offset} {timestamp} {key} {value}.
+    /// Output per record; placeholders {topic} {partition} {offset} {timestamp} {key}
+    /// {value} {headers} (`key=value` pairs joined by commas, as kcat's `%h`).
     #[arg(long, default_value = "{value}")]
     format: String,
     /// Consumer group: resume from its committed offsets (partitions without one start
@@ -439,6 +440,14 @@ fn render(format: &str, r: &ConsumerRecord) -> String {
         .replace("{offset}", &r.offset.to_string())
         .replace("{timestamp}", &r.timestamp.to_string())
         .replace("{key}", &text(&r.key))
+        .replace(
+            "{headers}",
+            &r.headers
+                .iter()
+                .map(|h| format!("{}={}", h.key, text(&h.value)))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
         .replace("{value}", &text(&r.value))
 }
 

@@ -1,5 +1,6 @@
 //! Consumer groups for Kafka clients: FindCoordinator, OffsetCommit, OffsetFetch,
-//! ListGroups, DescribeGroups, DeleteGroups and KIP-848's ConsumerGroupHeartbeat, over
+//! ListGroups, DescribeGroups, DeleteGroups and KIP-848's ConsumerGroupHeartbeat and
+//! ConsumerGroupDescribe, over
 //! the group service the gRPC API uses (the same offsets, members and assignments).
 //! The classic protocol's JoinGroup/SyncGroup/Heartbeat/LeaveGroup are in `classic`.
 
@@ -691,6 +692,95 @@ pub(super) async fn consumer_group_heartbeat(
             out.error_code = group_code(&e).code();
             out.error_message = Some(str_bytes(&e.to_string()));
         }
+    }
+    out
+}
+
+pub(super) async fn consumer_group_describe(
+    shared: &Arc<Shared>,
+    call: &Call,
+    r: ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
+    use kafka_protocol::messages::consumer_group_describe_response::{
+        Assignment as Described, DescribedGroup as Group, Member, TopicPartitions,
+    };
+    let mut out = ConsumerGroupDescribeResponse::default();
+    for id in r.group_ids {
+        let name = id.0.to_string();
+        let mut g = Group::default().with_group_id(id);
+        if shared.kafka.classic.has_members(&name) {
+            g.error_code = E::GroupIdNotFound.code();
+            g.error_message = Some(str_bytes(&format!(
+                "group {name} uses the classic protocol (DescribeGroups describes it)"
+            )));
+            out.groups.push(g);
+            continue;
+        }
+        let req = v1::DescribeGroupRequest {
+            group: name.clone(),
+        };
+        match service(shared)
+            .describe_group(call.principal.as_ref(), req)
+            .await
+        {
+            Ok(d) => {
+                g.group_state = str_bytes(match d.state.as_str() {
+                    "stable" => "Stable",
+                    "empty" => "Empty",
+                    _ => "Dead",
+                });
+                g.group_epoch = d.epoch;
+                g.assignment_epoch = d.epoch;
+                g.assignor_name = str_bytes(&d.assignor.to_lowercase());
+                let assigned = |tps: &[v1::TopicPartitionRef]| {
+                    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+                    for tp in tps {
+                        by_topic
+                            .entry(&tp.topic)
+                            .or_default()
+                            .push(tp.partition as i32);
+                    }
+                    Described::default().with_topic_partitions(
+                        by_topic
+                            .into_iter()
+                            .map(|(t, ps)| {
+                                TopicPartitions::default()
+                                    .with_topic_id(meta::id_of(shared, t).unwrap_or_default())
+                                    .with_topic_name(TopicName(str_bytes(t)))
+                                    .with_partitions(ps)
+                            })
+                            .collect(),
+                    )
+                };
+                g.members = d
+                    .members
+                    .iter()
+                    .map(|m| {
+                        Member::default()
+                            .with_member_id(str_bytes(&m.member_id))
+                            .with_instance_id(
+                                Some(m.instance_id.as_str())
+                                    .filter(|i| !i.is_empty())
+                                    .map(str_bytes),
+                            )
+                            .with_member_epoch(d.epoch)
+                            .with_subscribed_topic_names(
+                                m.topics.iter().map(|t| TopicName(str_bytes(t))).collect(),
+                            )
+                            .with_assignment(assigned(&m.assignment))
+                            .with_target_assignment(assigned(&m.assignment))
+                    })
+                    .collect();
+            }
+            Err(BrokerError::UnknownGroup(_)) => {
+                g.error_code = E::GroupIdNotFound.code();
+            }
+            Err(e) => {
+                g.error_code = group_code(&e).code();
+                g.error_message = Some(str_bytes(&e.to_string()));
+            }
+        }
+        out.groups.push(g);
     }
     out
 }

@@ -59,6 +59,10 @@ const SERVED: &[(ApiKey, VersionRange)] = &[
         ApiKey::ConsumerGroupHeartbeat,
         ConsumerGroupHeartbeatRequest::VERSIONS,
     ),
+    (
+        ApiKey::ConsumerGroupDescribe,
+        ConsumerGroupDescribeRequest::VERSIONS,
+    ),
     // v0 sends the SASL exchange outside Kafka frames; clients since Kafka 1.0 use v1.
     (ApiKey::SaslHandshake, VersionRange { min: 1, max: 1 }),
     (ApiKey::SaslAuthenticate, SaslAuthenticateRequest::VERSIONS),

@@ -282,6 +282,9 @@ async fn dispatch(
         RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(
             groups::consumer_group_heartbeat(shared, call, r).await,
         ),
+        RequestKind::ConsumerGroupDescribe(r) => ResponseKind::ConsumerGroupDescribe(
+            groups::consumer_group_describe(shared, call, r).await,
+        ),
         RequestKind::JoinGroup(r) => {
             ResponseKind::JoinGroup(classic::join_group(shared, call, r).await)
         }
