@@ -35,8 +35,11 @@ fn run_child(set: impl FnOnce(&mut rafka_broker::config::BrokerConfig, &str)) {
         .with_writer(std::io::stderr)
         .try_init();
     let parts: Vec<&str> = arg.split('|').collect();
-    let [id, addr, dir, last] = parts[..] else {
-        panic!("bad child argument {arg}")
+    // An optional fifth field: the address of a Kafka listener to serve too.
+    let (id, addr, dir, last, kafka) = match parts[..] {
+        [id, addr, dir, last] => (id, addr, dir, last, None),
+        [id, addr, dir, last, kafka] => (id, addr, dir, last, Some(kafka)),
+        _ => panic!("bad child argument {arg}"),
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
@@ -48,8 +51,19 @@ fn run_child(set: impl FnOnce(&mut rafka_broker::config::BrokerConfig, &str)) {
             ..Default::default()
         };
         set(&mut config, last);
+        let kafka = match kafka {
+            Some(a) => {
+                let l = tokio::net::TcpListener::bind(a).await.expect("bind kafka");
+                config.kafka_listen = Some(l.local_addr().expect("addr").to_string());
+                Some(l)
+            }
+            None => None,
+        };
         match rafka_broker::server::Server::open(config).await {
             Ok(server) => {
+                if let Some(k) = kafka {
+                    server.serve_kafka(k);
+                }
                 println!("{READY}");
                 server
                     .serve(listener, std::future::pending())
@@ -130,6 +144,92 @@ impl Brokers {
 }
 
 impl Drop for Brokers {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut() {
+            if let Some(c) = c.take() {
+                c.kill();
+            }
+        }
+    }
+}
+
+/// Brokers 1..=n of a cluster of fixed peers as child processes (the test binary
+/// defines `#[test] fn broker_child() { rafka_tests::procs::peers_broker_child() }`),
+/// each with a Kafka listener beside its gRPC one.
+pub struct PeerBrokers {
+    addrs: Vec<String>,
+    kafka: Vec<String>,
+    dirs: Vec<tempfile::TempDir>,
+    peers: String,
+    children: Vec<Option<ChildTest>>,
+}
+
+impl PeerBrokers {
+    /// Starts `n` brokers on free ports; returns once each is ready.
+    pub fn start(n: usize) -> Self {
+        let mut addrs = crate::cluster::free_addresses(2 * n);
+        let kafka = addrs.split_off(n);
+        let peers = crate::cluster::peer_list(&addrs);
+        let mut b = Self {
+            addrs,
+            kafka,
+            dirs: (0..n).map(|_| tempfile::tempdir().unwrap()).collect(),
+            peers,
+            children: (0..n).map(|_| None).collect(),
+        };
+        for id in 1..=n as u32 {
+            b.launch(id);
+        }
+        b
+    }
+
+    /// Starts broker `id` (again); returns once it is ready.
+    pub fn launch(&mut self, id: u32) {
+        let i = id as usize - 1;
+        let arg = format!(
+            "{id}|{}|{}|{}|{}",
+            self.addrs[i],
+            self.dirs[i].path().display(),
+            self.peers,
+            self.kafka[i]
+        );
+        let mut child = ChildTest::spawn("broker_child", &arg);
+        loop {
+            match child.next_line() {
+                Some(l) if l.contains(READY) => break,
+                Some(l) if l.contains("refused: ") => panic!("broker {id}: {l}"),
+                Some(_) => continue,
+                None => panic!("broker {id} exited before it was ready"),
+            }
+        }
+        self.children[i] = Some(child);
+    }
+
+    /// Kills broker `id` with SIGKILL.
+    pub fn kill(&mut self, id: u32) {
+        self.children[id as usize - 1]
+            .take()
+            .expect("running")
+            .kill();
+    }
+
+    /// Whether broker `id` runs.
+    pub fn running(&self, id: u32) -> bool {
+        self.children[id as usize - 1].is_some()
+    }
+
+    /// Every broker's gRPC address, comma-separated.
+    pub fn bootstrap(&self) -> String {
+        self.addrs.join(",")
+    }
+
+    /// Every broker's Kafka address, comma-separated.
+    pub fn kafka_bootstrap(&self) -> String {
+        self.kafka.join(",")
+    }
+}
+
+impl Drop for PeerBrokers {
     fn drop(&mut self) {
         for c in self.children.iter_mut() {
             if let Some(c) = c.take() {
