@@ -27,6 +27,7 @@ mod checksums;
 mod compare;
 mod group;
 mod jetstream;
+mod kafka;
 mod limits;
 mod load;
 mod log_bench;

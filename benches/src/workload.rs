@@ -150,6 +150,8 @@ pub enum System {
     Rafka,
     /// NATS JetStream, through `async-nats`.
     Jetstream,
+    /// rafka's Kafka listener, through librdkafka (`rdkafka`).
+    Kafka,
 }
 
 impl System {
@@ -157,6 +159,7 @@ impl System {
         match self {
             Self::Rafka => "rafka",
             Self::Jetstream => "jetstream",
+            Self::Kafka => "kafka",
         }
     }
 }
@@ -175,6 +178,9 @@ pub struct RunArgs {
     /// NATS servers, comma-separated (with `--system jetstream`).
     #[arg(long, default_value = "127.0.0.1:4222")]
     nats: String,
+    /// rafka's Kafka listeners, comma-separated (with `--system kafka`).
+    #[arg(long, default_value = "127.0.0.1:9093")]
+    kafka: String,
     /// Write the JSON result here (stdout if absent).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -330,6 +336,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         System::Jetstream => {
             let driver = JetStreamDriver::new(&args.nats, args.jetstream.clone());
             run_with(&driver, &w, System::Jetstream, &[]).await?
+        }
+        System::Kafka => {
+            let driver = crate::kafka::KafkaDriver::new(&args.kafka);
+            run_with(&driver, &w, System::Kafka, &args.metrics).await?
         }
     };
     result.limits = limits;
