@@ -448,17 +448,28 @@ fn consumer_state(shared: &Shared, group: &str) -> &'static str {
     }
 }
 
+/// Partitions grouped by topic, as Kafka's messages list them.
+fn by_topic<'a>(tps: impl IntoIterator<Item = (&'a str, u32)>) -> BTreeMap<&'a str, Vec<i32>> {
+    let mut out: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, partition) in tps {
+        out.entry(topic).or_default().push(partition as i32);
+    }
+    out
+}
+
+/// The group service's state of a group in Kafka's words.
+fn kafka_state(state: &str) -> &'static str {
+    match state {
+        "stable" => "Stable",
+        "empty" => "Empty",
+        _ => "Dead",
+    }
+}
+
 /// A member's assignment in Kafka's ConsumerProtocolAssignment encoding (v0).
 fn encoded_assignment(assigned: &[v1::TopicPartitionRef]) -> Bytes {
-    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for tp in assigned {
-        by_topic
-            .entry(&tp.topic)
-            .or_default()
-            .push(tp.partition as i32);
-    }
     let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(
-        by_topic
+        by_topic(assigned.iter().map(|tp| (tp.topic.as_str(), tp.partition)))
             .into_iter()
             .map(|(t, ps)| {
                 AssignedTopic::default()
@@ -509,11 +520,7 @@ pub(super) async fn describe_groups(
             .await
         {
             Ok(d) => {
-                g.group_state = str_bytes(match d.state.as_str() {
-                    "stable" => "Stable",
-                    "empty" => "Empty",
-                    _ => "Dead",
-                });
+                g.group_state = str_bytes(kafka_state(&d.state));
                 g.protocol_type = str_bytes("consumer");
                 g.protocol_data = str_bytes(&d.assignor.to_lowercase());
                 g.members = d
@@ -664,18 +671,14 @@ pub(super) async fn consumer_group_heartbeat(
                 .entry((group, answer.member_id.clone()))
                 .or_default();
             if entry.sent.as_ref() != Some(&assigned) || r.member_epoch == 0 {
-                let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-                for (t, p) in &assigned {
-                    by_topic.entry(t.clone()).or_default().push(*p as i32);
-                }
                 out.assignment = Some(
                     Assignment::default().with_topic_partitions(
-                        by_topic
+                        by_topic(assigned.iter().map(|(t, p)| (t.as_str(), *p)))
                             .into_iter()
                             .filter_map(|(t, ps)| {
                                 Some(
                                     AssignedPartitions::default()
-                                        .with_topic_id(meta::id_of(shared, &t)?)
+                                        .with_topic_id(meta::id_of(shared, t)?)
                                         .with_partitions(ps),
                                 )
                             })
@@ -724,24 +727,13 @@ pub(super) async fn consumer_group_describe(
             .await
         {
             Ok(d) => {
-                g.group_state = str_bytes(match d.state.as_str() {
-                    "stable" => "Stable",
-                    "empty" => "Empty",
-                    _ => "Dead",
-                });
+                g.group_state = str_bytes(kafka_state(&d.state));
                 g.group_epoch = d.epoch;
                 g.assignment_epoch = d.epoch;
                 g.assignor_name = str_bytes(&d.assignor.to_lowercase());
                 let assigned = |tps: &[v1::TopicPartitionRef]| {
-                    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-                    for tp in tps {
-                        by_topic
-                            .entry(&tp.topic)
-                            .or_default()
-                            .push(tp.partition as i32);
-                    }
                     Described::default().with_topic_partitions(
-                        by_topic
+                        by_topic(tps.iter().map(|tp| (tp.topic.as_str(), tp.partition)))
                             .into_iter()
                             .map(|(t, ps)| {
                                 TopicPartitions::default()
