@@ -31,6 +31,7 @@ mod kafka;
 mod limits;
 mod load;
 mod log_bench;
+mod rafka_driver;
 mod reassign;
 mod report;
 mod result;

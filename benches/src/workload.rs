@@ -10,7 +10,7 @@
 //!                  │  (warm-up, window,                             acks awaited in order
 //!                  │   per-second series)  D::Receiver × consumers ─► consume(): end-to-end latency
 //!                  ▼
-//!              RunResult (JSON)           drivers: RafkaDriver (here), jetstream::JetStreamDriver
+//!              RunResult (JSON)           drivers: rafka_driver, kafka, jetstream
 //! ```
 //!
 //! A workload with `backlog_bytes` (the `catch-up` workload) first writes that backlog
@@ -27,11 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use bytes::Bytes;
-use futures::FutureExt;
 use hdrhistogram::Histogram;
-use rafka_client::{
-    Acks, Admin, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
-};
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 
@@ -326,7 +322,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut result = match args.system {
         System::Rafka => {
             let (tls, credentials) = args.security.client()?;
-            let driver = RafkaDriver {
+            let driver = crate::rafka_driver::RafkaDriver {
                 bootstrap: args.bootstrap.clone(),
                 tls,
                 credentials,
@@ -680,131 +676,4 @@ async fn consume<R: RecordReceiver>(mut receiver: R, shared: Arc<Shared>) -> any
             .fetch_add(values.len() as u64, Ordering::Relaxed);
     }
     receiver.close().await
-}
-
-/// rafka through `rafka-client`: a topic, producers, and members of a consumer group.
-struct RafkaDriver {
-    bootstrap: String,
-    tls: Option<rafka_client::TlsConfig>,
-    credentials: Option<rafka_client::Credentials>,
-}
-
-/// A rafka producer and the topic it writes.
-struct RafkaSender {
-    producer: Producer,
-    topic: Arc<str>,
-}
-
-type Delivery = Result<rafka_client::RecordMetadata, rafka_client::ClientError>;
-type RafkaAck =
-    futures::future::Map<rafka_client::DeliveryFuture, fn(Delivery) -> anyhow::Result<()>>;
-
-fn delivered(d: Delivery) -> anyhow::Result<()> {
-    d.map(drop).map_err(anyhow::Error::from)
-}
-
-impl RecordSender for RafkaSender {
-    type Ack = RafkaAck;
-
-    async fn send(&mut self, key: Option<Bytes>, value: Bytes) -> anyhow::Result<RafkaAck> {
-        let mut record = ProducerRecord::new(self.topic.clone(), value);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        let delivery = self.producer.send(record).await?;
-        Ok(delivery.map(delivered as fn(Delivery) -> anyhow::Result<()>))
-    }
-}
-
-/// A member of a rafka consumer group.
-struct RafkaReceiver(Consumer);
-
-impl RecordReceiver for RafkaReceiver {
-    async fn poll(&mut self, timeout: Duration, values: &mut Vec<Bytes>) -> anyhow::Result<()> {
-        let records = self.0.poll(timeout).await?;
-        values.extend(records.into_iter().filter_map(|r| r.value));
-        Ok(())
-    }
-
-    async fn close(mut self) -> anyhow::Result<()> {
-        Ok(self.0.close().await?)
-    }
-}
-
-impl Driver for RafkaDriver {
-    type Sender = RafkaSender;
-    type Receiver = RafkaReceiver;
-
-    async fn prepare(&self, w: &Workload) -> anyhow::Result<()> {
-        let admin = Admin::connect_with(
-            &self.bootstrap,
-            rafka_client::AdminConfig {
-                tls: self.tls.clone(),
-                credentials: self.credentials.clone(),
-            },
-        )
-        .await?;
-        if admin.describe_topics(&[&w.topic]).await.is_err() {
-            admin
-                .create_topic(
-                    &w.topic,
-                    w.partitions,
-                    w.replication_factor,
-                    w.topic_configs.clone(),
-                )
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn sender(&self, w: &Workload, _index: u32) -> anyhow::Result<RafkaSender> {
-        let producer = Producer::connect(
-            &self.bootstrap,
-            ProducerConfig {
-                acks: w.acks.parse::<Acks>()?,
-                compression: crate::load::compression(&w.compression)?,
-                linger: w
-                    .linger_ms
-                    .map_or(ProducerConfig::default().linger, Duration::from_millis),
-                enable_idempotence: w.idempotence,
-                max_in_flight_per_partition: w
-                    .in_flight_per_partition
-                    .unwrap_or(ProducerConfig::default().max_in_flight_per_partition),
-                tls: self.tls.clone(),
-                credentials: self.credentials.clone(),
-                ..Default::default()
-            },
-        )
-        .await?;
-        Ok(RafkaSender {
-            producer,
-            topic: w.topic.as_str().into(),
-        })
-    }
-
-    async fn receiver(
-        &self,
-        w: &Workload,
-        _index: u32,
-        group: &str,
-        from_earliest: bool,
-    ) -> anyhow::Result<RafkaReceiver> {
-        let mut c = Consumer::connect(
-            &self.bootstrap,
-            ConsumerConfig {
-                group_id: Some(group.into()),
-                auto_offset_reset: if from_earliest {
-                    OffsetReset::Earliest
-                } else {
-                    OffsetReset::Latest
-                },
-                tls: self.tls.clone(),
-                credentials: self.credentials.clone(),
-                ..Default::default()
-            },
-        )
-        .await?;
-        c.subscribe(&[&w.topic])?;
-        Ok(RafkaReceiver(c))
-    }
 }
