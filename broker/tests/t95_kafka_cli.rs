@@ -9,7 +9,9 @@ use std::process::{Command, Stdio};
 use common::Broker;
 
 fn kcat(args: &[&str], stdin: &[u8]) -> String {
+    // Not the librdkafka of cargo's build paths (LD_LIBRARY_PATH), kcat's own.
     let mut child = Command::new("kcat")
+        .env_remove("LD_LIBRARY_PATH")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -23,7 +23,10 @@ fn target_dir() -> PathBuf {
 /// Runs `cmd` with `stdin`, killing it after `limit`; panics naming it if it cannot run.
 pub fn run(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Output {
     let shown = format!("{cmd:?}");
+    // Cargo runs tests with its build's native library paths in LD_LIBRARY_PATH, among
+    // them the librdkafka rafka-bench builds: a client would load that one, not its own.
     let mut child = cmd
+        .env_remove("LD_LIBRARY_PATH")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -72,6 +75,7 @@ pub fn python() -> PathBuf {
     let building = target_dir().join(format!("kafka-venv.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&building);
     let status = Command::new("python3")
+        .env_remove("LD_LIBRARY_PATH")
         .args(["-m", "venv"])
         .arg(&building)
         .status()
@@ -99,6 +103,7 @@ pub fn python() -> PathBuf {
 fn ready(python: &std::path::Path) -> bool {
     python.exists()
         && Command::new(python)
+            .env_remove("LD_LIBRARY_PATH")
             .args(["-c", "import confluent_kafka, kafka"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
