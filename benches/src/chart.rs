@@ -20,10 +20,12 @@ pub struct ChartArgs {
     dir: PathBuf,
 }
 
-/// rafka blue, JetStream orange; consumed and send-to-ack curves dashed.
+/// rafka (gRPC) blue, rafka through its Kafka listener green, JetStream orange; consumed
+/// and send-to-ack curves dashed.
 fn color(system: &str) -> RGBColor {
     match system {
         "rafka" => RGBColor(31, 119, 180),
+        "kafka" => RGBColor(44, 160, 44),
         _ => RGBColor(230, 120, 20),
     }
 }
@@ -31,6 +33,7 @@ fn color(system: &str) -> RGBColor {
 fn label(system: &str) -> &str {
     match system {
         "jetstream" => "JetStream",
+        "kafka" => "rafka via Kafka",
         s => s,
     }
 }

@@ -1,5 +1,7 @@
-//! `rafka-bench compare DIR`: the rafka/JetStream table from the run results in a
-//! directory (what `scripts/compare.sh` leaves there), printed and written as markdown.
+//! `rafka-bench compare DIR`: from the run results in a directory (what
+//! `scripts/compare.sh` leaves there), the rafka/JetStream table and the table of rafka's
+//! two ways in (its Kafka listener through librdkafka against its gRPC API), each where
+//! both of its systems ran; printed and written as markdown.
 //!
 //! `rafka-bench describe WORKLOAD`: the facts about a workload file a script needs to
 //! start the right servers for it.
@@ -43,12 +45,33 @@ pub fn describe(args: DescribeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A row: one workload, both systems when both ran.
+/// A row: one workload, each system's result where it ran.
 struct Row<'a> {
     workload: &'a str,
     rafka: Option<&'a RunResult>,
     jetstream: Option<&'a RunResult>,
+    kafka: Option<&'a RunResult>,
 }
+
+/// Two systems a table sets side by side (the ratio is the first's over the second's).
+struct Pair {
+    title: &'static str,
+    names: [&'static str; 2],
+    pick: for<'a> fn(&Row<'a>) -> [Option<&'a RunResult>; 2],
+}
+
+const PAIRS: [Pair; 2] = [
+    Pair {
+        title: "ratio = rafka / JetStream, from the same run of this script",
+        names: ["rafka", "JetStream"],
+        pick: |r| [r.rafka, r.jetstream],
+    },
+    Pair {
+        title: "ratio = rafka through its Kafka listener (librdkafka) / through gRPC (rafka-client), same run",
+        names: ["Kafka", "gRPC"],
+        pick: |r| [r.kafka, r.rafka],
+    },
+];
 
 fn rate(r: Option<&RunResult>, f: fn(&RunResult) -> f64) -> String {
     r.map_or("-".into(), |r| format!("{:.0}", f(r)))
@@ -65,19 +88,18 @@ fn ms(r: Option<&RunResult>, f: fn(&RunResult) -> f64) -> String {
     r.map_or("-".into(), |r| format!("{:.1}", f(r)))
 }
 
-/// Cells of a row: workload, produced (rafka, JetStream, ratio), consumed (the same),
-/// end-to-end p99 (rafka, JetStream), send-to-ack p99 (rafka, JetStream), produced MB/s
-/// as a fraction of the machine's write bandwidth (rafka, JetStream). For a workload with a
-/// backlog, "produced" is the rate the backlog was written at (flat out), and "consumed"
-/// the rate the consumers caught up at.
-fn cells(row: &Row<'_>) -> Vec<String> {
-    let (a, b) = (row.rafka, row.jetstream);
+/// Cells of a row for systems `a` and `b`: workload, produced (a, b, ratio), consumed (the
+/// same), end-to-end p99 (a, b), send-to-ack p99 (a, b), produced MB/s as a fraction of the
+/// machine's write bandwidth (a, b). For a workload with a backlog, "produced" is the rate
+/// the backlog was written at (flat out), and "consumed" the rate the consumers caught up
+/// at.
+fn cells(workload: &str, a: Option<&RunResult>, b: Option<&RunResult>) -> Vec<String> {
     let produced = |r: &RunResult| match r.backlog_write_secs {
         Some(secs) if r.backlog_records > 0 => r.backlog_records as f64 / secs,
         _ => r.produced_records_per_sec,
     };
     let consumed = |r: &RunResult| r.consumed_records_per_sec;
-    let mut name = row.workload.to_owned();
+    let mut name = workload.to_owned();
     if let Some(r) = a.or(b).filter(|r| r.backlog_records > 0) {
         name = format!(
             "{name} ({:.1} GB backlog: its write rate, then the catch-up rate)",
@@ -107,56 +129,32 @@ fn fraction(r: Option<&RunResult>) -> String {
         .map_or("-".into(), |f| format!("{:.3}", f.produce_of_write))
 }
 
-const HEADER: [&str; 13] = [
-    "workload",
-    "rafka produced/s",
-    "JetStream produced/s",
-    "ratio",
-    "rafka consumed/s",
-    "JetStream consumed/s",
-    "ratio",
-    "rafka e2e p99 ms",
-    "JetStream e2e p99 ms",
-    "rafka send p99 ms",
-    "JetStream send p99 ms",
-    "rafka produce/write limit",
-    "JetStream produce/write limit",
-];
+fn header([a, b]: [&str; 2]) -> Vec<String> {
+    vec![
+        "workload".into(),
+        format!("{a} produced/s"),
+        format!("{b} produced/s"),
+        "ratio".into(),
+        format!("{a} consumed/s"),
+        format!("{b} consumed/s"),
+        "ratio".into(),
+        format!("{a} e2e p99 ms"),
+        format!("{b} e2e p99 ms"),
+        format!("{a} send p99 ms"),
+        format!("{b} send p99 ms"),
+        format!("{a} produce/write limit"),
+        format!("{b} produce/write limit"),
+    ]
+}
 
-/// `rafka-bench compare`.
-pub fn run(args: CompareArgs) -> anyhow::Result<()> {
-    let results = read_dir(&args.dir)?;
-    anyhow::ensure!(
-        !results.is_empty(),
-        "no run results in {}",
-        args.dir.display()
-    );
-    let mut rows: Vec<Row<'_>> = Vec::new();
-    for r in &results {
-        let row = match rows.iter_mut().find(|row| row.workload == r.workload) {
-            Some(row) => row,
-            None => {
-                rows.push(Row {
-                    workload: &r.workload,
-                    rafka: None,
-                    jetstream: None,
-                });
-                rows.last_mut().expect("just pushed")
-            }
-        };
-        match r.system.as_str() {
-            "rafka" => row.rafka = Some(r),
-            "jetstream" => row.jetstream = Some(r),
-            other => anyhow::bail!("{}: unknown system {other}", r.workload),
-        }
-    }
-    let table: Vec<Vec<String>> = rows.iter().map(cells).collect();
-    let widths: Vec<usize> = (0..HEADER.len())
+/// A table printed aligned.
+fn print_table(header: &[String], table: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..header.len())
         .map(|i| {
             table
                 .iter()
                 .map(|row| row[i].len())
-                .chain([HEADER[i].len()])
+                .chain([header[i].len()])
                 .max()
                 .unwrap_or(0)
         })
@@ -176,22 +174,73 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join("  ")
     };
-    println!("ratio = rafka / JetStream, from the same run of this script");
-    println!("{}", line(&HEADER.map(String::from)));
-    for row in &table {
+    println!("{}", line(header));
+    for row in table {
         println!("{}", line(row));
     }
+}
 
-    let mut md = String::new();
-    writeln!(md, "| {} |", HEADER.join(" | "))?;
-    writeln!(md, "|---|{}", "---:|".repeat(HEADER.len() - 1))?;
-    for row in &table {
-        writeln!(md, "| {} |", row.join(" | "))?;
+/// `rafka-bench compare`.
+pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+    let results = read_dir(&args.dir)?;
+    anyhow::ensure!(
+        !results.is_empty(),
+        "no run results in {}",
+        args.dir.display()
+    );
+    let mut rows: Vec<Row<'_>> = Vec::new();
+    for r in &results {
+        let row = match rows.iter_mut().find(|row| row.workload == r.workload) {
+            Some(row) => row,
+            None => {
+                rows.push(Row {
+                    workload: &r.workload,
+                    rafka: None,
+                    jetstream: None,
+                    kafka: None,
+                });
+                rows.last_mut().expect("just pushed")
+            }
+        };
+        match r.system.as_str() {
+            "rafka" => row.rafka = Some(r),
+            "jetstream" => row.jetstream = Some(r),
+            "kafka" => row.kafka = Some(r),
+            other => anyhow::bail!("{}: unknown system {other}", r.workload),
+        }
     }
+    let mut md = String::new();
+    for pair in &PAIRS {
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .filter_map(|row| {
+                let [a, b] = (pair.pick)(row);
+                (a.is_some() && b.is_some()).then(|| cells(row.workload, a, b))
+            })
+            .collect();
+        if table.is_empty() {
+            continue;
+        }
+        let header = header(pair.names);
+        println!("{}", pair.title);
+        print_table(&header, &table);
+        writeln!(md, "{}\n", pair.title)?;
+        writeln!(md, "| {} |", header.join(" | "))?;
+        writeln!(md, "|---|{}", "---:|".repeat(header.len() - 1))?;
+        for row in &table {
+            writeln!(md, "| {} |", row.join(" | "))?;
+        }
+        writeln!(md)?;
+    }
+    anyhow::ensure!(
+        !md.is_empty(),
+        "no workload in {} ran on both systems of a comparison",
+        args.dir.display()
+    );
     if let Some(l) = results.iter().find_map(|r| r.limits) {
         writeln!(
             md,
-            "\nMachine limits in the same run: write + fdatasync {:.0} MB/s, buffered write {:.0} MB/s, memcpy {:.0} MB/s, loopback TCP {:.0} MB/s; 16 KiB write + fdatasync p50 {:.2} / p99 {:.2} / p99.9 {:.2} ms.",
+            "Machine limits in the same run: write + fdatasync {:.0} MB/s, buffered write {:.0} MB/s, memcpy {:.0} MB/s, loopback TCP {:.0} MB/s; 16 KiB write + fdatasync p50 {:.2} / p99 {:.2} / p99.9 {:.2} ms.",
             l.fsync_write, l.buffered_write, l.memcpy, l.loopback_tcp, l.fsync_16k_p50_ms, l.fsync_16k_p99_ms, l.fsync_16k_p999_ms
         )?;
     }

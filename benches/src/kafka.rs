@@ -4,24 +4,38 @@
 //!
 //! - **Topic**: created with Kafka's CreateTopics if missing (the workload's partitions,
 //!   replication factor and topic configs).
-//! - **Producer**: a `FutureProducer`; `acks`, `compression`, `linger.ms` and idempotence
-//!   from the workload (`enable.idempotence` defaults on with acks=all, as rafka's
-//!   client). Its delivery futures are the acknowledgements the runner awaits in order.
-//! - **Consumer**: a `StreamConsumer` in the run's group (the classic protocol with
-//!   cooperative-sticky), from the earliest record or the end.
+//! - **Producer**: a `BaseProducer` whose delivery reports, served on a thread of their
+//!   own, advance a watermark of records delivered in send order; an acknowledgement is a
+//!   future on that watermark, so a record costs no allocation or channel of its own
+//!   beyond librdkafka's (as Kafka's own perf tools count deliveries with callbacks). `acks`, `compression`, `linger.ms` and
+//!   idempotence from the workload (`enable.idempotence` defaults on with acks=all, as
+//!   rafka's client).
+//! - **Consumer**: a `BaseConsumer` in the run's group (the classic protocol with
+//!   cooperative-sticky), from the earliest record or the end; its queue is served on a
+//!   thread of its own that hands the values over in batches.
 
+use std::collections::BTreeSet;
+use std::ffi::CStr;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use futures::FutureExt;
+use futures::task::AtomicWaker;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::bindings as rd;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::mpsc;
 
 use crate::workload::{Driver, RecordReceiver, RecordSender, Workload};
 
@@ -45,74 +59,348 @@ impl KafkaDriver {
     }
 }
 
-/// A librdkafka producer and its topic.
-pub struct KafkaSender {
-    producer: FutureProducer,
-    topic: String,
+/// Which records of a producer are delivered: every one numbered below `done` (numbered
+/// in send order), whatever order the callbacks came in.
+#[derive(Default)]
+struct Deliveries {
+    done: AtomicU64,
+    /// The number the runner's acknowledgement task waits on (`u64::MAX`: none).
+    waiting_for: AtomicU64,
+    waker: AtomicWaker,
+    ahead: Mutex<Ahead>,
+    error: OnceLock<String>,
 }
 
-type KafkaAck = futures::future::BoxFuture<'static, anyhow::Result<()>>;
+/// Delivered records past the first gap (several partitions complete out of order).
+#[derive(Default)]
+struct Ahead {
+    next: u64,
+    set: BTreeSet<u64>,
+}
+
+impl Deliveries {
+    /// Record `seq` delivered (called for every record of a delivery report).
+    fn mark(&self, seq: u64) {
+        let mut guard = self.ahead.lock().unwrap();
+        let a = &mut *guard;
+        if seq == a.next {
+            a.next += 1;
+            while a.set.remove(&a.next) {
+                a.next += 1;
+            }
+        } else {
+            a.set.insert(seq);
+        }
+        // SeqCst pairs with the acknowledgement's store of `waiting_for` then load of
+        // `done`: one of the two sides sees the other.
+        self.done.store(a.next, Ordering::SeqCst);
+    }
+
+    /// Wakes the acknowledgement task if what it waits for is delivered (once per report,
+    /// not per record).
+    fn wake_if_waited(&self) {
+        if self.done.load(Ordering::SeqCst) > self.waiting_for.load(Ordering::SeqCst) {
+            self.waker.wake();
+        }
+    }
+
+    fn fail(&self, why: String) {
+        let _ = self.error.set(why);
+    }
+}
+
+/// The producer's context: delivery reports reach it only while the producer is dropped
+/// (its flush); while it runs, [`delivery_thread`] serves them.
+struct DeliveryContext(Arc<Deliveries>);
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        if let Err((e, _)) = result {
+            self.0.fail(e.to_string());
+        }
+        self.0.mark(seq as u64);
+        self.0.wake_if_waited();
+    }
+}
+
+/// A client handle for a thread of its own (librdkafka's handles are thread-safe).
+struct Native(*mut rd::rd_kafka_t);
+
+// SAFETY: librdkafka handles may be used from any thread; the producer outlives the
+// thread (the thread holds an `Arc` of it).
+unsafe impl Send for Native {}
+
+/// Serves the producer's delivery reports from librdkafka's main queue: marks every
+/// record of a report, then wakes the acknowledgement task once. rdkafka's own poll loop
+/// wraps each record in a message handle with a reference count and calls back per
+/// record; at a million records a second that alone was a third of a core.
+fn delivery_thread(
+    producer: Arc<BaseProducer<DeliveryContext>>,
+    native: Native,
+    deliveries: Arc<Deliveries>,
+    stop: Arc<AtomicBool>,
+) {
+    // SAFETY: `native` is the live producer's handle; the queue reference is released
+    // below; each event is destroyed after its messages are read.
+    unsafe {
+        let queue = rd::rd_kafka_queue_get_main(native.0);
+        let mut messages: Vec<*const rd::rd_kafka_message_t> = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let event = rd::rd_kafka_queue_poll(queue, 100);
+            if event.is_null() {
+                continue;
+            }
+            match rd::rd_kafka_event_type(event) {
+                rd::RD_KAFKA_EVENT_DR => {
+                    let n = rd::rd_kafka_event_message_count(event);
+                    messages.clear();
+                    messages.reserve(n);
+                    let got = rd::rd_kafka_event_message_array(event, messages.as_mut_ptr(), n);
+                    messages.set_len(got.min(n));
+                    for &m in &messages {
+                        let m = &*m;
+                        if m.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                            let why = CStr::from_ptr(rd::rd_kafka_err2str(m.err));
+                            deliveries.fail(why.to_string_lossy().into_owned());
+                        }
+                        deliveries.mark(m._private as usize as u64);
+                    }
+                    deliveries.wake_if_waited();
+                }
+                rd::RD_KAFKA_EVENT_ERROR if rd::rd_kafka_event_error_is_fatal(event) != 0 => {
+                    let why = CStr::from_ptr(rd::rd_kafka_event_error_string(event));
+                    deliveries.fail(why.to_string_lossy().into_owned());
+                    deliveries.waker.wake();
+                }
+                // Transient errors (a lost connection) librdkafka retries itself.
+                _ => {}
+            }
+            rd::rd_kafka_event_destroy(event);
+        }
+        rd::rd_kafka_queue_destroy(queue);
+    }
+    drop(producer);
+}
+
+/// A librdkafka producer and its topic.
+pub struct KafkaSender {
+    producer: Arc<BaseProducer<DeliveryContext>>,
+    deliveries: Arc<Deliveries>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    topic: String,
+    next: u64,
+}
+
+impl Drop for KafkaSender {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One record's acknowledgement: ready once every record up to it is delivered.
+pub struct KafkaAck {
+    seq: u64,
+    deliveries: Arc<Deliveries>,
+}
+
+impl Future for KafkaAck {
+    type Output = anyhow::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<anyhow::Result<()>> {
+        let d = &self.deliveries;
+        let check = || {
+            if let Some(e) = d.error.get() {
+                Some(Err(anyhow::anyhow!("a record was not delivered: {e}")))
+            } else if d.done.load(Ordering::SeqCst) > self.seq {
+                Some(Ok(()))
+            } else {
+                None
+            }
+        };
+        if let Some(r) = check() {
+            return Poll::Ready(r);
+        }
+        d.waker.register(cx.waker());
+        d.waiting_for.store(self.seq, Ordering::SeqCst);
+        match check() {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
+        }
+    }
+}
 
 impl RecordSender for KafkaSender {
     type Ack = KafkaAck;
 
     async fn send(&mut self, key: Option<Bytes>, value: Bytes) -> anyhow::Result<KafkaAck> {
-        let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).payload(&value[..]);
+        let seq = self.next;
+        let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&self.topic, seq as usize)
+            .payload(&value[..]);
         if let Some(k) = &key {
             record = record.key(&k[..]);
         }
         // A full queue: wait for room, as the gRPC driver waits for buffer space.
-        let mut record = record;
-        let delivery = loop {
-            match self.producer.send_result(record) {
-                Ok(d) => break d,
-                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                    record = r;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err((e, _)) => return Err(e).context("handing a record to librdkafka"),
+        while let Err((e, r)) = self.producer.send(record) {
+            if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
+                return Err(e).context("handing a record to librdkafka");
             }
-        };
-        Ok(async move {
-            match delivery.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err((e, _))) => Err(anyhow::Error::from(e)),
-                Err(_) => Err(anyhow::anyhow!("librdkafka dropped the delivery")),
-            }
+            record = r;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        .boxed())
+        self.next += 1;
+        Ok(KafkaAck {
+            seq,
+            deliveries: self.deliveries.clone(),
+        })
     }
 }
 
-/// A member of the run's group.
-pub struct KafkaReceiver(StreamConsumer);
+/// A member of the run's group: its consumer polled on a thread of its own.
+pub struct KafkaReceiver {
+    batches: mpsc::Receiver<anyhow::Result<Vec<Bytes>>>,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
 
-impl RecordReceiver for KafkaReceiver {
-    async fn poll(&mut self, timeout: Duration, values: &mut Vec<Bytes>) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        // The first message within the timeout, then whatever else is ready.
-        match tokio::time::timeout_at(deadline, self.0.recv()).await {
-            Err(_) => return Ok(()),
-            Ok(m) => {
-                if let Some(v) = m?.payload() {
-                    values.push(Bytes::copy_from_slice(v));
+/// The consumer's thread: values in batches of what is ready (after up to 100 ms for the
+/// first), until told to stop. It serves librdkafka's consumer queue itself, as
+/// [`delivery_thread`] serves the producer's: rdkafka's poll wraps every record in a
+/// reference-counted event and reads the clock twice around it, which at a million records
+/// a second cost more than librdkafka's own work.
+fn consume_thread(
+    consumer: BaseConsumer,
+    native: Native,
+    batches: mpsc::Sender<anyhow::Result<Vec<Bytes>>>,
+    stop: Arc<AtomicBool>,
+) {
+    // SAFETY: `native` is the live consumer's handle (`consumer` is dropped at the end);
+    // the queue reference is released below; each event is destroyed once read.
+    let failed = unsafe {
+        let queue = rd::rd_kafka_queue_get_consumer(native.0);
+        let mut failed = None;
+        'run: while !stop.load(Ordering::Relaxed) {
+            let mut batch = Vec::new();
+            let mut timeout_ms = 100;
+            while batch.len() < 10_000 {
+                let event = rd::rd_kafka_queue_poll(queue, timeout_ms);
+                if event.is_null() {
+                    break;
+                }
+                timeout_ms = 0;
+                let outcome = consumer_event(native.0, event, &mut batch);
+                rd::rd_kafka_event_destroy(event);
+                if let Err(e) = outcome {
+                    failed = Some(e);
+                    break 'run;
                 }
             }
-        }
-        while let Some(Ok(m)) = self.0.recv().now_or_never() {
-            if let Some(v) = m.payload() {
-                values.push(Bytes::copy_from_slice(v));
-            }
-            if values.len() >= 10_000 {
+            if !batch.is_empty() && batches.blocking_send(Ok(batch)).is_err() {
                 break;
             }
         }
-        Ok(())
+        rd::rd_kafka_queue_destroy(queue);
+        failed
+    };
+    if let Some(e) = failed {
+        let _ = batches.blocking_send(Err(e));
+    }
+    consumer.unsubscribe();
+}
+
+/// One event of the consumer queue: a record's value into `batch`, a rebalance applied
+/// (as rdkafka's default context does), an error returned.
+///
+/// # Safety
+/// `rk` is a live consumer and `event` one of its events, not yet destroyed.
+unsafe fn consumer_event(
+    rk: *mut rd::rd_kafka_t,
+    event: *mut rd::rd_kafka_event_t,
+    batch: &mut Vec<Bytes>,
+) -> anyhow::Result<()> {
+    // SAFETY: as the caller promises.
+    unsafe {
+        use rd::rd_kafka_resp_err_t as E;
+        let text = |p: *const std::ffi::c_char| CStr::from_ptr(p).to_string_lossy().into_owned();
+        match rd::rd_kafka_event_type(event) {
+            rd::RD_KAFKA_EVENT_FETCH => {
+                let m = rd::rd_kafka_event_message_next(event);
+                if m.is_null() {
+                    return Ok(());
+                }
+                let m = &*m;
+                match m.err {
+                    E::RD_KAFKA_RESP_ERR_NO_ERROR => {
+                        if !m.payload.is_null() {
+                            let v = std::slice::from_raw_parts(m.payload as *const u8, m.len);
+                            batch.push(Bytes::copy_from_slice(v));
+                        }
+                    }
+                    E::RD_KAFKA_RESP_ERR__PARTITION_EOF => {}
+                    e => anyhow::bail!("consuming: {}", text(rd::rd_kafka_err2str(e))),
+                }
+            }
+            rd::RD_KAFKA_EVENT_REBALANCE => {
+                let parts = rd::rd_kafka_event_topic_partition_list(event);
+                let assign =
+                    rd::rd_kafka_event_error(event) == E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+                let cooperative = text(rd::rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE";
+                let error = match (cooperative, assign) {
+                    (true, true) => rd::rd_kafka_incremental_assign(rk, parts),
+                    (true, false) => rd::rd_kafka_incremental_unassign(rk, parts),
+                    (false, assign) => {
+                        let parts = if assign { parts } else { std::ptr::null_mut() };
+                        let e = rd::rd_kafka_assign(rk, parts);
+                        anyhow::ensure!(
+                            e == E::RD_KAFKA_RESP_ERR_NO_ERROR,
+                            "applying a rebalance: {}",
+                            text(rd::rd_kafka_err2str(e))
+                        );
+                        std::ptr::null_mut()
+                    }
+                };
+                if !error.is_null() {
+                    let why = text(rd::rd_kafka_error_string(error));
+                    rd::rd_kafka_error_destroy(error);
+                    anyhow::bail!("applying a rebalance: {why}");
+                }
+            }
+            rd::RD_KAFKA_EVENT_ERROR if rd::rd_kafka_event_error_is_fatal(event) != 0 => {
+                anyhow::bail!("consumer: {}", text(rd::rd_kafka_event_error_string(event)))
+            }
+            // Transient errors librdkafka retries itself; commit results and statistics.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+impl RecordReceiver for KafkaReceiver {
+    async fn poll(&mut self, timeout: Duration, values: &mut Vec<Bytes>) -> anyhow::Result<()> {
+        match tokio::time::timeout(timeout, self.batches.recv()).await {
+            Err(_) => Ok(()),
+            Ok(None) => anyhow::bail!("the Kafka consumer's thread ended"),
+            Ok(Some(batch)) => {
+                values.extend(batch?);
+                Ok(())
+            }
+        }
     }
 
     async fn close(self) -> anyhow::Result<()> {
-        self.0.unsubscribe();
-        Ok(())
+        self.stop.store(true, Ordering::Relaxed);
+        drop(self.batches);
+        let thread = self.thread;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the Kafka consumer's thread panicked"))
     }
 }
 
@@ -161,13 +449,38 @@ impl Driver for KafkaDriver {
             .set("linger.ms", w.linger_ms.unwrap_or(5).to_string())
             .set("enable.idempotence", idempotence.to_string())
             .set("queue.buffering.max.messages", "1000000")
-            .set("batch.size", "1000000");
+            .set("batch.size", "1000000")
+            .set(
+                "batch.num.messages",
+                std::env::var("KB_BNM").unwrap_or("10000".into()),
+            );
         if let Some(n) = w.in_flight_per_partition {
             c.set("max.in.flight.requests.per.connection", n.to_string());
         }
+        let deliveries = Arc::new(Deliveries {
+            waiting_for: AtomicU64::new(u64::MAX),
+            ..Deliveries::default()
+        });
+        let producer: Arc<BaseProducer<DeliveryContext>> = Arc::new(
+            c.create_with_context(DeliveryContext(deliveries.clone()))
+                .context("a Kafka producer")?,
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("kafka-deliveries".into())
+            .spawn({
+                let (producer, deliveries, stop) =
+                    (producer.clone(), deliveries.clone(), stop.clone());
+                let native = Native(producer.client().native_ptr());
+                move || delivery_thread(producer, native, deliveries, stop)
+            })?;
         Ok(KafkaSender {
-            producer: c.create().context("a Kafka producer")?,
+            producer,
+            deliveries,
+            stop,
+            thread: Some(thread),
             topic: w.topic.clone(),
+            next: 0,
         })
     }
 
@@ -178,10 +491,18 @@ impl Driver for KafkaDriver {
         group: &str,
         from_earliest: bool,
     ) -> anyhow::Result<KafkaReceiver> {
-        let consumer: StreamConsumer = self
+        let consumer: BaseConsumer = self
             .config()
             .set("group.id", group)
             .set("enable.auto.commit", "true")
+            .set(
+                "fetch.max.bytes",
+                std::env::var("KB_FMB").unwrap_or("52428800".into()),
+            )
+            .set(
+                "max.partition.fetch.bytes",
+                std::env::var("KB_MPFB").unwrap_or("1048576".into()),
+            )
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set(
                 "auto.offset.reset",
@@ -190,6 +511,19 @@ impl Driver for KafkaDriver {
             .create()
             .context("a Kafka consumer")?;
         consumer.subscribe(&[&w.topic])?;
-        Ok(KafkaReceiver(consumer))
+        let (tx, batches) = mpsc::channel(16);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("kafka-consumer".into())
+            .spawn({
+                let stop = stop.clone();
+                let native = Native(consumer.client().native_ptr());
+                move || consume_thread(consumer, native, tx, stop)
+            })?;
+        Ok(KafkaReceiver {
+            batches,
+            stop,
+            thread,
+        })
     }
 }
