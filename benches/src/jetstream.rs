@@ -37,7 +37,7 @@ use futures::stream::ReadyChunks;
 use futures::{FutureExt, StreamExt};
 use rafka_client::partitioner::partition_for_key;
 
-use crate::workload::{Driver, RecordReceiver, RecordSender, Workload};
+use crate::workload::{sent_at, Driver, RecordReceiver, RecordSender, Workload};
 
 /// JetStream client settings of `rafka-bench run --system jetstream`.
 #[derive(clap::Args, Clone, Debug)]
@@ -118,7 +118,7 @@ fn acknowledged(
 impl RecordSender for JetStreamSender {
     type Ack = PublishAck;
 
-    async fn send(&mut self, key: Option<Bytes>, value: Bytes) -> anyhow::Result<PublishAck> {
+    async fn send(&mut self, key: Option<Bytes>, value: &[u8]) -> anyhow::Result<PublishAck> {
         let partition = match key {
             Some(k) => partition_for_key(&k, self.subjects.len() as u32) as usize,
             None => {
@@ -128,7 +128,10 @@ impl RecordSender for JetStreamSender {
         };
         let ack = self
             .context
-            .publish(self.subjects[partition].clone(), value)
+            .publish(
+                self.subjects[partition].clone(),
+                Bytes::copy_from_slice(value),
+            )
             .await?;
         Ok(std::future::IntoFuture::into_future(ack).map(acknowledged as fn(_) -> _))
     }
@@ -143,7 +146,7 @@ pub struct JetStreamReceiver {
 }
 
 impl RecordReceiver for JetStreamReceiver {
-    async fn poll(&mut self, timeout: Duration, values: &mut Vec<Bytes>) -> anyhow::Result<()> {
+    async fn poll(&mut self, timeout: Duration, sent: &mut Vec<Option<u64>>) -> anyhow::Result<()> {
         let Some(messages) = &mut self.messages else {
             // A member dealt no partition (more members than partitions) idles, as in Kafka.
             tokio::time::sleep(timeout).await;
@@ -155,7 +158,7 @@ impl RecordReceiver for JetStreamReceiver {
             Ok(Some(batch)) => {
                 for m in batch {
                     match m {
-                        Ok(m) => values.push(m.message.payload),
+                        Ok(m) => sent.push(sent_at(&m.message.payload)),
                         // A server too busy to send its idle heartbeat in time: the stream
                         // goes on (and pulls again).
                         Err(e) if e.kind() == pull::MessagesErrorKind::MissingHeartbeat => {

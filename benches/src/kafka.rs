@@ -12,7 +12,8 @@
 //!   rafka's client).
 //! - **Consumer**: a `BaseConsumer` in the run's group (the classic protocol with
 //!   cooperative-sticky), from the earliest record or the end; its queue is served on a
-//!   thread of its own that hands the values over in batches.
+//!   thread of its own that reads each value where librdkafka holds it and hands the send
+//!   times over in batches.
 
 use std::collections::BTreeSet;
 use std::ffi::CStr;
@@ -33,11 +34,11 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::DeliveryResult;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::mpsc;
 
-use crate::workload::{Driver, RecordReceiver, RecordSender, Workload};
+use crate::workload::{sent_at, Driver, RecordReceiver, RecordSender, Workload};
 
 /// Drives rafka's Kafka listeners.
 pub struct KafkaDriver {
@@ -186,13 +187,29 @@ fn delivery_thread(
     drop(producer);
 }
 
+/// A librdkafka topic handle: records are produced through it, without looking the topic
+/// up by name (and copying the name into a C string) for each one, as `producev` does.
+struct Topic(*mut rd::rd_kafka_topic_t);
+
+// SAFETY: librdkafka topic handles may be used from any thread.
+unsafe impl Send for Topic {}
+
+impl Drop for Topic {
+    fn drop(&mut self) {
+        // SAFETY: created by `rd_kafka_topic_new`, released once, before its producer.
+        unsafe { rd::rd_kafka_topic_destroy(self.0) }
+    }
+}
+
 /// A librdkafka producer and its topic.
 pub struct KafkaSender {
-    producer: Arc<BaseProducer<DeliveryContext>>,
+    // Dropped before the producer it belongs to (fields drop in order).
+    topic: Topic,
+    // The client the topic and the delivery thread use.
+    _producer: Arc<BaseProducer<DeliveryContext>>,
     deliveries: Arc<Deliveries>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    topic: String,
     next: u64,
 }
 
@@ -240,20 +257,42 @@ impl Future for KafkaAck {
 impl RecordSender for KafkaSender {
     type Ack = KafkaAck;
 
-    async fn send(&mut self, key: Option<Bytes>, value: Bytes) -> anyhow::Result<KafkaAck> {
+    async fn send(&mut self, key: Option<Bytes>, value: &[u8]) -> anyhow::Result<KafkaAck> {
+        use rd::rd_kafka_resp_err_t as E;
         let seq = self.next;
-        let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&self.topic, seq as usize)
-            .payload(&value[..]);
-        if let Some(k) = &key {
-            record = record.key(&k[..]);
-        }
-        // A full queue: wait for room, as the gRPC driver waits for buffer space.
-        while let Err((e, r)) = self.producer.send(record) {
-            if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
-                return Err(e).context("handing a record to librdkafka");
+        let key = key.as_deref().unwrap_or_default();
+        loop {
+            // SAFETY: the topic handle is live; librdkafka copies the value (F_COPY) and
+            // the key before it returns; the opaque is a number, never dereferenced.
+            let (rc, err) = unsafe {
+                let rc = rd::rd_kafka_produce(
+                    self.topic.0,
+                    -1, // RD_KAFKA_PARTITION_UA: the configured partitioner picks.
+                    rd::RD_KAFKA_MSG_F_COPY,
+                    value.as_ptr() as *mut _,
+                    value.len(),
+                    // An empty key is none: librdkafka sends null for a null pointer.
+                    if key.is_empty() {
+                        std::ptr::null()
+                    } else {
+                        key.as_ptr().cast()
+                    },
+                    key.len(),
+                    seq as usize as *mut _,
+                );
+                (rc, rd::rd_kafka_last_error())
+            };
+            match (rc, err) {
+                (0, _) => break,
+                // A full queue: wait for room, as the gRPC driver waits for buffer space.
+                (_, E::RD_KAFKA_RESP_ERR__QUEUE_FULL) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await
+                }
+                (_, e) => anyhow::bail!(
+                    "handing a record to librdkafka: {}",
+                    RDKafkaErrorCode::from(e)
+                ),
             }
-            record = r;
-            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         self.next += 1;
         Ok(KafkaAck {
@@ -265,12 +304,12 @@ impl RecordSender for KafkaSender {
 
 /// A member of the run's group: its consumer polled on a thread of its own.
 pub struct KafkaReceiver {
-    batches: mpsc::Receiver<anyhow::Result<Vec<Bytes>>>,
+    batches: mpsc::Receiver<anyhow::Result<Vec<Option<u64>>>>,
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
 
-/// The consumer's thread: values in batches of what is ready (after up to 100 ms for the
+/// The consumer's thread: send times in batches of what is ready (after up to 100 ms for the
 /// first), until told to stop. It serves librdkafka's consumer queue itself, as
 /// [`delivery_thread`] serves the producer's: rdkafka's poll wraps every record in a
 /// reference-counted event and reads the clock twice around it, which at a million records
@@ -278,7 +317,7 @@ pub struct KafkaReceiver {
 fn consume_thread(
     consumer: BaseConsumer,
     native: Native,
-    batches: mpsc::Sender<anyhow::Result<Vec<Bytes>>>,
+    batches: mpsc::Sender<anyhow::Result<Vec<Option<u64>>>>,
     stop: Arc<AtomicBool>,
 ) {
     // SAFETY: `native` is the live consumer's handle (`consumer` is dropped at the end);
@@ -323,7 +362,7 @@ fn consume_thread(
 unsafe fn consumer_event(
     rk: *mut rd::rd_kafka_t,
     event: *mut rd::rd_kafka_event_t,
-    batch: &mut Vec<Bytes>,
+    batch: &mut Vec<Option<u64>>,
 ) -> anyhow::Result<()> {
     // SAFETY: as the caller promises.
     unsafe {
@@ -338,10 +377,12 @@ unsafe fn consumer_event(
                 let m = &*m;
                 match m.err {
                     E::RD_KAFKA_RESP_ERR_NO_ERROR => {
-                        if !m.payload.is_null() {
-                            let v = std::slice::from_raw_parts(m.payload as *const u8, m.len);
-                            batch.push(Bytes::copy_from_slice(v));
-                        }
+                        let value = if m.payload.is_null() {
+                            &[][..]
+                        } else {
+                            std::slice::from_raw_parts(m.payload as *const u8, m.len)
+                        };
+                        batch.push(sent_at(value));
                     }
                     E::RD_KAFKA_RESP_ERR__PARTITION_EOF => {}
                     e => anyhow::bail!("consuming: {}", text(rd::rd_kafka_err2str(e))),
@@ -383,12 +424,12 @@ unsafe fn consumer_event(
 }
 
 impl RecordReceiver for KafkaReceiver {
-    async fn poll(&mut self, timeout: Duration, values: &mut Vec<Bytes>) -> anyhow::Result<()> {
+    async fn poll(&mut self, timeout: Duration, sent: &mut Vec<Option<u64>>) -> anyhow::Result<()> {
         match tokio::time::timeout(timeout, self.batches.recv()).await {
             Err(_) => Ok(()),
             Ok(None) => anyhow::bail!("the Kafka consumer's thread ended"),
             Ok(Some(batch)) => {
-                values.extend(batch?);
+                sent.extend(batch?);
                 Ok(())
             }
         }
@@ -465,6 +506,21 @@ impl Driver for KafkaDriver {
             c.create_with_context(DeliveryContext(deliveries.clone()))
                 .context("a Kafka producer")?,
         );
+        let name = std::ffi::CString::new(w.topic.as_str())?;
+        // SAFETY: a live producer handle and a NUL-terminated name (copied by librdkafka).
+        let topic = unsafe {
+            rd::rd_kafka_topic_new(
+                producer.client().native_ptr(),
+                name.as_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        anyhow::ensure!(
+            !topic.is_null(),
+            "a librdkafka handle for topic {}",
+            w.topic
+        );
+        let topic = Topic(topic);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("kafka-deliveries".into())
@@ -475,11 +531,11 @@ impl Driver for KafkaDriver {
                 move || delivery_thread(producer, native, deliveries, stop)
             })?;
         Ok(KafkaSender {
-            producer,
+            topic,
+            _producer: producer,
             deliveries,
             stop,
             thread: Some(thread),
-            topic: w.topic.clone(),
             next: 0,
         })
     }

@@ -10,7 +10,7 @@ use rafka_client::{
     Acks, Admin, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
 
-use crate::workload::{Driver, RecordReceiver, RecordSender, Workload};
+use crate::workload::{sent_at, Driver, RecordReceiver, RecordSender, Workload};
 
 /// rafka through `rafka-client`: a topic, producers, and members of a consumer group.
 pub(crate) struct RafkaDriver {
@@ -39,8 +39,8 @@ fn delivered(d: Delivery) -> anyhow::Result<()> {
 impl RecordSender for RafkaSender {
     type Ack = RafkaAck;
 
-    async fn send(&mut self, key: Option<Bytes>, value: Bytes) -> anyhow::Result<RafkaAck> {
-        let mut record = ProducerRecord::new(self.topic.clone(), value);
+    async fn send(&mut self, key: Option<Bytes>, value: &[u8]) -> anyhow::Result<RafkaAck> {
+        let mut record = ProducerRecord::new(self.topic.clone(), Bytes::copy_from_slice(value));
         if let Some(key) = key {
             record = record.key(key);
         }
@@ -53,9 +53,9 @@ impl RecordSender for RafkaSender {
 pub(crate) struct RafkaReceiver(Consumer);
 
 impl RecordReceiver for RafkaReceiver {
-    async fn poll(&mut self, timeout: Duration, values: &mut Vec<Bytes>) -> anyhow::Result<()> {
+    async fn poll(&mut self, timeout: Duration, sent: &mut Vec<Option<u64>>) -> anyhow::Result<()> {
         let records = self.0.poll(timeout).await?;
-        values.extend(records.into_iter().filter_map(|r| r.value));
+        sent.extend(records.iter().map(|r| r.value.as_deref().and_then(sent_at)));
         Ok(())
     }
 

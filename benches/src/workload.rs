@@ -220,22 +220,24 @@ pub struct RunArgs {
 pub(crate) trait RecordSender: Send + 'static {
     /// Resolves once the record is acknowledged.
     type Ack: Future<Output = anyhow::Result<()>> + Send + 'static;
-    /// Hands a record to the client (waiting only for buffer space); the acknowledgement
-    /// comes later.
+    /// Hands a record to the client (waiting only for buffer space) in the form the client
+    /// takes it (a copy into its own buffer or an owned `Bytes`); the acknowledgement comes
+    /// later.
     fn send(
         &mut self,
         key: Option<Bytes>,
-        value: Bytes,
+        value: &[u8],
     ) -> impl Future<Output = anyhow::Result<Self::Ack>> + Send;
 }
 
 /// A consumer client of some system, a member of the run's group.
 pub(crate) trait RecordReceiver: Send + 'static {
-    /// Appends the values of the records that arrive within `timeout` (none: nothing).
+    /// Appends, for each record that arrives within `timeout` (none: nothing), the send
+    /// time its value starts with ([`sent_at`]), read where the client holds the value.
     fn poll(
         &mut self,
         timeout: Duration,
-        values: &mut Vec<Bytes>,
+        sent: &mut Vec<Option<u64>>,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Leaves the group.
     fn close(self) -> impl Future<Output = anyhow::Result<()>> + Send;
@@ -639,7 +641,7 @@ async fn produce<S: RecordSender>(
             .keyed
             .then(|| Bytes::from(format!("key-{}", (i * 7919 + u64::from(index)) % 10_000)));
         let sent_at = Instant::now();
-        let ack = sender.send(key, Bytes::copy_from_slice(&value)).await?;
+        let ack = sender.send(key, &value).await?;
         if tx.send((sent_at, ack)).await.is_err() {
             break;
         }
@@ -649,31 +651,34 @@ async fn produce<S: RecordSender>(
     acker.await?
 }
 
+/// The send time (nanoseconds since the epoch) a record's value starts with: the producer
+/// writes it into the first 8 bytes (none in a shorter value).
+pub(crate) fn sent_at(value: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(value.get(..8)?.try_into().ok()?))
+}
+
 /// One consumer: counts records and takes each one's end-to-end latency from the send time
 /// its value starts with.
 async fn consume<R: RecordReceiver>(mut receiver: R, shared: Arc<Shared>) -> anyhow::Result<()> {
-    let mut values = Vec::new();
+    let mut sent = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
-        values.clear();
-        receiver
-            .poll(Duration::from_millis(100), &mut values)
-            .await?;
+        sent.clear();
+        receiver.poll(Duration::from_millis(100), &mut sent).await?;
         shared
             .consumed_total
-            .fetch_add(values.len() as u64, Ordering::Relaxed);
-        if !shared.measuring.load(Ordering::Relaxed) || values.is_empty() {
+            .fetch_add(sent.len() as u64, Ordering::Relaxed);
+        if !shared.measuring.load(Ordering::Relaxed) || sent.is_empty() {
             continue;
         }
         let now = now_nanos();
         let mut h = shared.e2e_lat.lock().unwrap();
-        for v in values.iter().filter(|v| v.len() >= 8) {
-            let sent = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
-            h.saturating_record(now.saturating_sub(sent));
+        for t in sent.iter().flatten() {
+            h.saturating_record(now.saturating_sub(*t));
         }
         drop(h);
         shared
             .consumed
-            .fetch_add(values.len() as u64, Ordering::Relaxed);
+            .fetch_add(sent.len() as u64, Ordering::Relaxed);
     }
     receiver.close().await
 }
