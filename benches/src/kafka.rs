@@ -15,7 +15,7 @@
 //!   thread of its own that reads each value where librdkafka holds it and hands the send
 //!   times over in batches.
 
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
 use std::ffi::CStr;
 use std::future::Future;
 use std::pin::Pin;
@@ -32,13 +32,13 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::bindings as rd;
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::mpsc;
 
-use crate::workload::{sent_at, Driver, RecordReceiver, RecordSender, Workload};
+use crate::kafka_consumer::RawConsumer;
+use crate::workload::{Driver, RecordReceiver, RecordSender, Workload};
 
 /// Drives rafka's Kafka listeners.
 pub struct KafkaDriver {
@@ -72,11 +72,12 @@ struct Deliveries {
     error: OnceLock<String>,
 }
 
-/// Delivered records past the first gap (several partitions complete out of order).
+/// Delivered records past the first gap (several partitions complete out of order):
+/// `delivered[i]` for record `next + i`.
 #[derive(Default)]
 struct Ahead {
     next: u64,
-    set: BTreeSet<u64>,
+    delivered: VecDeque<bool>,
 }
 
 impl Deliveries {
@@ -84,13 +85,16 @@ impl Deliveries {
     fn mark(&self, seq: u64) {
         let mut guard = self.ahead.lock().unwrap();
         let a = &mut *guard;
-        if seq == a.next {
+        let Some(i) = seq.checked_sub(a.next).map(|i| i as usize) else {
+            return; // reported before
+        };
+        if a.delivered.len() <= i {
+            a.delivered.resize(i + 1, false);
+        }
+        a.delivered[i] = true;
+        while a.delivered.front() == Some(&true) {
+            a.delivered.pop_front();
             a.next += 1;
-            while a.set.remove(&a.next) {
-                a.next += 1;
-            }
-        } else {
-            a.set.insert(seq);
         }
         // SeqCst pairs with the acknowledgement's store of `waiting_for` then load of
         // `done`: one of the two sides sees the other.
@@ -309,118 +313,23 @@ pub struct KafkaReceiver {
     thread: JoinHandle<()>,
 }
 
-/// The consumer's thread: send times in batches of what is ready (after up to 100 ms for the
-/// first), until told to stop. It serves librdkafka's consumer queue itself, as
-/// [`delivery_thread`] serves the producer's: rdkafka's poll wraps every record in a
-/// reference-counted event and reads the clock twice around it, which at a million records
-/// a second cost more than librdkafka's own work.
+/// The consumer's thread: send times in batches of what is ready (after up to 100 ms for
+/// the first), until told to stop; leaves the group as it ends.
 fn consume_thread(
-    consumer: BaseConsumer,
-    native: Native,
+    mut consumer: RawConsumer,
     batches: mpsc::Sender<anyhow::Result<Vec<Option<u64>>>>,
     stop: Arc<AtomicBool>,
 ) {
-    // SAFETY: `native` is the live consumer's handle (`consumer` is dropped at the end);
-    // the queue reference is released below; each event is destroyed once read.
-    let failed = unsafe {
-        let queue = rd::rd_kafka_queue_get_consumer(native.0);
-        let mut failed = None;
-        'run: while !stop.load(Ordering::Relaxed) {
-            let mut batch = Vec::new();
-            let mut timeout_ms = 100;
-            while batch.len() < 10_000 {
-                let event = rd::rd_kafka_queue_poll(queue, timeout_ms);
-                if event.is_null() {
-                    break;
-                }
-                timeout_ms = 0;
-                let outcome = consumer_event(native.0, event, &mut batch);
-                rd::rd_kafka_event_destroy(event);
-                if let Err(e) = outcome {
-                    failed = Some(e);
-                    break 'run;
-                }
-            }
-            if !batch.is_empty() && batches.blocking_send(Ok(batch)).is_err() {
-                break;
-            }
+    while !stop.load(Ordering::Relaxed) {
+        let mut batch = Vec::new();
+        if let Err(e) = consumer.poll(100, &mut batch) {
+            let _ = batches.blocking_send(Err(e));
+            return;
         }
-        rd::rd_kafka_queue_destroy(queue);
-        failed
-    };
-    if let Some(e) = failed {
-        let _ = batches.blocking_send(Err(e));
-    }
-    consumer.unsubscribe();
-}
-
-/// One event of the consumer queue: a record's value into `batch`, a rebalance applied
-/// (as rdkafka's default context does), an error returned.
-///
-/// # Safety
-/// `rk` is a live consumer and `event` one of its events, not yet destroyed.
-unsafe fn consumer_event(
-    rk: *mut rd::rd_kafka_t,
-    event: *mut rd::rd_kafka_event_t,
-    batch: &mut Vec<Option<u64>>,
-) -> anyhow::Result<()> {
-    // SAFETY: as the caller promises.
-    unsafe {
-        use rd::rd_kafka_resp_err_t as E;
-        let text = |p: *const std::ffi::c_char| CStr::from_ptr(p).to_string_lossy().into_owned();
-        match rd::rd_kafka_event_type(event) {
-            rd::RD_KAFKA_EVENT_FETCH => {
-                let m = rd::rd_kafka_event_message_next(event);
-                if m.is_null() {
-                    return Ok(());
-                }
-                let m = &*m;
-                match m.err {
-                    E::RD_KAFKA_RESP_ERR_NO_ERROR => {
-                        let value = if m.payload.is_null() {
-                            &[][..]
-                        } else {
-                            std::slice::from_raw_parts(m.payload as *const u8, m.len)
-                        };
-                        batch.push(sent_at(value));
-                    }
-                    E::RD_KAFKA_RESP_ERR__PARTITION_EOF => {}
-                    e => anyhow::bail!("consuming: {}", text(rd::rd_kafka_err2str(e))),
-                }
-            }
-            rd::RD_KAFKA_EVENT_REBALANCE => {
-                let parts = rd::rd_kafka_event_topic_partition_list(event);
-                let assign =
-                    rd::rd_kafka_event_error(event) == E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
-                let cooperative = text(rd::rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE";
-                let error = match (cooperative, assign) {
-                    (true, true) => rd::rd_kafka_incremental_assign(rk, parts),
-                    (true, false) => rd::rd_kafka_incremental_unassign(rk, parts),
-                    (false, assign) => {
-                        let parts = if assign { parts } else { std::ptr::null_mut() };
-                        let e = rd::rd_kafka_assign(rk, parts);
-                        anyhow::ensure!(
-                            e == E::RD_KAFKA_RESP_ERR_NO_ERROR,
-                            "applying a rebalance: {}",
-                            text(rd::rd_kafka_err2str(e))
-                        );
-                        std::ptr::null_mut()
-                    }
-                };
-                if !error.is_null() {
-                    let why = text(rd::rd_kafka_error_string(error));
-                    rd::rd_kafka_error_destroy(error);
-                    anyhow::bail!("applying a rebalance: {why}");
-                }
-            }
-            rd::RD_KAFKA_EVENT_ERROR if rd::rd_kafka_event_error_is_fatal(event) != 0 => {
-                anyhow::bail!("consumer: {}", text(rd::rd_kafka_event_error_string(event)))
-            }
-            // Transient errors librdkafka retries itself; commit results and statistics.
-            _ => {}
+        if !batch.is_empty() && batches.blocking_send(Ok(batch)).is_err() {
+            return;
         }
     }
-    Ok(())
 }
 
 impl RecordReceiver for KafkaReceiver {
@@ -489,12 +398,11 @@ impl Driver for KafkaDriver {
             .set("compression.type", &w.compression)
             .set("linger.ms", w.linger_ms.unwrap_or(5).to_string())
             .set("enable.idempotence", idempotence.to_string())
+            // As much buffered as the gRPC driver's client holds (64 MiB of records): a
+            // deeper queue only adds waiting to every record's latency.
+            .set("queue.buffering.max.kbytes", "65536")
             .set("queue.buffering.max.messages", "1000000")
-            .set("batch.size", "1000000")
-            .set(
-                "batch.num.messages",
-                std::env::var("KB_BNM").unwrap_or("10000".into()),
-            );
+            .set("batch.size", "1000000");
         if let Some(n) = w.in_flight_per_partition {
             c.set("max.in.flight.requests.per.connection", n.to_string());
         }
@@ -547,34 +455,23 @@ impl Driver for KafkaDriver {
         group: &str,
         from_earliest: bool,
     ) -> anyhow::Result<KafkaReceiver> {
-        let consumer: BaseConsumer = self
-            .config()
+        let mut config = self.config();
+        config
             .set("group.id", group)
             .set("enable.auto.commit", "true")
-            .set(
-                "fetch.max.bytes",
-                std::env::var("KB_FMB").unwrap_or("52428800".into()),
-            )
-            .set(
-                "max.partition.fetch.bytes",
-                std::env::var("KB_MPFB").unwrap_or("1048576".into()),
-            )
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set(
                 "auto.offset.reset",
                 if from_earliest { "earliest" } else { "latest" },
-            )
-            .create()
-            .context("a Kafka consumer")?;
-        consumer.subscribe(&[&w.topic])?;
+            );
+        let consumer = RawConsumer::subscribe(&config, &w.topic)?;
         let (tx, batches) = mpsc::channel(16);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("kafka-consumer".into())
             .spawn({
                 let stop = stop.clone();
-                let native = Native(consumer.client().native_ptr());
-                move || consume_thread(consumer, native, tx, stop)
+                move || consume_thread(consumer, tx, stop)
             })?;
         Ok(KafkaReceiver {
             batches,

@@ -28,6 +28,7 @@ mod compare;
 mod group;
 mod jetstream;
 mod kafka;
+mod kafka_consumer;
 mod limits;
 mod load;
 mod log_bench;

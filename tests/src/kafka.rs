@@ -153,8 +153,21 @@ impl KafkaConn {
     where
         R: kafka_protocol::protocol::Request,
     {
+        let correlation = self.send(version, request).await;
+        let (answered, response) = self.receive::<R>(version).await;
+        assert_eq!(answered, correlation);
+        response
+    }
+
+    /// Writes `request` as `version` without waiting for its answer (a client with
+    /// requests in flight); returns its correlation id.
+    pub async fn send<R>(&mut self, version: i16, request: &R) -> i32
+    where
+        R: kafka_protocol::protocol::Request,
+    {
         use bytes::BufMut;
-        use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+        use kafka_protocol::protocol::Encodable;
+        use tokio::io::AsyncWriteExt;
         self.correlation += 1;
         let header = kafka_protocol::messages::RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -171,17 +184,39 @@ impl KafkaConn {
         let mut frame = bytes::BytesMut::new();
         frame.put_i32(body.len() as i32);
         frame.extend_from_slice(&body);
-        let mut answer = self
-            .send_raw(&frame)
+        self.stream
+            .write_all(&frame)
             .await
+            .unwrap_or_else(|e| panic!("sending API {} v{version}: {e}", R::KEY));
+        self.correlation
+    }
+
+    /// Reads the next answer, to a request of type `R` sent as `version`: its correlation
+    /// id and body.
+    pub async fn receive<R>(&mut self, version: i16) -> (i32, R::Response)
+    where
+        R: kafka_protocol::protocol::Request,
+    {
+        use kafka_protocol::protocol::{Decodable, HeaderVersion};
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            let size = self.stream.read_i32().await.ok()?;
+            let mut buf = vec![0u8; usize::try_from(size).ok()?];
+            self.stream.read_exact(&mut buf).await.ok()?;
+            Some(bytes::Bytes::from(buf))
+        };
+        let mut answer = tokio::time::timeout(CLIENT_WAIT, read)
+            .await
+            .ok()
+            .flatten()
             .unwrap_or_else(|| panic!("no answer to API {} v{version}", R::KEY));
-        let response_header = kafka_protocol::messages::ResponseHeader::decode(
+        let header = kafka_protocol::messages::ResponseHeader::decode(
             &mut answer,
             R::Response::header_version(version),
         )
         .expect("response header");
-        assert_eq!(response_header.correlation_id, self.correlation);
-        R::Response::decode(&mut answer, version).expect("response body")
+        let body = R::Response::decode(&mut answer, version).expect("response body");
+        (header.correlation_id, body)
     }
 
     /// Writes `bytes` and reads one answer frame's body; `None` if the broker closed the

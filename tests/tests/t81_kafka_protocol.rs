@@ -1,7 +1,7 @@
 //! The Kafka listener's answers, request by request (issue 18): ApiVersions (and its v0
 //! answer to a version it does not know), Kafka's error codes for what goes wrong, the
-//! new leader named on NOT_LEADER_OR_FOLLOWER, and produce without a principal refused
-//! when auth is on.
+//! new leader named on NOT_LEADER_OR_FOLLOWER, produce without a principal refused when
+//! auth is on, and produce requests in flight together answered in order.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +21,17 @@ fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
+fn produce_request(topic: &str, partition: i32, records: Vec<u8>) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(Bytes::from(records)))])])
+}
+
 async fn produce(
     c: &mut KafkaConn,
     version: i16,
@@ -28,14 +39,7 @@ async fn produce(
     partition: i32,
     records: Vec<u8>,
 ) -> PartitionProduceResponse {
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(name(topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(Bytes::from(records)))])]);
+    let request = produce_request(topic, partition, records);
     let mut answer = c.call(version, &request).await;
     answer.responses.remove(0).partition_responses.remove(0)
 }
@@ -382,4 +386,66 @@ async fn a_kip_848_member_joins_by_heartbeat_and_is_described() {
     // Leaving (epoch -1) empties the group.
     let leave = join.clone().with_member_epoch(-1);
     assert_eq!(c.call(1, &leave).await.error_code, 0);
+}
+
+/// A client keeps several produce requests in flight on one connection (librdkafka up to
+/// 5): an idempotent producer's run side by side, anyone else's one at a time, and every
+/// answer comes in request order, in the order the records landed. A request after them
+/// sees them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_requests_in_flight_are_answered_in_order() {
+    let broker = TestBroker::start().await;
+    let admin = Admin::connect(&broker.addr).await.unwrap();
+    for topic in ["plain", "idempotent"] {
+        admin
+            .create_topic(topic, 1, 1, BTreeMap::new())
+            .await
+            .unwrap();
+    }
+    let mut c = KafkaConn::connect(&broker.kafka).await;
+    let id = c
+        .call(
+            4,
+            &InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
+        )
+        .await;
+    assert_eq!(id.error_code, 0);
+    let (pid, epoch) = (id.producer_id.0, id.producer_epoch);
+
+    for (topic, idempotent) in [("plain", false), ("idempotent", true)] {
+        let mut sent = Vec::new();
+        for i in 0..8i32 {
+            let producer = idempotent.then_some((pid, epoch, 2 * i));
+            let batch = kafka_batch(b"k", &[b"first", b"second"], producer);
+            sent.push(c.send(9, &produce_request(topic, 0, batch)).await);
+        }
+        let latest = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                .with_name(name(topic))
+                .with_partitions(vec![
+                    list_offsets_request::ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(-1),
+                ])]);
+        let after = c.send(5, &latest).await;
+        for (i, correlation) in sent.iter().enumerate() {
+            let (answered, mut r) = c.receive::<ProduceRequest>(9).await;
+            assert_eq!(answered, *correlation, "{topic}: answers in request order");
+            let p = r.responses.remove(0).partition_responses.remove(0);
+            assert_eq!(
+                (p.error_code, p.base_offset),
+                (0, 2 * i as i64),
+                "{topic}: request {i} landed in order"
+            );
+        }
+        let (answered, mut r) = c.receive::<ListOffsetsRequest>(5).await;
+        assert_eq!(answered, after);
+        let p = r.topics.remove(0).partitions.remove(0);
+        assert_eq!(
+            (p.error_code, p.offset),
+            (0, 16),
+            "{topic}: sees every record"
+        );
+    }
 }

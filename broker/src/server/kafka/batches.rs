@@ -78,6 +78,18 @@ pub(super) fn from_kafka(records: &[u8]) -> Result<Bytes, (usize, BatchError)> {
     Ok(out.freeze())
 }
 
+/// Whether `records` are whole batches, every one an idempotent producer's (a producer
+/// id set): batches the partition's sequencer orders by their sequence numbers.
+pub(super) fn idempotent(records: &[u8]) -> bool {
+    spans(records).is_ok_and(|spans| {
+        !spans.is_empty()
+            && spans.into_iter().all(|span| {
+                let id = &records[span.start + field::PRODUCER_ID..][..8];
+                i64::from_be_bytes(id.try_into().expect("eight bytes")) >= 0
+            })
+    })
+}
+
 /// Stored batches (verified as they were read) in Kafka's form, CRC-32C.
 pub(super) fn to_kafka(records: Bytes) -> Bytes {
     if records.is_empty() {

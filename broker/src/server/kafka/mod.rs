@@ -11,8 +11,9 @@
 //! - `sasl`    SaslHandshake and SaslAuthenticate: OAUTHBEARER and PLAIN
 //!
 //! Codecs are the `kafka-protocol` crate's. A connection's requests are answered in the
-//! order they came, as Kafka promises; a malformed frame closes the connection with a
-//! log line and touches nothing else.
+//! order they came, as Kafka promises (an idempotent producer's produce requests run side
+//! by side meanwhile); a malformed frame closes the connection with a log line and
+//! touches nothing else.
 
 mod batches;
 mod classic;
@@ -163,17 +164,75 @@ pub(crate) enum Closed {
     /// The connection's token expired and it did not authenticate again.
     #[error("its token expired (a client authenticates again before: KIP-368)")]
     Expired,
+    /// A request's handler failed (panicked or was cancelled as the broker stopped).
+    #[error("{0}")]
+    Failed(String),
 }
 
-/// Reads requests, answers each in order, until the client leaves or misbehaves.
+/// Most requests of a connection read ahead of their answers (Kafka clients keep up to
+/// 5 produce requests in flight per connection; librdkafka's idempotent producer 5).
+const MAX_IN_FLIGHT: usize = 16;
+
+/// A request's answer in the making, queued in request order for the writer.
+enum Answer {
+    /// Ready to write (none: a produce with acks=0 is answered by silence).
+    Ready(Option<Bytes>),
+    /// A pipelined request's handler, running beside the connection's others.
+    Running(tokio::task::JoinHandle<Result<Option<Bytes>, Closed>>),
+    /// Signalled once every answer queued before it is written.
+    Drained(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Reads requests and writes their answers in the order they came, as Kafka promises,
+/// until the client leaves or misbehaves.
+///
+/// Kafka handles a connection's requests one at a time; here an idempotent producer's
+/// produce requests run side by side (see [`pipelined`]), so a client with several in
+/// flight has them replicated together instead of each waiting out the last one's
+/// commit. Every other request waits for those before it, and sees their effects.
 async fn connection<S>(shared: Arc<Shared>, stream: S) -> Result<(), Closed>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
-    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (rd, wr) = tokio::io::split(stream);
+    let (tx, rx) = tokio::sync::mpsc::channel(MAX_IN_FLIGHT);
+    futures::future::try_join(read_requests(shared, rd, tx), write_answers(wr, rx))
+        .await
+        .map(drop)
+}
+
+/// Whether a request may run beside the connection's other requests: an idempotent
+/// producer's produce (acks=all, every batch with a producer id), whose batches each
+/// partition's sequencer takes in sequence order whatever order they arrive in. Other
+/// produce requests keep Kafka's one-at-a-time order, which is their only ordering.
+fn pipelined(request: &RequestKind) -> bool {
+    let RequestKind::Produce(r) = request else {
+        return false;
+    };
+    r.acks == -1
+        && r.transactional_id.as_ref().is_none_or(|t| t.is_empty())
+        && r.topic_data.iter().all(|t| {
+            t.partition_data
+                .iter()
+                .all(|p| p.records.as_deref().is_some_and(batches::idempotent))
+        })
+}
+
+/// The reading half: decodes each request and answers it, or starts its handler when
+/// [`pipelined`]; hands the answers to the writer in request order.
+async fn read_requests<R>(
+    shared: Arc<Shared>,
+    mut rd: R,
+    answers: tokio::sync::mpsc::Sender<Answer>,
+) -> Result<(), Closed>
+where
+    R: AsyncRead + Unpin,
+{
     let max = frame::max_frame(shared.config.max_request_bytes);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut sasl = sasl::Sasl::default();
+    // Whether a pipelined request may still be running.
+    let mut running = false;
     loop {
         let Some(body) = frame::read(&mut rd, &mut buf, max).await? else {
             return Ok(()); // the client closed between requests
@@ -199,28 +258,74 @@ where
                         call.header.correlation_id
                     ))
                 })?;
-                let response = match request {
-                    RequestKind::SaslHandshake(r) => Some(ResponseKind::SaslHandshake(
-                        sasl::handshake(&shared, &mut sasl, r),
-                    )),
-                    RequestKind::SaslAuthenticate(r) => Some(ResponseKind::SaslAuthenticate(
-                        sasl::authenticate(&shared, &mut sasl, call.version(), r).await,
-                    )),
-                    other => dispatch(&shared, &call, other).await?,
-                };
-                match response {
-                    Some(response) => Some(frame::response(&call.header, &response)?),
-                    None => None, // acks=0: Kafka sends no answer
+                if pipelined(&request) {
+                    running = true;
+                    let shared = shared.clone();
+                    Answer::Running(tokio::spawn(async move {
+                        let response = dispatch(&shared, &call, request).await?;
+                        response
+                            .map(|r| frame::response(&call.header, &r))
+                            .transpose()
+                    }))
+                } else {
+                    if std::mem::take(&mut running) {
+                        let (done, drained) = tokio::sync::oneshot::channel();
+                        if answers.send(Answer::Drained(done)).await.is_err()
+                            || drained.await.is_err()
+                        {
+                            return Ok(()); // the writer stopped: its error is the answer
+                        }
+                    }
+                    let response = match request {
+                        RequestKind::SaslHandshake(r) => Some(ResponseKind::SaslHandshake(
+                            sasl::handshake(&shared, &mut sasl, r),
+                        )),
+                        RequestKind::SaslAuthenticate(r) => Some(ResponseKind::SaslAuthenticate(
+                            sasl::authenticate(&shared, &mut sasl, call.version(), r).await,
+                        )),
+                        other => dispatch(&shared, &call, other).await?,
+                    };
+                    Answer::Ready(
+                        response
+                            .map(|r| frame::response(&call.header, &r))
+                            .transpose()?,
+                    )
                 }
             }
-            frame::Parsed::UnsupportedApiVersions(correlation_id) => Some(
+            frame::Parsed::UnsupportedApiVersions(correlation_id) => Answer::Ready(Some(
                 frame::api_versions_v0_error(correlation_id, meta::supported()),
-            ),
+            )),
         };
-        if let Some(out) = answer {
+        if answers.send(answer).await.is_err() {
+            return Ok(()); // the writer stopped: its error is the connection's
+        }
+    }
+}
+
+/// The writing half: each answer in request order, once it is ready.
+async fn write_answers<W>(
+    mut wr: W,
+    mut answers: tokio::sync::mpsc::Receiver<Answer>,
+) -> Result<(), Closed>
+where
+    W: AsyncWrite + Unpin,
+{
+    while let Some(answer) = answers.recv().await {
+        let out = match answer {
+            Answer::Ready(out) => out,
+            Answer::Running(handler) => handler
+                .await
+                .map_err(|e| Closed::Failed(format!("a produce request's handler: {e}")))??,
+            Answer::Drained(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
+        if let Some(out) = out {
             wr.write_all(&out).await?;
         }
     }
+    Ok(())
 }
 
 /// Answers one request: `None` for a request answered by silence (produce, acks=0).
