@@ -58,6 +58,8 @@ struct Pair {
     title: &'static str,
     names: [&'static str; 2],
     pick: for<'a> fn(&Row<'a>) -> [Option<&'a RunResult>; 2],
+    /// Rows only where both ran (else where either did, the other's cells `-`).
+    both: bool,
 }
 
 const PAIRS: [Pair; 2] = [
@@ -65,11 +67,13 @@ const PAIRS: [Pair; 2] = [
         title: "ratio = rafka / JetStream, from the same run of this script",
         names: ["rafka", "JetStream"],
         pick: |r| [r.rafka, r.jetstream],
+        both: false,
     },
     Pair {
         title: "ratio = rafka through its Kafka listener (librdkafka) / through gRPC (rafka-client), same run",
         names: ["Kafka", "gRPC"],
         pick: |r| [r.kafka, r.rafka],
+        both: true,
     },
 ];
 
@@ -215,7 +219,12 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             .iter()
             .filter_map(|row| {
                 let [a, b] = (pair.pick)(row);
-                (a.is_some() && b.is_some()).then(|| cells(row.workload, a, b))
+                let shown = if pair.both {
+                    a.is_some() && b.is_some()
+                } else {
+                    a.is_some() || b.is_some()
+                };
+                shown.then(|| cells(row.workload, a, b))
             })
             .collect();
         if table.is_empty() {
@@ -234,7 +243,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(
         !md.is_empty(),
-        "no workload in {} ran on both systems of a comparison",
+        "no rafka or JetStream run in {} (and no workload ran on both Kafka and gRPC)",
         args.dir.display()
     );
     if let Some(l) = results.iter().find_map(|r| r.limits) {
