@@ -449,3 +449,71 @@ async fn produce_requests_in_flight_are_answered_in_order() {
         );
     }
 }
+
+/// A batch whose records carry `timestamps` (values "0", "1", ...), CRC-32C.
+fn timed_batch(timestamps: &[i64]) -> Vec<u8> {
+    let mut b = rafka_proto::batch::BatchBuilder::new();
+    let values: Vec<Vec<u8>> = (0..timestamps.len())
+        .map(|i| i.to_string().into_bytes())
+        .collect();
+    for (t, v) in timestamps.iter().zip(&values) {
+        b.append(&rafka_proto::batch::Record {
+            timestamp: *t,
+            key: None,
+            value: Some(v),
+            headers: &[],
+        });
+    }
+    let mut batch = b.seal().to_vec();
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+/// ListOffsets by largest timestamp (-3) of `topic`'s partition 0: error code, offset,
+/// timestamp.
+async fn largest_timestamp(c: &mut KafkaConn, topic: &str) -> (i16, i64, i64) {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-3),
+            ])]);
+    let mut r = c.call(7, &request).await;
+    let p = r.topics.remove(0).partitions.remove(0);
+    (p.error_code, p.offset, p.timestamp)
+}
+
+/// ListOffsets by largest timestamp (-3, KIP-734): the first record with the largest
+/// timestamp, wherever it lies in the log; nothing for an empty partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_offsets_finds_the_record_with_the_largest_timestamp() {
+    let broker = TestBroker::start().await;
+    let admin = Admin::connect(&broker.addr).await.unwrap();
+    admin
+        .create_topic("times", 1, 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let mut c = KafkaConn::connect(&broker.kafka).await;
+    assert_eq!(
+        largest_timestamp(&mut c, "times").await,
+        (0, -1, -1),
+        "an empty partition"
+    );
+    let t = 1_700_000_000_000;
+    for batch in [
+        timed_batch(&[t + 100, t + 300, t + 200]),
+        timed_batch(&[t + 250, t + 300]),
+    ] {
+        let p = produce(&mut c, 9, "times", 0, batch).await;
+        assert_eq!(p.error_code, 0);
+    }
+    assert_eq!(
+        largest_timestamp(&mut c, "times").await,
+        (0, 1, t + 300),
+        "the first record with the largest timestamp"
+    );
+}

@@ -157,6 +157,17 @@ impl LogReader {
         Ok(data.slice(pos..pos + n))
     }
 
+    /// The largest record timestamp in the log (`None` for a log without records: an
+    /// empty segment's is -1).
+    pub fn max_timestamp(&self) -> Option<i64> {
+        let segments = self.shared.read();
+        segments
+            .values()
+            .map(|s| s.max_timestamp())
+            .max()
+            .filter(|&t| t >= 0)
+    }
+
     /// Offset of the first record whose timestamp is at or after `timestamp`, or `None` if
     /// every record is older. For a compressed batch, its base offset.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>, LogError> {

@@ -418,9 +418,12 @@ fn offset_for(p: &ReplicatedPartition, timestamp: i64) -> Result<Option<(i64, i6
     match timestamp {
         LATEST => Ok(Some((high_watermark as i64, -1))),
         EARLIEST | EARLIEST_LOCAL => Ok(Some((reader.log_start_offset() as i64, -1))),
-        MAX_TIMESTAMP => Err(BrokerError::InvalidRequest(
-            "ListOffsets by largest timestamp (-3) is not served".into(),
-        )),
+        // KIP-734: the (first) record with the largest timestamp, which is the first
+        // record at or after that timestamp.
+        MAX_TIMESTAMP => match reader.max_timestamp() {
+            Some(max) => offset_for(p, max),
+            None => Ok(None),
+        },
         ts if ts < 0 => Err(BrokerError::InvalidRequest(format!(
             "ListOffsets timestamp {ts} is not one Kafka defines"
         ))),
