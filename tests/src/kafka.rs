@@ -264,6 +264,11 @@ pub fn kafka_batch(key: &[u8], values: &[&[u8]], producer: Option<(i64, i16, i32
             headers: &[],
         });
     }
+    sealed_for_kafka(b)
+}
+
+/// The batch `b` holds, sealed and given the CRC-32C Kafka batches carry.
+pub fn sealed_for_kafka(b: rafka_proto::batch::BatchBuilder) -> Vec<u8> {
     let mut batch = b.seal().to_vec();
     let crc = crc32c::crc32c(&batch[21..]);
     batch[17..21].copy_from_slice(&crc.to_be_bytes());

@@ -14,11 +14,24 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use rafka_client::Admin;
 use rafka_tests::cluster::TestCluster;
-use rafka_tests::kafka::{kafka_batch, KafkaConn};
+use rafka_tests::kafka::{kafka_batch, sealed_for_kafka, KafkaConn};
 use rafka_tests::TestBroker;
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// ListOffsets for `topic`'s partition 0 at `timestamp` (or -1 latest, -3 largest).
+fn list_offsets(topic: &str, timestamp: i64) -> ListOffsetsRequest {
+    ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(timestamp),
+            ])])
 }
 
 fn produce_request(topic: &str, partition: i32, records: Vec<u8>) -> ProduceRequest {
@@ -419,16 +432,7 @@ async fn produce_requests_in_flight_are_answered_in_order() {
             let batch = kafka_batch(b"k", &[b"first", b"second"], producer);
             sent.push(c.send(9, &produce_request(topic, 0, batch)).await);
         }
-        let latest = ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
-                .with_name(name(topic))
-                .with_partitions(vec![
-                    list_offsets_request::ListOffsetsPartition::default()
-                        .with_partition_index(0)
-                        .with_timestamp(-1),
-                ])]);
-        let after = c.send(5, &latest).await;
+        let after = c.send(5, &list_offsets(topic, -1)).await;
         for (i, correlation) in sent.iter().enumerate() {
             let (answered, mut r) = c.receive::<ProduceRequest>(9).await;
             assert_eq!(answered, *correlation, "{topic}: answers in request order");
@@ -464,25 +468,13 @@ fn timed_batch(timestamps: &[i64]) -> Vec<u8> {
             headers: &[],
         });
     }
-    let mut batch = b.seal().to_vec();
-    let crc = crc32c::crc32c(&batch[21..]);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
-    batch
+    sealed_for_kafka(b)
 }
 
 /// ListOffsets by largest timestamp (-3) of `topic`'s partition 0: error code, offset,
 /// timestamp.
 async fn largest_timestamp(c: &mut KafkaConn, topic: &str) -> (i16, i64, i64) {
-    let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
-            .with_name(name(topic))
-            .with_partitions(vec![
-                list_offsets_request::ListOffsetsPartition::default()
-                    .with_partition_index(0)
-                    .with_timestamp(-3),
-            ])]);
-    let mut r = c.call(7, &request).await;
+    let mut r = c.call(7, &list_offsets(topic, -3)).await;
     let p = r.topics.remove(0).partitions.remove(0);
     (p.error_code, p.offset, p.timestamp)
 }
