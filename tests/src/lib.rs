@@ -54,6 +54,26 @@ where
     }
 }
 
+/// [`eventually`] for a value: polls `attempt` until it yields `Some` or `deadline`
+/// passes (then panics with `what` and the last failed attempt's description).
+pub async fn eventually_some<T, F, Fut>(what: &str, deadline: Duration, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        match attempt().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                start.elapsed() < deadline,
+                "timed out after {deadline:?} waiting for {what}: {last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Sends the brokers' warnings (or what `RUST_LOG` asks for) to the test's captured
 /// output, so a failing test prints what its brokers logged; idempotent.
 pub fn init_tracing() {

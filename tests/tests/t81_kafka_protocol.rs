@@ -254,25 +254,30 @@ async fn a_follower_answers_not_leader_with_the_leader_and_its_address() {
     let mut c = KafkaConn::connect(&cluster.kafka_addr(follower)).await;
 
     // Every broker's Kafka address is in the follower's Metadata, once each recorded it.
-    let deadline = tokio::time::Instant::now() + rafka_tests::cluster::WAIT;
-    let meta = loop {
-        let meta = c
-            .call(12, &MetadataRequest::default().with_topics(None))
-            .await;
-        let led = meta
-            .topics
-            .iter()
-            .any(|t| t.name == Some(name("l")) && t.partitions[0].leader_id.0 > 0);
-        if meta.brokers.len() == 3 && led {
-            break meta;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} brokers",
-            meta.brokers.len()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let meta = rafka_tests::eventually_some(
+        "every broker's Kafka address and a leader",
+        rafka_tests::cluster::WAIT,
+        || {
+            // A connection per attempt: a closure called again cannot lend out `c`.
+            let addr = cluster.kafka_addr(follower);
+            async move {
+                let meta = KafkaConn::connect(&addr)
+                    .await
+                    .call(12, &MetadataRequest::default().with_topics(None))
+                    .await;
+                let led = meta
+                    .topics
+                    .iter()
+                    .any(|t| t.name == Some(name("l")) && t.partitions[0].leader_id.0 > 0);
+                if meta.brokers.len() == 3 && led {
+                    Ok(meta)
+                } else {
+                    Err(format!("{} brokers", meta.brokers.len()))
+                }
+            }
+        },
+    )
+    .await;
     for b in &meta.brokers {
         let want = cluster.kafka_addr(b.node_id.0 as u32);
         assert_eq!(format!("{}:{}", b.host.as_str(), b.port), want);
@@ -357,15 +362,20 @@ async fn a_kip_848_member_joins_by_heartbeat_and_is_described() {
         .with_subscribed_topic_names(Some(vec![name("hb")]))
         .with_topic_partitions(Some(vec![]));
     // The coordinator may still be starting the offsets topic: NOT_COORDINATOR until then.
-    let deadline = tokio::time::Instant::now() + rafka_tests::cluster::WAIT;
-    let joined = loop {
-        let answer = c.call(1, &join).await;
-        if answer.error_code == 0 {
-            break answer;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{answer:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let joined =
+        rafka_tests::eventually_some("a joined member", rafka_tests::cluster::WAIT, || {
+            // A connection per attempt: a closure called again cannot lend out `c`.
+            let (addr, join) = (broker.kafka.clone(), &join);
+            async move {
+                let answer = KafkaConn::connect(&addr).await.call(1, join).await;
+                if answer.error_code == 0 {
+                    Ok(answer)
+                } else {
+                    Err(format!("{answer:?}"))
+                }
+            }
+        })
+        .await;
     assert_eq!(joined.member_id.as_deref(), Some("member-one"));
     assert!(joined.member_epoch > 0);
     let assigned: usize = joined.assignment.as_ref().map_or(0, |a| {
